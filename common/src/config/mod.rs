@@ -1,0 +1,382 @@
+//! The config file: typed values, loaded from TOML and validated once.
+//!
+//! Parsing ([`parse`]) walks the raw TOML and collects every problem it finds (unknown keys,
+//! wrong types, bad values) instead of stopping at the first; [`validate`] then checks what
+//! spans several places: endpoint references, overlapping prefixes, bucket pairing.
+
+mod parse;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::ByteSize;
+pub use validate::{BucketRef, check_pairing};
+
+/// Largest number of prefixes one rule may list.
+pub const MAX_PREFIXES: usize = 1000;
+/// Largest prefix, in bytes of UTF-8.
+pub const MAX_PREFIX_BYTES: usize = 1022;
+/// Default number of attempts before a task goes to dead letters.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// A whole, validated config file.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Shared queue and ledger; `None` means a single process with an embedded queue.
+    pub redis: Option<RedisConfig>,
+    /// Named S3-compatible services.
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// Replication rules, in file order.
+    pub rules: Vec<Rule>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; every problem found is returned together.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem::new(
+                path.display().to_string(),
+                format!("cannot read the config file: {e}"),
+            )],
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let (config, mut problems) = parse::parse(text)?;
+        problems.extend(validate::validate(&config));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The endpoint a rule side refers to; validation guarantees it exists.
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.get(name)
+    }
+
+    /// The rule with this name.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// Where Redis is and which key namespace ferry uses there.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Connection URL; may carry a password, so it is never printed whole.
+    pub url: String,
+    /// Every key ferry writes starts with this.
+    pub namespace: String,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced, safe for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{}{}@{}", &url[..scheme_end + 3], masked, &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A named S3-compatible service.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The name used in rules.
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:9000`; `None` means AWS's own endpoints.
+    pub url: Option<String>,
+    /// Signing region.
+    pub region: String,
+    /// Path-style (`host/bucket/key`) rather than virtual-hosted addressing.
+    pub path_style: bool,
+    /// Where credentials come from.
+    pub credentials: Credentials,
+}
+
+impl Endpoint {
+    /// What identifies the service in pairing checks: its URL, or `aws:REGION`.
+    pub fn identity(&self) -> String {
+        match &self.url {
+            Some(url) => url.trim_end_matches('/').to_ascii_lowercase(),
+            None => format!("aws:{}", self.region),
+        }
+    }
+}
+
+/// Credentials for one endpoint. Secrets never implement `Display` and redact in `Debug`.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// Keys given in the config file, or read from named environment variables at start.
+    Static {
+        /// The access key id (not secret by itself, still kept out of Redis).
+        access_key_id: String,
+        /// The secret key.
+        secret_access_key: Secret,
+    },
+    /// A named profile from the shared AWS config and credentials files.
+    Profile(String),
+    /// The standard AWS provider chain (environment, profile, web identity, IMDS, ...).
+    DefaultChain,
+}
+
+/// A secret string: printed as `***` by `Debug` and not printable by `Display`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    /// The secret itself, for the one place that needs it (the SDK's credentials).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One replication pairing and its policies.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Unique name, `[a-z0-9-]{1,63}`.
+    pub name: String,
+    /// Where objects come from.
+    pub source: Source,
+    /// Where objects go.
+    pub destination: Destination,
+    /// When an existing destination object may be replaced.
+    pub overwrite: Overwrite,
+    /// Whether objects ferry did not write may be replaced.
+    pub overwrite_unmanaged: bool,
+    /// When the rule stops iterating.
+    pub stop: Stop,
+    /// Pause between iterations.
+    pub interval: Duration,
+    /// Whether deletions are propagated (managed objects only).
+    pub delete: bool,
+    /// Objects at or above this size are copied in parts.
+    pub multipart_threshold: ByteSize,
+    /// Size of each part (grown so no object needs over 10,000 parts).
+    pub part_size: ByteSize,
+    /// Attempts per task before it goes to dead letters.
+    pub max_attempts: u32,
+}
+
+impl Rule {
+    /// The source prefixes to list, sorted; one empty prefix for the whole bucket.
+    ///
+    /// Sorted non-overlapping prefixes list in key order one after another, so listing them in
+    /// this order yields one globally sorted stream.
+    pub fn listing_prefixes(&self) -> Vec<String> {
+        if self.source.prefixes.is_empty() {
+            return vec![String::new()];
+        }
+        let mut prefixes = self.source.prefixes.clone();
+        prefixes.sort();
+        prefixes
+    }
+}
+
+/// The source side of a rule.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Prefixes to replicate; empty means the whole bucket.
+    pub prefixes: Vec<String>,
+}
+
+/// The destination side of a rule.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Storage class for every copy; `None` keeps the source object's class.
+    pub storage_class: Option<StorageClass>,
+}
+
+/// When an existing destination object may be replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overwrite {
+    /// Never replace an existing destination object.
+    Never,
+    /// Replace it when the source's Last-Modified is newer.
+    IfNewer,
+    /// Replace it when size or ETag differ.
+    IfDifferent,
+    /// Replace it every iteration.
+    Always,
+}
+
+/// When a rule stops iterating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After one iteration.
+    Once,
+    /// After this many consecutive empty iterations.
+    Empty(u32),
+    /// Never.
+    Never,
+}
+
+/// The S3 storage classes a rule may set on its copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageClass {
+    /// STANDARD
+    Standard,
+    /// STANDARD_IA
+    StandardIa,
+    /// ONEZONE_IA
+    OnezoneIa,
+    /// INTELLIGENT_TIERING
+    IntelligentTiering,
+    /// GLACIER
+    Glacier,
+    /// GLACIER_IR
+    GlacierIr,
+    /// DEEP_ARCHIVE
+    DeepArchive,
+    /// REDUCED_REDUNDANCY
+    ReducedRedundancy,
+}
+
+impl StorageClass {
+    /// Every class, with its S3 name.
+    pub const ALL: [(StorageClass, &'static str); 8] = [
+        (StorageClass::Standard, "STANDARD"),
+        (StorageClass::StandardIa, "STANDARD_IA"),
+        (StorageClass::OnezoneIa, "ONEZONE_IA"),
+        (StorageClass::IntelligentTiering, "INTELLIGENT_TIERING"),
+        (StorageClass::Glacier, "GLACIER"),
+        (StorageClass::GlacierIr, "GLACIER_IR"),
+        (StorageClass::DeepArchive, "DEEP_ARCHIVE"),
+        (StorageClass::ReducedRedundancy, "REDUCED_REDUNDANCY"),
+    ];
+
+    /// The S3 name, e.g. `STANDARD_IA`.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("STANDARD")
+    }
+
+    /// Parses an S3 name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, s)| *s == name).map(|(c, _)| *c)
+    }
+}
+
+/// One problem in a config file: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// A path into the file, e.g. `rules[0] (photos-dr).source.prefixes[2]`.
+    pub path: String,
+    /// Why it is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Clone, Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid configuration: {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("rediss://app:hunter2@redis.example:6380/0"),
+            "rediss://app:***@redis.example:6380/0"
+        );
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://tokenonly@h:1"), "redis://***@h:1");
+    }
+}

@@ -1,0 +1,436 @@
+//! Walks raw TOML into typed config values, collecting every problem on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::{
+    Config, ConfigError, Credentials, DEFAULT_MAX_ATTEMPTS, Destination, Endpoint, Overwrite,
+    Problem, RedisConfig, Rule, Secret, Source, Stop, StorageClass,
+};
+use crate::units::{ByteSize, parse_duration};
+
+/// Parses what it can: the config (with defaults where a value was bad) and every problem.
+pub(super) fn parse(text: &str) -> Result<(Config, Vec<Problem>), ConfigError> {
+    let root: Table = toml::from_str(text).map_err(|e| ConfigError {
+        problems: vec![Problem::new(
+            "config",
+            format!("not valid TOML: {}", e.message().trim()),
+        )],
+    })?;
+    let mut problems = Vec::new();
+    let top = Fields::new("", &root);
+
+    let redis = top
+        .table("redis", &mut problems)
+        .map(|t| parse_redis(&t, &mut problems));
+    let mut endpoints = BTreeMap::new();
+    if let Some(table) = top.table("endpoints", &mut problems) {
+        for (name, value) in table.table {
+            let path = format!("endpoints.{name}");
+            match value.as_table() {
+                Some(t) => {
+                    let fields = Fields::new(&path, t);
+                    if let Some(ep) = parse_endpoint(name, &fields, &mut problems) {
+                        endpoints.insert(name.clone(), ep);
+                    }
+                    fields.finish(&mut problems);
+                }
+                None => problems.push(Problem::new(path, "must be a table")),
+            }
+        }
+    }
+    let mut rules = Vec::new();
+    if let Some(items) = top.array("rules", &mut problems) {
+        for (i, value) in items.iter().enumerate() {
+            let label = value
+                .get("name")
+                .and_then(Value::as_str)
+                .map(|n| format!("rules[{i}] ({n})"))
+                .unwrap_or_else(|| format!("rules[{i}]"));
+            match value.as_table() {
+                Some(t) => {
+                    let fields = Fields::new(&label, t);
+                    if let Some(rule) = parse_rule(&fields, &mut problems) {
+                        rules.push(rule);
+                    }
+                    fields.finish(&mut problems);
+                }
+                None => problems.push(Problem::new(label, "must be a table")),
+            }
+        }
+    }
+    top.finish(&mut problems);
+    Ok((
+        Config {
+            redis,
+            endpoints,
+            rules,
+        },
+        problems,
+    ))
+}
+
+fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
+    let url = t
+        .string("url", problems)
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    {
+        problems.push(Problem::new(
+            t.path("url"),
+            format!(
+                "{:?} is not a Redis URL (expected redis://, rediss:// or unix://)",
+                super::redact_url(&url)
+            ),
+        ));
+    }
+    let namespace = t
+        .string("namespace", problems)
+        .unwrap_or_else(|| "ferry".to_string());
+    if namespace.is_empty() || namespace.contains(['{', '}', ' ']) {
+        problems.push(Problem::new(
+            t.path("namespace"),
+            format!("{namespace:?} must be non-empty, without spaces or braces"),
+        ));
+    }
+    t.finish(problems);
+    RedisConfig { url, namespace }
+}
+
+fn parse_endpoint(name: &str, t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Endpoint> {
+    let url = t.string("url", problems);
+    if let Some(u) = &url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        problems.push(Problem::new(
+            t.path("url"),
+            format!("{u:?} must start with http:// or https://"),
+        ));
+    }
+    let region = t.string("region", problems);
+    let path_style = t.bool("path_style", problems).unwrap_or(false);
+    let key = t.string("access_key_id", problems);
+    let secret = t.string("secret_access_key", problems);
+    let key_env = t.string("access_key_id_env", problems);
+    let secret_env = t.string("secret_access_key_env", problems);
+    let profile = t.string("profile", problems);
+
+    let sources = [
+        key.is_some() || secret.is_some(),
+        key_env.is_some() || secret_env.is_some(),
+        profile.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        problems.push(Problem::new(
+            t.path(""),
+            "give credentials one way only: access_key_id/secret_access_key, \
+             access_key_id_env/secret_access_key_env, or profile",
+        ));
+    }
+    let credentials = match (key, secret, key_env, secret_env, profile) {
+        (Some(k), Some(s), ..) => Credentials::Static {
+            access_key_id: k,
+            secret_access_key: Secret::new(s),
+        },
+        (Some(_), None, ..) | (None, Some(_), ..) => {
+            problems.push(Problem::new(
+                t.path(""),
+                "access_key_id and secret_access_key must be given together",
+            ));
+            Credentials::DefaultChain
+        }
+        (None, None, Some(ke), Some(se), _) => {
+            let k = read_env(&ke, &t.path("access_key_id_env"), problems);
+            let s = read_env(&se, &t.path("secret_access_key_env"), problems);
+            match (k, s) {
+                (Some(k), Some(s)) => Credentials::Static {
+                    access_key_id: k,
+                    secret_access_key: Secret::new(s),
+                },
+                // Already reported; keep the endpoint so rules that use it are still checked.
+                _ => Credentials::DefaultChain,
+            }
+        }
+        (None, None, Some(_), None, _) | (None, None, None, Some(_), _) => {
+            problems.push(Problem::new(
+                t.path(""),
+                "access_key_id_env and secret_access_key_env must be given together",
+            ));
+            Credentials::DefaultChain
+        }
+        (None, None, None, None, Some(p)) => Credentials::Profile(p),
+        (None, None, None, None, None) => Credentials::DefaultChain,
+    };
+    let region = region.unwrap_or_else(|| "us-east-1".to_string());
+    Some(Endpoint {
+        name: name.to_string(),
+        url: url.map(|u| u.trim_end_matches('/').to_string()),
+        region,
+        path_style,
+        credentials,
+    })
+}
+
+fn read_env(var: &str, path: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            problems.push(Problem::new(
+                path,
+                format!("environment variable {var} is not set"),
+            ));
+            None
+        }
+    }
+}
+
+fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
+    let name = t.string("name", problems);
+    if name.is_none() && t.table.get("name").is_none() {
+        problems.push(Problem::new(t.path("name"), "is required"));
+    }
+    let source = t.table("source", problems).map(|s| {
+        let endpoint = s.required_string("endpoint", problems);
+        let bucket = s.required_string("bucket", problems);
+        let prefixes = s
+            .array("prefixes", problems)
+            .map(|items| {
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| match v.as_str() {
+                        Some(p) => Some(p.to_string()),
+                        None => {
+                            problems.push(Problem::new(
+                                s.path(&format!("prefixes[{i}]")),
+                                "must be a string",
+                            ));
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.finish(problems);
+        (endpoint, bucket, prefixes)
+    });
+    if t.table.get("source").is_none() {
+        problems.push(Problem::new(t.path("source"), "is required"));
+    }
+    let destination = t.table("destination", problems).map(|d| {
+        let endpoint = d.required_string("endpoint", problems);
+        let bucket = d.required_string("bucket", problems);
+        let storage_class = d.string("storage_class", problems).and_then(|c| {
+            let parsed = StorageClass::parse(&c);
+            if parsed.is_none() {
+                let known: Vec<_> = StorageClass::ALL.iter().map(|(_, n)| *n).collect();
+                problems.push(Problem::new(
+                    d.path("storage_class"),
+                    format!("{c:?} is not a storage class (one of {})", known.join(", ")),
+                ));
+            }
+            parsed
+        });
+        d.finish(problems);
+        (endpoint, bucket, storage_class)
+    });
+    if t.table.get("destination").is_none() {
+        problems.push(Problem::new(t.path("destination"), "is required"));
+    }
+    let overwrite = t
+        .string("overwrite", problems)
+        .map_or(Overwrite::IfNewer, |o| {
+            let parsed = match o.as_str() {
+                "never" => Some(Overwrite::Never),
+                "if-newer" => Some(Overwrite::IfNewer),
+                "if-different" => Some(Overwrite::IfDifferent),
+                "always" => Some(Overwrite::Always),
+                _ => None,
+            };
+            if parsed.is_none() {
+                problems.push(Problem::new(
+                    t.path("overwrite"),
+                    format!("{o:?} is not one of never, if-newer, if-different, always"),
+                ));
+            }
+            parsed.unwrap_or(Overwrite::IfNewer)
+        });
+    let overwrite_unmanaged = t.bool("overwrite_unmanaged", problems).unwrap_or(false);
+    let stop = t.string("stop", problems).map_or(Stop::Never, |s| {
+        parse_stop(&s).unwrap_or_else(|e| {
+            problems.push(Problem::new(t.path("stop"), e));
+            Stop::Never
+        })
+    });
+    let interval = t
+        .duration("interval", problems)
+        .unwrap_or(Duration::from_secs(15 * 60));
+    let delete = t.bool("delete", problems).unwrap_or(false);
+    let multipart_threshold = t
+        .size("multipart_threshold", problems)
+        .unwrap_or(ByteSize(100 * ByteSize::MIB));
+    let part_size = t
+        .size("part_size", problems)
+        .unwrap_or(ByteSize(50 * ByteSize::MIB));
+    let max_attempts = match t.integer("max_attempts", problems) {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(n) if (1..=1000).contains(&n) => n as u32,
+        Some(n) => {
+            problems.push(Problem::new(
+                t.path("max_attempts"),
+                format!("{n} is out of range (1 to 1000)"),
+            ));
+            DEFAULT_MAX_ATTEMPTS
+        }
+    };
+
+    let (src_endpoint, src_bucket, prefixes) = source?;
+    let (dst_endpoint, dst_bucket, storage_class) = destination?;
+    Some(Rule {
+        name: name?,
+        source: Source {
+            endpoint: src_endpoint?,
+            bucket: src_bucket?,
+            prefixes,
+        },
+        destination: Destination {
+            endpoint: dst_endpoint?,
+            bucket: dst_bucket?,
+            storage_class,
+        },
+        overwrite,
+        overwrite_unmanaged,
+        stop,
+        interval,
+        delete,
+        multipart_threshold,
+        part_size,
+        max_attempts,
+    })
+}
+
+fn parse_stop(s: &str) -> Result<Stop, String> {
+    match s {
+        "once" => Ok(Stop::Once),
+        "never" => Ok(Stop::Never),
+        _ => match s.strip_prefix("empty:").map(str::parse::<u32>) {
+            Some(Ok(n)) if n >= 1 => Ok(Stop::Empty(n)),
+            _ => Err(format!(
+                "{s:?} is not a stop condition (\"once\", \"empty:N\" with N >= 1, or \"never\")"
+            )),
+        },
+    }
+}
+
+/// A table being read: typed getters record problems, and `finish` reports the keys nobody read.
+struct Fields<'a> {
+    prefix: String,
+    table: &'a Table,
+    read: std::cell::RefCell<BTreeSet<String>>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(prefix: &str, table: &'a Table) -> Self {
+        Fields {
+            prefix: prefix.to_string(),
+            table,
+            read: Default::default(),
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        match (self.prefix.is_empty(), key.is_empty()) {
+            (true, _) => key.to_string(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}.{key}", self.prefix),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.read.borrow_mut().insert(key.to_string());
+        self.table.get(key)
+    }
+
+    fn typed<T>(
+        &self,
+        key: &str,
+        what: &str,
+        problems: &mut Vec<Problem>,
+        f: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.get(key)?;
+        let out = f(value);
+        if out.is_none() {
+            problems.push(Problem::new(
+                self.path(key),
+                format!("must be {what}, found {}", value.type_str()),
+            ));
+        }
+        out
+    }
+
+    fn string(&self, key: &str, problems: &mut Vec<Problem>) -> Option<String> {
+        self.typed(key, "a string", problems, |v| {
+            v.as_str().map(str::to_string)
+        })
+    }
+
+    fn required_string(&self, key: &str, problems: &mut Vec<Problem>) -> Option<String> {
+        let value = self.string(key, problems);
+        if self.table.get(key).is_none() {
+            problems.push(Problem::new(self.path(key), "is required"));
+        }
+        value
+    }
+
+    fn bool(&self, key: &str, problems: &mut Vec<Problem>) -> Option<bool> {
+        self.typed(key, "true or false", problems, Value::as_bool)
+    }
+
+    fn integer(&self, key: &str, problems: &mut Vec<Problem>) -> Option<i64> {
+        self.typed(key, "an integer", problems, Value::as_integer)
+    }
+
+    fn array(&self, key: &str, problems: &mut Vec<Problem>) -> Option<&'a Vec<Value>> {
+        self.typed(key, "an array", problems, Value::as_array)
+    }
+
+    fn table(&self, key: &str, problems: &mut Vec<Problem>) -> Option<Fields<'a>> {
+        let path = self.path(key);
+        self.typed(key, "a table", problems, Value::as_table)
+            .map(|t| Fields::new(&path, t))
+    }
+
+    fn size(&self, key: &str, problems: &mut Vec<Problem>) -> Option<ByteSize> {
+        let value = self.get(key)?;
+        let parsed = match value {
+            Value::String(s) => ByteSize::parse(s),
+            Value::Integer(n) if *n >= 0 => Ok(ByteSize(*n as u64)),
+            other => Err(format!(
+                "must be a size such as \"100MiB\", found {}",
+                other.type_str()
+            )),
+        };
+        parsed
+            .map_err(|e| problems.push(Problem::new(self.path(key), e)))
+            .ok()
+    }
+
+    fn duration(&self, key: &str, problems: &mut Vec<Problem>) -> Option<Duration> {
+        let text = self.string(key, problems)?;
+        parse_duration(&text)
+            .map_err(|e| problems.push(Problem::new(self.path(key), e)))
+            .ok()
+    }
+
+    fn finish(&self, problems: &mut Vec<Problem>) {
+        let read = self.read.borrow();
+        for key in self.table.keys() {
+            if !read.contains(key) {
+                problems.push(Problem::new(self.path(key), "unknown key"));
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Every Redis key ferry uses is built here, and nowhere else.
+//!
+//! Per-rule keys share the hash tag `{rule}` so every Lua script touching one rule stays in
+//! one Redis Cluster slot. Layout (`NS` = the configured namespace, `R` = rule name):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `NS:rules` | hash | rule name -> registered rule (buckets only, no credentials) |
+//! | `NS:{R}:shards` | set | shard ids that have had tasks |
+//! | `NS:{R}:q:SHARD` | list | ids of tasks ready to claim (LPUSH in, RPOP out) |
+//! | `NS:{R}:tasks` | hash | task id -> versioned payload |
+//! | `NS:{R}:attempts` | hash | task id -> failed attempts so far |
+//! | `NS:{R}:errors` | hash | task id -> last error |
+//! | `NS:{R}:leases` | zset | task id -> lease deadline (ms, Redis clock) |
+//! | `NS:{R}:owners` | hash | task id -> `worker|token` of the current lease |
+//! | `NS:{R}:delayed` | zset | task id -> time it may be retried (ms) |
+//! | `NS:{R}:dead` | zset | task id -> time it died (ms) |
+//! | `NS:{R}:seq` | string | task id counter |
+//! | `NS:{R}:fence` | string | lease token counter |
+//! | `NS:{R}:current` | string | number of the current iteration |
+//! | `NS:{R}:it:N` | hash | iteration N: times and counts |
+//! | `NS:{R}:history` | list | finished iterations, newest first, at most 100 |
+//!
+//! Task ids are `ITERATION:SHARD:SEQ`, so a script can find a task's queue and iteration from
+//! its id alone.
+
+/// Builds keys for one namespace.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    ns: String,
+}
+
+/// The fixed per-rule keys, in the order the Lua scripts expect them as `KEYS`.
+#[derive(Clone, Debug)]
+pub struct RuleKeys {
+    /// `NS:{R}`, the prefix of every per-rule key (scripts append `:q:SHARD`, `:it:N`).
+    pub prefix: String,
+}
+
+impl Keys {
+    /// Keys under `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Keys {
+            ns: namespace.to_string(),
+        }
+    }
+
+    /// The registry of rules.
+    pub fn rules(&self) -> String {
+        format!("{}:rules", self.ns)
+    }
+
+    /// The keys of one rule.
+    pub fn rule(&self, rule: &str) -> RuleKeys {
+        RuleKeys {
+            prefix: format!("{}:{{{rule}}}", self.ns),
+        }
+    }
+}
+
+impl RuleKeys {
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+    /// Shard id set.
+    pub fn shards(&self) -> String {
+        self.key("shards")
+    }
+    /// Ready queue of one shard.
+    pub fn queue(&self, shard: u32) -> String {
+        self.key(&format!("q:{shard}"))
+    }
+    /// Task payloads.
+    pub fn tasks(&self) -> String {
+        self.key("tasks")
+    }
+    /// Attempt counts.
+    pub fn attempts(&self) -> String {
+        self.key("attempts")
+    }
+    /// Last errors.
+    pub fn errors(&self) -> String {
+        self.key("errors")
+    }
+    /// Lease deadlines.
+    pub fn leases(&self) -> String {
+        self.key("leases")
+    }
+    /// Lease owners and tokens.
+    pub fn owners(&self) -> String {
+        self.key("owners")
+    }
+    /// Tasks waiting for their retry time.
+    pub fn delayed(&self) -> String {
+        self.key("delayed")
+    }
+    /// Dead letters.
+    pub fn dead(&self) -> String {
+        self.key("dead")
+    }
+    /// Task id counter.
+    pub fn seq(&self) -> String {
+        self.key("seq")
+    }
+    /// Lease token counter.
+    pub fn fence(&self) -> String {
+        self.key("fence")
+    }
+    /// Current iteration number.
+    pub fn current(&self) -> String {
+        self.key("current")
+    }
+    /// One iteration's record.
+    pub fn iteration(&self, n: u64) -> String {
+        self.key(&format!("it:{n}"))
+    }
+    /// Finished iterations.
+    pub fn history(&self) -> String {
+        self.key("history")
+    }
+
+    /// `KEYS` for the task scripts, in their documented order.
+    pub(crate) fn script_keys(&self) -> [String; 9] {
+        [
+            self.tasks(),
+            self.attempts(),
+            self.errors(),
+            self.leases(),
+            self.owners(),
+            self.delayed(),
+            self.dead(),
+            self.shards(),
+            self.fence(),
+        ]
+    }
+}
+
+/// Builds a task id.
+pub fn task_id(iteration: u64, shard: u32, seq: u64) -> String {
+    format!("{iteration}:{shard}:{seq}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_keys_share_one_hash_tag() {
+        let k = Keys::new("ferry").rule("photos-dr");
+        for key in k.script_keys() {
+            assert!(key.starts_with("ferry:{photos-dr}:"), "{key}");
+        }
+        assert_eq!(k.queue(3), "ferry:{photos-dr}:q:3");
+        assert_eq!(k.iteration(7), "ferry:{photos-dr}:it:7");
+    }
+}

@@ -1,0 +1,384 @@
+//! The Redis task queue: one ready list per (rule, shard), claimed under leases.
+//!
+//! Every multi-key change is one Lua script (see `lua/`), so a crash between two Redis
+//! commands can never leave a task half-moved. Task state machine:
+//!
+//! ```text
+//! enqueue -> ready --claim--> leased --ack--> (gone, counted in its iteration)
+//!              ^                 |  \--fail (retryable)--> delayed --(time)--> ready
+//!              |                 |   \-fail (permanent or max attempts)--> dead
+//!              +----release------+
+//!              +--lease expired--+ (counts an attempt; dead at max attempts)
+//! ```
+//!
+//! Leases carry a fencing token: renew, ack, fail and release succeed only for the worker and
+//! token of the current lease, so a worker that lost its lease cannot commit.
+
+mod iteration;
+pub mod keys;
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use crate::codec::{self, CodecError};
+use crate::config::{BucketRef, RedisConfig};
+use crate::shard::ShardId;
+use crate::task::Task;
+pub use iteration::{HISTORY, IterationRecord};
+pub use keys::{Keys, RuleKeys};
+
+/// Default lease length.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// A queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis could not be reached or answered with an error.
+    #[error("redis at {url}: {source}")]
+    Redis {
+        /// The URL without its password.
+        url: String,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A stored value could not be decoded.
+    #[error("decoding a stored value: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// A task claimed under a lease.
+#[derive(Debug)]
+pub struct Claimed {
+    /// The rule it belongs to.
+    pub rule: String,
+    /// Its id (`ITERATION:SHARD:SEQ`).
+    pub id: String,
+    /// The lease's fencing token.
+    pub token: u64,
+    /// Failed attempts before this one.
+    pub attempts: u32,
+    /// The task, or why its payload could not be decoded.
+    pub task: Result<Task, CodecError>,
+}
+
+/// What became of a failed task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// It will be retried after the delay.
+    Retry,
+    /// It is in dead letters.
+    Dead,
+    /// The lease was lost; someone else owns the task now.
+    Lost,
+}
+
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    renew: Script,
+    ack: Script,
+    fail: Script,
+    release: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Scripts {
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            renew: Script::new(include_str!("lua/renew.lua")),
+            ack: Script::new(include_str!("lua/ack.lua")),
+            fail: Script::new(include_str!("lua/fail.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
+        }
+    }
+}
+
+/// A connection to ferry's queue in one Redis namespace. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    conn: ConnectionManager,
+    keys: Keys,
+    url: String,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("url", &self.url).finish()
+    }
+}
+
+impl Queue {
+    /// Connects (and reconnects as needed) to the configured Redis.
+    pub async fn connect(config: &RedisConfig) -> Result<Queue, QueueError> {
+        let url = config.redacted_url();
+        let wrap = |source| QueueError::Redis {
+            url: url.clone(),
+            source,
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(wrap)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)));
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(wrap)?;
+        Ok(Queue {
+            conn,
+            keys: Keys::new(&config.namespace),
+            url,
+            scripts: std::sync::Arc::new(Scripts::load()),
+        })
+    }
+
+    /// The key builder for this namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn err(&self, source: redis::RedisError) -> QueueError {
+        QueueError::Redis {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Enqueues tasks of one iteration on one shard, in one round trip.
+    pub async fn enqueue(
+        &self,
+        rule: &str,
+        iteration: u64,
+        shard: ShardId,
+        tasks: &[Task],
+    ) -> Result<usize, QueueError> {
+        if tasks.is_empty() {
+            return Ok(0);
+        }
+        let rk = self.keys.rule(rule);
+        let mut inv = self.scripts.enqueue.prepare_invoke();
+        inv.key(rk.tasks()).key(rk.shards()).key(rk.seq());
+        inv.arg(&rk.prefix).arg(iteration).arg(shard);
+        for task in tasks {
+            inv.arg(codec::encode(task));
+        }
+        let n: usize = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+
+    fn task_invocation<'a>(
+        &'a self,
+        script: &'a Script,
+        rk: &RuleKeys,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for key in rk.script_keys() {
+            inv.key(key);
+        }
+        inv.arg(&rk.prefix);
+        inv
+    }
+
+    /// Claims up to `max` ready tasks of `rule` for `worker`, under a lease of `lease`.
+    /// Also returns due retries to their queues and requeues expired leases.
+    pub async fn claim(
+        &self,
+        rule: &str,
+        worker: &str,
+        lease: Duration,
+        max: usize,
+        max_attempts: u32,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let rk = self.keys.rule(rule);
+        let mut inv = self.task_invocation(&self.scripts.claim, &rk);
+        inv.arg(worker)
+            .arg(lease.as_millis() as u64)
+            .arg(max)
+            .arg(max_attempts)
+            .arg(rand::random::<u32>());
+        let flat: Vec<Vec<u8>> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Ok(flat
+            .chunks_exact(4)
+            .map(|c| Claimed {
+                rule: rule.to_string(),
+                id: text(&c[0]),
+                token: text(&c[1]).parse().unwrap_or(0),
+                attempts: text(&c[2]).parse().unwrap_or(0),
+                task: codec::decode(&c[3]),
+            })
+            .collect())
+    }
+
+    /// Requeues expired leases and due retries of `rule` without claiming anything.
+    pub async fn upkeep(&self, rule: &str, max_attempts: u32) -> Result<(), QueueError> {
+        self.claim(rule, "upkeep", DEFAULT_LEASE, 0, max_attempts)
+            .await
+            .map(drop)
+    }
+
+    /// Extends the leases `worker` holds on `held` (id, token) tasks of `rule`; returns the
+    /// ids it no longer holds.
+    pub async fn renew(
+        &self,
+        rule: &str,
+        worker: &str,
+        lease: Duration,
+        held: &[(String, u64)],
+    ) -> Result<Vec<String>, QueueError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rk = self.keys.rule(rule);
+        let mut inv = self.task_invocation(&self.scripts.renew, &rk);
+        inv.arg(worker).arg(lease.as_millis() as u64);
+        for (id, token) in held {
+            inv.arg(id).arg(*token);
+        }
+        inv.invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Completes a claimed task and counts `outcome` (and `bytes`) in its iteration.
+    /// Returns false when the lease was lost: then nothing was recorded.
+    pub async fn ack(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        outcome: &str,
+        bytes: u64,
+    ) -> Result<bool, QueueError> {
+        let rk = self.keys.rule(&claimed.rule);
+        let mut inv = self.task_invocation(&self.scripts.ack, &rk);
+        inv.arg(worker)
+            .arg(&claimed.id)
+            .arg(claimed.token)
+            .arg(outcome)
+            .arg(bytes);
+        let done: i64 = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done == 1)
+    }
+
+    /// Records a failed attempt: retried after `delay`, or dead when `permanent` or out of
+    /// attempts. `error` must not contain secrets (storage errors never do).
+    pub async fn fail(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        error: &str,
+        delay: Duration,
+        max_attempts: u32,
+        permanent: bool,
+    ) -> Result<FailOutcome, QueueError> {
+        let rk = self.keys.rule(&claimed.rule);
+        let mut inv = self.task_invocation(&self.scripts.fail, &rk);
+        inv.arg(worker)
+            .arg(&claimed.id)
+            .arg(claimed.token)
+            .arg(error)
+            .arg(delay.as_millis() as u64)
+            .arg(max_attempts)
+            .arg(if permanent { "1" } else { "0" });
+        let outcome: String = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(match outcome.as_str() {
+            "retry" => FailOutcome::Retry,
+            "dead" => FailOutcome::Dead,
+            _ => FailOutcome::Lost,
+        })
+    }
+
+    /// Gives a task back to the front of its queue without counting an attempt.
+    pub async fn release(&self, worker: &str, claimed: &Claimed) -> Result<bool, QueueError> {
+        let rk = self.keys.rule(&claimed.rule);
+        let mut inv = self.task_invocation(&self.scripts.release, &rk);
+        inv.arg(worker).arg(&claimed.id).arg(claimed.token);
+        let done: i64 = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done == 1)
+    }
+
+    /// Registers rules (buckets only) so every process and later checks can see them.
+    pub async fn register_rules(&self, rules: &[BucketRef]) -> Result<(), QueueError> {
+        let mut pipe = redis::pipe();
+        for r in rules {
+            pipe.hset(self.keys.rules(), &r.rule, codec::encode(r))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The rules registered so far by any coordinator in this namespace.
+    pub async fn registered_rules(&self) -> Result<Vec<BucketRef>, QueueError> {
+        let raw: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(self.keys.rules())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        raw.iter()
+            .map(|(_, v)| codec::decode(v).map_err(QueueError::from))
+            .collect()
+    }
+
+    /// Tasks of `rule` by state: (ready, leased, delayed, dead).
+    pub async fn depth(&self, rule: &str) -> Result<QueueDepth, QueueError> {
+        let rk = self.keys.rule(rule);
+        let shards: Vec<u32> = redis::cmd("SMEMBERS")
+            .arg(rk.shards())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut pipe = redis::pipe();
+        pipe.zcard(rk.leases()).zcard(rk.delayed()).zcard(rk.dead());
+        for s in &shards {
+            pipe.llen(rk.queue(*s));
+        }
+        let counts: Vec<u64> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(QueueDepth {
+            leased: counts[0],
+            retrying: counts[1],
+            dead: counts[2],
+            pending: counts[3..].iter().sum(),
+        })
+    }
+}
+
+/// How many tasks of a rule are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready to claim.
+    pub pending: u64,
+    /// Claimed under a live lease.
+    pub leased: u64,
+    /// Waiting for their retry time.
+    pub retrying: u64,
+    /// In dead letters.
+    pub dead: u64,
+}

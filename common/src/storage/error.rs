@@ -1,0 +1,125 @@
+//! Storage errors and the single place that decides what an S3 failure means.
+
+use std::fmt;
+
+/// What a caller should do about a storage error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A transient fault (timeout, connection reset, 5xx): retry with backoff.
+    Retryable,
+    /// The service asks us to slow down (503 SlowDown, 429): retry, more slowly.
+    Throttled,
+    /// The object does not exist (any more).
+    NotFound,
+    /// A condition (If-Match) failed: the object changed since it was planned.
+    PreconditionFailed,
+    /// Retrying will not help (access denied, bad request, no such bucket, ...).
+    Permanent,
+}
+
+impl ErrorKind {
+    /// Whether the operation may succeed if tried again unchanged.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Retryable | ErrorKind::Throttled)
+    }
+}
+
+/// A failed storage operation: what was being done, on what, and why.
+#[derive(Debug, thiserror::Error)]
+pub struct StorageError {
+    /// How to react.
+    pub kind: ErrorKind,
+    /// The S3 operation, e.g. `GetObject`.
+    pub operation: &'static str,
+    /// What it was done to, e.g. `s3://photos/2024/a.jpg on endpoint east`.
+    pub target: String,
+    /// HTTP status, when the service answered.
+    pub status: Option<u16>,
+    /// The cause, as the service or the transport gave it.
+    pub message: String,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.operation, self.target, self.message)?;
+        if let Some(status) = self.status {
+            write!(f, " (http {status})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Classifies an S3 failure from its HTTP status and error code. This is the only function
+/// that decides whether an S3 error is retryable, throttling, not-found, a failed
+/// precondition or permanent.
+pub fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
+    match code {
+        Some(
+            "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "TooManyRequests"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException",
+        ) => return ErrorKind::Throttled,
+        Some("NoSuchKey" | "NoSuchVersion") => return ErrorKind::NotFound,
+        // A missing bucket is a configuration problem, not a vanished object.
+        Some("NoSuchBucket" | "NoSuchUpload") => return ErrorKind::Permanent,
+        Some("PreconditionFailed") => return ErrorKind::PreconditionFailed,
+        Some(
+            "InternalError"
+            | "ServiceUnavailable"
+            | "RequestTimeout"
+            | "RequestTimeTooSkewed"
+            | "OperationAborted"
+            | "BadDigest"
+            | "IncompleteBody",
+        ) => return ErrorKind::Retryable,
+        _ => {}
+    }
+    match status {
+        None => ErrorKind::Retryable,
+        Some(404) => ErrorKind::NotFound,
+        Some(412) => ErrorKind::PreconditionFailed,
+        Some(429 | 503) => ErrorKind::Throttled,
+        Some(408) => ErrorKind::Retryable,
+        Some(s) if s >= 500 => ErrorKind::Retryable,
+        Some(_) => ErrorKind::Permanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        assert_eq!(classify(Some(503), Some("SlowDown")), ErrorKind::Throttled);
+        assert_eq!(classify(Some(503), None), ErrorKind::Throttled);
+        assert_eq!(
+            classify(Some(500), Some("InternalError")),
+            ErrorKind::Retryable
+        );
+        assert_eq!(classify(Some(502), None), ErrorKind::Retryable);
+        assert_eq!(classify(None, None), ErrorKind::Retryable);
+        assert_eq!(classify(Some(404), None), ErrorKind::NotFound);
+        assert_eq!(classify(Some(404), Some("NoSuchKey")), ErrorKind::NotFound);
+        assert_eq!(
+            classify(Some(404), Some("NoSuchBucket")),
+            ErrorKind::Permanent
+        );
+        assert_eq!(classify(Some(412), None), ErrorKind::PreconditionFailed);
+        assert_eq!(
+            classify(Some(403), Some("AccessDenied")),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            classify(Some(400), Some("RequestTimeout")),
+            ErrorKind::Retryable
+        );
+        assert_eq!(
+            classify(Some(400), Some("InvalidArgument")),
+            ErrorKind::Permanent
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Object storage: the [`ObjectStore`] trait the coordinator and workers use, its S3
+//! implementation ([`S3Store`]), and [`StorageError`] with the one error classifier.
+
+mod error;
+mod s3;
+mod stores;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+pub use error::{ErrorKind, StorageError, classify};
+pub use s3::S3Store;
+pub use stores::Stores;
+
+/// A streamed object body. `Sync` because the SDK's request bodies must be.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send + Sync>>;
+
+/// One object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes.
+    pub etag: String,
+    /// Last-Modified in milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+}
+
+/// One page of a listing, in key order.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    /// The objects of this page.
+    pub objects: Vec<ObjectMeta>,
+    /// Token for the next page; `None` on the last one.
+    pub next_token: Option<String>,
+}
+
+/// The headers and metadata ferry preserves on copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectAttrs {
+    /// Content-Type.
+    pub content_type: Option<String>,
+    /// Content-Encoding.
+    pub content_encoding: Option<String>,
+    /// Content-Language.
+    pub content_language: Option<String>,
+    /// Content-Disposition.
+    pub content_disposition: Option<String>,
+    /// Cache-Control.
+    pub cache_control: Option<String>,
+    /// Expires, as the HTTP date the server sent.
+    pub expires: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names lower-case.
+    pub metadata: BTreeMap<String, String>,
+    /// Storage class; `None` is STANDARD.
+    pub storage_class: Option<String>,
+}
+
+/// What HEAD (or the headers of a GET) tells about one object.
+#[derive(Clone, Debug)]
+pub struct ObjectHead {
+    /// Size in bytes (of the whole object).
+    pub size: u64,
+    /// ETag without quotes.
+    pub etag: String,
+    /// Last-Modified in milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+    /// Preserved headers and metadata.
+    pub attrs: ObjectAttrs,
+}
+
+/// A GET in progress: the object's headers and its body as a stream.
+pub struct GetObject {
+    /// Headers of the object.
+    pub head: ObjectHead,
+    /// Bytes in `body` (the range's length for a ranged GET).
+    pub content_length: u64,
+    /// The body, read as it arrives.
+    pub body: BodyStream,
+}
+
+/// An inclusive byte range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub first: u64,
+    /// Last byte (inclusive).
+    pub last: u64,
+}
+
+/// A part already uploaded to a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// 1-based part number.
+    pub number: i32,
+    /// The part's ETag without quotes.
+    pub etag: String,
+    /// Part size in bytes.
+    pub size: u64,
+}
+
+/// An S3-compatible bucket service. Every error carries a [`ErrorKind`] to branch on.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// The endpoint's name in the config, for messages.
+    fn name(&self) -> &str;
+
+    /// One page (up to 1000 keys) of the objects under `prefix`, in key order.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<ListPage, StorageError>;
+
+    /// Headers of one object; with `if_match`, fails with `PreconditionFailed` unless the
+    /// object still has that ETag.
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> Result<ObjectHead, StorageError>;
+
+    /// Reads an object (or a range of it) as a stream, pinned to an ETag with `if_match`.
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+        if_match: Option<&str>,
+    ) -> Result<GetObject, StorageError>;
+
+    /// Writes an object from a stream of exactly `length` bytes; returns the new ETag.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: BodyStream,
+        length: u64,
+        attrs: &ObjectAttrs,
+    ) -> Result<String, StorageError>;
+
+    /// Server-side copy within this endpoint (objects up to 5 GiB), keeping headers and
+    /// metadata; `storage_class` overrides the source's. Returns the new ETag.
+    async fn copy(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        if_match: Option<&str>,
+        bucket: &str,
+        key: &str,
+        storage_class: Option<&str>,
+    ) -> Result<String, StorageError>;
+
+    /// Deletes an object (absent objects are not an error).
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError>;
+
+    /// Starts a multipart upload; returns its upload id.
+    async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: &ObjectAttrs,
+    ) -> Result<String, StorageError>;
+
+    /// Uploads one part from a stream of exactly `length` bytes; returns the part's ETag.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: BodyStream,
+        length: u64,
+        content_md5: Option<&str>,
+    ) -> Result<String, StorageError>;
+
+    /// Completes a multipart upload from its parts in order; returns the object's ETag.
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<String, StorageError>;
+
+    /// Aborts a multipart upload.
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError>;
+
+    /// The parts already uploaded to a multipart upload.
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<UploadedPart>, StorageError>;
+}
+
+/// Lists every object under `prefix` as a stream of pages, fetching one page at a time.
+pub fn list_pages(
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+) -> impl Stream<Item = Result<ListPage, StorageError>> + Send {
+    // State: None = finished; Some(token) = the next page to fetch (first: Some(None)).
+    futures::stream::try_unfold(Some(None::<String>), move |state| {
+        let store = store.clone();
+        let bucket = bucket.clone();
+        let prefix = prefix.clone();
+        async move {
+            let Some(token) = state else {
+                return Ok(None);
+            };
+            let page = store.list_page(&bucket, &prefix, token).await?;
+            let next = page.next_token.clone().map(Some);
+            Ok(Some((page, next)))
+        }
+    })
+}
+
+/// Whether an ETag is a plain MD5 of the content (not multipart, not SSE-KMS style).
+pub fn etag_is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -1,0 +1,30 @@
+//! Metric names (the public monitoring contract) and log set-up.
+//!
+//! Labels are bounded: rule, shard, operation, outcome, status; never an object key.
+
+/// Objects copied, by rule.
+pub const OBJECTS_COPIED: &str = "ferry_objects_copied_total";
+/// Bytes copied, by rule.
+pub const BYTES_COPIED: &str = "ferry_bytes_copied_total";
+/// Objects skipped as already replicated, by rule.
+pub const OBJECTS_SKIPPED: &str = "ferry_objects_skipped_total";
+/// Objects whose task went to dead letters, by rule.
+pub const OBJECTS_FAILED: &str = "ferry_objects_failed_total";
+/// Objects listed at the source, by rule.
+pub const OBJECTS_LISTED: &str = "ferry_objects_listed_total";
+/// Task attempts that failed and were retried, by rule and outcome (retry, dead).
+pub const TASK_FAILURES: &str = "ferry_task_failures_total";
+/// Current iteration number, by rule.
+pub const ITERATION: &str = "ferry_iteration";
+/// Duration of the last finished iteration in seconds, by rule.
+pub const ITERATION_DURATION: &str = "ferry_iteration_duration_seconds";
+/// 1 when the last finished iteration was empty, by rule.
+pub const ITERATION_EMPTY: &str = "ferry_iteration_empty";
+/// Tasks a worker is working on.
+pub const WORKER_IN_FLIGHT: &str = "ferry_worker_in_flight_tasks";
+/// Lease renewals, by outcome (renewed, lost).
+pub const LEASE_RENEWALS: &str = "ferry_lease_renewals_total";
+/// S3 requests, by operation.
+pub const S3_REQUESTS: &str = "ferry_s3_requests_total";
+/// S3 errors, by operation and status.
+pub const S3_ERRORS: &str = "ferry_s3_errors_total";

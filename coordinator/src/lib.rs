@@ -1,0 +1,122 @@
+//! The coordinator: for each rule, iterations of list -> diff -> plan -> shard -> dispatch,
+//! then waiting until every task is acked or dead, and recording the outcome.
+
+pub mod diff;
+mod dispatch;
+mod iteration;
+
+use std::sync::Arc;
+
+use ferry_common::config::{Config, Rule, Stop};
+use ferry_common::queue::{Queue, QueueError};
+use ferry_common::storage::{StorageError, Stores};
+use ferry_common::telemetry;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use iteration::run_iteration;
+
+/// Why the coordinator stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// Redis failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Listing a bucket failed for good.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Shutdown was requested mid-iteration.
+    #[error("shutdown requested")]
+    Cancelled,
+    /// One or more rules failed.
+    #[error("{0}")]
+    Rules(String),
+}
+
+/// What the coordinator shares with every rule it runs.
+#[derive(Clone)]
+pub struct Context {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Connected stores by endpoint name.
+    pub stores: Stores,
+    /// The Redis queue.
+    pub queue: Queue,
+    /// Cancelled on shutdown.
+    pub cancel: CancellationToken,
+}
+
+/// Runs every rule until its stop condition holds or shutdown is requested.
+/// Returns an error naming each rule that failed.
+pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
+    let mut handles = Vec::new();
+    for rule in ctx.config.rules.clone() {
+        let ctx = ctx.clone();
+        handles.push(tokio::spawn(async move {
+            let name = rule.name.clone();
+            (name, run_rule(&ctx, &rule).await)
+        }));
+    }
+    let mut failures = Vec::new();
+    for handle in handles {
+        match handle.await {
+            Ok((_, Ok(()))) | Ok((_, Err(CoordinatorError::Cancelled))) => {}
+            Ok((name, Err(e))) => failures.push(format!("rule {name}: {e}")),
+            Err(e) => failures.push(format!("a rule task panicked: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CoordinatorError::Rules(failures.join("; ")))
+    }
+}
+
+/// Runs one rule's iterations according to its `stop` and `interval`.
+///
+/// A failed iteration (dead-lettered tasks) does not stop a rule that iterates again; with
+/// `stop = "once"` it is reported as the rule's failure.
+pub async fn run_rule(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError> {
+    let mut empty_streak = 0u32;
+    loop {
+        let record = run_iteration(ctx, rule).await?;
+        let succeeded = record.state == "succeeded";
+        let seconds = record.ended_ms.saturating_sub(record.started_ms) as f64 / 1000.0;
+        metrics::gauge!(telemetry::ITERATION_DURATION, "rule" => rule.name.clone()).set(seconds);
+        metrics::gauge!(telemetry::ITERATION_EMPTY, "rule" => rule.name.clone())
+            .set(if record.is_empty() { 1.0 } else { 0.0 });
+        info!(
+            rule = %rule.name, iteration = record.number, state = %record.state,
+            listed = record.listed, skipped = record.skipped, copied = record.copied,
+            bytes = record.copied_bytes, failed = record.dead, seconds,
+            "iteration finished"
+        );
+        if succeeded && record.is_empty() {
+            empty_streak += 1;
+        } else {
+            empty_streak = 0;
+        }
+        match rule.stop {
+            Stop::Once if succeeded => return Ok(()),
+            Stop::Once => {
+                return Err(CoordinatorError::Rules(format!(
+                    "iteration {} failed: {} task(s) in dead letters",
+                    record.number, record.dead
+                )));
+            }
+            Stop::Empty(n) if empty_streak >= n => {
+                info!(rule = %rule.name, empty_iterations = n, "stop condition reached");
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !succeeded {
+            warn!(rule = %rule.name, iteration = record.number, dead = record.dead,
+                "iteration failed; the next one retries what is still missing");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(rule.interval) => {}
+            _ = ctx.cancel.cancelled() => return Err(CoordinatorError::Cancelled),
+        }
+    }
+}

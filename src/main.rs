@@ -1,0 +1,353 @@
+//! The `ferry` binary: parses the command line, loads the config, and calls into the crates.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ferry_common::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
+use ferry_common::queue::Queue;
+use ferry_common::storage::Stores;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Incremental, distributed replication between S3-compatible buckets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a config file and print every problem found.
+    Validate(Common),
+    /// Plan iterations: list, diff and enqueue copy tasks for every rule.
+    Coordinator {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
+    /// Claim and copy tasks.
+    Worker {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
+    /// Coordinator and workers in one process.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Worker loops in this process.
+        #[arg(long, env = "FERRY_WORKERS", default_value_t = 1)]
+        workers: usize,
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// The config file (TOML).
+    #[arg(long, short, env = "FERRY_CONFIG")]
+    config: PathBuf,
+    /// Redis URL; overrides `[redis] url` in the config.
+    #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Tasks copied at once.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// Worker name (default: host-pid). Must be unique among live workers.
+    #[arg(long, env = "FERRY_WORKER_ID")]
+    id: Option<String>,
+    /// Lease on a claimed task; renewed every third of it.
+    #[arg(long, env = "FERRY_LEASE", value_parser = humantime::parse_duration, default_value = "30s")]
+    lease: Duration,
+    /// On SIGTERM, how long in-flight tasks may finish before they are released.
+    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
+    drain_timeout: Duration,
+}
+
+#[derive(Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// A failure and the exit code it maps to.
+enum Failure {
+    Config(ConfigError),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprint!("{e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Validate(common) => {
+            let config = load(&common)?;
+            let prefixes: usize = config.rules.iter().map(|r| r.source.prefixes.len()).sum();
+            println!(
+                "ok: {} endpoint(s), {} rule(s), {} prefix(es); redis: {}",
+                config.endpoints.len(),
+                config.rules.len(),
+                prefixes,
+                config
+                    .redis
+                    .as_ref()
+                    .map_or("none (embedded)".to_string(), |r| r.redacted_url()),
+            );
+            Ok(())
+        }
+        Command::Coordinator { common, metrics } => {
+            serve_metrics(&metrics)?;
+            let (config, queue) = start(&common).await?;
+            let stores = Stores::connect(&config).await;
+            let cancel = ferry_common::shutdown::on_signal();
+            run_coordinator(config, stores, queue, cancel).await
+        }
+        Command::Worker {
+            common,
+            worker,
+            metrics,
+        } => {
+            serve_metrics(&metrics)?;
+            let (config, queue) = start(&common).await?;
+            let stores = Stores::connect(&config).await;
+            let cancel = ferry_common::shutdown::on_signal();
+            let options = worker_options(&worker, None)?;
+            ferry_worker::run(config, stores, queue, options, cancel)
+                .await
+                .context("worker failed")?;
+            Ok(())
+        }
+        Command::Run {
+            common,
+            workers,
+            worker,
+            metrics,
+        } => {
+            serve_metrics(&metrics)?;
+            let (config, queue) = start(&common).await?;
+            let stores = Stores::connect(&config).await;
+            let shutdown = ferry_common::shutdown::on_signal();
+            // Workers stop when the coordinator is done (or on a signal).
+            let workers_stop = shutdown.child_token();
+            let mut handles = Vec::new();
+            for i in 0..workers.max(1) {
+                let options = worker_options(&worker, Some(i))?;
+                handles.push(tokio::spawn(ferry_worker::run(
+                    config.clone(),
+                    stores.clone(),
+                    queue.clone(),
+                    options,
+                    workers_stop.clone(),
+                )));
+            }
+            let result = run_coordinator(config, stores, queue, shutdown.clone()).await;
+            workers_stop.cancel();
+            for h in handles {
+                h.await
+                    .context("worker task panicked")?
+                    .context("worker failed")?;
+            }
+            result
+        }
+    }
+}
+
+async fn run_coordinator(
+    config: Arc<Config>,
+    stores: Stores,
+    queue: Queue,
+    cancel: CancellationToken,
+) -> Result<(), Failure> {
+    let ctx = ferry_coordinator::Context {
+        config,
+        stores,
+        queue,
+        cancel,
+    };
+    match ferry_coordinator::run(ctx).await {
+        Ok(()) | Err(ferry_coordinator::CoordinatorError::Cancelled) => Ok(()),
+        Err(e) => Err(Failure::Runtime(
+            anyhow::Error::new(e).context("coordinator failed"),
+        )),
+    }
+}
+
+fn load(common: &Common) -> Result<Config, Failure> {
+    let mut config = Config::load(&common.config).map_err(Failure::Config)?;
+    if let Some(url) = &common.redis {
+        let namespace = config
+            .redis
+            .as_ref()
+            .map_or_else(|| "ferry".to_string(), |r| r.namespace.clone());
+        config.redis = Some(ferry_common::config::RedisConfig {
+            url: url.clone(),
+            namespace,
+        });
+    }
+    Ok(config)
+}
+
+/// Loads the config, connects to Redis, and checks the rules against those already
+/// registered there (pairing across config files), then registers them.
+async fn start(common: &Common) -> Result<(Arc<Config>, Queue), Failure> {
+    let config = load(common)?;
+    let Some(redis) = &config.redis else {
+        return Err(Failure::Config(ConfigError {
+            problems: vec![Problem {
+                path: "redis".into(),
+                message: "a [redis] section (or --redis URL) is required: the embedded \
+                          single-process queue is not available yet"
+                    .into(),
+            }],
+        }));
+    };
+    let queue = Queue::connect(redis)
+        .await
+        .context("connecting to the queue")?;
+    let mine: Vec<BucketRef> = config
+        .rules
+        .iter()
+        .filter_map(|r| BucketRef::of_rule(&config, r))
+        .collect();
+    let mut all: Vec<BucketRef> = queue
+        .registered_rules()
+        .await
+        .context("reading registered rules")?
+        .into_iter()
+        .filter(|r| !mine.iter().any(|m| m.rule == r.rule))
+        .collect();
+    all.extend(mine.iter().cloned());
+    let conflicts = check_pairing(&all);
+    if !conflicts.is_empty() {
+        return Err(Failure::Config(ConfigError {
+            problems: conflicts
+                .into_iter()
+                .map(|message| Problem {
+                    path: "rules (against rules registered in redis)".into(),
+                    message,
+                })
+                .collect(),
+        }));
+    }
+    queue
+        .register_rules(&mine)
+        .await
+        .context("registering rules")?;
+    info!(rules = mine.len(), redis = %redis.redacted_url(), "config loaded");
+    Ok((Arc::new(config), queue))
+}
+
+fn worker_options(
+    args: &WorkerArgs,
+    index: Option<usize>,
+) -> Result<ferry_worker::WorkerOptions, Failure> {
+    if args.concurrency == 0 {
+        return Err(Failure::Config(ConfigError {
+            problems: vec![Problem {
+                path: "--concurrency".into(),
+                message: "must be at least 1".into(),
+            }],
+        }));
+    }
+    if args.lease < Duration::from_secs(1) {
+        return Err(Failure::Config(ConfigError {
+            problems: vec![Problem {
+                path: "--lease".into(),
+                message: format!("{:?} is too short (at least 1s)", args.lease),
+            }],
+        }));
+    }
+    let base = args.id.clone().unwrap_or_else(default_worker_id);
+    let id = match index {
+        Some(i) => format!("{base}-{i}"),
+        None => base,
+    };
+    Ok(ferry_worker::WorkerOptions {
+        id,
+        concurrency: args.concurrency,
+        lease: args.lease,
+        drain: args.drain_timeout,
+    })
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+fn serve_metrics(args: &MetricsArgs) -> Result<(), Failure> {
+    if let Some(addr) = args.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    Ok(())
+}
