@@ -1,0 +1,306 @@
+//! The queue's contract, against a real redis-server: claims, leases and fencing, retries,
+//! dead letters, release, iteration records and history.
+
+mod harness;
+
+use std::time::Duration;
+
+use ferry_common::config::{BucketRef, RedisConfig};
+use ferry_common::queue::{FailOutcome, HISTORY, Queue};
+use ferry_common::task::{ObjectVersion, Task};
+use harness::{Redis, unique};
+
+fn task(key: &str, size: u64) -> Task {
+    Task::CopyObject {
+        source: ObjectVersion {
+            key: key.into(),
+            size,
+            etag: "e".into(),
+            last_modified_ms: 1,
+        },
+    }
+}
+
+async fn queue(redis: &Redis) -> Queue {
+    Queue::connect(&RedisConfig {
+        url: redis.url(),
+        namespace: unique("q"),
+    })
+    .await
+    .expect("connecting")
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    assert_eq!(n, 1);
+    let tasks: Vec<Task> = (0..10).map(|i| task(&format!("k{i}"), i)).collect();
+    assert_eq!(q.enqueue("r", n, 3, &tasks[..6]).await.unwrap(), 6);
+    assert_eq!(q.enqueue("r", n, 7, &tasks[6..]).await.unwrap(), 4);
+
+    let a = q.claim("r", "a", LEASE, 4, 10).await.unwrap();
+    let b = q.claim("r", "b", LEASE, 100, 10).await.unwrap();
+    assert_eq!((a.len(), b.len()), (4, 6));
+    assert!(q.claim("r", "c", LEASE, 100, 10).await.unwrap().is_empty());
+    let mut keys: Vec<_> = a
+        .iter()
+        .chain(&b)
+        .map(|c| match c.task.as_ref().unwrap() {
+            Task::CopyObject { source } => source.key.clone(),
+        })
+        .collect();
+    keys.sort();
+    let mut expected: Vec<_> = (0..10).map(|i| format!("k{i}")).collect();
+    expected.sort();
+    assert_eq!(keys, expected, "every task claimed exactly once");
+    // Both shards were served in one claim (round-robin across shards).
+    assert!(a.iter().any(|c| c.id.contains(":3:")) && a.iter().any(|c| c.id.contains(":7:")));
+
+    for c in a.iter().chain(&b) {
+        assert!(
+            !q.ack("intruder", c, "copied", 5).await.unwrap(),
+            "a foreign worker must not ack"
+        );
+    }
+    for c in &a {
+        assert!(q.ack("a", c, "copied", 5).await.unwrap());
+    }
+    for c in &b {
+        assert!(q.ack("b", c, "copied", 5).await.unwrap());
+    }
+    q.set_iteration_counts("r", n, &[("sealed", 1)])
+        .await
+        .unwrap();
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!(
+        (
+            record.planned,
+            record.done,
+            record.copied,
+            record.copied_bytes
+        ),
+        (10, 10, 10, 50)
+    );
+    assert!(record.settled());
+    assert_eq!(q.depth("r").await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    let old = q
+        .claim("r", "old", Duration::from_millis(300), 1, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        q.claim("r", "new", LEASE, 1, 10).await.unwrap().is_empty(),
+        "still leased"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = q.claim("r", "new", LEASE, 1, 10).await.unwrap().remove(0);
+    assert_eq!(new.id, old.id);
+    assert_eq!(new.attempts, 1, "an expired lease counts as an attempt");
+    assert!(new.token > old.token);
+    // The old holder can neither renew, ack, fail nor release any more.
+    assert_eq!(
+        q.renew("r", "old", LEASE, &[(old.id.clone(), old.token)])
+            .await
+            .unwrap(),
+        vec![old.id.clone()]
+    );
+    assert!(!q.ack("old", &old, "copied", 1).await.unwrap());
+    assert_eq!(
+        q.fail("old", &old, "x", Duration::ZERO, 10, false)
+            .await
+            .unwrap(),
+        FailOutcome::Lost
+    );
+    assert!(!q.release("old", &old).await.unwrap());
+    assert!(q.ack("new", &new, "copied", 1).await.unwrap());
+}
+
+#[tokio::test]
+async fn renewal_keeps_a_lease_alive_past_its_length() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    let lease = Duration::from_millis(400);
+    let held = q.claim("r", "w", lease, 1, 10).await.unwrap().remove(0);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let lost = q
+            .renew("r", "w", lease, &[(held.id.clone(), held.token)])
+            .await
+            .unwrap();
+        assert!(lost.is_empty());
+        assert!(
+            q.claim("r", "thief", lease, 1, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(q.ack("w", &held, "copied", 1).await.unwrap());
+}
+
+#[tokio::test]
+async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("flaky", 1), task("broken", 1)])
+        .await
+        .unwrap();
+    let max = 3;
+    for attempt in 0..max {
+        let claimed = q.claim("r", "w", LEASE, 1, max).await.unwrap();
+        let c = claimed
+            .into_iter()
+            .next()
+            .expect("the task is claimable again");
+        assert_eq!(c.attempts, attempt);
+        let outcome = q
+            .fail("w", &c, "timeout", Duration::ZERO, max, false)
+            .await
+            .unwrap();
+        let expected = if attempt + 1 == max {
+            FailOutcome::Dead
+        } else {
+            FailOutcome::Retry
+        };
+        assert_eq!(outcome, expected);
+        if attempt == 0 {
+            // The other task: a permanent error buries it at once.
+            let other = q.claim("r", "w", LEASE, 1, max).await.unwrap().remove(0);
+            assert_eq!(
+                q.fail("w", &other, "access denied", Duration::ZERO, max, true)
+                    .await
+                    .unwrap(),
+                FailOutcome::Dead
+            );
+        }
+    }
+    assert!(q.claim("r", "w", LEASE, 10, max).await.unwrap().is_empty());
+    let depth = q.depth("r").await.unwrap();
+    assert_eq!(
+        (depth.pending, depth.leased, depth.retrying, depth.dead),
+        (0, 0, 0, 2)
+    );
+    q.set_iteration_counts("r", n, &[("sealed", 1)])
+        .await
+        .unwrap();
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!((record.dead, record.done), (2, 0));
+    assert!(record.settled());
+}
+
+#[tokio::test]
+async fn a_retry_waits_for_its_delay() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    let c = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    q.fail("w", &c, "slow down", Duration::from_millis(500), 10, false)
+        .await
+        .unwrap();
+    assert!(q.claim("r", "w", LEASE, 1, 10).await.unwrap().is_empty());
+    assert_eq!(q.depth("r").await.unwrap().retrying, 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(q.claim("r", "w", LEASE, 1, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn expired_leases_at_max_attempts_go_to_dead_letters() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    q.claim("r", "w", Duration::from_millis(100), 1, 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    q.upkeep("r", 1).await.unwrap();
+    assert_eq!(q.depth("r").await.unwrap().dead, 1);
+    assert_eq!(q.iteration("r", n).await.unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn release_returns_a_task_without_counting_an_attempt() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("a", 1), task("b", 1)])
+        .await
+        .unwrap();
+    let first = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    assert!(q.release("w", &first).await.unwrap());
+    let again = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    assert_eq!(again.id, first.id, "a released task is claimed next");
+    assert_eq!(again.attempts, 0);
+}
+
+#[tokio::test]
+async fn history_keeps_the_last_hundred_iterations() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    for _ in 0..HISTORY + 2 {
+        let n = q.begin_iteration("r").await.unwrap();
+        q.finish_iteration("r", n, true).await.unwrap();
+    }
+    let history = q.history("r").await.unwrap();
+    assert_eq!(history.len(), HISTORY);
+    assert_eq!(history[0].number, HISTORY as u64 + 2, "newest first");
+    assert_eq!(history.last().unwrap().number, 3);
+    assert_eq!(
+        q.iteration("r", 1).await.unwrap().started_ms,
+        0,
+        "old records are deleted"
+    );
+}
+
+#[tokio::test]
+async fn registered_rules_round_trip_without_credentials() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let rules = vec![BucketRef {
+        rule: "a".into(),
+        source: "http://s/x".into(),
+        destination: "http://d/y".into(),
+    }];
+    q.register_rules(&rules).await.unwrap();
+    assert_eq!(q.registered_rules().await.unwrap(), rules);
+}
+
+#[tokio::test]
+async fn undecodable_payloads_are_reported_not_dropped() {
+    use redis::AsyncCommands;
+    let redis = Redis::start();
+    let ns = unique("q");
+    let q = Queue::connect(&RedisConfig {
+        url: redis.url(),
+        namespace: ns.clone(),
+    })
+    .await
+    .unwrap();
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    let mut conn = redis.conn().await;
+    let ids: Vec<String> = conn.hkeys(format!("{ns}:{{r}}:tasks")).await.unwrap();
+    let _: () = conn
+        .hset(format!("{ns}:{{r}}:tasks"), &ids[0], vec![99u8, 1, 2])
+        .await
+        .unwrap();
+    let claimed = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    let err = claimed.task.unwrap_err().to_string();
+    assert!(err.contains("version 99"), "{err}");
+}
