@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what ferry's tests, quick start and benchmarks need, skipping what is already there.
+#   scripts/deps.sh              redis-server, moto, cargo-nextest
+#   scripts/deps.sh --garage     the same plus Garage 2.5.0 (a 6-10 minute build, done once
+#                                per machine, into cargo's bin folder outside the repository)
+set -euo pipefail
+
+want_garage=0
+for arg in "$@"; do
+  case "$arg" in
+    --garage) want_garage=1 ;;
+    *) echo "deps.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+export PATH="$HOME/.cargo/bin:$PATH"
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "deps: installing redis-server"
+  apt_install redis-server
+fi
+
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "deps: installing python3"
+  apt_install python3 python3-pip
+fi
+
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto, flask, flask_cors, boto3" 2>/dev/null; then
+  echo "deps: installing moto"
+  python3 -m pip install --quiet 'moto[s3]' flask flask-cors boto3 \
+    || python3 -m pip install --quiet --break-system-packages 'moto[s3]' flask flask-cors boto3
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "deps: installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+if [ "$want_garage" = 1 ]; then
+  garage_bin=$(command -v garage || true)
+  if [ -z "$garage_bin" ] || ! "$garage_bin" --version 2>/dev/null | grep -q "2\.5\.0"; then
+    echo "deps: building Garage 2.5.0 (once per machine; 6-10 minutes on 2 cores)"
+    cargo install garage --version 2.5.0 --locked --no-default-features \
+      --features bundled-libs,sqlite
+  fi
+fi

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Runs ferry's main job.
+#   scripts/quickstart.sh               a real replication on this machine: starts Redis and two
+#                                       S3 endpoints (moto), seeds a source bucket, replicates it
+#                                       with 1 coordinator + 2 workers, then runs again to show an
+#                                       empty iteration, and checks the copy.
+#   scripts/quickstart.sh ferry.toml    replicates what your config says (coordinator and workers
+#                                       in one process; see README for multi-machine runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/deps.sh
+cargo build --release --quiet
+ferry=target/release/ferry
+
+if [ $# -ge 1 ]; then
+  exec "$ferry" run --config "$1" --workers 2
+fi
+
+objects=${QUICKSTART_OBJECTS:-1000}
+work=$(mktemp -d -t ferry-quickstart-XXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "quickstart: nothing listens on port $1" >&2
+  exit 1
+}
+
+redis_port=$(port); east_port=$(port); west_port=$(port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+pids+=($!)
+moto_server -H 127.0.0.1 -p "$east_port" >"$work/east.log" 2>&1 &
+pids+=($!)
+moto_server -H 127.0.0.1 -p "$west_port" >"$work/west.log" 2>&1 &
+pids+=($!)
+wait_port "$redis_port"; wait_port "$east_port"; wait_port "$west_port"
+
+echo "quickstart: seeding $objects objects into s3://photos on endpoint east (port $east_port)"
+python3 - "$east_port" "$west_port" "$objects" <<'PY'
+import sys, concurrent.futures, boto3
+east, west, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def client(port):
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                        aws_access_key_id="demo", aws_secret_access_key="demo")
+src, dst = client(east), client(west)
+src.create_bucket(Bucket="photos")
+dst.create_bucket(Bucket="photos-dr")
+def put(i):
+    src.put_object(Bucket="photos", Key=f"{2024 + i % 2}/album-{i % 17}/photo-{i:05}.jpg",
+                   Body=(f"photo {i} " * (i % 300)).encode(), ContentType="image/jpeg",
+                   CacheControl="max-age=86400", Metadata={"camera": f"cam-{i % 5}"})
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    list(pool.map(put, range(n)))
+PY
+
+cat >"$work/ferry.toml" <<TOML
+[redis]
+url = "redis://127.0.0.1:$redis_port"
+namespace = "quickstart"
+
+[endpoints.east]
+url = "http://127.0.0.1:$east_port"
+region = "us-east-1"
+path_style = true
+access_key_id = "demo"
+secret_access_key = "demo"
+
+[endpoints.west]
+url = "http://127.0.0.1:$west_port"
+region = "us-east-1"
+path_style = true
+access_key_id = "demo"
+secret_access_key = "demo"
+
+[[rules]]
+name = "photos-dr"
+source = { endpoint = "east", bucket = "photos", prefixes = ["2024/", "2025/"] }
+destination = { endpoint = "west", bucket = "photos-dr" }
+stop = "once"
+TOML
+
+"$ferry" validate --config "$work/ferry.toml"
+echo "quickstart: iteration 1 (full copy), 1 coordinator + 2 workers"
+"$ferry" run --config "$work/ferry.toml" --workers 2 2>&1 | grep -E "iteration finished|ERROR|WARN" || true
+echo "quickstart: iteration 2 (nothing changed: listings only, nothing copied)"
+"$ferry" run --config "$work/ferry.toml" --workers 2 2>&1 | grep -E "iteration finished|ERROR|WARN" || true
+
+python3 - "$east_port" "$west_port" <<'PY'
+import sys, boto3
+def client(port):
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                        aws_access_key_id="demo", aws_secret_access_key="demo")
+def listing(c, bucket):
+    out = {}
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            out[o["Key"]] = (o["ETag"], o["Size"])
+    return out
+src, dst = listing(client(sys.argv[1]), "photos"), listing(client(sys.argv[2]), "photos-dr")
+if src != dst:
+    print(f"quickstart: MISMATCH: source {len(src)} objects, destination {len(dst)}")
+    sys.exit(1)
+print(f"quickstart: OK: s3://photos-dr on endpoint west holds all {len(dst)} objects with identical ETags")
+PY
