@@ -35,6 +35,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
+        coordinator: CoordinatorArgs,
+        #[command(flatten)]
         metrics: MetricsArgs,
     },
     /// Claim and copy tasks.
@@ -54,6 +56,8 @@ enum Command {
         #[arg(long, env = "FERRY_WORKERS", default_value_t = 1)]
         workers: usize,
         #[command(flatten)]
+        coordinator: CoordinatorArgs,
+        #[command(flatten)]
         worker: WorkerArgs,
         #[command(flatten)]
         metrics: MetricsArgs,
@@ -68,6 +72,19 @@ struct Common {
     /// Redis URL; overrides `[redis] url` in the config.
     #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    /// Coordinator name in leader leases (default: host-pid).
+    #[arg(long, env = "FERRY_COORDINATOR_ID")]
+    coordinator_id: Option<String>,
+    /// Lease on leading a rule; a standby coordinator takes over this long after a leader dies.
+    #[arg(long, env = "FERRY_LEADER_LEASE", value_parser = humantime::parse_duration, default_value = "30s")]
+    leader_lease: Duration,
+    /// Unfinished tasks per rule before planning pauses for workers to catch up.
+    #[arg(long, env = "FERRY_MAX_OUTSTANDING", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_outstanding: u64,
 }
 
 #[derive(Args)]
@@ -160,12 +177,16 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Coordinator { common, metrics } => {
+        Command::Coordinator {
+            common,
+            coordinator,
+            metrics,
+        } => {
             serve_metrics(&metrics)?;
             let (config, queue) = start(&common).await?;
             let stores = Stores::connect(&config).await;
             let cancel = ferry_common::shutdown::on_signal();
-            run_coordinator(config, stores, queue, cancel).await
+            run_coordinator(&coordinator, config, stores, queue, cancel).await
         }
         Command::Worker {
             common,
@@ -185,6 +206,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Run {
             common,
             workers,
+            coordinator,
             worker,
             metrics,
         } => {
@@ -205,7 +227,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     workers_stop.clone(),
                 )));
             }
-            let result = run_coordinator(config, stores, queue, shutdown.clone()).await;
+            let result =
+                run_coordinator(&coordinator, config, stores, queue, shutdown.clone()).await;
             workers_stop.cancel();
             for h in handles {
                 h.await
@@ -218,16 +241,31 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
 }
 
 async fn run_coordinator(
+    args: &CoordinatorArgs,
     config: Arc<Config>,
     stores: Stores,
     queue: Queue,
     cancel: CancellationToken,
 ) -> Result<(), Failure> {
+    if args.leader_lease < Duration::from_secs(1) {
+        return Err(Failure::Config(ConfigError {
+            problems: vec![Problem {
+                path: "--leader-lease".into(),
+                message: format!("{:?} is too short (at least 1s)", args.leader_lease),
+            }],
+        }));
+    }
     let ctx = ferry_coordinator::Context {
         config,
         stores,
         queue,
         cancel,
+        id: args
+            .coordinator_id
+            .clone()
+            .unwrap_or_else(default_process_id),
+        leader_lease: args.leader_lease,
+        max_outstanding: args.max_outstanding,
     };
     match ferry_coordinator::run(ctx).await {
         Ok(()) | Err(ferry_coordinator::CoordinatorError::Cancelled) => Ok(()),
@@ -322,7 +360,7 @@ fn worker_options(
             }],
         }));
     }
-    let base = args.id.clone().unwrap_or_else(default_worker_id);
+    let base = args.id.clone().unwrap_or_else(default_process_id);
     let id = match index {
         Some(i) => format!("{base}-{i}"),
         None => base,
@@ -335,7 +373,7 @@ fn worker_options(
     })
 }
 
-fn default_worker_id() -> String {
+fn default_process_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -6,7 +6,8 @@ mod harness;
 use std::time::Duration;
 
 use ferry_common::config::{BucketRef, RedisConfig};
-use ferry_common::queue::{FailOutcome, HISTORY, Queue};
+use ferry_common::ledger::LedgerEntry;
+use ferry_common::queue::{FailOutcome, HISTORY, LeaderOp, LedgerOp, PlanBatch, Queue};
 use ferry_common::task::{ObjectVersion, Task};
 use harness::{Redis, unique};
 
@@ -51,6 +52,7 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
         .chain(&b)
         .map(|c| match c.task.as_ref().unwrap() {
             Task::CopyObject { source } => source.key.clone(),
+            other => panic!("unexpected task {other:?}"),
         })
         .collect();
     keys.sort();
@@ -62,15 +64,17 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
 
     for c in a.iter().chain(&b) {
         assert!(
-            !q.ack("intruder", c, "copied", 5).await.unwrap(),
+            !q.ack("intruder", c, "copied", 5, &LedgerOp::None)
+                .await
+                .unwrap(),
             "a foreign worker must not ack"
         );
     }
     for c in &a {
-        assert!(q.ack("a", c, "copied", 5).await.unwrap());
+        assert!(q.ack("a", c, "copied", 5, &LedgerOp::None).await.unwrap());
     }
     for c in &b {
-        assert!(q.ack("b", c, "copied", 5).await.unwrap());
+        assert!(q.ack("b", c, "copied", 5, &LedgerOp::None).await.unwrap());
     }
     q.set_iteration_counts("r", n, &[("sealed", 1)])
         .await
@@ -116,7 +120,11 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
             .unwrap(),
         vec![old.id.clone()]
     );
-    assert!(!q.ack("old", &old, "copied", 1).await.unwrap());
+    assert!(
+        !q.ack("old", &old, "copied", 1, &LedgerOp::None)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         q.fail("old", &old, "x", Duration::ZERO, 10, false)
             .await
@@ -124,7 +132,11 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
         FailOutcome::Lost
     );
     assert!(!q.release("old", &old).await.unwrap());
-    assert!(q.ack("new", &new, "copied", 1).await.unwrap());
+    assert!(
+        q.ack("new", &new, "copied", 1, &LedgerOp::None)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -149,7 +161,11 @@ async fn renewal_keeps_a_lease_alive_past_its_length() {
                 .is_empty()
         );
     }
-    assert!(q.ack("w", &held, "copied", 1).await.unwrap());
+    assert!(
+        q.ack("w", &held, "copied", 1, &LedgerOp::None)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -303,4 +319,128 @@ async fn undecodable_payloads_are_reported_not_dropped() {
     let claimed = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
     let err = claimed.task.unwrap_err().to_string();
     assert!(err.contains("version 99"), "{err}");
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    let old = q
+        .claim("r", "old", Duration::from_millis(200), 1, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = q.claim("r", "new", LEASE, 1, 10).await.unwrap().remove(0);
+    let entry = |etag: &str| LedgerEntry {
+        source_etag: etag.into(),
+        size: 1,
+        source_last_modified_ms: 5,
+        destination_etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
+    };
+    assert!(
+        !q.ack(
+            "old",
+            &old,
+            "copied",
+            1,
+            &LedgerOp::Put("k".into(), entry("stale"))
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        q.ledger_get("r", &["k"]).await.unwrap(),
+        vec![None],
+        "a fenced-off worker wrote the ledger"
+    );
+    assert!(
+        q.ack(
+            "new",
+            &new,
+            "copied",
+            1,
+            &LedgerOp::Put("k".into(), entry("fresh"))
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        q.ledger_get("r", &["k", "other"]).await.unwrap(),
+        vec![Some(entry("fresh")), None]
+    );
+
+    q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
+    let del = q.claim("r", "new", LEASE, 1, 10).await.unwrap().remove(0);
+    assert!(
+        q.ack("new", &del, "deleted", 0, &LedgerOp::Delete("k".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.ledger_get("r", &["k"]).await.unwrap(), vec![None]);
+}
+
+#[tokio::test]
+async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let n = q.begin_iteration("r").await.unwrap();
+    let batch = PlanBatch {
+        tasks: vec![
+            (1, vec![task("a", 1), task("b", 2)]),
+            (9, vec![task("c", 3)]),
+        ],
+        listed: 5,
+        skipped: 2,
+        checkpoint: Some((3, "prefix/last-key".into())),
+    };
+    assert_eq!(q.plan("r", n, &batch).await.unwrap(), 3);
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!((record.planned, record.listed, record.skipped), (3, 5, 2));
+    assert_eq!(record.checkpoint, Some((3, "prefix/last-key".to_string())));
+    assert_eq!(
+        q.latest_iteration("r").await.unwrap().map(|r| r.number),
+        Some(n)
+    );
+    let claimed = q.claim("r", "w", LEASE, 10, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for c in &claimed {
+        let at =
+            ferry_common::queue::keys::enqueued_ms(&c.id).expect("ids carry their enqueue time");
+        assert!(now.abs_diff(at) < 60_000, "{} vs {now}", c.id);
+    }
+}
+
+#[tokio::test]
+async fn one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let lease = Duration::from_millis(400);
+    assert!(q.leader("r", "c1", LeaderOp::Acquire, lease).await.unwrap());
+    assert!(!q.leader("r", "c2", LeaderOp::Acquire, lease).await.unwrap());
+    assert!(
+        q.leader("r", "c1", LeaderOp::Acquire, lease).await.unwrap(),
+        "re-acquiring is idempotent"
+    );
+    assert!(!q.leader("r", "c2", LeaderOp::Renew, lease).await.unwrap());
+    assert!(q.leader("r", "c1", LeaderOp::Renew, lease).await.unwrap());
+    assert_eq!(q.leader_of("r").await.unwrap().as_deref(), Some("c1"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        q.leader("r", "c2", LeaderOp::Acquire, lease).await.unwrap(),
+        "an expired lease is free"
+    );
+    assert!(
+        !q.leader("r", "c1", LeaderOp::Renew, lease).await.unwrap(),
+        "the old leader learns it lost"
+    );
+    assert!(!q.leader("r", "c1", LeaderOp::Release, lease).await.unwrap());
+    assert!(q.leader("r", "c2", LeaderOp::Release, lease).await.unwrap());
+    assert_eq!(q.leader_of("r").await.unwrap(), None);
 }

@@ -3,6 +3,7 @@
 //! - [`config`]: the TOML config file, parsed and validated once into typed values.
 //! - [`units`]: byte sizes and durations as written in the config.
 //! - [`task`]: units of queued work; [`codec`]: their versioned binary encoding.
+//! - [`ledger`]: what ferry wrote to each destination, compactly encoded.
 //! - [`shard`]: which prefix shard (queue) a key belongs to.
 //! - [`storage`]: the [`storage::ObjectStore`] trait, its S3 implementation, and the one
 //!   classifier of S3 errors.
@@ -13,6 +14,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod ledger;
 pub mod queue;
 pub mod retry;
 pub mod shard;

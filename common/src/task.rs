@@ -23,6 +23,13 @@ pub enum Task {
         /// The source object version planned for copy.
         source: ObjectVersion,
     },
+    /// Delete a destination object ferry wrote whose source is gone (`delete = true`).
+    DeleteObject {
+        /// The key.
+        key: String,
+        /// The destination ETag the ledger recorded; a different object is left alone.
+        destination_etag: String,
+    },
 }
 
 impl Task {
@@ -30,6 +37,7 @@ impl Task {
     pub fn bytes(&self) -> u64 {
         match self {
             Task::CopyObject { source } => source.size,
+            Task::DeleteObject { .. } => 0,
         }
     }
 }

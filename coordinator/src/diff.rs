@@ -104,24 +104,6 @@ impl MergeJoin {
     }
 }
 
-/// What to do with one source key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Copy it.
-    Copy,
-    /// Leave it: the destination already has it.
-    Skip,
-}
-
-/// Decides whether a source object must be copied: a missing destination object is copied;
-/// one with the same size and ETag is skipped; anything else is copied.
-pub fn decide(source: &ObjectMeta, destination: Option<&ObjectMeta>) -> Decision {
-    match destination {
-        Some(d) if d.size == source.size && d.etag == source.etag => Decision::Skip,
-        _ => Decision::Copy,
-    }
-}
-
 /// Runs a whole diff over two in-memory listings (for tests and benchmarks).
 pub fn diff_all(source: Vec<ObjectMeta>, destination: Vec<ObjectMeta>) -> Vec<Joined> {
     let mut join = MergeJoin::new();
@@ -139,6 +121,8 @@ pub fn diff_all(source: Vec<ObjectMeta>, destination: Vec<ObjectMeta>) -> Vec<Jo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{Action, Policy, decide};
+    use ferry_common::config::Overwrite;
     use proptest::prelude::*;
 
     fn meta(key: &str, size: u64, etag: &str) -> ObjectMeta {
@@ -158,29 +142,22 @@ mod tests {
         })
     }
 
+    /// Keys the default policy copies (or deletes), with an empty ledger.
     fn copies(joined: &[Joined]) -> Vec<String> {
+        let policy = Policy {
+            overwrite: Overwrite::IfNewer,
+            overwrite_unmanaged: false,
+            delete: true,
+            last_success_start_ms: None,
+        };
         joined
             .iter()
-            .filter_map(|j| match j {
-                Joined::SourceOnly(s) => Some(s.key.clone()),
-                Joined::Both {
-                    source,
-                    destination,
-                } if decide(source, Some(destination)) == Decision::Copy => {
-                    Some(source.key.clone())
-                }
-                _ => None,
+            .filter(|j| matches!(decide(j, None, &policy), Action::Copy(_) | Action::Delete))
+            .map(|j| match j {
+                Joined::Both { source, .. } | Joined::SourceOnly(source) => source.key.clone(),
+                Joined::DestinationOnly(d) => d.key.clone(),
             })
             .collect()
-    }
-
-    #[test]
-    fn decision_rows() {
-        let s = meta("k", 3, "e");
-        assert_eq!(decide(&s, None), Decision::Copy);
-        assert_eq!(decide(&s, Some(&meta("k", 3, "e"))), Decision::Skip);
-        assert_eq!(decide(&s, Some(&meta("k", 4, "e"))), Decision::Copy);
-        assert_eq!(decide(&s, Some(&meta("k", 3, "f"))), Decision::Copy);
     }
 
     #[test]

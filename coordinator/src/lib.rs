@@ -2,8 +2,10 @@
 //! then waiting until every task is acked or dead, and recording the outcome.
 
 pub mod diff;
-mod dispatch;
 mod iteration;
+mod leader;
+mod planner;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -44,6 +46,13 @@ pub struct Context {
     pub queue: Queue,
     /// Cancelled on shutdown.
     pub cancel: CancellationToken,
+    /// This coordinator's id, as its leader leases name it.
+    pub id: String,
+    /// Length of a rule's leader lease.
+    pub leader_lease: std::time::Duration,
+    /// Unfinished tasks per rule before planning pauses (Redis holds at most this plus one
+    /// batch of 1,000 per rule).
+    pub max_outstanding: u64,
 }
 
 /// Runs every rule until its stop condition holds or shutdown is requested.
@@ -72,14 +81,50 @@ pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
     }
 }
 
-/// Runs one rule's iterations according to its `stop` and `interval`.
+/// Runs one rule while this coordinator leads it: waits for the leader lease, iterates, and
+/// goes back to standing by if the lease is lost.
+pub async fn run_rule(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError> {
+    loop {
+        let lead = leader::acquire(
+            &ctx.queue,
+            &rule.name,
+            &ctx.id,
+            ctx.leader_lease,
+            &ctx.cancel,
+        )
+        .await?;
+        let result = iterate(ctx, rule, &lead.lost).await;
+        lead.release().await;
+        match result {
+            Err(CoordinatorError::Cancelled) if !ctx.cancel.is_cancelled() => {
+                warn!(rule = %rule.name, "lost the leader lease; standing by");
+            }
+            Ok(()) => {
+                let state = "stopped";
+                ctx.queue.set_rule_state(&rule.name, state).await?;
+                return Ok(());
+            }
+            Err(e @ CoordinatorError::Rules(_)) => {
+                ctx.queue.set_rule_state(&rule.name, "failed").await?;
+                return Err(e);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Iterates according to the rule's `stop` and `interval` until it stops or `cancel` fires.
 ///
 /// A failed iteration (dead-lettered tasks) does not stop a rule that iterates again; with
 /// `stop = "once"` it is reported as the rule's failure.
-pub async fn run_rule(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError> {
+async fn iterate(
+    ctx: &Context,
+    rule: &Rule,
+    cancel: &CancellationToken,
+) -> Result<(), CoordinatorError> {
     let mut empty_streak = 0u32;
     loop {
-        let record = run_iteration(ctx, rule).await?;
+        let record = run_iteration(ctx, rule, cancel).await?;
         let succeeded = record.state == "succeeded";
         let seconds = record.ended_ms.saturating_sub(record.started_ms) as f64 / 1000.0;
         metrics::gauge!(telemetry::ITERATION_DURATION, "rule" => rule.name.clone()).set(seconds);
@@ -114,9 +159,10 @@ pub async fn run_rule(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError
             warn!(rule = %rule.name, iteration = record.number, dead = record.dead,
                 "iteration failed; the next one retries what is still missing");
         }
+        ctx.queue.set_rule_state(&rule.name, "waiting").await?;
         tokio::select! {
             _ = tokio::time::sleep(rule.interval) => {}
-            _ = ctx.cancel.cancelled() => return Err(CoordinatorError::Cancelled),
+            _ = cancel.cancelled() => return Err(CoordinatorError::Cancelled),
         }
     }
 }

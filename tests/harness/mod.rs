@@ -476,3 +476,72 @@ pub fn spawn_ferry(dir: &Path, name: &str, args: &[&str]) -> Proc {
         log: Some(log),
     }
 }
+
+/// A private Redis, a source and a destination S3 server, a work dir and a namespace.
+pub struct Env {
+    pub redis: Redis,
+    pub src: S3Server,
+    pub dst: S3Server,
+    pub dir: TempDir,
+    pub ns: String,
+}
+
+impl Env {
+    /// Garage endpoints when installed (millisecond Last-Modified), else moto.
+    pub fn start(label: &str) -> Env {
+        Env {
+            redis: Redis::start(),
+            src: S3Server::fastest(),
+            dst: S3Server::fastest(),
+            dir: TempDir::new(label),
+            ns: unique("ns"),
+        }
+    }
+
+    /// Writes a config with `[redis]`, endpoints `src` and `dst`, and `rules` (TOML).
+    pub fn write_config(&self, name: &str, rules: &str) -> String {
+        let mut config = format!(
+            "[redis]\nurl = \"{}\"\nnamespace = \"{}\"\n\n",
+            self.redis.url(),
+            self.ns
+        );
+        config += &self.src.endpoint_toml("src");
+        config += &self.dst.endpoint_toml("dst");
+        config += rules;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, config).expect("writing config");
+        path.to_str().expect("utf-8 path").to_string()
+    }
+
+    /// Runs `ferry run` (coordinator + workers in one process) to completion; panics with its
+    /// log unless it exits 0 within `timeout`.
+    pub fn run_to_completion(&self, config: &str, extra: &[&str], timeout: Duration) -> String {
+        let name = unique("run");
+        let mut args = vec![
+            "run",
+            "--config",
+            config,
+            "--workers",
+            "2",
+            "--concurrency",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        let mut p = spawn_ferry(self.dir.path(), &name, &args);
+        let status = p
+            .wait_timeout(timeout)
+            .unwrap_or_else(|| panic!("ferry run did not finish within {timeout:?}"));
+        let log = p.log_text();
+        assert!(status.success(), "ferry run exited with {status}:\n{log}");
+        log
+    }
+}
+
+/// Numbers of the finished iterations of `rule`, newest first.
+pub async fn history(redis: &Redis, ns: &str, rule: &str) -> Vec<u64> {
+    use redis::AsyncCommands;
+    let mut conn = redis.conn().await;
+    conn.lrange(format!("{ns}:{{{rule}}}:history"), 0, -1)
+        .await
+        .expect("history")
+}

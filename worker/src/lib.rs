@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_common::config::Config;
-use ferry_common::queue::{Claimed, FailOutcome, Queue, QueueError};
+use ferry_common::queue::{Claimed, FailOutcome, LedgerOp, Queue, QueueError};
 use ferry_common::retry::RetryPolicy;
 use ferry_common::storage::{ErrorKind, Stores};
 use ferry_common::task::Task;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use copy::{Outcome, copy_object};
+pub use copy::{Outcome, copy_object, delete_object};
 use leases::Leases;
 
 /// Most tasks claimed in one round trip.
@@ -213,13 +213,20 @@ async fn process(shared: &Shared, claimed: Claimed) {
         }
         None => warn!(task = %claimed.id, "lease lost; abandoned without committing"),
         Some(Ok(outcome)) => {
+            let ledger = match (&outcome, &task) {
+                (Outcome::Copied { entry, .. }, Task::CopyObject { source }) => {
+                    LedgerOp::Put(source.key.clone(), entry.clone())
+                }
+                (Outcome::Deleted, Task::DeleteObject { key, .. }) => LedgerOp::Delete(key.clone()),
+                _ => LedgerOp::None,
+            };
             match shared
                 .queue
-                .ack(worker, &claimed, outcome.name(), outcome.bytes())
+                .ack(worker, &claimed, outcome.name(), outcome.bytes(), &ledger)
                 .await
             {
                 Ok(true) => {
-                    if let Outcome::Copied { bytes } = outcome {
+                    if let Outcome::Copied { bytes, .. } = outcome {
                         let rule = rule.name.clone();
                         metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => rule.clone())
                             .increment(1);
@@ -248,6 +255,10 @@ async fn run_task(
 ) -> Result<Outcome, ferry_common::storage::StorageError> {
     match task {
         Task::CopyObject { source } => copy_object(&shared.stores, rule, source).await,
+        Task::DeleteObject {
+            key,
+            destination_etag,
+        } => delete_object(&shared.stores, rule, key, destination_etag).await,
     }
 }
 

@@ -37,6 +37,10 @@ pub struct IterationRecord {
     pub gone: u64,
     /// Tasks in dead letters.
     pub dead: u64,
+    /// Destination objects deleted (`delete = true`).
+    pub deleted: u64,
+    /// Planning resumes after this (prefix index, key): all up to it is enqueued.
+    pub checkpoint: Option<(usize, String)>,
 }
 
 impl IterationRecord {
@@ -56,6 +60,14 @@ impl IterationRecord {
             copied_bytes: n("copied_bytes"),
             gone: n("gone"),
             dead: n("dead"),
+            deleted: n("deleted"),
+            checkpoint: match n("ckpt_prefix") {
+                0 => None,
+                p => Some((
+                    p as usize - 1,
+                    f.get("ckpt_key").cloned().unwrap_or_default(),
+                )),
+            },
         }
     }
 
@@ -69,9 +81,9 @@ impl IterationRecord {
         self.planned.saturating_sub(self.done + self.dead)
     }
 
-    /// An empty iteration transferred no data.
+    /// An empty iteration transferred no data (and deleted nothing).
     pub fn is_empty(&self) -> bool {
-        self.copied == 0 && self.copied_bytes == 0
+        self.copied == 0 && self.copied_bytes == 0 && self.deleted == 0
     }
 }
 
@@ -101,6 +113,50 @@ impl Queue {
             .await
             .map_err(|e| self.err(e))?;
         Ok(n)
+    }
+
+    /// The latest iteration of `rule`, if any.
+    pub async fn latest_iteration(
+        &self,
+        rule: &str,
+    ) -> Result<Option<IterationRecord>, QueueError> {
+        let n: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.rule(rule).current())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        match n {
+            Some(n) => Ok(Some(self.iteration(rule, n).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Start (ms since the epoch) of the last succeeded iteration of `rule`.
+    pub async fn last_success_start(&self, rule: &str) -> Result<Option<i64>, QueueError> {
+        redis::cmd("GET")
+            .arg(self.keys.rule(rule).last_success())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the rule's state for `ferry status`.
+    pub async fn set_rule_state(&self, rule: &str, state: &str) -> Result<(), QueueError> {
+        redis::cmd("SET")
+            .arg(self.keys.rule(rule).state())
+            .arg(state)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The rule's state as its coordinator last recorded it.
+    pub async fn rule_state(&self, rule: &str) -> Result<Option<String>, QueueError> {
+        redis::cmd("GET")
+            .arg(self.keys.rule(rule).state())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Sets numeric counts on an iteration record (e.g. listed, skipped, sealed).
@@ -158,6 +214,15 @@ impl Queue {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.err(e))?;
+        if succeeded {
+            let started = self.iteration(rule, n).await?.started_ms;
+            redis::cmd("SET")
+                .arg(rk.last_success())
+                .arg(started)
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         if !old.is_empty() {
             let mut pipe = redis::pipe();
             pipe.ltrim(rk.history(), 0, HISTORY as isize - 1).ignore();

@@ -20,9 +20,13 @@
 //! | `NS:{R}:current` | string | number of the current iteration |
 //! | `NS:{R}:it:N` | hash | iteration N: times and counts |
 //! | `NS:{R}:history` | list | finished iterations, newest first, at most 100 |
+//! | `NS:{R}:last_success` | string | start (ms) of the last succeeded iteration |
+//! | `NS:{R}:l:BUCKET` | hash | ledger: 8-byte key hash -> entry (see [`crate::ledger`]) |
+//! | `NS:{R}:leader` | string | id of the coordinator leading the rule (expiring lease) |
+//! | `NS:{R}:state` | string | `running`, `waiting`, `stopped` or `failed` |
 //!
-//! Task ids are `ITERATION:SHARD:SEQ`, so a script can find a task's queue and iteration from
-//! its id alone.
+//! Task ids are `ITERATION:SHARD:SEQ:ENQUEUED_MS`, so a script can find a task's queue and
+//! iteration from its id alone, and the lag is readable from the oldest id.
 
 /// Builds keys for one namespace.
 #[derive(Clone, Debug)]
@@ -119,6 +123,23 @@ impl RuleKeys {
         self.key("history")
     }
 
+    /// Start of the last succeeded iteration.
+    pub fn last_success(&self) -> String {
+        self.key("last_success")
+    }
+    /// One ledger bucket.
+    pub fn ledger(&self, bucket: u32) -> String {
+        self.key(&format!("l:{bucket}"))
+    }
+    /// The rule's leader lease.
+    pub fn leader(&self) -> String {
+        self.key("leader")
+    }
+    /// The rule's state as its coordinator last set it.
+    pub fn state(&self) -> String {
+        self.key("state")
+    }
+
     /// `KEYS` for the task scripts, in their documented order.
     pub(crate) fn script_keys(&self) -> [String; 9] {
         [
@@ -135,9 +156,9 @@ impl RuleKeys {
     }
 }
 
-/// Builds a task id.
-pub fn task_id(iteration: u64, shard: u32, seq: u64) -> String {
-    format!("{iteration}:{shard}:{seq}")
+/// When a task was enqueued (ms, Redis clock), read from its id.
+pub fn enqueued_ms(task_id: &str) -> Option<u64> {
+    task_id.rsplit(':').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -152,5 +173,7 @@ mod tests {
         }
         assert_eq!(k.queue(3), "ferry:{photos-dr}:q:3");
         assert_eq!(k.iteration(7), "ferry:{photos-dr}:it:7");
+        assert_eq!(k.ledger(42), "ferry:{photos-dr}:l:42");
+        assert_eq!(enqueued_ms("3:7:19:1763700000123"), Some(1_763_700_000_123));
     }
 }

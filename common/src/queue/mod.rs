@@ -16,6 +16,7 @@
 
 mod iteration;
 pub mod keys;
+mod ledger;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::shard::ShardId;
 use crate::task::Task;
 pub use iteration::{HISTORY, IterationRecord};
 pub use keys::{Keys, RuleKeys};
+pub use ledger::LedgerOp;
 
 /// Default lease length.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -64,6 +66,17 @@ pub struct Claimed {
     pub task: Result<Task, CodecError>,
 }
 
+/// An operation on a rule's leader lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderOp {
+    /// Take the lease if free (or already ours).
+    Acquire,
+    /// Extend it, if still ours.
+    Renew,
+    /// Give it up, if still ours.
+    Release,
+}
+
 /// What became of a failed task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -76,23 +89,25 @@ pub enum FailOutcome {
 }
 
 struct Scripts {
-    enqueue: Script,
+    plan: Script,
     claim: Script,
     renew: Script,
     ack: Script,
     fail: Script,
     release: Script,
+    leader: Script,
 }
 
 impl Scripts {
     fn load() -> Self {
         Scripts {
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            plan: Script::new(include_str!("lua/plan.lua")),
             claim: Script::new(include_str!("lua/claim.lua")),
             renew: Script::new(include_str!("lua/renew.lua")),
             ack: Script::new(include_str!("lua/ack.lua")),
             fail: Script::new(include_str!("lua/fail.lua")),
             release: Script::new(include_str!("lua/release.lua")),
+            leader: Script::new(include_str!("lua/leader.lua")),
         }
     }
 }
@@ -152,7 +167,7 @@ impl Queue {
         self.conn.clone()
     }
 
-    /// Enqueues tasks of one iteration on one shard, in one round trip.
+    /// Enqueues tasks of one iteration on one shard (a [`Queue::plan`] with no counts).
     pub async fn enqueue(
         &self,
         rule: &str,
@@ -160,15 +175,40 @@ impl Queue {
         shard: ShardId,
         tasks: &[Task],
     ) -> Result<usize, QueueError> {
-        if tasks.is_empty() {
-            return Ok(0);
-        }
+        let batch = PlanBatch {
+            tasks: vec![(shard, tasks.to_vec())],
+            ..PlanBatch::default()
+        };
+        self.plan(rule, iteration, &batch).await
+    }
+
+    /// Enqueues one planned batch, adds its counts and moves the listing checkpoint, in one
+    /// atomic step (see `lua/plan.lua`).
+    pub async fn plan(
+        &self,
+        rule: &str,
+        iteration: u64,
+        batch: &PlanBatch,
+    ) -> Result<usize, QueueError> {
         let rk = self.keys.rule(rule);
-        let mut inv = self.scripts.enqueue.prepare_invoke();
-        inv.key(rk.tasks()).key(rk.shards()).key(rk.seq());
-        inv.arg(&rk.prefix).arg(iteration).arg(shard);
-        for task in tasks {
-            inv.arg(codec::encode(task));
+        let mut inv = self.scripts.plan.prepare_invoke();
+        inv.key(rk.tasks())
+            .key(rk.shards())
+            .key(rk.seq())
+            .key(rk.iteration(iteration));
+        inv.arg(&rk.prefix)
+            .arg(iteration)
+            .arg(batch.listed)
+            .arg(batch.skipped);
+        match &batch.checkpoint {
+            Some((prefix, key)) => inv.arg(prefix + 1).arg(key),
+            None => inv.arg(0).arg(""),
+        };
+        for (shard, tasks) in &batch.tasks {
+            inv.arg(*shard).arg(tasks.len());
+            for task in tasks {
+                inv.arg(codec::encode(task));
+            }
         }
         let n: usize = inv
             .invoke_async(&mut self.conn())
@@ -254,14 +294,15 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Completes a claimed task and counts `outcome` (and `bytes`) in its iteration.
-    /// Returns false when the lease was lost: then nothing was recorded.
+    /// Completes a claimed task, counts `outcome` (and `bytes`) in its iteration and applies
+    /// `ledger`, atomically. Returns false when the lease was lost: then nothing was recorded.
     pub async fn ack(
         &self,
         worker: &str,
         claimed: &Claimed,
         outcome: &str,
         bytes: u64,
+        ledger: &LedgerOp,
     ) -> Result<bool, QueueError> {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.ack, &rk);
@@ -270,6 +311,7 @@ impl Queue {
             .arg(claimed.token)
             .arg(outcome)
             .arg(bytes);
+        ledger.add_args(&mut inv);
         let done: i64 = inv
             .invoke_async(&mut self.conn())
             .await
@@ -320,6 +362,42 @@ impl Queue {
         Ok(done == 1)
     }
 
+    /// Acquires, renews or releases the leader lease of `rule` for coordinator `id`; true
+    /// when `id` holds it (for release: held it).
+    pub async fn leader(
+        &self,
+        rule: &str,
+        id: &str,
+        op: LeaderOp,
+        lease: Duration,
+    ) -> Result<bool, QueueError> {
+        let op = match op {
+            LeaderOp::Acquire => "acquire",
+            LeaderOp::Renew => "renew",
+            LeaderOp::Release => "release",
+        };
+        let held: i64 = self
+            .scripts
+            .leader
+            .key(self.keys.rule(rule).leader())
+            .arg(op)
+            .arg(id)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(held == 1)
+    }
+
+    /// Who leads `rule` now, if anyone.
+    pub async fn leader_of(&self, rule: &str) -> Result<Option<String>, QueueError> {
+        redis::cmd("GET")
+            .arg(self.keys.rule(rule).leader())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Registers rules (buckets only) so every process and later checks can see them.
     pub async fn register_rules(&self, rules: &[BucketRef]) -> Result<(), QueueError> {
         let mut pipe = redis::pipe();
@@ -368,6 +446,20 @@ impl Queue {
             pending: counts[3..].iter().sum(),
         })
     }
+}
+
+/// One batch of planning: tasks by shard, what the batch listed and skipped, and the
+/// listing position (prefix index, last key) it covers.
+#[derive(Clone, Debug, Default)]
+pub struct PlanBatch {
+    /// Tasks to enqueue, by shard.
+    pub tasks: Vec<(ShardId, Vec<Task>)>,
+    /// Source objects listed in this batch.
+    pub listed: u64,
+    /// Source objects the diff skipped in this batch.
+    pub skipped: u64,
+    /// Everything up to and including this (prefix index, key) has been planned.
+    pub checkpoint: Option<(usize, String)>,
 }
 
 /// How many tasks of a rule are in each state.

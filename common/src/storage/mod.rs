@@ -112,11 +112,13 @@ pub trait ObjectStore: Send + Sync {
     /// The endpoint's name in the config, for messages.
     fn name(&self) -> &str;
 
-    /// One page (up to 1000 keys) of the objects under `prefix`, in key order.
+    /// One page (up to 1000 keys) of the objects under `prefix`, in key order: the first page
+    /// (no `token`) starts after `start_after` when given; later pages follow `token`.
     async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
+        start_after: Option<&str>,
         token: Option<String>,
     ) -> Result<ListPage, StorageError>;
 
@@ -225,7 +227,7 @@ pub fn list_pages(
             let Some(token) = state else {
                 return Ok(None);
             };
-            let page = store.list_page(&bucket, &prefix, token).await?;
+            let page = store.list_page(&bucket, &prefix, None, token).await?;
             let next = page.next_token.clone().map(Some);
             Ok(Some((page, next)))
         }

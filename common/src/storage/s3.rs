@@ -260,15 +260,18 @@ impl ObjectStore for S3Store {
         &self,
         bucket: &str,
         prefix: &str,
+        start_after: Option<&str>,
         token: Option<String>,
     ) -> Result<ListPage, StorageError> {
         Self::count("ListObjectsV2");
+        let start_after = start_after.filter(|_| token.is_none()).map(str::to_string);
         let out = self
             .client
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
             .max_keys(1000)
+            .set_start_after(start_after)
             .set_continuation_token(token)
             .send()
             .await

@@ -1,0 +1,37 @@
+-- Enqueue one batch of planned tasks, count what the batch listed and skipped, and move the
+-- iteration's listing checkpoint, all at once: a coordinator that dies between two batches
+-- resumes after the checkpoint and never enqueues or counts anything twice.
+-- KEYS[1] tasks hash  KEYS[2] shards set  KEYS[3] seq counter  KEYS[4] iteration record
+-- ARGV[1] rule key prefix  ARGV[2] iteration  ARGV[3] listed  ARGV[4] skipped
+-- ARGV[5] checkpoint prefix index + 1 ('0' = leave unchanged)  ARGV[6] checkpoint key
+-- ARGV[7..] groups: shard, count, then count payloads
+-- Returns the number of tasks enqueued.
+local prefix, iter = ARGV[1], ARGV[2]
+if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local total = 0
+local i = 7
+while i <= #ARGV do
+  local shard, n = ARGV[i], tonumber(ARGV[i + 1])
+  if not string.match(shard, '^%d+$') or not n then return redis.error_reply('ERR bad group') end
+  if n > 0 then
+    local last = redis.call('INCRBY', KEYS[3], n)
+    local queue = prefix .. ':q:' .. shard
+    for j = 1, n do
+      local id = iter .. ':' .. shard .. ':' .. string.format('%d', last - n + j) .. ':' .. now
+      redis.call('HSET', KEYS[1], id, ARGV[i + 1 + j])
+      redis.call('LPUSH', queue, id)
+    end
+    redis.call('SADD', KEYS[2], shard)
+    total = total + n
+  end
+  i = i + 2 + n
+end
+if total > 0 then redis.call('HINCRBY', KEYS[4], 'planned', total) end
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[4], 'listed', ARGV[3]) end
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', ARGV[4]) end
+if ARGV[5] ~= '0' then
+  redis.call('HSET', KEYS[4], 'ckpt_prefix', ARGV[5], 'ckpt_key', ARGV[6])
+end
+return total

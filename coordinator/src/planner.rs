@@ -1,0 +1,184 @@
+//! Turns joined listings into tasks: batched ledger lookups, the decision table, and one
+//! atomic `plan` call per batch that enqueues, counts and moves the resume checkpoint.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_common::config::Rule;
+use ferry_common::queue::{PlanBatch, Queue};
+use ferry_common::shard::{ShardId, shard_of};
+use ferry_common::storage::ObjectMeta;
+use ferry_common::task::{ObjectVersion, Task};
+use ferry_common::telemetry;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::CoordinatorError;
+use crate::diff::Joined;
+use crate::policy::{Action, Policy, decide};
+
+/// Keys decided per batch: one ledger round trip and one plan round trip each.
+pub(crate) const BATCH: usize = 1000;
+
+pub(crate) struct Planner<'a> {
+    queue: &'a Queue,
+    rule: &'a Rule,
+    iteration: u64,
+    policy: Policy,
+    cancel: &'a CancellationToken,
+    max_outstanding: u64,
+    batch: Vec<Joined>,
+    prefix_index: usize,
+    prefix: String,
+    enqueued: u64,
+    settled_floor: u64,
+}
+
+impl<'a> Planner<'a> {
+    pub(crate) fn new(
+        queue: &'a Queue,
+        rule: &'a Rule,
+        iteration: u64,
+        policy: Policy,
+        cancel: &'a CancellationToken,
+        max_outstanding: u64,
+    ) -> Self {
+        Planner {
+            queue,
+            rule,
+            iteration,
+            policy,
+            cancel,
+            max_outstanding,
+            batch: Vec::with_capacity(BATCH),
+            prefix_index: 0,
+            prefix: String::new(),
+            enqueued: 0,
+            settled_floor: 0,
+        }
+    }
+
+    /// Starts a rule prefix (flush the previous one first).
+    pub(crate) fn set_prefix(&mut self, index: usize, prefix: &str) {
+        self.prefix_index = index;
+        self.prefix = prefix.to_string();
+    }
+
+    pub(crate) async fn push(&mut self, joined: Joined) -> Result<(), CoordinatorError> {
+        self.batch.push(joined);
+        if self.batch.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Decides and enqueues the batch, with its counts and checkpoint, in one atomic step.
+    pub(crate) async fn flush(&mut self) -> Result<(), CoordinatorError> {
+        let Some(last) = self.batch.last() else {
+            return Ok(());
+        };
+        let checkpoint = (self.prefix_index, key_of(last).to_string());
+        let needs_ledger: Vec<&str> = self
+            .batch
+            .iter()
+            .filter(|j| !matches!(j, Joined::SourceOnly(_)))
+            .map(key_of)
+            .collect();
+        let mut entries = self
+            .queue
+            .ledger_get(&self.rule.name, &needs_ledger)
+            .await?
+            .into_iter();
+        let mut tasks: BTreeMap<ShardId, Vec<Task>> = BTreeMap::new();
+        let (mut listed, mut skipped) = (0u64, 0u64);
+        for joined in self.batch.drain(..) {
+            let entry = match joined {
+                Joined::SourceOnly(_) => None,
+                _ => entries.next().flatten(),
+            };
+            if !matches!(joined, Joined::DestinationOnly(_)) {
+                listed += 1;
+            }
+            let action = decide(&joined, entry.as_ref(), &self.policy);
+            debug!(rule = %self.rule.name, key = key_of(&joined), ?action, "decided");
+            let task = match (action, joined) {
+                (Action::Copy(_), Joined::SourceOnly(source) | Joined::Both { source, .. }) => {
+                    copy_task(source)
+                }
+                (Action::Delete, Joined::DestinationOnly(destination)) => Task::DeleteObject {
+                    key: destination.key,
+                    destination_etag: destination.etag,
+                },
+                (Action::Skip(_), _) => {
+                    skipped += 1;
+                    continue;
+                }
+                _ => continue,
+            };
+            let key = match &task {
+                Task::CopyObject { source } => &source.key,
+                Task::DeleteObject { key, .. } => key,
+            };
+            tasks
+                .entry(shard_of(&self.prefix, key))
+                .or_default()
+                .push(task);
+        }
+        self.wait_for_room().await?;
+        let batch = PlanBatch {
+            tasks: tasks.into_iter().collect(),
+            listed,
+            skipped,
+            checkpoint: Some(checkpoint),
+        };
+        self.enqueued += self
+            .queue
+            .plan(&self.rule.name, self.iteration, &batch)
+            .await? as u64;
+        let rule = self.rule.name.clone();
+        metrics::counter!(telemetry::OBJECTS_LISTED, "rule" => rule.clone()).increment(listed);
+        metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => rule).increment(skipped);
+        Ok(())
+    }
+
+    /// Waits while `max_outstanding` tasks or more are unfinished, so Redis holds at most that
+    /// plus one batch per rule however large the bucket; reads Redis only when the local count
+    /// says it might be needed.
+    async fn wait_for_room(&mut self) -> Result<(), CoordinatorError> {
+        while self.enqueued.saturating_sub(self.settled_floor) >= self.max_outstanding {
+            let record = self
+                .queue
+                .iteration(&self.rule.name, self.iteration)
+                .await?;
+            // Tasks planned by an earlier coordinator of this iteration count too.
+            self.enqueued = self.enqueued.max(record.planned);
+            self.settled_floor = record.done + record.dead;
+            if self.enqueued.saturating_sub(self.settled_floor) < self.max_outstanding {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.cancel.cancelled() => return Err(CoordinatorError::Cancelled),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key_of(joined: &Joined) -> &str {
+    match joined {
+        Joined::Both { source, .. } | Joined::SourceOnly(source) => &source.key,
+        Joined::DestinationOnly(destination) => &destination.key,
+    }
+}
+
+fn copy_task(object: ObjectMeta) -> Task {
+    Task::CopyObject {
+        source: ObjectVersion {
+            key: object.key,
+            size: object.size,
+            etag: object.etag,
+            last_modified_ms: object.last_modified_ms,
+        },
+    }
+}

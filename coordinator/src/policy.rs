@@ -1,0 +1,353 @@
+//! The decision table: what to do with one key, given both listings, the ledger and the rule.
+//! Pure: no I/O, so every row is unit-tested.
+
+use ferry_common::config::Overwrite;
+use ferry_common::ledger::LedgerEntry;
+use ferry_common::storage::ObjectMeta;
+
+use crate::diff::Joined;
+
+/// The parts of a rule (and its history) that decide copies.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// When an existing destination object may be replaced.
+    pub overwrite: Overwrite,
+    /// Whether destination objects ferry did not write may be replaced.
+    pub overwrite_unmanaged: bool,
+    /// Whether managed destination objects whose source is gone are deleted.
+    pub delete: bool,
+    /// Start of the last succeeded iteration (ms), if any.
+    pub last_success_start_ms: Option<i64>,
+}
+
+/// Why a decision was taken (for logs and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The destination has no object under this key.
+    Missing,
+    /// Managed, and the source is what ferry copied last time.
+    Unchanged,
+    /// Managed, and the source was last modified before the last succeeded iteration
+    /// started, with the Last-Modified the ledger recorded: skipped without further checks.
+    UnchangedSinceLastIteration,
+    /// The destination object was not written by this rule (or changed since).
+    Unmanaged,
+    /// `overwrite = never`.
+    NeverOverwrite,
+    /// `if-newer`: the source is newer than the destination.
+    SourceNewer,
+    /// `if-newer`: the source is not newer.
+    NotNewer,
+    /// `if-different`: size or ETag differ.
+    Different,
+    /// `if-different`: size and ETag are equal.
+    Same,
+    /// `overwrite = always`.
+    Always,
+    /// Source gone; the destination object is managed and `delete = true`.
+    SourceGone,
+    /// Source gone, but deletion is off or the object is not managed.
+    Keep,
+}
+
+/// What to do with one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Copy the source object.
+    Copy(Reason),
+    /// Leave the destination as it is.
+    Skip(Reason),
+    /// Delete the destination object.
+    Delete,
+    /// A destination-only key that stays.
+    Keep,
+}
+
+/// Whether the destination object is still exactly what ferry wrote.
+pub fn is_managed(destination: &ObjectMeta, ledger: Option<&LedgerEntry>) -> bool {
+    ledger.is_some_and(|l| l.destination_etag == destination.etag && l.size == destination.size)
+}
+
+/// Decides one key. The rows, in order:
+///
+/// | destination | decision |
+/// |---|---|
+/// | missing | copy |
+/// | managed, source as the ledger recorded | skip (with `always`: copy) |
+/// | managed, source changed | apply `overwrite` |
+/// | unmanaged (no entry, or no longer what ferry wrote) | skip, or apply `overwrite` when `overwrite_unmanaged` |
+/// | only at the destination | delete when managed and `delete`; else keep |
+pub fn decide(joined: &Joined, ledger: Option<&LedgerEntry>, policy: &Policy) -> Action {
+    match joined {
+        Joined::SourceOnly(_) => Action::Copy(Reason::Missing),
+        Joined::DestinationOnly(destination) => {
+            if policy.delete && is_managed(destination, ledger) {
+                Action::Delete
+            } else {
+                Action::Keep
+            }
+        }
+        Joined::Both {
+            source,
+            destination,
+        } => {
+            if is_managed(destination, ledger) {
+                let entry = ledger.unwrap_or_else(|| unreachable!("managed implies an entry"));
+                let unchanged = entry.source_etag == source.etag && entry.size == source.size;
+                let untouched_since_last = policy.last_success_start_ms.is_some_and(|start| {
+                    source.last_modified_ms < start
+                        && entry.source_last_modified_ms == source.last_modified_ms
+                });
+                if policy.overwrite != Overwrite::Always {
+                    if untouched_since_last {
+                        return Action::Skip(Reason::UnchangedSinceLastIteration);
+                    }
+                    if unchanged {
+                        return Action::Skip(Reason::Unchanged);
+                    }
+                }
+                apply_overwrite(policy.overwrite, source, destination)
+            } else if policy.overwrite_unmanaged {
+                apply_overwrite(policy.overwrite, source, destination)
+            } else {
+                Action::Skip(Reason::Unmanaged)
+            }
+        }
+    }
+}
+
+fn apply_overwrite(overwrite: Overwrite, source: &ObjectMeta, destination: &ObjectMeta) -> Action {
+    match overwrite {
+        Overwrite::Never => Action::Skip(Reason::NeverOverwrite),
+        Overwrite::IfNewer if source.last_modified_ms > destination.last_modified_ms => {
+            Action::Copy(Reason::SourceNewer)
+        }
+        Overwrite::IfNewer => Action::Skip(Reason::NotNewer),
+        Overwrite::IfDifferent
+            if source.size != destination.size || source.etag != destination.etag =>
+        {
+            Action::Copy(Reason::Different)
+        }
+        Overwrite::IfDifferent => Action::Skip(Reason::Same),
+        Overwrite::Always => Action::Copy(Reason::Always),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn obj(etag: &str, size: u64, lm: i64) -> ObjectMeta {
+        ObjectMeta {
+            key: "k".into(),
+            size,
+            etag: etag.into(),
+            last_modified_ms: lm,
+        }
+    }
+
+    /// The entry ferry records after copying `src` and reading back `dst_etag`.
+    fn entry(src: &ObjectMeta, dst_etag: &str) -> LedgerEntry {
+        LedgerEntry {
+            source_etag: src.etag.clone(),
+            size: src.size,
+            source_last_modified_ms: src.last_modified_ms,
+            destination_etag: dst_etag.into(),
+        }
+    }
+
+    fn policy(overwrite: Overwrite, unmanaged: bool) -> Policy {
+        Policy {
+            overwrite,
+            overwrite_unmanaged: unmanaged,
+            delete: false,
+            last_success_start_ms: None,
+        }
+    }
+
+    fn both(src: &ObjectMeta, dst: &ObjectMeta) -> Joined {
+        Joined::Both {
+            source: src.clone(),
+            destination: dst.clone(),
+        }
+    }
+
+    const ALL: [Overwrite; 4] = [
+        Overwrite::Never,
+        Overwrite::IfNewer,
+        Overwrite::IfDifferent,
+        Overwrite::Always,
+    ];
+
+    #[test]
+    fn missing_destination_is_copied_in_every_mode() {
+        for mode in ALL {
+            let a = decide(
+                &Joined::SourceOnly(obj("a", 1, T0)),
+                None,
+                &policy(mode, false),
+            );
+            assert_eq!(a, Action::Copy(Reason::Missing));
+        }
+    }
+
+    #[test]
+    fn managed_and_unchanged_is_skipped_except_with_always() {
+        let src = obj("a", 1, T0);
+        let dst = obj("d", 1, T0 + 10);
+        let e = entry(&src, "d");
+        for mode in [Overwrite::Never, Overwrite::IfNewer, Overwrite::IfDifferent] {
+            assert_eq!(
+                decide(&both(&src, &dst), Some(&e), &policy(mode, false)),
+                Action::Skip(Reason::Unchanged)
+            );
+        }
+        assert_eq!(
+            decide(
+                &both(&src, &dst),
+                Some(&e),
+                &policy(Overwrite::Always, false)
+            ),
+            Action::Copy(Reason::Always)
+        );
+    }
+
+    #[test]
+    fn managed_with_a_changed_source_follows_overwrite() {
+        let old = obj("a", 1, T0);
+        let dst = obj("d", 1, T0 + 10);
+        let e = entry(&old, "d");
+        let newer = obj("b", 2, T0 + 20);
+        let older = obj("b", 2, T0 + 5); // changed, but Last-Modified before the copy (skew)
+        let check = |src: &ObjectMeta, mode, expected| {
+            assert_eq!(
+                decide(&both(src, &dst), Some(&e), &policy(mode, false)),
+                expected,
+                "{mode:?}"
+            );
+        };
+        check(
+            &newer,
+            Overwrite::Never,
+            Action::Skip(Reason::NeverOverwrite),
+        );
+        check(
+            &newer,
+            Overwrite::IfNewer,
+            Action::Copy(Reason::SourceNewer),
+        );
+        check(&older, Overwrite::IfNewer, Action::Skip(Reason::NotNewer));
+        check(
+            &older,
+            Overwrite::IfDifferent,
+            Action::Copy(Reason::Different),
+        );
+        check(&newer, Overwrite::Always, Action::Copy(Reason::Always));
+    }
+
+    #[test]
+    fn a_destination_changed_since_ferry_wrote_it_is_unmanaged() {
+        let src = obj("a", 1, T0);
+        let e = entry(&src, "d");
+        let overwritten = obj("someone-else", 1, T0 + 30);
+        assert!(!is_managed(&overwritten, Some(&e)));
+        for mode in ALL {
+            assert_eq!(
+                decide(&both(&src, &overwritten), Some(&e), &policy(mode, false)),
+                Action::Skip(Reason::Unmanaged)
+            );
+        }
+    }
+
+    #[test]
+    fn unmanaged_is_skipped_unless_overwrite_unmanaged_then_overwrite_applies() {
+        let src = obj("a", 1, T0 + 20);
+        let foreign_older = obj("x", 5, T0);
+        let foreign_newer = obj("x", 5, T0 + 40);
+        let same = obj("a", 1, T0 + 40);
+        for mode in ALL {
+            assert_eq!(
+                decide(&both(&src, &foreign_older), None, &policy(mode, false)),
+                Action::Skip(Reason::Unmanaged)
+            );
+        }
+        let check = |dst: &ObjectMeta, mode, expected| {
+            assert_eq!(
+                decide(&both(&src, dst), None, &policy(mode, true)),
+                expected,
+                "{mode:?} {dst:?}"
+            );
+        };
+        check(
+            &foreign_older,
+            Overwrite::Never,
+            Action::Skip(Reason::NeverOverwrite),
+        );
+        check(
+            &foreign_older,
+            Overwrite::IfNewer,
+            Action::Copy(Reason::SourceNewer),
+        );
+        check(
+            &foreign_newer,
+            Overwrite::IfNewer,
+            Action::Skip(Reason::NotNewer),
+        );
+        check(
+            &foreign_newer,
+            Overwrite::IfDifferent,
+            Action::Copy(Reason::Different),
+        );
+        check(&same, Overwrite::IfDifferent, Action::Skip(Reason::Same));
+        check(&same, Overwrite::Always, Action::Copy(Reason::Always));
+    }
+
+    #[test]
+    fn unchanged_since_the_last_successful_iteration_is_skipped_early() {
+        let src = obj("a", 1, T0);
+        let dst = obj("d", 1, T0 + 10);
+        let e = entry(&src, "d");
+        let mut p = policy(Overwrite::IfNewer, false);
+        p.last_success_start_ms = Some(T0 + 100);
+        assert_eq!(
+            decide(&both(&src, &dst), Some(&e), &p),
+            Action::Skip(Reason::UnchangedSinceLastIteration)
+        );
+        // Modified after the last success started: the full checks run.
+        let later = obj("b", 1, T0 + 200);
+        assert_eq!(
+            decide(&both(&later, &dst), Some(&e), &p),
+            Action::Copy(Reason::SourceNewer)
+        );
+        // Without a ledger entry the shortcut never applies.
+        assert_eq!(
+            decide(&both(&src, &dst), None, &p),
+            Action::Skip(Reason::Unmanaged)
+        );
+    }
+
+    #[test]
+    fn deletion_only_touches_managed_objects_and_only_when_enabled() {
+        let src = obj("a", 1, T0);
+        let dst = obj("d", 1, T0 + 10);
+        let e = entry(&src, "d");
+        let gone = Joined::DestinationOnly(dst.clone());
+        let mut p = policy(Overwrite::IfNewer, false);
+        assert_eq!(
+            decide(&gone, Some(&e), &p),
+            Action::Keep,
+            "delete = false never deletes"
+        );
+        p.delete = true;
+        assert_eq!(decide(&gone, Some(&e), &p), Action::Delete);
+        assert_eq!(
+            decide(&gone, None, &p),
+            Action::Keep,
+            "unmanaged objects are never deleted"
+        );
+        let changed = Joined::DestinationOnly(obj("other", 1, T0 + 50));
+        assert_eq!(decide(&changed, Some(&e), &p), Action::Keep);
+    }
+}
