@@ -545,3 +545,35 @@ pub async fn history(redis: &Redis, ns: &str, rule: &str) -> Vec<u64> {
         .await
         .expect("history")
 }
+
+/// GETs `http://127.0.0.1:PORT/metrics` and returns the body.
+pub fn scrape(port: u16) -> String {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("requesting /metrics");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading /metrics");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The samples of one metric, as (labels, value).
+pub fn samples(text: &str, metric: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}').to_string()),
+                None => (name_labels, String::new()),
+            };
+            (name == metric).then(|| (labels, value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
