@@ -15,6 +15,8 @@ use ferry_common::storage::Stores;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+mod status;
+
 #[derive(Parser)]
 #[command(
     name = "ferry",
@@ -47,6 +49,16 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         metrics: MetricsArgs,
+    },
+    /// Per rule: state, current iteration, last iterations, queue depth and lag.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Only this rule.
+        rule: Option<String>,
+        /// Print JSON instead of columns.
+        #[arg(long)]
+        json: bool,
     },
     /// Coordinator and workers in one process.
     Run {
@@ -177,6 +189,36 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Status { common, rule, json } => {
+            let config = load(&common)?;
+            if let Some(r) = &rule
+                && config.rule(r).is_none()
+            {
+                let known: Vec<_> = config.rules.iter().map(|r| r.name.as_str()).collect();
+                return Err(Failure::Config(ConfigError {
+                    problems: vec![Problem {
+                        path: "RULE".into(),
+                        message: format!(
+                            "no rule {r:?} in the config (rules: {})",
+                            known.join(", ")
+                        ),
+                    }],
+                }));
+            }
+            let queue = connect(&config).await?;
+            let statuses = status::gather(&config, &queue, rule.as_deref())
+                .await
+                .context("reading status from redis")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&statuses).context("encoding json")?
+                );
+            } else {
+                print!("{}", status::render(&statuses));
+            }
+            Ok(())
+        }
         Command::Coordinator {
             common,
             coordinator,
@@ -294,6 +336,13 @@ fn load(common: &Common) -> Result<Config, Failure> {
 /// registered there (pairing across config files), then registers them.
 async fn start(common: &Common) -> Result<(Arc<Config>, Queue), Failure> {
     let config = load(common)?;
+    let queue = connect(&config).await?;
+    register(&config, &queue).await?;
+    Ok((Arc::new(config), queue))
+}
+
+/// Connects to the configured Redis (a `[redis]` section or `--redis` is required).
+async fn connect(config: &Config) -> Result<Queue, Failure> {
     let Some(redis) = &config.redis else {
         return Err(Failure::Config(ConfigError {
             problems: vec![Problem {
@@ -304,13 +353,17 @@ async fn start(common: &Common) -> Result<(Arc<Config>, Queue), Failure> {
             }],
         }));
     };
-    let queue = Queue::connect(redis)
+    Ok(Queue::connect(redis)
         .await
-        .context("connecting to the queue")?;
+        .context("connecting to the queue")?)
+}
+
+/// Checks the rules against those already registered in Redis, then registers them.
+async fn register(config: &Config, queue: &Queue) -> Result<(), Failure> {
     let mine: Vec<BucketRef> = config
         .rules
         .iter()
-        .filter_map(|r| BucketRef::of_rule(&config, r))
+        .filter_map(|r| BucketRef::of_rule(config, r))
         .collect();
     let mut all: Vec<BucketRef> = queue
         .registered_rules()
@@ -336,8 +389,13 @@ async fn start(common: &Common) -> Result<(Arc<Config>, Queue), Failure> {
         .register_rules(&mine)
         .await
         .context("registering rules")?;
-    info!(rules = mine.len(), redis = %redis.redacted_url(), "config loaded");
-    Ok((Arc::new(config), queue))
+    let redis = config
+        .redis
+        .as_ref()
+        .map(|r| r.redacted_url())
+        .unwrap_or_default();
+    info!(rules = mine.len(), redis = %redis, "config loaded");
+    Ok(())
 }
 
 fn worker_options(

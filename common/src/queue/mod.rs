@@ -448,6 +448,41 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// When the oldest unfinished task of `rule` (ready, leased or waiting to retry) was
+    /// enqueued (ms, Redis clock); `None` when there is none.
+    pub async fn oldest_pending_ms(&self, rule: &str) -> Result<Option<u64>, QueueError> {
+        let rk = self.keys.rule(rule);
+        let shards: Vec<u32> = redis::cmd("SMEMBERS")
+            .arg(rk.shards())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut pipe = redis::pipe();
+        for s in &shards {
+            // The claiming end holds each shard's oldest ready task.
+            pipe.cmd("LINDEX").arg(rk.queue(*s)).arg(-1);
+        }
+        let tails: Vec<Option<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let (leased, delayed): (Vec<String>, Vec<String>) = redis::pipe()
+            .zrange(rk.leases(), 0, -1)
+            .zrange(rk.delayed(), 0, -1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(tails
+            .into_iter()
+            .flatten()
+            .chain(leased)
+            .chain(delayed)
+            .filter_map(|id| keys::enqueued_ms(&id))
+            .min())
+    }
+}
+
 /// One batch of planning: tasks by shard, what the batch listed and skipped, and the
 /// listing position (prefix index, last key) it covers.
 #[derive(Clone, Debug, Default)]
