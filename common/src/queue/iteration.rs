@@ -98,20 +98,16 @@ impl Queue {
     /// Starts the next iteration of `rule` and returns its number.
     pub async fn begin_iteration(&self, rule: &str) -> Result<u64, QueueError> {
         let rk = self.keys.rule(rule);
-        let n: u64 = redis::cmd("INCR")
-            .arg(rk.current())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        redis::cmd("HSET")
-            .arg(rk.iteration(n))
-            .arg("started_ms")
-            .arg(now_ms())
-            .arg("state")
-            .arg("running")
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let n: u64 = self.query(redis::cmd("INCR").arg(rk.current())).await?;
+        self.query::<()>(
+            redis::cmd("HSET")
+                .arg(rk.iteration(n))
+                .arg("started_ms")
+                .arg(now_ms())
+                .arg("state")
+                .arg("running"),
+        )
+        .await?;
         Ok(n)
     }
 
@@ -120,11 +116,9 @@ impl Queue {
         &self,
         rule: &str,
     ) -> Result<Option<IterationRecord>, QueueError> {
-        let n: Option<u64> = redis::cmd("GET")
-            .arg(self.keys.rule(rule).current())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let n: Option<u64> = self
+            .query(redis::cmd("GET").arg(self.keys.rule(rule).current()))
+            .await?;
         match n {
             Some(n) => Ok(Some(self.iteration(rule, n).await?)),
             None => Ok(None),
@@ -133,30 +127,24 @@ impl Queue {
 
     /// Start (ms since the epoch) of the last succeeded iteration of `rule`.
     pub async fn last_success_start(&self, rule: &str) -> Result<Option<i64>, QueueError> {
-        redis::cmd("GET")
-            .arg(self.keys.rule(rule).last_success())
-            .query_async(&mut self.conn())
+        self.query(redis::cmd("GET").arg(self.keys.rule(rule).last_success()))
             .await
-            .map_err(|e| self.err(e))
     }
 
     /// Records the rule's state for `ferry status`.
     pub async fn set_rule_state(&self, rule: &str, state: &str) -> Result<(), QueueError> {
-        redis::cmd("SET")
-            .arg(self.keys.rule(rule).state())
-            .arg(state)
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
+        self.query::<()>(
+            redis::cmd("SET")
+                .arg(self.keys.rule(rule).state())
+                .arg(state),
+        )
+        .await
     }
 
     /// The rule's state as its coordinator last recorded it.
     pub async fn rule_state(&self, rule: &str) -> Result<Option<String>, QueueError> {
-        redis::cmd("GET")
-            .arg(self.keys.rule(rule).state())
-            .query_async(&mut self.conn())
+        self.query(redis::cmd("GET").arg(self.keys.rule(rule).state()))
             .await
-            .map_err(|e| self.err(e))
     }
 
     /// Sets numeric counts on an iteration record (e.g. listed, skipped, sealed).
@@ -178,11 +166,9 @@ impl Queue {
 
     /// Reads an iteration record.
     pub async fn iteration(&self, rule: &str, n: u64) -> Result<IterationRecord, QueueError> {
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.rule(rule).iteration(n))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let fields: HashMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.keys.rule(rule).iteration(n)))
+            .await?;
         Ok(IterationRecord::from_fields(n, &fields))
     }
 
@@ -216,12 +202,8 @@ impl Queue {
             .map_err(|e| self.err(e))?;
         if succeeded {
             let started = self.iteration(rule, n).await?.started_ms;
-            redis::cmd("SET")
-                .arg(rk.last_success())
-                .arg(started)
-                .query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| self.err(e))?;
+            self.query::<()>(redis::cmd("SET").arg(rk.last_success()).arg(started))
+                .await?;
         }
         if !old.is_empty() {
             let mut pipe = redis::pipe();
@@ -238,13 +220,14 @@ impl Queue {
 
     /// The finished iterations of `rule`, newest first.
     pub async fn history(&self, rule: &str) -> Result<Vec<IterationRecord>, QueueError> {
-        let numbers: Vec<u64> = redis::cmd("LRANGE")
-            .arg(self.keys.rule(rule).history())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let numbers: Vec<u64> = self
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(self.keys.rule(rule).history())
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await?;
         let mut out = Vec::with_capacity(numbers.len());
         for n in numbers {
             out.push(self.iteration(rule, n).await?);

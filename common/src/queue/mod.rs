@@ -167,6 +167,21 @@ impl Queue {
         self.conn.clone()
     }
 
+    /// Runs one command, mapping its error.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &mut redis::Cmd,
+    ) -> Result<T, QueueError> {
+        cmd.query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The shard ids of `rule` that have had tasks.
+    async fn shards(&self, rk: &RuleKeys) -> Result<Vec<u32>, QueueError> {
+        self.query(redis::cmd("SMEMBERS").arg(rk.shards())).await
+    }
+
     /// Enqueues tasks of one iteration on one shard (a [`Queue::plan`] with no counts).
     pub async fn enqueue(
         &self,
@@ -391,11 +406,8 @@ impl Queue {
 
     /// Who leads `rule` now, if anyone.
     pub async fn leader_of(&self, rule: &str) -> Result<Option<String>, QueueError> {
-        redis::cmd("GET")
-            .arg(self.keys.rule(rule).leader())
-            .query_async(&mut self.conn())
+        self.query(redis::cmd("GET").arg(self.keys.rule(rule).leader()))
             .await
-            .map_err(|e| self.err(e))
     }
 
     /// Registers rules (buckets only) so every process and later checks can see them.
@@ -412,11 +424,9 @@ impl Queue {
 
     /// The rules registered so far by any coordinator in this namespace.
     pub async fn registered_rules(&self) -> Result<Vec<BucketRef>, QueueError> {
-        let raw: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
-            .arg(self.keys.rules())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let raw: Vec<(String, Vec<u8>)> = self
+            .query(redis::cmd("HGETALL").arg(self.keys.rules()))
+            .await?;
         raw.iter()
             .map(|(_, v)| codec::decode(v).map_err(QueueError::from))
             .collect()
@@ -425,11 +435,7 @@ impl Queue {
     /// Tasks of `rule` by state: (ready, leased, delayed, dead).
     pub async fn depth(&self, rule: &str) -> Result<QueueDepth, QueueError> {
         let rk = self.keys.rule(rule);
-        let shards: Vec<u32> = redis::cmd("SMEMBERS")
-            .arg(rk.shards())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let shards = self.shards(&rk).await?;
         let mut pipe = redis::pipe();
         pipe.zcard(rk.leases()).zcard(rk.delayed()).zcard(rk.dead());
         for s in &shards {
@@ -446,18 +452,12 @@ impl Queue {
             pending: counts[3..].iter().sum(),
         })
     }
-}
 
-impl Queue {
     /// When the oldest unfinished task of `rule` (ready, leased or waiting to retry) was
     /// enqueued (ms, Redis clock); `None` when there is none.
     pub async fn oldest_pending_ms(&self, rule: &str) -> Result<Option<u64>, QueueError> {
         let rk = self.keys.rule(rule);
-        let shards: Vec<u32> = redis::cmd("SMEMBERS")
-            .arg(rk.shards())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let shards = self.shards(&rk).await?;
         let mut pipe = redis::pipe();
         for s in &shards {
             // The claiming end holds each shard's oldest ready task.
