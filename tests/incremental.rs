@@ -270,3 +270,113 @@ async fn empty_2_stops_after_the_copy_and_two_empty_iterations() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mix() {
+    let env = Env::start("replan");
+    let (src, dst) = (env.src.client(), env.dst.client());
+    let (sb, db) = (unique("s"), unique("d"));
+    env.src.create_bucket(&sb).await;
+    env.dst.create_bucket(&db).await;
+    for i in 0..20 {
+        put(
+            &src,
+            &sb,
+            &format!("k{i:02}"),
+            &format!("version one of k{i:02}"),
+        )
+        .await;
+    }
+    let config = env.write_config(
+        "ferry.toml",
+        &format!(
+            "[[rules]]\nname = \"pinned\"\nstop = \"once\"\n\
+             source = {{ endpoint = \"src\", bucket = \"{sb}\" }}\n\
+             destination = {{ endpoint = \"dst\", bucket = \"{db}\" }}\n"
+        ),
+    );
+    // Plan with no worker running, so every task waits with the old ETag.
+    let mut coordinator = harness::spawn_ferry(
+        env.dir.path(),
+        "coordinator",
+        &["coordinator", "--config", &config],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while iteration_record(&env.redis, &env.ns, "pinned", 1)
+        .await
+        .get("sealed")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "planning did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..10 {
+        put(
+            &src,
+            &sb,
+            &format!("k{i:02}"),
+            &format!("VERSION TWO, longer than one, of k{i:02}"),
+        )
+        .await;
+    }
+    let mut worker =
+        harness::spawn_ferry(env.dir.path(), "worker", &["worker", "--config", &config]);
+    let status = coordinator
+        .wait_timeout(Duration::from_secs(60))
+        .expect("iteration did not finish");
+    assert!(status.success());
+    worker.sigterm();
+    let got = contents(&dst, &db).await;
+    for i in 0..20 {
+        let expected = if i < 10 {
+            format!("VERSION TWO, longer than one, of k{i:02}")
+        } else {
+            format!("version one of k{i:02}")
+        };
+        assert_eq!(got.get(&format!("k{i:02}")), Some(&expected));
+    }
+    // The ledger holds the version actually copied (the re-planned one), not the planned one.
+    let queue = ferry_common::queue::Queue::connect(&ferry_common::config::RedisConfig {
+        url: env.redis.url(),
+        namespace: env.ns.clone(),
+    })
+    .await
+    .expect("redis");
+    for i in [0, 9, 10] {
+        let key = format!("k{i:02}");
+        let head = src
+            .head_object()
+            .bucket(&sb)
+            .key(&key)
+            .send()
+            .await
+            .expect("head");
+        let current = head
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
+        let entry = queue
+            .ledger_get("pinned", &[key.as_str()])
+            .await
+            .expect("ledger")
+            .remove(0)
+            .expect("entry");
+        assert_eq!(
+            entry.source_etag, current,
+            "{key}: the ledger records another version than was copied"
+        );
+    }
+    // So the next iteration has nothing to do.
+    let (code, _, _) = harness::ferry_output(&["run", "--config", &config]);
+    assert_eq!(code, 0);
+    let second = iteration_record(&env.redis, &env.ns, "pinned", 2).await;
+    assert_eq!(
+        (second.get("copied"), second.get("skipped")),
+        (None, Some(&20)),
+        "{second:?}"
+    );
+}
