@@ -302,10 +302,9 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
         &["coordinator", "--config", &config],
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while iteration_record(&env.redis, &env.ns, "pinned", 1)
+    while !iteration_record(&env.redis, &env.ns, "pinned", 1)
         .await
-        .get("sealed")
-        .is_none()
+        .contains_key("sealed")
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -322,8 +321,7 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
         )
         .await;
     }
-    let mut worker =
-        harness::spawn_ferry(env.dir.path(), "worker", &["worker", "--config", &config]);
+    let worker = harness::spawn_ferry(env.dir.path(), "worker", &["worker", "--config", &config]);
     let status = coordinator
         .wait_timeout(Duration::from_secs(60))
         .expect("iteration did not finish");
