@@ -7,15 +7,13 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::data::{Seed, assert_replica, seed};
-use harness::{Env, history, iteration_record, spawn_ferry, unique};
+use harness::{Env, history, iteration_record, spawn_ferry};
 use redis::AsyncCommands;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_mid_iteration_is_resumed_without_double_counting() {
     let env = Env::start("kill-coordinator");
-    let (sb, db) = (unique("s"), unique("d"));
-    env.src.create_bucket(&sb).await;
-    env.dst.create_bucket(&db).await;
+    let (sb, db) = env.bucket_pair().await;
     let n = 3_000u64;
     let seeds: Vec<_> = (0..n)
         .map(|i| Seed::new(format!("p{:02}/obj-{i:05}", i % 30), format!("body {i}")))
@@ -23,11 +21,7 @@ async fn a_coordinator_killed_mid_iteration_is_resumed_without_double_counting()
     seed(&env.src.client(), &sb, &seeds).await;
     let config = env.write_config(
         "ferry.toml",
-        &format!(
-            "[[rules]]\nname = \"dr\"\nstop = \"once\"\n\
-             source = {{ endpoint = \"src\", bucket = \"{sb}\" }}\n\
-             destination = {{ endpoint = \"dst\", bucket = \"{db}\" }}\n"
-        ),
+        &harness::rule_toml("dr", &sb, &db, "stop = \"once\""),
     );
     // A small backlog limit keeps the coordinator planning while the worker copies, so the
     // kill lands mid-planning.

@@ -217,18 +217,12 @@ async fn second_iteration_follows_the_decision_table_in_every_mode() {
 async fn delete_true_removes_only_managed_objects_whose_source_is_gone() {
     let env = Env::start("delete");
     let (src, dst) = (env.src.client(), env.dst.client());
-    let (sb, db) = (unique("s"), unique("d"));
-    env.src.create_bucket(&sb).await;
-    env.dst.create_bucket(&db).await;
+    let (sb, db) = env.bucket_pair().await;
     for key in ["keep", "gone", "gone-but-changed"] {
         put(&src, &sb, key, key).await;
     }
     put(&dst, &db, "never-managed", "theirs").await;
-    let rules = format!(
-        "[[rules]]\nname = \"mirror\"\nstop = \"once\"\ndelete = true\n\
-         source = {{ endpoint = \"src\", bucket = \"{sb}\" }}\n\
-         destination = {{ endpoint = \"dst\", bucket = \"{db}\" }}\n"
-    );
+    let rules = harness::rule_toml("mirror", &sb, &db, "stop = \"once\"\ndelete = true");
     let config = env.write_config("ferry.toml", &rules);
     env.run_to_completion(&config, &[], Duration::from_secs(60));
     delete(&src, &sb, "gone").await;
@@ -244,17 +238,16 @@ async fn delete_true_removes_only_managed_objects_whose_source_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_2_stops_after_the_copy_and_two_empty_iterations() {
     let env = Env::start("empty2");
-    let (sb, db) = (unique("s"), unique("d"));
-    env.src.create_bucket(&sb).await;
-    env.dst.create_bucket(&db).await;
+    let (sb, db) = env.bucket_pair().await;
     let seeds: Vec<_> = (0..50)
         .map(|i| harness::data::Seed::new(format!("k/{i}"), format!("body {i}")))
         .collect();
     harness::data::seed(&env.src.client(), &sb, &seeds).await;
-    let rules = format!(
-        "[[rules]]\nname = \"converge\"\nstop = \"empty:2\"\ninterval = \"1s\"\n\
-         source = {{ endpoint = \"src\", bucket = \"{sb}\" }}\n\
-         destination = {{ endpoint = \"dst\", bucket = \"{db}\" }}\n"
+    let rules = harness::rule_toml(
+        "converge",
+        &sb,
+        &db,
+        "stop = \"empty:2\"\ninterval = \"1s\"",
     );
     let config = env.write_config("ferry.toml", &rules);
     env.run_to_completion(&config, &[], Duration::from_secs(120));
@@ -275,9 +268,7 @@ async fn empty_2_stops_after_the_copy_and_two_empty_iterations() {
 async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mix() {
     let env = Env::start("replan");
     let (src, dst) = (env.src.client(), env.dst.client());
-    let (sb, db) = (unique("s"), unique("d"));
-    env.src.create_bucket(&sb).await;
-    env.dst.create_bucket(&db).await;
+    let (sb, db) = env.bucket_pair().await;
     for i in 0..20 {
         put(
             &src,
@@ -289,11 +280,7 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
     }
     let config = env.write_config(
         "ferry.toml",
-        &format!(
-            "[[rules]]\nname = \"pinned\"\nstop = \"once\"\n\
-             source = {{ endpoint = \"src\", bucket = \"{sb}\" }}\n\
-             destination = {{ endpoint = \"dst\", bucket = \"{db}\" }}\n"
-        ),
+        &harness::rule_toml("pinned", &sb, &db, "stop = \"once\""),
     );
     // Plan with no worker running, so every task waits with the old ETag.
     let mut coordinator = harness::spawn_ferry(

@@ -6,26 +6,18 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::data::{Seed, seed};
-use harness::{Env, free_port, history, iteration_record, samples, scrape, spawn_ferry, unique};
+use harness::{Env, free_port, history, iteration_record, samples, scrape, spawn_ferry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_change_iteration_only_lists() {
     let env = Env::start("no-change");
-    let (sb, db) = (unique("s"), unique("d"));
-    env.src.create_bucket(&sb).await;
-    env.dst.create_bucket(&db).await;
+    let (sb, db) = env.bucket_pair().await;
     let n = 5_000usize;
     let seeds: Vec<_> = (0..n)
         .map(|i| Seed::new(format!("d{:02}/o{i:05}", i % 40), format!("{i}")))
         .collect();
     seed(&env.src.client(), &sb, &seeds).await;
-    let rule = |stop: &str| {
-        format!(
-            "[[rules]]\nname = \"steady\"\n{stop}\n\
-             source = {{ endpoint = \"src\", bucket = \"{sb}\" }}\n\
-             destination = {{ endpoint = \"dst\", bucket = \"{db}\" }}\n"
-        )
-    };
+    let rule = |stop: &str| harness::rule_toml("steady", &sb, &db, stop);
     let once = env.write_config("once.toml", &rule("stop = \"once\""));
     env.run_to_completion(&once, &[], Duration::from_secs(300));
 

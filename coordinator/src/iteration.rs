@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use ferry_common::config::Rule;
 use ferry_common::queue::IterationRecord;
-use ferry_common::retry::RetryPolicy;
-use ferry_common::storage::{ListPage, ObjectStore, StorageError};
+use ferry_common::storage::{ListPage, ObjectStore, StorageError, list_pages};
 use ferry_common::telemetry;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -19,8 +19,6 @@ use crate::{Context, CoordinatorError};
 
 /// Listing pages fetched ahead of the diff, per side.
 const PREFETCH_PAGES: usize = 2;
-/// Attempts per listing page before the iteration fails.
-const LIST_ATTEMPTS: u32 = 6;
 
 /// Runs one iteration of `rule`, or finishes the one a previous coordinator left running:
 /// lists and diffs both sides (from the checkpoint on), enqueues the work, waits until every
@@ -142,9 +140,8 @@ async fn wait_until_settled(
     }
 }
 
-/// Lists `bucket` under `prefix` (after `start_after`) in a background task, a few pages
-/// ahead of the diff. Transient listing errors are retried with backoff; the channel closes
-/// at the end, or after delivering a permanent error.
+/// Runs [`list_pages`] in a background task, a few pages ahead of the diff, so listing
+/// latency overlaps with diffing and planning.
 fn spawn_listing(
     store: Arc<dyn ObjectStore>,
     bucket: String,
@@ -153,30 +150,11 @@ fn spawn_listing(
 ) -> mpsc::Receiver<Result<ListPage, StorageError>> {
     let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
     tokio::spawn(async move {
-        let mut token: Option<String> = None;
-        loop {
-            let mut attempt = 0;
-            let page = loop {
-                attempt += 1;
-                match store
-                    .list_page(&bucket, &prefix, start_after.as_deref(), token.clone())
-                    .await
-                {
-                    Err(e) if e.kind.is_retryable() && attempt < LIST_ATTEMPTS => {
-                        warn!(error = %e, attempt, "listing failed; retrying");
-                        tokio::time::sleep(RetryPolicy::TRANSIENT.delay(attempt)).await;
-                    }
-                    other => break other,
-                }
-            };
-            let next = page.as_ref().ok().and_then(|p| p.next_token.clone());
-            let failed = page.is_err();
-            if tx.send(page).await.is_err() || failed {
+        let pages = list_pages(store, bucket, prefix, start_after);
+        futures::pin_mut!(pages);
+        while let Some(page) = pages.next().await {
+            if tx.send(page).await.is_err() {
                 return;
-            }
-            match next {
-                Some(t) => token = Some(t),
-                None => return,
             }
         }
     });

@@ -577,3 +577,23 @@ pub fn samples(text: &str, metric: &str) -> Vec<(String, f64)> {
         })
         .collect()
 }
+
+impl Env {
+    /// Creates a fresh source bucket and a fresh destination bucket; returns their names.
+    pub async fn bucket_pair(&self) -> (String, String) {
+        let (src, dst) = (unique("s"), unique("d"));
+        self.src.create_bucket(&src).await;
+        self.dst.create_bucket(&dst).await;
+        (src, dst)
+    }
+}
+
+/// One `[[rules]]` table from endpoint `src` bucket `source` to endpoint `dst` bucket
+/// `destination`, with `extra` lines (e.g. `stop = "once"`).
+pub fn rule_toml(name: &str, source: &str, destination: &str, extra: &str) -> String {
+    format!(
+        "[[rules]]\nname = \"{name}\"\n{extra}\n\
+         source = {{ endpoint = \"src\", bucket = \"{source}\" }}\n\
+         destination = {{ endpoint = \"dst\", bucket = \"{destination}\" }}\n\n"
+    )
+}

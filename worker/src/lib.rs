@@ -7,7 +7,7 @@ mod leases;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::config::Config;
+use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS};
 use ferry_common::queue::{Claimed, FailOutcome, LedgerOp, Queue, QueueError};
 use ferry_common::retry::RetryPolicy;
 use ferry_common::storage::{ErrorKind, Stores};
@@ -111,7 +111,10 @@ async fn claim_loop(
         let mut claimed = Vec::new();
         for i in 0..rules.len() {
             let rule = &rules[(next_rule + i) % rules.len()];
-            let max_attempts = shared.config.rule(rule).map_or(10, |r| r.max_attempts);
+            let max_attempts = shared
+                .config
+                .rule(rule)
+                .map_or(DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts);
             match shared
                 .queue
                 .claim(

@@ -212,22 +212,41 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<Vec<UploadedPart>, StorageError>;
 }
 
-/// Lists every object under `prefix` as a stream of pages, fetching one page at a time.
+/// Attempts per listing page before a transient error ends the listing.
+pub const LIST_ATTEMPTS: u32 = 6;
+
+/// Lists every object under `prefix` (after `start_after`) as a stream of pages, fetching one
+/// page at a time. A transient error is retried with backoff, up to [`LIST_ATTEMPTS`] per
+/// page; the stream ends after the last page or after yielding an error.
 pub fn list_pages(
     store: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,
+    start_after: Option<String>,
 ) -> impl Stream<Item = Result<ListPage, StorageError>> + Send {
     // State: None = finished; Some(token) = the next page to fetch (first: Some(None)).
     futures::stream::try_unfold(Some(None::<String>), move |state| {
         let store = store.clone();
-        let bucket = bucket.clone();
-        let prefix = prefix.clone();
+        let (bucket, prefix, start_after) = (bucket.clone(), prefix.clone(), start_after.clone());
         async move {
             let Some(token) = state else {
                 return Ok(None);
             };
-            let page = store.list_page(&bucket, &prefix, None, token).await?;
+            let mut attempt = 0;
+            let page = loop {
+                attempt += 1;
+                match store
+                    .list_page(&bucket, &prefix, start_after.as_deref(), token.clone())
+                    .await
+                {
+                    Err(e) if e.kind.is_retryable() && attempt < LIST_ATTEMPTS => {
+                        tracing::warn!(error = %e, attempt, "listing failed; retrying");
+                        tokio::time::sleep(crate::retry::RetryPolicy::TRANSIENT.delay(attempt))
+                            .await;
+                    }
+                    other => break other?,
+                }
+            };
             let next = page.next_token.clone().map(Some);
             Ok(Some((page, next)))
         }

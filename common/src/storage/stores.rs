@@ -22,11 +22,6 @@ impl Stores {
         Stores { by_name }
     }
 
-    /// Stores from already-built implementations (tests, other backends).
-    pub fn from_map(by_name: HashMap<String, Arc<dyn ObjectStore>>) -> Stores {
-        Stores { by_name }
-    }
-
     /// The store of endpoint `name`. Config validation guarantees every rule's endpoints exist,
     /// so a miss is a bug in the caller.
     pub fn get(&self, name: &str) -> Arc<dyn ObjectStore> {
