@@ -104,6 +104,10 @@ struct WorkerArgs {
     /// Tasks copied at once.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
+    /// Most multipart parts copied at once (within --concurrency), so the parts of one large
+    /// object spread over every worker.
+    #[arg(long, env = "FERRY_PART_CONCURRENCY", default_value_t = ferry_worker::DEFAULT_PART_CONCURRENCY)]
+    part_concurrency: usize,
     /// Worker name (default: host-pid). Must be unique among live workers.
     #[arg(long, env = "FERRY_WORKER_ID")]
     id: Option<String>,
@@ -410,6 +414,14 @@ fn worker_options(
             }],
         }));
     }
+    if args.part_concurrency == 0 {
+        return Err(Failure::Config(ConfigError {
+            problems: vec![Problem {
+                path: "--part-concurrency".into(),
+                message: "must be at least 1".into(),
+            }],
+        }));
+    }
     if args.lease < Duration::from_secs(1) {
         return Err(Failure::Config(ConfigError {
             problems: vec![Problem {
@@ -428,6 +440,7 @@ fn worker_options(
         concurrency: args.concurrency,
         lease: args.lease,
         drain: args.drain_timeout,
+        part_concurrency: args.part_concurrency,
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
-use ferry_common::queue::{FailOutcome, HISTORY, LeaderOp, LedgerOp, PlanBatch, Queue};
+use ferry_common::queue::{Abandon, FailOutcome, HISTORY, LeaderOp, LedgerOp, PlanBatch, Queue};
 use ferry_common::task::{ObjectVersion, Task};
 use harness::{Redis, unique};
 
@@ -43,10 +43,15 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
     assert_eq!(q.enqueue("r", n, 3, &tasks[..6]).await.unwrap(), 6);
     assert_eq!(q.enqueue("r", n, 7, &tasks[6..]).await.unwrap(), 4);
 
-    let a = q.claim("r", "a", LEASE, 4, 10).await.unwrap();
-    let b = q.claim("r", "b", LEASE, 100, 10).await.unwrap();
+    let a = q.claim("r", "a", LEASE, (4, 0), 10).await.unwrap();
+    let b = q.claim("r", "b", LEASE, (100, 0), 10).await.unwrap();
     assert_eq!((a.len(), b.len()), (4, 6));
-    assert!(q.claim("r", "c", LEASE, 100, 10).await.unwrap().is_empty());
+    assert!(
+        q.claim("r", "c", LEASE, (100, 0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let mut keys: Vec<_> = a
         .iter()
         .chain(&b)
@@ -100,16 +105,23 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
     let n = q.begin_iteration("r").await.unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let old = q
-        .claim("r", "old", Duration::from_millis(300), 1, 10)
+        .claim("r", "old", Duration::from_millis(300), (1, 0), 10)
         .await
         .unwrap()
         .remove(0);
     assert!(
-        q.claim("r", "new", LEASE, 1, 10).await.unwrap().is_empty(),
+        q.claim("r", "new", LEASE, (1, 0), 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "still leased"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let new = q.claim("r", "new", LEASE, 1, 10).await.unwrap().remove(0);
+    let new = q
+        .claim("r", "new", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(new.id, old.id);
     assert_eq!(new.attempts, 1, "an expired lease counts as an attempt");
     assert!(new.token > old.token);
@@ -126,9 +138,17 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
             .unwrap()
     );
     assert_eq!(
-        q.fail("old", &old, "x", Duration::ZERO, 10, false)
-            .await
-            .unwrap(),
+        q.fail(
+            "old",
+            &old,
+            "x",
+            Duration::ZERO,
+            10,
+            false,
+            &Abandon::default()
+        )
+        .await
+        .unwrap(),
         FailOutcome::Lost
     );
     assert!(!q.release("old", &old).await.unwrap());
@@ -146,7 +166,11 @@ async fn renewal_keeps_a_lease_alive_past_its_length() {
     let n = q.begin_iteration("r").await.unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let lease = Duration::from_millis(400);
-    let held = q.claim("r", "w", lease, 1, 10).await.unwrap().remove(0);
+    let held = q
+        .claim("r", "w", lease, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let lost = q
@@ -155,7 +179,7 @@ async fn renewal_keeps_a_lease_alive_past_its_length() {
             .unwrap();
         assert!(lost.is_empty());
         assert!(
-            q.claim("r", "thief", lease, 1, 10)
+            q.claim("r", "thief", lease, (1, 0), 10)
                 .await
                 .unwrap()
                 .is_empty()
@@ -178,14 +202,22 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
         .unwrap();
     let max = 3;
     for attempt in 0..max {
-        let claimed = q.claim("r", "w", LEASE, 1, max).await.unwrap();
+        let claimed = q.claim("r", "w", LEASE, (1, 0), max).await.unwrap();
         let c = claimed
             .into_iter()
             .next()
             .expect("the task is claimable again");
         assert_eq!(c.attempts, attempt);
         let outcome = q
-            .fail("w", &c, "timeout", Duration::ZERO, max, false)
+            .fail(
+                "w",
+                &c,
+                "timeout",
+                Duration::ZERO,
+                max,
+                false,
+                &Abandon::default(),
+            )
             .await
             .unwrap();
         let expected = if attempt + 1 == max {
@@ -196,16 +228,33 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
         assert_eq!(outcome, expected);
         if attempt == 0 {
             // The other task: a permanent error buries it at once.
-            let other = q.claim("r", "w", LEASE, 1, max).await.unwrap().remove(0);
+            let other = q
+                .claim("r", "w", LEASE, (1, 0), max)
+                .await
+                .unwrap()
+                .remove(0);
             assert_eq!(
-                q.fail("w", &other, "access denied", Duration::ZERO, max, true)
-                    .await
-                    .unwrap(),
+                q.fail(
+                    "w",
+                    &other,
+                    "access denied",
+                    Duration::ZERO,
+                    max,
+                    true,
+                    &Abandon::default()
+                )
+                .await
+                .unwrap(),
                 FailOutcome::Dead
             );
         }
     }
-    assert!(q.claim("r", "w", LEASE, 10, max).await.unwrap().is_empty());
+    assert!(
+        q.claim("r", "w", LEASE, (10, 0), max)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let depth = q.depth("r").await.unwrap();
     assert_eq!(
         (depth.pending, depth.leased, depth.retrying, depth.dead),
@@ -225,14 +274,31 @@ async fn a_retry_waits_for_its_delay() {
     let q = queue(&redis).await;
     let n = q.begin_iteration("r").await.unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
-    let c = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
-    q.fail("w", &c, "slow down", Duration::from_millis(500), 10, false)
+    let c = q
+        .claim("r", "w", LEASE, (1, 0), 10)
         .await
-        .unwrap();
-    assert!(q.claim("r", "w", LEASE, 1, 10).await.unwrap().is_empty());
+        .unwrap()
+        .remove(0);
+    q.fail(
+        "w",
+        &c,
+        "slow down",
+        Duration::from_millis(500),
+        10,
+        false,
+        &Abandon::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        q.claim("r", "w", LEASE, (1, 0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(q.depth("r").await.unwrap().retrying, 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(q.claim("r", "w", LEASE, 1, 10).await.unwrap().len(), 1);
+    assert_eq!(q.claim("r", "w", LEASE, (1, 0), 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -241,7 +307,7 @@ async fn expired_leases_at_max_attempts_go_to_dead_letters() {
     let q = queue(&redis).await;
     let n = q.begin_iteration("r").await.unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
-    q.claim("r", "w", Duration::from_millis(100), 1, 1)
+    q.claim("r", "w", Duration::from_millis(100), (1, 0), 1)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -258,9 +324,17 @@ async fn release_returns_a_task_without_counting_an_attempt() {
     q.enqueue("r", n, 0, &[task("a", 1), task("b", 1)])
         .await
         .unwrap();
-    let first = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    let first = q
+        .claim("r", "w", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert!(q.release("w", &first).await.unwrap());
-    let again = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    let again = q
+        .claim("r", "w", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.id, first.id, "a released task is claimed next");
     assert_eq!(again.attempts, 0);
 }
@@ -316,7 +390,11 @@ async fn undecodable_payloads_are_reported_not_dropped() {
         .hset(format!("{ns}:{{r}}:tasks"), &ids[0], vec![99u8, 1, 2])
         .await
         .unwrap();
-    let claimed = q.claim("r", "w", LEASE, 1, 10).await.unwrap().remove(0);
+    let claimed = q
+        .claim("r", "w", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     let err = claimed.task.unwrap_err().to_string();
     assert!(err.contains("version 99"), "{err}");
 }
@@ -328,12 +406,16 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
     let n = q.begin_iteration("r").await.unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let old = q
-        .claim("r", "old", Duration::from_millis(200), 1, 10)
+        .claim("r", "old", Duration::from_millis(200), (1, 0), 10)
         .await
         .unwrap()
         .remove(0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let new = q.claim("r", "new", LEASE, 1, 10).await.unwrap().remove(0);
+    let new = q
+        .claim("r", "new", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     let entry = |etag: &str| LedgerEntry {
         source_etag: etag.into(),
         size: 1,
@@ -373,7 +455,11 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
     );
 
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
-    let del = q.claim("r", "new", LEASE, 1, 10).await.unwrap().remove(0);
+    let del = q
+        .claim("r", "new", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert!(
         q.ack("new", &del, "deleted", 0, &LedgerOp::Delete("k".into()))
             .await
@@ -404,7 +490,7 @@ async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
         q.latest_iteration("r").await.unwrap().map(|r| r.number),
         Some(n)
     );
-    let claimed = q.claim("r", "w", LEASE, 10, 10).await.unwrap();
+    let claimed = q.claim("r", "w", LEASE, (10, 0), 10).await.unwrap();
     assert_eq!(claimed.len(), 3);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

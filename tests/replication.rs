@@ -6,22 +6,9 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::data::{Seed, assert_replica, foundation_dataset, seed};
-use harness::{Kind, Redis, S3Server, TempDir, spawn_ferry, unique};
+use harness::{Kind, Redis, S3Server, TempDir, garage_or_skip, spawn_ferry, unique};
 
 const BULK: usize = 2_500;
-
-/// Garage must be there in CI (.ci/run installs it); elsewhere its tests say they skipped.
-fn garage_or_skip() -> Option<S3Server> {
-    let server = S3Server::garage();
-    if server.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "garage is not installed but CI requires it"
-        );
-        eprintln!("SKIPPED: garage is not installed (scripts/test.sh installs it)");
-    }
-    server
-}
 
 async fn replicate_foundation_dataset(src: S3Server, dst: S3Server) {
     let redis = Redis::start();

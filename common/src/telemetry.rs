@@ -6,6 +6,12 @@
 pub const OBJECTS_COPIED: &str = "ferry_objects_copied_total";
 /// Bytes copied, by rule.
 pub const BYTES_COPIED: &str = "ferry_bytes_copied_total";
+/// Multipart parts this worker uploaded (or copied server-side), by rule.
+pub const PARTS_COPIED: &str = "ferry_parts_copied_total";
+/// Parts found already uploaded by an earlier attempt and reused, by rule.
+pub const PARTS_REUSED: &str = "ferry_parts_reused_total";
+/// Multipart uploads aborted (abandoned, failed, or their source changed), by rule.
+pub const UPLOADS_ABORTED: &str = "ferry_multipart_uploads_aborted_total";
 /// Objects skipped as already replicated, by rule.
 pub const OBJECTS_SKIPPED: &str = "ferry_objects_skipped_total";
 /// Objects whose task went to dead letters, by rule.

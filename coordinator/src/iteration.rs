@@ -55,6 +55,7 @@ pub async fn run_iteration(
             .await?;
     }
     let record = wait_until_settled(ctx, rule, n, cancel).await?;
+    crate::uploads::abort_abandoned(ctx, rule).await?;
     Ok(queue
         .finish_iteration(&rule.name, n, record.dead == 0)
         .await?)

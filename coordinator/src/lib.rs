@@ -6,6 +6,7 @@ mod iteration;
 mod leader;
 mod planner;
 pub mod policy;
+mod uploads;
 
 use std::sync::Arc;
 

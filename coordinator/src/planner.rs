@@ -115,12 +115,8 @@ impl<'a> Planner<'a> {
                 }
                 _ => continue,
             };
-            let key = match &task {
-                Task::CopyObject { source } => &source.key,
-                Task::DeleteObject { key, .. } => key,
-            };
             tasks
-                .entry(shard_of(&self.prefix, key))
+                .entry(shard_of(&self.prefix, task.key()))
                 .or_default()
                 .push(task);
         }

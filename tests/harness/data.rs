@@ -278,3 +278,135 @@ pub async fn assert_replica(
     );
     s.len()
 }
+
+/// `len` reproducible pseudo-random bytes (no two 8-byte words repeat for a given `seed`, so
+/// no server can deduplicate or compress them away).
+pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut word = offset / 8;
+    while out.len() < len {
+        // splitmix64 of (seed, word index)
+        let mut z = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(word.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        word += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Uploads `key` as a multipart object with parts of `part_lens` bytes of [`pattern`]
+/// `seed`, generating one part at a time, with a content type and one metadata entry.
+/// Returns the ETag (unquoted).
+pub async fn put_multipart(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    part_lens: &[u64],
+    seed: u64,
+) -> String {
+    let upload = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/x-test")
+        .metadata("origin", "multipart-test")
+        .send()
+        .await
+        .expect("create multipart upload");
+    let id = upload.upload_id().expect("upload id");
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    for (i, len) in part_lens.iter().enumerate() {
+        let number = i as i32 + 1;
+        let body = pattern(seed, offset, *len as usize);
+        offset += len;
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "upload part: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .e_tag(out.e_tag().unwrap_or_default())
+                .build(),
+        );
+    }
+    let done = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete multipart upload");
+    done.e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// `n` parts of `len` bytes followed by a `tail` (skipped when 0).
+pub fn equal_parts(n: usize, len: u64, tail: u64) -> Vec<u64> {
+    let mut v = vec![len; n];
+    if tail > 0 {
+        v.push(tail);
+    }
+    v
+}
+
+/// ETag (unquoted) and size of one object.
+pub async fn head(client: &Client, bucket: &str, key: &str) -> (String, i64) {
+    let out = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "HEAD {bucket}/{key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            )
+        });
+    (
+        out.e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string(),
+        out.content_length().unwrap_or(0),
+    )
+}
+
+/// The multipart uploads open in a bucket.
+pub async fn open_uploads(client: &Client, bucket: &str) -> Vec<String> {
+    let out = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("listing multipart uploads");
+    out.uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or_default().to_string())
+        .collect()
+}

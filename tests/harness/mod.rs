@@ -91,10 +91,24 @@ impl Proc {
 
     /// Sends SIGTERM (via `kill`, since the crate forbids unsafe code).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -433,6 +447,19 @@ impl S3Server {
             self.secret_key
         )
     }
+}
+
+/// Garage must be there in CI (.ci/run installs it); elsewhere its tests say they skipped.
+pub fn garage_or_skip() -> Option<S3Server> {
+    let server = S3Server::garage();
+    if server.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "garage is not installed but CI requires it"
+        );
+        eprintln!("SKIPPED: garage is not installed (scripts/test.sh installs it)");
+    }
+    server
 }
 
 /// A unique name for buckets and namespaces in one test run.

@@ -1,15 +1,10 @@
-//! Copying one object: streamed GET into PUT, or a server-side copy on the same endpoint.
+//! Copying one object in one request: streamed GET into PUT, or a server-side copy on the
+//! same endpoint; deleting one; and what a task achieved.
 
 use ferry_common::config::Rule;
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::storage::{ErrorKind, StorageError, Stores, etag_is_md5};
 use ferry_common::task::ObjectVersion;
-use tracing::debug;
-
-/// Largest object one PUT or CopyObject may write.
-const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
-/// Times a copy is re-planned when the source changes under it.
-const MAX_REPLANS: u32 = 3;
 
 /// What a task achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,88 +16,98 @@ pub enum Outcome {
         /// What the ledger records: the version copied and the destination's ETag.
         entry: LedgerEntry,
     },
+    /// The last part of a multipart copy was recorded and the upload completed.
+    Completed {
+        /// The object's size.
+        bytes: u64,
+        /// What the ledger records.
+        entry: LedgerEntry,
+        /// The upload record to forget.
+        upload: String,
+    },
     /// The source object was deleted before it could be copied.
     Gone,
     /// A managed destination object whose source is gone was deleted (or was already gone).
     Deleted,
     /// The destination object changed since planning; a deletion left it alone.
     Kept,
+    /// The part's upload had been abandoned; there is nothing left to do.
+    Cancelled,
+    /// A script already recorded the outcome (a split, a part, a re-plan), under this name.
+    Recorded(&'static str),
+    /// The lease was lost before the outcome could be recorded; another worker redoes it.
+    LeaseLost,
 }
 
 impl Outcome {
     /// The name counted in the iteration record.
     pub fn name(&self) -> &'static str {
         match self {
-            Outcome::Copied { .. } => "copied",
+            Outcome::Copied { .. } | Outcome::Completed { .. } => "copied",
             Outcome::Gone => "gone",
             Outcome::Deleted => "deleted",
             Outcome::Kept => "kept",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Recorded(name) => name,
+            Outcome::LeaseLost => "lost",
         }
     }
 
     /// Bytes moved.
     pub fn bytes(&self) -> u64 {
         match self {
-            Outcome::Copied { bytes, .. } => *bytes,
+            Outcome::Copied { bytes, .. } | Outcome::Completed { bytes, .. } => *bytes,
             _ => 0,
         }
     }
 }
 
-/// Copies the planned version of one object. Reads are pinned to the planned ETag; if the
-/// source changed meanwhile, the copy is re-planned against its current version (never a mix
-/// of two versions).
-pub async fn copy_object(
+/// Copies a version of an object below the multipart threshold in one request: a streamed
+/// GET into a PUT, or CopyObject on the same endpoint. Reads are pinned to the version's ETag.
+pub(crate) async fn copy_single(
     stores: &Stores,
     rule: &Rule,
-    planned: &ObjectVersion,
+    version: &ObjectVersion,
 ) -> Result<Outcome, StorageError> {
-    let mut etag = planned.etag.clone();
-    let mut size = planned.size;
-    let mut last_modified_ms = planned.last_modified_ms;
-    let mut replans = 0;
-    loop {
-        let attempt = if rule.source.endpoint == rule.destination.endpoint {
-            copy_server_side(stores, rule, &planned.key, &etag, size).await
-        } else {
-            copy_streamed(stores, rule, &planned.key, &etag, size).await
-        };
-        match attempt {
-            Ok((bytes, destination_etag)) => {
-                return Ok(Outcome::Copied {
-                    bytes,
-                    entry: LedgerEntry {
-                        source_etag: etag,
-                        size: bytes,
-                        source_last_modified_ms: last_modified_ms,
-                        destination_etag,
-                    },
-                });
-            }
-            Err(e) if e.kind == ErrorKind::PreconditionFailed && replans < MAX_REPLANS => {
-                replans += 1;
-                let source = stores.get(&rule.source.endpoint);
-                match source.head(&rule.source.bucket, &planned.key, None).await {
-                    Ok(head) => {
-                        debug!(key = %planned.key, old = %etag, new = %head.etag,
-                            "source changed since planning; copying its current version");
-                        etag = head.etag;
-                        size = head.size;
-                        last_modified_ms = head.last_modified_ms;
-                    }
-                    Err(e) if e.kind == ErrorKind::NotFound => return Ok(Outcome::Gone),
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(Outcome::Gone),
-            Err(e) => return Err(e),
-        }
+    let (bytes, destination_etag) = if rule.source.endpoint == rule.destination.endpoint {
+        copy_server_side(stores, rule, &version.key, &version.etag, version.size).await?
+    } else {
+        copy_streamed(stores, rule, &version.key, &version.etag).await?
+    };
+    Ok(Outcome::Copied {
+        bytes,
+        entry: LedgerEntry {
+            source_etag: version.etag.clone(),
+            size: bytes,
+            source_last_modified_ms: version.last_modified_ms,
+            destination_etag,
+        },
+    })
+}
+
+/// The source object's current version, after a read pinned to an older one was refused;
+/// `None` when it is gone.
+pub(crate) async fn current_version(
+    stores: &Stores,
+    rule: &Rule,
+    key: &str,
+) -> Result<Option<ObjectVersion>, StorageError> {
+    let source = stores.get(&rule.source.endpoint);
+    match source.head(&rule.source.bucket, key, None).await {
+        Ok(head) => Ok(Some(ObjectVersion {
+            key: key.to_string(),
+            size: head.size,
+            etag: head.etag,
+            last_modified_ms: head.last_modified_ms,
+        })),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
 /// Deletes a managed destination object whose source is gone, unless it changed since
 /// planning (then it is no longer what ferry wrote, and is left alone).
-pub async fn delete_object(
+pub(crate) async fn delete_object(
     stores: &Stores,
     rule: &Rule,
     key: &str,
@@ -119,29 +124,12 @@ pub async fn delete_object(
     Ok(Outcome::Deleted)
 }
 
-fn too_large(rule: &Rule, key: &str, size: u64) -> StorageError {
-    StorageError {
-        kind: ErrorKind::Permanent,
-        operation: "PutObject",
-        target: format!("s3://{}/{key}", rule.destination.bucket),
-        status: None,
-        message: format!(
-            "object of {size} bytes exceeds the 5 GiB single-request limit; \
-             multipart copies are not supported yet"
-        ),
-    }
-}
-
 async fn copy_streamed(
     stores: &Stores,
     rule: &Rule,
     key: &str,
     etag: &str,
-    size: u64,
 ) -> Result<(u64, String), StorageError> {
-    if size > MAX_SINGLE_PUT {
-        return Err(too_large(rule, key, size));
-    }
     let source = stores.get(&rule.source.endpoint);
     let destination = stores.get(&rule.destination.endpoint);
     let get = source
@@ -155,7 +143,7 @@ async fn copy_streamed(
     let written = destination
         .put(&rule.destination.bucket, key, get.body, length, &attrs)
         .await?;
-    verify_etag(rule, key, &get.head.etag, &written)?;
+    verify_etag("PutObject", rule, key, &get.head.etag, &written)?;
     Ok((length, written))
 }
 
@@ -166,9 +154,6 @@ async fn copy_server_side(
     etag: &str,
     size: u64,
 ) -> Result<(u64, String), StorageError> {
-    if size > MAX_SINGLE_PUT {
-        return Err(too_large(rule, key, size));
-    }
     let store = stores.get(&rule.source.endpoint);
     let class = rule.destination.storage_class.map(|c| c.as_str());
     let written = store
@@ -181,17 +166,24 @@ async fn copy_server_side(
             class,
         )
         .await?;
-    verify_etag(rule, key, etag, &written)?;
+    verify_etag("CopyObject", rule, key, etag, &written)?;
     Ok((size, written))
 }
 
-/// End-to-end integrity: where the source ETag is the MD5 of the bytes, the destination must
-/// report the same MD5 for what it received.
-fn verify_etag(rule: &Rule, key: &str, source: &str, written: &str) -> Result<(), StorageError> {
+/// End-to-end integrity: where the expected ETag is the MD5 of the bytes (the source's, or
+/// the one computed while streaming a part), the destination must report the same MD5 for
+/// what it received. A mismatch is retried.
+pub(crate) fn verify_etag(
+    operation: &'static str,
+    rule: &Rule,
+    key: &str,
+    source: &str,
+    written: &str,
+) -> Result<(), StorageError> {
     if etag_is_md5(source) && etag_is_md5(written) && !source.eq_ignore_ascii_case(written) {
         return Err(StorageError {
             kind: ErrorKind::Retryable,
-            operation: "PutObject",
+            operation,
             target: format!("s3://{}/{key}", rule.destination.bucket),
             status: None,
             message: format!(

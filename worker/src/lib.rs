@@ -3,14 +3,16 @@
 
 mod copy;
 mod leases;
+mod multipart;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS};
-use ferry_common::queue::{Claimed, FailOutcome, LedgerOp, Queue, QueueError};
+use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
+use ferry_common::queue::{Abandon, Claimed, FailOutcome, LedgerOp, Queue, QueueError};
 use ferry_common::retry::RetryPolicy;
-use ferry_common::storage::{ErrorKind, Stores};
+use ferry_common::storage::{ErrorKind, StorageError, Stores};
 use ferry_common::task::Task;
 use ferry_common::telemetry;
 use tokio::sync::Semaphore;
@@ -18,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use copy::{Outcome, copy_object, delete_object};
+pub use copy::Outcome;
+use copy::delete_object;
 use leases::Leases;
 
 /// Most tasks claimed in one round trip.
@@ -35,7 +38,13 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// On shutdown, how long in-flight tasks may run before they are released.
     pub drain: Duration,
+    /// Most multipart part tasks worked on at once (within `concurrency`), so the parts of
+    /// one large object spread over every worker rather than queue up behind one.
+    pub part_concurrency: usize,
 }
+
+/// Default for [`WorkerOptions::part_concurrency`].
+pub const DEFAULT_PART_CONCURRENCY: usize = 8;
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +61,30 @@ struct Shared {
     queue: Queue,
     options: WorkerOptions,
     leases: Leases,
+    /// Part tasks held now.
+    parts_held: AtomicUsize,
+}
+
+/// One claimed task being worked on.
+struct Job<'a> {
+    shared: &'a Shared,
+    rule: &'a Rule,
+    claimed: &'a Claimed,
+}
+
+/// Why a task attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    /// The object store failed; retried or buried by its kind.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Redis failed; the lease runs out and the task is redone.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+fn is_part(claimed: &Claimed) -> bool {
+    claimed.id.ends_with(":p")
 }
 
 /// Claims and copies until `shutdown` is cancelled, then drains: in-flight tasks get
@@ -65,6 +98,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let shared = Arc::new(Shared {
         leases: Leases::new(queue.clone(), options.id.clone(), options.lease),
+        parts_held: AtomicUsize::new(0),
         config,
         stores,
         queue,
@@ -108,6 +142,10 @@ async fn claim_loop(
             _ = shutdown.cancelled() => return Ok(()),
         };
         let want = 1 + semaphore.available_permits().min(CLAIM_BATCH - 1);
+        let parts = shared
+            .options
+            .part_concurrency
+            .saturating_sub(shared.parts_held.load(Ordering::Relaxed));
         let mut claimed = Vec::new();
         for i in 0..rules.len() {
             let rule = &rules[(next_rule + i) % rules.len()];
@@ -121,7 +159,7 @@ async fn claim_loop(
                     rule,
                     &shared.options.id,
                     shared.options.lease,
-                    want,
+                    (want, parts),
                     max_attempts,
                 )
                 .await
@@ -168,8 +206,15 @@ async fn claim_loop(
                 },
             };
             let shared = shared.clone();
+            let part = is_part(&task);
+            if part {
+                shared.parts_held.fetch_add(1, Ordering::Relaxed);
+            }
             tracker.spawn(async move {
                 process(&shared, task).await;
+                if part {
+                    shared.parts_held.fetch_sub(1, Ordering::Relaxed);
+                }
                 drop(permit);
             });
         }
@@ -186,25 +231,23 @@ async fn process(shared: &Shared, claimed: Claimed) {
         let _ = shared.queue.release(worker, &claimed).await;
         return;
     };
+    let job = Job {
+        shared,
+        rule,
+        claimed: &claimed,
+    };
     let task = match &claimed.task {
         Ok(task) => task.clone(),
         Err(e) => {
             let error = format!("cannot decode task {}: {e}", claimed.id);
-            report_failure(
-                shared,
-                &claimed,
-                &error,
-                ErrorKind::Permanent,
-                rule.max_attempts,
-            )
-            .await;
+            report_failure(&job, None, &error, ErrorKind::Permanent).await;
             return;
         }
     };
     let guard = shared.leases.hold(&claimed);
     metrics::gauge!(telemetry::WORKER_IN_FLIGHT).increment(1.0);
     let result = tokio::select! {
-        r = run_task(shared, rule, &task) => Some(r),
+        r = run_task(&job, &task) => Some(r),
         _ = guard.token.cancelled() => None,
     };
     metrics::gauge!(telemetry::WORKER_IN_FLIGHT).decrement(1.0);
@@ -214,70 +257,112 @@ async fn process(shared: &Shared, claimed: Claimed) {
             let _ = shared.queue.release(worker, &claimed).await;
             debug!(task = %claimed.id, "released on shutdown");
         }
-        None => warn!(task = %claimed.id, "lease lost; abandoned without committing"),
-        Some(Ok(outcome)) => {
-            let ledger = match (&outcome, &task) {
-                (Outcome::Copied { entry, .. }, Task::CopyObject { source }) => {
-                    LedgerOp::Put(source.key.clone(), entry.clone())
-                }
-                (Outcome::Deleted, Task::DeleteObject { key, .. }) => LedgerOp::Delete(key.clone()),
-                _ => LedgerOp::None,
-            };
-            match shared
-                .queue
-                .ack(worker, &claimed, outcome.name(), outcome.bytes(), &ledger)
-                .await
-            {
-                Ok(true) => {
-                    if let Outcome::Copied { bytes, .. } = outcome {
-                        let rule = rule.name.clone();
-                        metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => rule.clone())
-                            .increment(1);
-                        metrics::counter!(telemetry::BYTES_COPIED, "rule" => rule).increment(bytes);
-                    }
-                }
-                Ok(false) => {
-                    warn!(task = %claimed.id, "lease lost before ack; another worker redoes it")
-                }
-                Err(e) => {
-                    warn!(task = %claimed.id, error = %e, "ack failed; the lease will expire and the task is redone")
-                }
-            }
+        None | Some(Ok(Outcome::LeaseLost)) => {
+            warn!(task = %claimed.id, "lease lost; abandoned without committing")
         }
-        Some(Err(e)) => {
-            let error = e.to_string();
-            report_failure(shared, &claimed, &error, e.kind, rule.max_attempts).await;
+        Some(Ok(Outcome::Recorded(_))) => {}
+        Some(Ok(outcome)) => acknowledge(shared, rule, &claimed, &task, outcome).await,
+        Some(Err(TaskError::Queue(e))) => {
+            warn!(task = %claimed.id, error = %e, "redis failed; the lease will expire and the task is redone")
+        }
+        Some(Err(TaskError::Storage(e))) => {
+            report_failure(&job, Some(&task), &e.to_string(), e.kind).await;
         }
     }
 }
 
-async fn run_task(
+/// Acks a finished task with its ledger change (and, for a completed multipart copy, drops
+/// the upload's record).
+async fn acknowledge(
     shared: &Shared,
-    rule: &ferry_common::config::Rule,
+    rule: &Rule,
+    claimed: &Claimed,
     task: &Task,
-) -> Result<Outcome, ferry_common::storage::StorageError> {
+    outcome: Outcome,
+) {
+    let ledger = match &outcome {
+        Outcome::Copied { entry, .. } | Outcome::Completed { entry, .. } => {
+            LedgerOp::Put(task.key().to_string(), entry.clone())
+        }
+        Outcome::Deleted => LedgerOp::Delete(task.key().to_string()),
+        _ => LedgerOp::None,
+    };
+    let upload = match &outcome {
+        Outcome::Completed { upload, .. } => Some(upload.as_str()),
+        _ => None,
+    };
+    let acked = shared
+        .queue
+        .ack_upload(
+            &shared.options.id,
+            claimed,
+            outcome.name(),
+            outcome.bytes(),
+            &ledger,
+            upload,
+        )
+        .await;
+    match acked {
+        Ok(true) => {
+            let name = rule.name.clone();
+            match outcome {
+                Outcome::Copied { bytes, .. } => {
+                    metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => name.clone())
+                        .increment(1);
+                    metrics::counter!(telemetry::BYTES_COPIED, "rule" => name).increment(bytes);
+                }
+                // Its bytes were counted part by part, by whichever worker copied each.
+                Outcome::Completed { .. } => {
+                    metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => name).increment(1)
+                }
+                _ => {}
+            }
+        }
+        Ok(false) => {
+            warn!(task = %claimed.id, "lease lost before ack; another worker redoes it")
+        }
+        Err(e) => {
+            warn!(task = %claimed.id, error = %e, "ack failed; the lease will expire and the task is redone")
+        }
+    }
+}
+
+async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, TaskError> {
     match task {
-        Task::CopyObject { source } => copy_object(&shared.stores, rule, source).await,
+        Task::CopyObject { source } => multipart::copy_object(job, source).await,
+        Task::CopyPart(part) => multipart::copy_part(job, part).await,
         Task::DeleteObject {
             key,
             destination_etag,
-        } => delete_object(&shared.stores, rule, key, destination_etag).await,
+        } => Ok(delete_object(&job.shared.stores, job.rule, key, destination_etag).await?),
     }
 }
 
-async fn report_failure(
-    shared: &Shared,
-    claimed: &Claimed,
-    error: &str,
-    kind: ErrorKind,
-    max_attempts: u32,
-) {
+/// Records a failed attempt: retried later, or buried in dead letters after a permanent
+/// error or `max_attempts`. A buried part first aborts its upload, and its dead letter holds
+/// the whole object, which is what a retry must copy again.
+async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: ErrorKind) {
+    let (shared, claimed) = (job.shared, job.claimed);
+    let max_attempts = job.rule.max_attempts;
     let attempts = claimed.attempts + 1;
     let delay = match kind {
         ErrorKind::Throttled => RetryPolicy::THROTTLED.delay(attempts),
         _ => RetryPolicy::TRANSIENT.delay(attempts),
     };
     let permanent = !kind.is_retryable();
+    let mut abandon = Abandon::default();
+    if let Some(Task::CopyPart(part)) = task
+        && (permanent || attempts >= max_attempts)
+    {
+        match multipart::abort(job, &part.source.key, &part.upload_id).await {
+            Ok(()) => abandon.upload = Some(part.upload.clone()),
+            // Left recorded: the coordinator aborts it once the iteration settles.
+            Err(e) => warn!(task = %claimed.id, error = %e, "could not abort the upload"),
+        }
+        abandon.replacement = Some(Task::CopyObject {
+            source: part.source.clone(),
+        });
+    }
     let outcome = shared
         .queue
         .fail(
@@ -287,6 +372,7 @@ async fn report_failure(
             delay,
             max_attempts,
             permanent,
+            &abandon,
         )
         .await;
     let rule = claimed.rule.clone();

@@ -24,9 +24,12 @@
 //! | `NS:{R}:l:BUCKET` | hash | ledger: 8-byte key hash -> entry (see [`crate::ledger`]) |
 //! | `NS:{R}:leader` | string | id of the coordinator leading the rule (expiring lease) |
 //! | `NS:{R}:state` | string | `running`, `waiting`, `stopped` or `failed` |
+//! | `NS:{R}:uploads` | hash | record id -> multipart upload ferry started and has not finished |
+//! | `NS:{R}:up:RID` | hash | part number -> ETag of each part uploaded so far |
 //!
-//! Task ids are `ITERATION:SHARD:SEQ:ENQUEUED_MS`, so a script can find a task's queue and
-//! iteration from its id alone, and the lag is readable from the oldest id.
+//! Task ids are `ITERATION:SHARD:SEQ:ENQUEUED_MS`, with `:p` appended for part tasks, so a
+//! script can find a task's queue and iteration from its id alone, and the lag is readable
+//! from the oldest id.
 
 /// Builds keys for one namespace.
 #[derive(Clone, Debug)]
@@ -140,6 +143,15 @@ impl RuleKeys {
         self.key("state")
     }
 
+    /// Open multipart uploads.
+    pub fn uploads(&self) -> String {
+        self.key("uploads")
+    }
+    /// Part ETags of one open upload.
+    pub fn upload_parts(&self, rid: &str) -> String {
+        self.key(&format!("up:{rid}"))
+    }
+
     /// `KEYS` for the task scripts, in their documented order.
     pub(crate) fn script_keys(&self) -> [String; 9] {
         [
@@ -158,7 +170,7 @@ impl RuleKeys {
 
 /// When a task was enqueued (ms, Redis clock), read from its id.
 pub fn enqueued_ms(task_id: &str) -> Option<u64> {
-    task_id.rsplit(':').next()?.parse().ok()
+    task_id.split(':').nth(3)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -175,5 +187,9 @@ mod tests {
         assert_eq!(k.iteration(7), "ferry:{photos-dr}:it:7");
         assert_eq!(k.ledger(42), "ferry:{photos-dr}:l:42");
         assert_eq!(enqueued_ms("3:7:19:1763700000123"), Some(1_763_700_000_123));
+        assert_eq!(
+            enqueued_ms("3:7:20:1763700000124:p"),
+            Some(1_763_700_000_124)
+        );
     }
 }

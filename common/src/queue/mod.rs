@@ -17,6 +17,7 @@
 mod iteration;
 pub mod keys;
 mod ledger;
+mod multipart;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use crate::task::Task;
 pub use iteration::{HISTORY, IterationRecord};
 pub use keys::{Keys, RuleKeys};
 pub use ledger::LedgerOp;
+pub use multipart::{Abandon, PartRecorded};
 
 /// Default lease length.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -96,18 +98,26 @@ struct Scripts {
     fail: Script,
     release: Script,
     leader: Script,
+    upload: Script,
+    replace: Script,
+    part: Script,
 }
 
 impl Scripts {
     fn load() -> Self {
+        // The task scripts share the helpers of lib.lua (fencing check, finishing a task).
+        let with_lib = |body: &str| Script::new(&format!("{}{body}", include_str!("lua/lib.lua")));
         Scripts {
-            plan: Script::new(include_str!("lua/plan.lua")),
-            claim: Script::new(include_str!("lua/claim.lua")),
-            renew: Script::new(include_str!("lua/renew.lua")),
-            ack: Script::new(include_str!("lua/ack.lua")),
-            fail: Script::new(include_str!("lua/fail.lua")),
-            release: Script::new(include_str!("lua/release.lua")),
+            plan: with_lib(include_str!("lua/plan.lua")),
+            claim: with_lib(include_str!("lua/claim.lua")),
+            renew: with_lib(include_str!("lua/renew.lua")),
+            ack: with_lib(include_str!("lua/ack.lua")),
+            fail: with_lib(include_str!("lua/fail.lua")),
+            release: with_lib(include_str!("lua/release.lua")),
             leader: Script::new(include_str!("lua/leader.lua")),
+            upload: with_lib(include_str!("lua/upload.lua")),
+            replace: with_lib(include_str!("lua/replace.lua")),
+            part: with_lib(include_str!("lua/part.lua")),
         }
     }
 }
@@ -245,14 +255,15 @@ impl Queue {
         inv
     }
 
-    /// Claims up to `max` ready tasks of `rule` for `worker`, under a lease of `lease`.
-    /// Also returns due retries to their queues and requeues expired leases.
+    /// Claims up to `max` ready tasks of `rule` for `worker`, under a lease of `lease`, of
+    /// which at most `max_parts` part tasks. Also returns due retries to their queues and
+    /// requeues expired leases.
     pub async fn claim(
         &self,
         rule: &str,
         worker: &str,
         lease: Duration,
-        max: usize,
+        (max, max_parts): (usize, usize),
         max_attempts: u32,
     ) -> Result<Vec<Claimed>, QueueError> {
         let rk = self.keys.rule(rule);
@@ -261,7 +272,8 @@ impl Queue {
             .arg(lease.as_millis() as u64)
             .arg(max)
             .arg(max_attempts)
-            .arg(rand::random::<u32>());
+            .arg(rand::random::<u32>())
+            .arg(max_parts);
         let flat: Vec<Vec<u8>> = inv
             .invoke_async(&mut self.conn())
             .await
@@ -281,7 +293,7 @@ impl Queue {
 
     /// Requeues expired leases and due retries of `rule` without claiming anything.
     pub async fn upkeep(&self, rule: &str, max_attempts: u32) -> Result<(), QueueError> {
-        self.claim(rule, "upkeep", DEFAULT_LEASE, 0, max_attempts)
+        self.claim(rule, "upkeep", DEFAULT_LEASE, (0, 0), max_attempts)
             .await
             .map(drop)
     }
@@ -319,6 +331,21 @@ impl Queue {
         bytes: u64,
         ledger: &LedgerOp,
     ) -> Result<bool, QueueError> {
+        self.ack_upload(worker, claimed, outcome, bytes, ledger, None)
+            .await
+    }
+
+    /// [`Queue::ack`] that also forgets the record of the multipart upload `upload` (the
+    /// worker just completed it).
+    pub async fn ack_upload(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        outcome: &str,
+        bytes: u64,
+        ledger: &LedgerOp,
+        upload: Option<&str>,
+    ) -> Result<bool, QueueError> {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.ack, &rk);
         inv.arg(worker)
@@ -327,6 +354,7 @@ impl Queue {
             .arg(outcome)
             .arg(bytes);
         ledger.add_args(&mut inv);
+        inv.arg(upload.unwrap_or(""));
         let done: i64 = inv
             .invoke_async(&mut self.conn())
             .await
@@ -336,6 +364,9 @@ impl Queue {
 
     /// Records a failed attempt: retried after `delay`, or dead when `permanent` or out of
     /// attempts. `error` must not contain secrets (storage errors never do).
+    /// When the task is buried, `abandon` says which upload record to forget and what the
+    /// dead letter keeps instead of the task (a part's object, say).
+    #[allow(clippy::too_many_arguments)]
     pub async fn fail(
         &self,
         worker: &str,
@@ -344,6 +375,7 @@ impl Queue {
         delay: Duration,
         max_attempts: u32,
         permanent: bool,
+        abandon: &Abandon,
     ) -> Result<FailOutcome, QueueError> {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.fail, &rk);
@@ -353,7 +385,15 @@ impl Queue {
             .arg(error)
             .arg(delay.as_millis() as u64)
             .arg(max_attempts)
-            .arg(if permanent { "1" } else { "0" });
+            .arg(if permanent { "1" } else { "0" })
+            .arg(abandon.upload.as_deref().unwrap_or(""))
+            .arg(
+                abandon
+                    .replacement
+                    .as_ref()
+                    .map(codec::encode)
+                    .unwrap_or_default(),
+            );
         let outcome: String = inv
             .invoke_async(&mut self.conn())
             .await

@@ -99,11 +99,30 @@ pub struct ByteRange {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadedPart {
     /// 1-based part number.
-    pub number: i32,
+    pub number: u32,
     /// The part's ETag without quotes.
     pub etag: String,
     /// Part size in bytes.
     pub size: u64,
+}
+
+/// What HEAD with `partNumber` tells about one part of a multipart object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartHead {
+    /// Parts in the object (`x-amz-mp-parts-count`); `None` when the server did not say, or
+    /// the object is not multipart.
+    pub parts_count: Option<u64>,
+    /// Bytes in the part asked for.
+    pub length: u64,
+}
+
+/// A multipart upload still open at a destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenUpload {
+    /// The key being uploaded.
+    pub key: String,
+    /// The upload's id.
+    pub upload_id: String,
 }
 
 /// An S3-compatible bucket service. Every error carries a [`ErrorKind`] to branch on.
@@ -130,6 +149,16 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
         if_match: Option<&str>,
     ) -> Result<ObjectHead, StorageError>;
+
+    /// Headers of part `number` of a multipart object (HEAD with `partNumber`), pinned to an
+    /// ETag with `if_match`.
+    async fn head_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        number: u32,
+    ) -> Result<PartHead, StorageError>;
 
     /// Reads an object (or a range of it) as a stream, pinned to an ETag with `if_match`.
     async fn get(
@@ -173,17 +202,32 @@ pub trait ObjectStore: Send + Sync {
         attrs: &ObjectAttrs,
     ) -> Result<String, StorageError>;
 
-    /// Uploads one part from a stream of exactly `length` bytes; returns the part's ETag.
+    /// Uploads one part from a stream of exactly `length` bytes, with a CRC32C checksum the
+    /// server verifies; returns the part's ETag.
     #[allow(clippy::too_many_arguments)]
     async fn upload_part(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
-        number: i32,
+        number: u32,
         body: BodyStream,
         length: u64,
-        content_md5: Option<&str>,
+    ) -> Result<String, StorageError>;
+
+    /// Uploads one part by server-side copy of `range` of a source object on this endpoint,
+    /// pinned to the source ETag with `if_match`; returns the part's ETag.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part_copy(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        if_match: &str,
+        range: ByteRange,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
     ) -> Result<String, StorageError>;
 
     /// Completes a multipart upload from its parts in order; returns the object's ETag.
@@ -210,6 +254,13 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
         upload_id: &str,
     ) -> Result<Vec<UploadedPart>, StorageError>;
+
+    /// The multipart uploads open under `prefix` (all pages).
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<OpenUpload>, StorageError>;
 }
 
 /// Attempts per listing page before a transient error ends the listing.

@@ -1,6 +1,8 @@
 //! [`ObjectStore`] on aws-sdk-s3, for any S3-compatible endpoint.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,15 +13,16 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass,
+};
 use aws_smithy_types::timeout::TimeoutConfig;
-use futures::TryStreamExt;
-use http_body::Frame;
-use http_body_util::StreamBody;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 
 use super::{
     BodyStream, ByteRange, ErrorKind, GetObject, ListPage, ObjectAttrs, ObjectHead, ObjectMeta,
-    ObjectStore, StorageError, UploadedPart, classify,
+    ObjectStore, OpenUpload, PartHead, StorageError, UploadedPart, classify,
 };
 use crate::config::{Credentials, Endpoint};
 use crate::telemetry;
@@ -99,6 +102,11 @@ impl S3Store {
                 let message = match (code, err.message()) {
                     (Some(c), Some(m)) => format!("{c}: {m}"),
                     (Some(c), None) => c.to_string(),
+                    _ if status < 300 => {
+                        let mut detail = format!("{}", DisplayErrorContext(&err));
+                        detail.truncate(detail.floor_char_boundary(300));
+                        format!("unreadable response: {detail}")
+                    }
                     _ => status_text(status),
                 };
                 (Some(status), classify(Some(status), code), message)
@@ -140,6 +148,12 @@ fn status_text(status: u16) -> String {
     }
 }
 
+/// An ETag as conditional headers carry it: in double quotes (RFC 9110), which some servers
+/// insist on.
+fn quoted(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
+}
+
 fn strip_quotes(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
@@ -163,8 +177,42 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
     out
 }
 
-fn to_sdk_body(body: BodyStream) -> ByteStream {
-    ByteStream::from_body_1_x(StreamBody::new(body.map_ok(Frame::data)))
+/// A request body of a known length, so the SDK can stream it with a trailing checksum
+/// (aws-chunked encoding needs the decoded length up front).
+struct SizedBody {
+    inner: BodyStream,
+    remaining: u64,
+}
+
+impl http_body::Body for SizedBody {
+    type Data = Bytes;
+    type Error = StorageError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StorageError>>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn to_sdk_body(body: BodyStream, length: u64) -> ByteStream {
+    ByteStream::from_body_1_x(SizedBody {
+        inner: body,
+        remaining: length,
+    })
 }
 
 fn from_sdk_body(body: ByteStream, operation: &'static str, target: String) -> BodyStream {
@@ -311,11 +359,35 @@ impl ObjectStore for S3Store {
             .head_object()
             .bucket(bucket)
             .key(key)
-            .set_if_match(if_match.map(str::to_string))
+            .set_if_match(if_match.map(quoted))
             .send()
             .await
             .map_err(|e| self.error("HeadObject", self.target(bucket, key), e))?;
         Ok(read_head!(out))
+    }
+
+    async fn head_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+        number: u32,
+    ) -> Result<PartHead, StorageError> {
+        Self::count("HeadObject");
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .part_number(number as i32)
+            .set_if_match(if_match.map(quoted))
+            .send()
+            .await
+            .map_err(|e| self.error("HeadObject", self.target(bucket, key), e))?;
+        Ok(PartHead {
+            parts_count: out.parts_count().and_then(|n| u64::try_from(n).ok()),
+            length: out.content_length().unwrap_or(0).max(0) as u64,
+        })
     }
 
     async fn get(
@@ -332,7 +404,7 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .set_range(range.map(|r| format!("bytes={}-{}", r.first, r.last)))
-            .set_if_match(if_match.map(str::to_string))
+            .set_if_match(if_match.map(quoted))
             .send()
             .await
             .map_err(|e| self.error("GetObject", self.target(bucket, key), e))?;
@@ -369,7 +441,8 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .content_length(length as i64)
-            .body(to_sdk_body(body));
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(to_sdk_body(body, length));
         let out = apply_attrs!(req, attrs)
             .customize()
             // The body is a stream: signing its SHA-256 would need it whole in memory.
@@ -394,7 +467,7 @@ impl ObjectStore for S3Store {
             .client
             .copy_object()
             .copy_source(encode_copy_source(source_bucket, source_key))
-            .set_copy_source_if_match(if_match.map(str::to_string))
+            .set_copy_source_if_match(if_match.map(quoted))
             .bucket(bucket)
             .key(key)
             .metadata_directive(MetadataDirective::Copy)
@@ -453,10 +526,9 @@ impl ObjectStore for S3Store {
         bucket: &str,
         key: &str,
         upload_id: &str,
-        number: i32,
+        number: u32,
         body: BodyStream,
         length: u64,
-        content_md5: Option<&str>,
     ) -> Result<String, StorageError> {
         Self::count("UploadPart");
         let out = self
@@ -465,16 +537,48 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .upload_id(upload_id)
-            .part_number(number)
+            .part_number(number as i32)
             .content_length(length as i64)
-            .set_content_md5(content_md5.map(str::to_string))
-            .body(to_sdk_body(body))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(to_sdk_body(body, length))
             .customize()
             .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.error("UploadPart", self.target(bucket, key), e))?;
         Ok(strip_quotes(out.e_tag().unwrap_or_default()))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        if_match: &str,
+        range: ByteRange,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+    ) -> Result<String, StorageError> {
+        Self::count("UploadPartCopy");
+        let out = self
+            .client
+            .upload_part_copy()
+            .copy_source(encode_copy_source(source_bucket, source_key))
+            .copy_source_if_match(quoted(if_match))
+            .copy_source_range(format!("bytes={}-{}", range.first, range.last))
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .send()
+            .await
+            .map_err(|e| self.error("UploadPartCopy", self.target(bucket, key), e))?;
+        Ok(strip_quotes(
+            out.copy_part_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default(),
+        ))
     }
 
     async fn complete_multipart(
@@ -491,7 +595,7 @@ impl ObjectStore for S3Store {
                     .iter()
                     .map(|p| {
                         CompletedPart::builder()
-                            .part_number(p.number)
+                            .part_number(p.number as i32)
                             .e_tag(format!("\"{}\"", p.etag))
                             .build()
                     })
@@ -550,7 +654,7 @@ impl ObjectStore for S3Store {
                 .await
                 .map_err(|e| self.error("ListParts", self.target(bucket, key), e))?;
             parts.extend(out.parts().iter().map(|p| UploadedPart {
-                number: p.part_number().unwrap_or(0),
+                number: p.part_number().unwrap_or(0).max(0) as u32,
                 etag: strip_quotes(p.e_tag().unwrap_or_default()),
                 size: p.size().unwrap_or(0).max(0) as u64,
             }));
@@ -560,6 +664,42 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(parts)
+    }
+
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<OpenUpload>, StorageError> {
+        let mut uploads = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            Self::count("ListMultipartUploads");
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(markers.0.clone())
+                .set_upload_id_marker(markers.1.clone())
+                .send()
+                .await
+                .map_err(|e| self.error("ListMultipartUploads", self.target(bucket, prefix), e))?;
+            uploads.extend(out.uploads().iter().map(|u| OpenUpload {
+                key: u.key().unwrap_or_default().to_string(),
+                upload_id: u.upload_id().unwrap_or_default().to_string(),
+            }));
+            match (out.is_truncated(), out.next_key_marker()) {
+                (Some(true), Some(key)) => {
+                    markers = (
+                        Some(key.to_string()),
+                        out.next_upload_id_marker().map(str::to_string),
+                    )
+                }
+                _ => break,
+            }
+        }
+        Ok(uploads)
     }
 }
 

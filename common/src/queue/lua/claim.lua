@@ -1,12 +1,11 @@
 -- Claim up to N ready tasks of one rule under a lease; first return due retries to their
 -- queues and requeue (or bury) tasks whose lease expired. With N = 0 it only does the upkeep.
--- KEYS[1] tasks  KEYS[2] attempts  KEYS[3] errors  KEYS[4] leases  KEYS[5] owners
--- KEYS[6] delayed  KEYS[7] dead  KEYS[8] shards  KEYS[9] fence
 -- ARGV[1] rule key prefix  ARGV[2] worker id  ARGV[3] lease ms  ARGV[4] N
 -- ARGV[5] max attempts  ARGV[6] shard offset (spreads workers over shards)
+-- ARGV[7] most part tasks (ids ending ':p') to take, so one worker does not take every part
+-- of a large object while other workers stand idle
 -- Returns a flat array: id, token, attempts, payload for each claimed task.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local prefix = ARGV[1]
 local max_attempts = tonumber(ARGV[5])
 
@@ -43,6 +42,8 @@ local count = #shards
 if count == 0 then return out end
 local offset = tonumber(ARGV[6]) % count
 local lease_until = now + tonumber(ARGV[3])
+local parts_left = tonumber(ARGV[7])
+local blocked = {}
 local got = 0
 local progress = true
 -- one task per shard per pass, so a deep shard does not starve the others
@@ -51,11 +52,19 @@ while got < want and progress do
   for i = 0, count - 1 do
     if got >= want then break end
     local shard = shards[((offset + i) % count) + 1]
-    local id = redis.call('RPOP', prefix .. ':q:' .. shard)
+    local queue = prefix .. ':q:' .. shard
+    local id = not blocked[shard] and redis.call('RPOP', queue)
+    if id and string.sub(id, -2) == ':p' and parts_left <= 0 then
+      -- put it back where it was, and leave this shard alone for the rest of the claim
+      redis.call('RPUSH', queue, id)
+      blocked[shard] = true
+      id = nil
+    end
     if id then
       progress = true
       local payload = redis.call('HGET', KEYS[1], id)
       if payload then
+        if string.sub(id, -2) == ':p' then parts_left = parts_left - 1 end
         local token = string.format('%d', redis.call('INCR', KEYS[9]))
         redis.call('ZADD', KEYS[4], lease_until, id)
         redis.call('HSET', KEYS[5], id, ARGV[2] .. '|' .. token)

@@ -8,8 +8,7 @@
 -- Returns the number of tasks enqueued.
 local prefix, iter = ARGV[1], ARGV[2]
 if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
-local t = redis.call('TIME')
-local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local now = string.format('%d', now_ms())
 local total = 0
 local i = 7
 while i <= #ARGV do

@@ -1,9 +1,8 @@
 -- Give a task back without counting an attempt (e.g. on shutdown), to be claimed next.
--- KEYS: the nine task keys (see claim.lua).
 -- ARGV[1] rule key prefix  ARGV[2] worker id  ARGV[3] task id  ARGV[4] lease token
 -- Returns 1, or 0 when the lease was already lost.
 local id = ARGV[3]
-if redis.call('HGET', KEYS[5], id) ~= ARGV[2] .. '|' .. ARGV[4] then return 0 end
+if not holds(id, ARGV[2], ARGV[4]) then return 0 end
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)
 local shard = string.match(id, '^%d+:(%d+):')

@@ -1,0 +1,43 @@
+//! Aborting the multipart uploads an iteration abandoned.
+//!
+//! Workers complete or abort their uploads themselves; what is left once every task of an
+//! iteration is acked or dead was abandoned (a part buried after its worker died, or an
+//! object task buried after it had created its upload), and is aborted here so that no upload
+//! ferry started stays open (and billed) at the destination.
+
+use ferry_common::config::Rule;
+use ferry_common::storage::ErrorKind;
+use ferry_common::telemetry;
+use tracing::{info, warn};
+
+use crate::{Context, CoordinatorError};
+
+/// Aborts every upload of `rule` still recorded in Redis. An upload the destination refuses
+/// to abort stays recorded and is tried again after the next iteration.
+pub(crate) async fn abort_abandoned(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError> {
+    let open = ctx.queue.open_uploads(&rule.name).await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let destination = ctx.stores.get(&rule.destination.endpoint);
+    let mut aborted = 0u64;
+    for (rid, record) in open {
+        match destination
+            .abort_multipart(&rule.destination.bucket, &record.key, &record.upload_id)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(rule = %rule.name, key = %record.key, error = %e,
+                    "could not abort an abandoned multipart upload; trying again later");
+                continue;
+            }
+        }
+        ctx.queue.forget_upload(&rule.name, &rid).await?;
+        aborted += 1;
+    }
+    metrics::counter!(telemetry::UPLOADS_ABORTED, "rule" => rule.name.clone()).increment(aborted);
+    info!(rule = %rule.name, aborted, "aborted abandoned multipart uploads");
+    Ok(())
+}

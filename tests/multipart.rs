@@ -1,0 +1,421 @@
+//! Multipart copies: the threshold edges, keeping a source's part layout (and so its ETag),
+//! the server-side path, a worker killed mid-copy, a source overwritten mid-copy, and a 1 GiB
+//! object copied by one and by two worker processes. Big objects only on Garage.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::data::{
+    Seed, assert_replica, equal_parts, fetch, head, open_uploads, put_multipart, seed,
+};
+use harness::{
+    Env, Proc, Redis, S3Server, TempDir, free_port, garage_or_skip, history, iteration_record,
+    samples, scrape, spawn_ferry, unique,
+};
+use md5::{Digest, Md5};
+
+const MIB: u64 = 1024 * 1024;
+
+fn env_on(label: &str, src: S3Server, dst: S3Server) -> Env {
+    Env {
+        redis: Redis::start(),
+        src,
+        dst,
+        dir: TempDir::new(label),
+        ns: unique("ns"),
+    }
+}
+
+/// The ETag S3 gives an object uploaded in parts of these bodies.
+fn multipart_etag_of(parts: &[&[u8]]) -> String {
+    let mut outer = Md5::new();
+    for part in parts {
+        outer.update(Md5::digest(part));
+    }
+    format!("{}-{}", hex::encode(outer.finalize()), parts.len())
+}
+
+/// Waits until iteration 1 of `rule` has counted at least `n` finished part tasks.
+async fn wait_for_parts(env: &Env, rule: &str, n: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let record = iteration_record(&env.redis, &env.ns, rule, 1).await;
+        if record.get("part").copied().unwrap_or(0) >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} parts copied in {timeout:?}: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn wait_success(p: &mut Proc, timeout: Duration) {
+    let status = p
+        .wait_timeout(timeout)
+        .unwrap_or_else(|| panic!("{} did not finish within {timeout:?}", p.name));
+    assert!(
+        status.success(),
+        "{} exited with {status}:\n{}",
+        p.name,
+        p.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_around_the_threshold_are_copied_whole_or_in_parts() {
+    let env = env_on("mp-edges", S3Server::moto(), S3Server::moto());
+    let (sb, db) = env.bucket_pair().await;
+    let t = 5 * MIB;
+    let mut seeds: Vec<Seed> = [("below", t - 1), ("at", t), ("above", t + 1), ("small", 10)]
+        .into_iter()
+        .map(|(name, len)| {
+            let mut s = Seed::new(
+                format!("edge/{name}"),
+                harness::data::pattern(len, 0, len as usize),
+            );
+            s.content_type = Some("application/x-edge".into());
+            s.metadata.insert("case".into(), name.into());
+            s
+        })
+        .collect();
+    seeds.sort_by(|a, b| a.key.cmp(&b.key));
+    seed(&env.src.client(), &sb, &seeds).await;
+    let rule = harness::rule_toml(
+        "edges",
+        &sb,
+        &db,
+        "stop = \"once\"\nmultipart_threshold = \"5MiB\"\npart_size = \"5MiB\"",
+    );
+    let config = env.write_config("edges.toml", &rule);
+    env.run_to_completion(&config, &[], Duration::from_secs(300));
+
+    let (src, dst) = (env.src.client(), env.dst.client());
+    for s in &seeds {
+        let a = fetch(&src, &sb, &s.key).await;
+        let b = fetch(&dst, &db, &s.key).await;
+        assert!(a.body == b.body, "{}: bytes differ", s.key);
+        assert_eq!(a.headers, b.headers, "{}", s.key);
+        assert_eq!(a.metadata, b.metadata, "{}", s.key);
+        let body = &s.body[..];
+        let expected = match s.key.as_str() {
+            // below the threshold: one PUT, so the plain MD5 ETag of the source
+            "edge/below" | "edge/small" => a.etag.clone(),
+            "edge/at" => format!("\"{}\"", multipart_etag_of(&[body])),
+            _ => format!(
+                "\"{}\"",
+                multipart_etag_of(&[&body[..t as usize], &body[t as usize..]])
+            ),
+        };
+        assert_eq!(b.etag, expected, "{}", s.key);
+    }
+    let record = iteration_record(&env.redis, &env.ns, "edges", 1).await;
+    assert_eq!(record.get("copied"), Some(&4), "{record:?}");
+    assert_eq!(
+        record.get("split"),
+        Some(&2),
+        "two objects in parts: {record:?}"
+    );
+    assert_eq!(
+        record.get("part"),
+        Some(&1),
+        "three parts, two of them last: {record:?}"
+    );
+    assert_eq!(record.get("dead"), None, "{record:?}");
+    assert!(open_uploads(&dst, &db).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_source_keeps_its_part_sizes_and_etag() {
+    let Some(src) = garage_or_skip() else { return };
+    let Some(dst) = garage_or_skip() else { return };
+    let env = env_on("mp-layout", src, dst);
+    let (sb, db) = env.bucket_pair().await;
+    // six 6 MiB parts and a 1 MiB tail: neither the default part size nor the threshold's
+    let etag = put_multipart(
+        &env.src.client(),
+        &sb,
+        "layout/six-and-a-tail",
+        &equal_parts(6, 6 * MIB, MIB),
+        7,
+    )
+    .await;
+    assert!(etag.ends_with("-7"), "{etag}");
+    let rule = harness::rule_toml("layout", &sb, &db, "stop = \"once\"");
+    let config = env.write_config("layout.toml", &rule);
+    env.run_to_completion(&config, &[], Duration::from_secs(300));
+    // bytes, ETag, headers and metadata all equal
+    assert_eq!(
+        assert_replica(&env.src.client(), &sb, &env.dst.client(), &db, None).await,
+        1
+    );
+    let record = iteration_record(&env.redis, &env.ns, "layout", 1).await;
+    assert_eq!(record.get("split"), Some(&1), "{record:?}");
+    assert_eq!(record.get("part"), Some(&6), "{record:?}");
+    assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_endpoint_no_bytes_flow_through_workers() {
+    let Some(server) = garage_or_skip() else {
+        return;
+    };
+    let redis = Redis::start();
+    let dir = TempDir::new("mp-server-side");
+    let ns = unique("ns");
+    let (sb, db) = (unique("s"), unique("d"));
+    server.create_bucket(&sb).await;
+    server.create_bucket(&db).await;
+    let client = server.client();
+    put_multipart(
+        &client,
+        &sb,
+        "same/layout",
+        &equal_parts(6, 6 * MIB, MIB),
+        9,
+    )
+    .await;
+    let mut whole = Seed::new(
+        "same/whole",
+        harness::data::pattern(3, 0, 12 * MIB as usize),
+    );
+    whole.metadata.insert("kind".into(), "whole".into());
+    seed(&client, &sb, &[whole, Seed::new("same/small", "tiny")]).await;
+    let config = dir.path().join("same.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[redis]\nurl = \"{}\"\nnamespace = \"{ns}\"\n\n{}\
+             [[rules]]\nname = \"same\"\nstop = \"once\"\n\
+             multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\n\
+             source = {{ endpoint = \"one\", bucket = \"{sb}\" }}\n\
+             destination = {{ endpoint = \"one\", bucket = \"{db}\" }}\n",
+            redis.url(),
+            server.endpoint_toml("one"),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let _worker = spawn_ferry(
+        dir.path(),
+        "worker",
+        &["worker", "--config", config, "--metrics-listen", &metrics],
+    );
+    let mut coordinator = spawn_ferry(
+        dir.path(),
+        "coordinator",
+        &["coordinator", "--config", config],
+    );
+    wait_success(&mut coordinator, Duration::from_secs(300));
+    assert_eq!(history(&redis, &ns, "same").await.len(), 1);
+
+    let requests = samples(&scrape(metrics_port), "ferry_s3_requests_total");
+    let count = |op: &str| {
+        requests
+            .iter()
+            .find(|(labels, _)| labels.contains(&format!("operation=\"{op}\"")))
+            .map_or(0.0, |(_, v)| *v)
+    };
+    // 7 parts of the multipart source + 3 of the 12 MiB object; one CopyObject
+    assert_eq!(count("UploadPartCopy"), 10.0, "{requests:?}");
+    assert_eq!(count("CopyObject"), 1.0, "{requests:?}");
+    for op in ["GetObject", "PutObject", "UploadPart"] {
+        assert_eq!(
+            count(op),
+            0.0,
+            "{op} moved bytes through the worker: {requests:?}"
+        );
+    }
+    for key in ["same/layout", "same/whole", "same/small"] {
+        let a = fetch(&client, &sb, key).await;
+        let b = fetch(&client, &db, key).await;
+        assert!(a.body == b.body, "{key}: bytes differ");
+        assert_eq!(a.metadata, b.metadata, "{key}");
+        if key == "same/layout" {
+            assert_eq!(a.etag, b.etag, "the source's part sizes give its ETag");
+        }
+    }
+    assert!(open_uploads(&client, &db).await.is_empty());
+}
+
+/// Starts a coordinator for `config` and `workers` workers (`--lease 3s`, so a dead worker's
+/// parts are claimed again quickly), each with its own metrics port.
+fn start_cluster(env: &Env, config: &str, workers: &[&str], extra: &[&str]) -> Vec<(Proc, u16)> {
+    workers
+        .iter()
+        .map(|id| {
+            let port = free_port();
+            let metrics = format!("127.0.0.1:{port}");
+            let mut args = vec![
+                "worker",
+                "--config",
+                config,
+                "--id",
+                id,
+                "--lease",
+                "3s",
+                "--metrics-listen",
+                &metrics,
+            ];
+            args.extend_from_slice(extra);
+            (spawn_ferry(env.dir.path(), id, &args), port)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_copy_loses_nothing() {
+    let Some(src) = garage_or_skip() else { return };
+    let Some(dst) = garage_or_skip() else { return };
+    let env = env_on("mp-kill", src, dst);
+    let (sb, db) = env.bucket_pair().await;
+    let etag = put_multipart(
+        &env.src.client(),
+        &sb,
+        "big/object",
+        &equal_parts(40, 5 * MIB, 0),
+        11,
+    )
+    .await;
+    let rule = harness::rule_toml("kill", &sb, &db, "stop = \"once\"\npart_size = \"5MiB\"");
+    let config = env.write_config("kill.toml", &rule);
+    let limits = ["--concurrency", "4", "--part-concurrency", "4"];
+    let mut workers = start_cluster(&env, &config, &["victim", "survivor"], &limits);
+    let mut coordinator = spawn_ferry(
+        env.dir.path(),
+        "coordinator",
+        &["coordinator", "--config", &config],
+    );
+    wait_for_parts(&env, "kill", 6, Duration::from_secs(120)).await;
+    workers[0].0.kill9();
+    wait_success(&mut coordinator, Duration::from_secs(300));
+
+    let (copied, size) = head(&env.dst.client(), &db, "big/object").await;
+    assert_eq!((copied.as_str(), size), (etag.as_str(), 200 * MIB as i64));
+    assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
+    let record = iteration_record(&env.redis, &env.ns, "kill", 1).await;
+    assert_eq!(record.get("dead"), None, "{record:?}");
+    assert_eq!(record.get("copied"), Some(&1), "{record:?}");
+    let survivor = samples(&scrape(workers[1].1), "ferry_parts_copied_total");
+    assert!(
+        survivor.iter().map(|(_, v)| v).sum::<f64>() > 0.0,
+        "the survivor copied parts: {survivor:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
+    let Some(src) = garage_or_skip() else { return };
+    let Some(dst) = garage_or_skip() else { return };
+    let env = env_on("mp-overwrite", src, dst);
+    let (sb, db) = env.bucket_pair().await;
+    let client = env.src.client();
+    put_multipart(
+        &client,
+        &sb,
+        "moving/object",
+        &equal_parts(40, 5 * MIB, 0),
+        21,
+    )
+    .await;
+    let rule = harness::rule_toml("moving", &sb, &db, "stop = \"once\"\npart_size = \"5MiB\"");
+    let config = env.write_config("moving.toml", &rule);
+    let limits = ["--concurrency", "2", "--part-concurrency", "2"];
+    let workers = start_cluster(&env, &config, &["only"], &limits);
+    let mut coordinator = spawn_ferry(
+        env.dir.path(),
+        "coordinator",
+        &["coordinator", "--config", &config],
+    );
+    wait_for_parts(&env, "moving", 3, Duration::from_secs(120)).await;
+    // Hold the worker still while the source is replaced by a new version with another
+    // layout, so the copy is certainly mid-way when it changes.
+    workers[0].0.signal("STOP");
+    let new_etag = put_multipart(
+        &client,
+        &sb,
+        "moving/object",
+        &equal_parts(8, 7 * MIB, 3 * MIB),
+        22,
+    )
+    .await;
+    workers[0].0.signal("CONT");
+    wait_success(&mut coordinator, Duration::from_secs(300));
+
+    let a = fetch(&client, &sb, "moving/object").await;
+    let b = fetch(&env.dst.client(), &db, "moving/object").await;
+    assert_eq!(a.etag.trim_matches('"'), new_etag);
+    assert_eq!(b.etag, a.etag, "the new version, with its own part sizes");
+    assert!(a.body == b.body, "bytes differ");
+    assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
+    let record = iteration_record(&env.redis, &env.ns, "moving", 1).await;
+    assert_eq!(record.get("replanned"), Some(&1), "{record:?}");
+    assert_eq!(record.get("copied"), Some(&1), "{record:?}");
+    assert_eq!(record.get("dead"), None, "{record:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_is_copied_by_one_and_by_two_workers() {
+    let Some(src) = garage_or_skip() else { return };
+    let Some(dst) = garage_or_skip() else { return };
+    let env = env_on("mp-gib", src, dst);
+    let sb = unique("s");
+    env.src.create_bucket(&sb).await;
+    // 1 GiB in 50 MiB parts (the default part size), generated one part at a time
+    let layout = equal_parts(20, 50 * MIB, 24 * MIB);
+    let etag = put_multipart(&env.src.client(), &sb, "gib/object", &layout, 31).await;
+
+    let mut rows = Vec::new();
+    for n in [1usize, 2] {
+        let db = unique("d");
+        env.dst.create_bucket(&db).await;
+        let rule_name = format!("gib{n}");
+        let rule = harness::rule_toml(&rule_name, &sb, &db, "stop = \"once\"");
+        let config = env.write_config(&format!("{rule_name}.toml"), &rule);
+        let ids: Vec<String> = (0..n).map(|i| format!("w{n}-{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let workers = start_cluster(&env, &config, &ids, &[]);
+        let started = Instant::now();
+        let mut coordinator = spawn_ferry(
+            env.dir.path(),
+            &format!("coordinator-{n}"),
+            &["coordinator", "--config", &config],
+        );
+        wait_success(&mut coordinator, Duration::from_secs(600));
+        let seconds = started.elapsed().as_secs_f64();
+        let (copied, size) = head(&env.dst.client(), &db, "gib/object").await;
+        assert_eq!((copied.as_str(), size), (etag.as_str(), 1024 * MIB as i64));
+        assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
+        let per_worker: Vec<f64> = workers
+            .iter()
+            .map(|(_, port)| {
+                samples(&scrape(*port), "ferry_parts_copied_total")
+                    .iter()
+                    .map(|(_, v)| v)
+                    .sum()
+            })
+            .collect();
+        assert_eq!(per_worker.iter().sum::<f64>(), 21.0, "{per_worker:?}");
+        assert!(
+            per_worker.iter().all(|p| *p > 0.0),
+            "every worker copied parts: {per_worker:?}"
+        );
+        let peak_mib: Vec<u64> = workers
+            .iter()
+            .filter_map(|(p, _)| p.peak_rss_kib().map(|k| k / 1024))
+            .collect();
+        rows.push(format!(
+            "| {n} | {seconds:.1} | {:.0} | {per_worker:?} | {peak_mib:?} |",
+            1024.0 / seconds
+        ));
+    }
+    eprintln!("| workers | seconds | MiB/s | parts per worker | peak RSS per worker (MiB) |");
+    eprintln!("|---|---|---|---|---|");
+    for row in rows {
+        eprintln!("{row}");
+    }
+}

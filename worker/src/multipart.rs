@@ -1,0 +1,470 @@
+//! Object tasks and multipart copies.
+//!
+//! An object task decides how its object is copied. Below the rule's `multipart_threshold`
+//! it is one request. At or above it, or when the source is itself a multipart object, the
+//! worker creates one multipart upload, records it in Redis, and replaces the object task by
+//! one part task per part, which any worker may claim. Each part is a ranged GET pinned to
+//! the source ETag streamed into UploadPart (or an UploadPartCopy on the same endpoint). The
+//! worker whose part is recorded last completes the upload and writes the ledger.
+//!
+//! Where the source's own part sizes can be read (HEAD with `partNumber`), they are kept, so
+//! the destination gets the source's ETag. If the source changes mid-copy, a part's pinned
+//! read fails with 412: the upload is aborted and the object re-planned with its new version.
+
+use std::sync::{Arc, Mutex};
+
+use ferry_common::ledger::LedgerEntry;
+use ferry_common::parts::{Layout, MAX_PART, etag_parts, multipart_etag};
+use ferry_common::queue::PartRecorded;
+use ferry_common::storage::{ByteRange, ErrorKind, StorageError, UploadedPart, etag_is_md5};
+use ferry_common::task::{ObjectVersion, PartTask, Task, UploadRecord};
+use ferry_common::telemetry;
+use futures::TryStreamExt;
+use md5::{Digest, Md5};
+use tracing::{debug, warn};
+
+use crate::copy::{Outcome, copy_single, current_version, verify_etag};
+use crate::{Job, TaskError};
+
+/// Times an object task follows its source to a newer version before giving up for now.
+const MAX_REPLANS: u32 = 3;
+
+/// Copies the planned version of one object, in one request or by splitting it into part
+/// tasks. If the source changed since planning, its current version is copied instead (never
+/// a mix of two versions).
+pub(crate) async fn copy_object(
+    job: &Job<'_>,
+    planned: &ObjectVersion,
+) -> Result<Outcome, TaskError> {
+    let mut version = planned.clone();
+    let mut replans = 0;
+    loop {
+        let attempt = match layout(job, &version).await {
+            Ok(None) => copy_single(&job.shared.stores, job.rule, &version)
+                .await
+                .map_err(TaskError::from),
+            Ok(Some(layout)) => split(job, &version, &layout).await,
+            Err(e) => Err(e.into()),
+        };
+        match attempt {
+            Err(TaskError::Storage(e))
+                if e.kind == ErrorKind::PreconditionFailed && replans < MAX_REPLANS =>
+            {
+                replans += 1;
+                match current_version(&job.shared.stores, job.rule, &planned.key).await? {
+                    Some(current) => {
+                        debug!(key = %planned.key, old = %version.etag, new = %current.etag,
+                            "source changed since planning; copying its current version");
+                        version = current;
+                    }
+                    None => return Ok(Outcome::Gone),
+                }
+            }
+            Err(TaskError::Storage(e)) if e.kind == ErrorKind::NotFound => {
+                return Ok(Outcome::Gone);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How `version` is cut into parts, or `None` to copy it in one request.
+async fn layout(job: &Job<'_>, version: &ObjectVersion) -> Result<Option<Layout>, StorageError> {
+    let rule = job.rule;
+    if etag_parts(&version.etag).is_some()
+        && let Some(layout) = source_layout(job, version).await?
+    {
+        return Ok(Some(layout));
+    }
+    if version.size < rule.multipart_threshold.0 && version.size <= MAX_PART {
+        return Ok(None);
+    }
+    Layout::uniform(version.size, rule.part_size.0)
+        .map(Some)
+        .map_err(|message| StorageError {
+            kind: ErrorKind::Permanent,
+            operation: "CreateMultipartUpload",
+            target: format!("s3://{}/{}", rule.destination.bucket, version.key),
+            status: None,
+            message,
+        })
+}
+
+/// The part sizes of a multipart source, read with HEAD `partNumber=1` (and the last part, to
+/// confirm the parts are equal). `None` when the server does not tell or they are not equal.
+async fn source_layout(
+    job: &Job<'_>,
+    version: &ObjectVersion,
+) -> Result<Option<Layout>, StorageError> {
+    let source = job.shared.stores.get(&job.rule.source.endpoint);
+    let (bucket, key, etag) = (&job.rule.source.bucket, &version.key, &version.etag);
+    let first = match source.head_part(bucket, key, Some(etag), 1).await {
+        Ok(head) => head,
+        // Changed or gone: the caller re-plans. Throttled or failing: retry the task later
+        // rather than settle for a layout that changes the ETag.
+        Err(e) if e.kind != ErrorKind::Permanent => return Err(e),
+        Err(e) => {
+            debug!(key = %key, error = %e, "the source does not tell its part sizes");
+            return Ok(None);
+        }
+    };
+    let Some(count) = first.parts_count else {
+        return Ok(None);
+    };
+    let Some(layout) = Layout::from_source(version.size, count, first.length) else {
+        debug!(key = %key, count, first = first.length, "source parts are not of equal size");
+        return Ok(None);
+    };
+    if count > 2 {
+        let last = source
+            .head_part(bucket, key, Some(etag), count as u32)
+            .await?;
+        if last.length != layout.last_len() {
+            debug!(key = %key, "source parts are not of equal size");
+            return Ok(None);
+        }
+    }
+    Ok(Some(layout))
+}
+
+/// Starts (or, on a retry, resumes) the multipart upload of `version` and replaces the object
+/// task by its part tasks.
+async fn split(
+    job: &Job<'_>,
+    version: &ObjectVersion,
+    layout: &Layout,
+) -> Result<Outcome, TaskError> {
+    let (shared, rule, claimed) = (job.shared, job.rule, job.claimed);
+    let source = shared.stores.get(&rule.source.endpoint);
+    let destination = shared.stores.get(&rule.destination.endpoint);
+    let (bucket, key) = (&rule.destination.bucket, &version.key);
+    let head = source
+        .head(&rule.source.bucket, key, Some(&version.etag))
+        .await?;
+
+    let recorded = shared.queue.upload(&rule.name, &claimed.id).await?;
+    let upload_id = match recorded {
+        Some(r) if r.source_etag == version.etag && r.parts as usize == layout.count() => {
+            r.upload_id
+        }
+        stale => {
+            if let Some(r) = stale {
+                abort(job, &r.key, &r.upload_id).await?;
+            }
+            if claimed.attempts > 0 {
+                abort_strays(job, key).await?;
+            }
+            let mut attrs = head.attrs;
+            if let Some(class) = rule.destination.storage_class {
+                attrs.storage_class = Some(class.as_str().to_string());
+            }
+            let upload_id = destination.create_multipart(bucket, key, &attrs).await?;
+            let record = UploadRecord {
+                key: key.clone(),
+                upload_id: upload_id.clone(),
+                source_etag: version.etag.clone(),
+                parts: layout.count() as u32,
+                layout_from_source: layout.from_source,
+            };
+            if !shared
+                .queue
+                .record_upload(&shared.options.id, claimed, &record)
+                .await?
+            {
+                abort(job, key, &upload_id).await?;
+                return Ok(Outcome::LeaseLost);
+            }
+            upload_id
+        }
+    };
+
+    let parts = layout.count() as u32;
+    let tasks: Vec<Task> = (1..)
+        .zip(&layout.ranges)
+        .map(|(number, range)| {
+            Task::CopyPart(Box::new(PartTask {
+                upload: claimed.id.clone(),
+                upload_id: upload_id.clone(),
+                source: version.clone(),
+                number,
+                parts,
+                first: range.first,
+                last: range.last,
+            }))
+        })
+        .collect();
+    debug!(key = %key, parts, from_source = layout.from_source, "split into part tasks");
+    if !shared
+        .queue
+        .replace(&shared.options.id, claimed, "split", None, &tasks)
+        .await?
+    {
+        // The upload stays recorded: whoever holds the object task now resumes it.
+        return Ok(Outcome::LeaseLost);
+    }
+    Ok(Outcome::Recorded("split"))
+}
+
+/// Aborts uploads of `key` at the destination that no record in Redis knows: left by a worker
+/// that died between creating an upload and recording it.
+async fn abort_strays(job: &Job<'_>, key: &str) -> Result<(), TaskError> {
+    let destination = job.shared.stores.get(&job.rule.destination.endpoint);
+    let open = destination
+        .list_uploads(&job.rule.destination.bucket, key)
+        .await?;
+    for upload in open.iter().filter(|u| u.key == key) {
+        warn!(key = %key, upload = %upload.upload_id, "aborting an unrecorded upload left by a dead worker");
+        abort(job, key, &upload.upload_id).await?;
+    }
+    Ok(())
+}
+
+/// Aborts one upload at the destination (an upload already gone is fine).
+pub(crate) async fn abort(job: &Job<'_>, key: &str, upload_id: &str) -> Result<(), StorageError> {
+    let destination = job.shared.stores.get(&job.rule.destination.endpoint);
+    match destination
+        .abort_multipart(&job.rule.destination.bucket, key, upload_id)
+        .await
+    {
+        Ok(()) => {
+            metrics::counter!(telemetry::UPLOADS_ABORTED, "rule" => job.rule.name.clone())
+                .increment(1);
+            Ok(())
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies one part, records its ETag, and completes the upload if it was the last one.
+pub(crate) async fn copy_part(job: &Job<'_>, part: &PartTask) -> Result<Outcome, TaskError> {
+    let (shared, rule, claimed) = (job.shared, job.rule, job.claimed);
+    let Some(record) = shared.queue.upload(&rule.name, &part.upload).await? else {
+        return Ok(Outcome::Cancelled);
+    };
+    let etag = match reusable_part(job, part).await {
+        Ok(Some(etag)) => {
+            metrics::counter!(telemetry::PARTS_REUSED, "rule" => rule.name.clone()).increment(1);
+            etag
+        }
+        Ok(None) => match upload_part(job, part).await {
+            Ok(etag) => {
+                metrics::counter!(telemetry::PARTS_COPIED, "rule" => rule.name.clone())
+                    .increment(1);
+                metrics::counter!(telemetry::BYTES_COPIED, "rule" => rule.name.clone())
+                    .increment(part.len());
+                etag
+            }
+            Err(e) => return handle_part_error(job, part, e).await,
+        },
+        Err(e) => return handle_part_error(job, part, e).await,
+    };
+    match shared
+        .queue
+        .record_part(&shared.options.id, claimed, part, &etag)
+        .await?
+    {
+        PartRecorded::Lost => Ok(Outcome::LeaseLost),
+        PartRecorded::Cancelled => Ok(Outcome::Recorded("cancelled")),
+        PartRecorded::More => Ok(Outcome::Recorded("part")),
+        PartRecorded::Last(parts) => complete(job, part, &record, parts).await,
+    }
+}
+
+/// A part an earlier attempt already uploaded: its ETag, from Redis or from ListParts.
+async fn reusable_part(job: &Job<'_>, part: &PartTask) -> Result<Option<String>, StorageError> {
+    let (shared, rule) = (job.shared, job.rule);
+    if job.claimed.attempts == 0 {
+        return Ok(None);
+    }
+    if let Ok(Some(etag)) = shared
+        .queue
+        .part_etag(&rule.name, &part.upload, part.number)
+        .await
+    {
+        return Ok(Some(etag));
+    }
+    let destination = shared.stores.get(&rule.destination.endpoint);
+    let uploaded = destination
+        .list_parts(&rule.destination.bucket, &part.source.key, &part.upload_id)
+        .await?;
+    Ok(uploaded
+        .into_iter()
+        .find(|u| u.number == part.number && u.size == part.len())
+        .map(|u| u.etag))
+}
+
+/// Uploads one part: UploadPartCopy on the same endpoint, else a ranged GET pinned to the
+/// source ETag streamed into UploadPart, with the part's MD5 computed on the way and compared
+/// with the ETag the destination returns.
+async fn upload_part(job: &Job<'_>, part: &PartTask) -> Result<String, StorageError> {
+    let rule = job.rule;
+    let source = job.shared.stores.get(&rule.source.endpoint);
+    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let key = &part.source.key;
+    let range = ByteRange {
+        first: part.first,
+        last: part.last,
+    };
+    if rule.source.endpoint == rule.destination.endpoint {
+        return destination
+            .upload_part_copy(
+                &rule.source.bucket,
+                key,
+                &part.source.etag,
+                range,
+                &rule.destination.bucket,
+                key,
+                &part.upload_id,
+                part.number,
+            )
+            .await;
+    }
+    // An empty object has one empty part; a range cannot express it.
+    let range = (!part.is_empty()).then_some(range);
+    let get = source
+        .get(&rule.source.bucket, key, range, Some(&part.source.etag))
+        .await?;
+    let hasher = Arc::new(Mutex::new(Md5::new()));
+    let feed = hasher.clone();
+    let body = Box::pin(get.body.inspect_ok(move |chunk| {
+        feed.lock().expect("md5 hasher lock").update(chunk);
+    }));
+    let etag = destination
+        .upload_part(
+            &rule.destination.bucket,
+            key,
+            &part.upload_id,
+            part.number,
+            body,
+            part.len(),
+        )
+        .await?;
+    let md5 = hex::encode(hasher.lock().expect("md5 hasher lock").clone().finalize());
+    verify_etag("UploadPart", rule, key, &md5, &etag)?;
+    Ok(etag)
+}
+
+/// What a failed part read or upload means for the object: a changed or vanished source, or
+/// a vanished upload, abandons the upload and re-plans the object; anything else is the
+/// part's own failure (retried, or buried with the upload aborted; see `report_failure`).
+async fn handle_part_error(
+    job: &Job<'_>,
+    part: &PartTask,
+    error: StorageError,
+) -> Result<Outcome, TaskError> {
+    match error.kind {
+        ErrorKind::PreconditionFailed => {
+            debug!(key = %part.source.key, "source changed mid-copy; re-planning the object");
+            replan(job, part).await
+        }
+        ErrorKind::NotFound => {
+            if job
+                .shared
+                .queue
+                .upload(&job.rule.name, &part.upload)
+                .await?
+                .is_none()
+            {
+                return Ok(Outcome::Cancelled);
+            }
+            debug!(key = %part.source.key, error = %error, "source or upload gone; re-planning");
+            replan(job, part).await
+        }
+        _ => Err(error.into()),
+    }
+}
+
+/// Aborts the part's upload and replaces the part task by an object task for the source's
+/// current version (or by nothing, counted as gone, when the source was deleted).
+async fn replan(job: &Job<'_>, part: &PartTask) -> Result<Outcome, TaskError> {
+    let current = current_version(&job.shared.stores, job.rule, &part.source.key).await?;
+    abort(job, &part.source.key, &part.upload_id).await?;
+    let (outcome, tasks) = match current {
+        Some(source) => ("replanned", vec![Task::CopyObject { source }]),
+        None => ("gone", Vec::new()),
+    };
+    if !job
+        .shared
+        .queue
+        .replace(
+            &job.shared.options.id,
+            job.claimed,
+            outcome,
+            Some(&part.upload),
+            &tasks,
+        )
+        .await?
+    {
+        return Ok(Outcome::LeaseLost);
+    }
+    Ok(Outcome::Recorded(outcome))
+}
+
+/// Completes the upload once every part is in, and checks the ETag that came out.
+async fn complete(
+    job: &Job<'_>,
+    part: &PartTask,
+    record: &UploadRecord,
+    parts: Vec<(u32, String)>,
+) -> Result<Outcome, TaskError> {
+    let rule = job.rule;
+    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let (bucket, key) = (&rule.destination.bucket, &part.source.key);
+    let expected = multipart_etag(parts.iter().map(|(_, e)| e.as_str()));
+    let uploaded: Vec<UploadedPart> = parts
+        .into_iter()
+        .map(|(number, etag)| UploadedPart {
+            number,
+            etag,
+            size: 0,
+        })
+        .collect();
+    let etag = match destination
+        .complete_multipart(bucket, key, &part.upload_id, &uploaded)
+        .await
+    {
+        Ok(etag) => etag,
+        // Completed by an earlier attempt whose ack was lost, or completed with a reply the
+        // SDK cannot read (moto's), if the object there is exactly what these parts make;
+        // if the upload is gone otherwise, the object starts over.
+        Err(e) if e.kind == ErrorKind::NotFound || e.status.is_some_and(|s| s < 300) => {
+            match destination.head(bucket, key, None).await {
+                Ok(head) if expected.as_deref() == Some(head.etag.as_str()) => head.etag,
+                _ if e.kind == ErrorKind::NotFound => return replan(job, part).await,
+                _ => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(expected) = &expected
+        && etag_parts(&etag).is_some()
+        && !etag.eq_ignore_ascii_case(expected)
+    {
+        return Err(StorageError {
+            kind: ErrorKind::Retryable,
+            operation: "CompleteMultipartUpload",
+            target: format!("s3://{bucket}/{key}"),
+            status: None,
+            message: format!(
+                "integrity check failed: the upload's ETag {etag} is not the one its parts \
+                 make ({expected})"
+            ),
+        }
+        .into());
+    }
+    if record.layout_from_source && etag != part.source.etag && !etag_is_md5(&part.source.etag) {
+        warn!(key = %key, source = %part.source.etag, destination = %etag,
+            "copied with the source's part sizes, yet the ETags differ");
+    }
+    Ok(Outcome::Completed {
+        bytes: part.source.size,
+        entry: LedgerEntry {
+            source_etag: part.source.etag.clone(),
+            size: part.source.size,
+            source_last_modified_ms: part.source.last_modified_ms,
+            destination_etag: etag,
+        },
+        upload: part.upload.clone(),
+    })
+}
