@@ -362,7 +362,7 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
 async fn one_gib_is_copied_by_one_and_by_two_workers() {
     let Some(src) = garage_or_skip() else { return };
     let Some(dst) = garage_or_skip() else { return };
-    let env = env_on("mp-gib", src, dst);
+    let mut env = env_on("mp-gib", src, dst);
     let sb = unique("s");
     env.src.create_bucket(&sb).await;
     // 1 GiB in 50 MiB parts (the default part size), generated one part at a time
@@ -371,6 +371,8 @@ async fn one_gib_is_copied_by_one_and_by_two_workers() {
 
     let mut rows = Vec::new();
     for n in [1usize, 2] {
+        // a namespace per run: two rules from one source bucket may not share one
+        env.ns = unique("ns");
         let db = unique("d");
         env.dst.create_bucket(&db).await;
         let rule_name = format!("gib{n}");
@@ -418,4 +420,13 @@ async fn one_gib_is_copied_by_one_and_by_two_workers() {
     for row in rows {
         eprintln!("{row}");
     }
+}
+
+#[test]
+fn the_test_pattern_is_the_same_however_it_is_cut() {
+    let whole = harness::data::pattern(5, 100, 3 * 1024 * 1024);
+    let mut pieces = harness::data::pattern(5, 100, 5000);
+    pieces.extend(harness::data::pattern(5, 5100, 3 * 1024 * 1024 - 5000));
+    assert!(whole == pieces);
+    assert!(whole[..4096] != whole[1024 * 1024..1024 * 1024 + 4096]);
 }

@@ -141,8 +141,7 @@ fn check_prefixes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
 }
 
 fn check_sizes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
-    const MIN_PART: u64 = 5 * 1024 * 1024;
-    const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+    use crate::parts::{MAX_PART, MIN_PART};
     if !(MIN_PART..=MAX_PART).contains(&rule.part_size.0) {
         problems.push(Problem::new(
             format!("{at}.part_size"),
