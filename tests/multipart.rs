@@ -300,10 +300,19 @@ async fn a_worker_killed_mid_copy_loses_nothing() {
     let record = iteration_record(&env.redis, &env.ns, "kill", 1).await;
     assert_eq!(record.get("dead"), None, "{record:?}");
     assert_eq!(record.get("copied"), Some(&1), "{record:?}");
-    let survivor = samples(&scrape(workers[1].1), "ferry_parts_copied_total");
+    let survivor = scrape(workers[1].1);
+    let parts = samples(&survivor, "ferry_parts_copied_total");
     assert!(
-        survivor.iter().map(|(_, v)| v).sum::<f64>() > 0.0,
-        "the survivor copied parts: {survivor:?}"
+        parts.iter().map(|(_, v)| v).sum::<f64>() > 0.0,
+        "the survivor copied parts: {parts:?}"
+    );
+    // the victim's parts came back as retries, which look for themselves in ListParts first
+    let requests = samples(&survivor, "ferry_s3_requests_total");
+    assert!(
+        requests
+            .iter()
+            .any(|(labels, v)| labels.contains("operation=\"ListParts\"") && *v > 0.0),
+        "no retried part checked ListParts: {requests:?}"
     );
 }
 
