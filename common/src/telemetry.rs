@@ -30,6 +30,13 @@ pub const ITERATION_EMPTY: &str = "ferry_iteration_empty";
 pub const WORKER_IN_FLIGHT: &str = "ferry_worker_in_flight_tasks";
 /// Lease renewals, by outcome (renewed, lost).
 pub const LEASE_RENEWALS: &str = "ferry_lease_renewals_total";
+/// Redis round trips (commands, pipelines and scripts).
+pub const REDIS_REQUESTS: &str = "ferry_redis_requests_total";
+/// Tasks per rule, shard and state (pending, leased, retrying, dead), as the coordinator
+/// last read them.
+pub const TASKS: &str = "ferry_tasks";
+/// Age of the oldest unfinished task of a rule, in seconds (0 when there is none).
+pub const REPLICATION_LAG: &str = "ferry_replication_lag_seconds";
 /// S3 requests, by operation.
 pub const S3_REQUESTS: &str = "ferry_s3_requests_total";
 /// S3 errors, by operation and status.

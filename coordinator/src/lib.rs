@@ -60,6 +60,12 @@ pub struct Context {
 /// Returns an error naming each rule that failed.
 pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
     let mut handles = Vec::new();
+    let publishers: Vec<_> = ctx
+        .config
+        .rules
+        .iter()
+        .map(|rule| tokio::spawn(publish_queue_metrics(ctx.clone(), rule.name.clone())))
+        .collect();
     for rule in ctx.config.rules.clone() {
         let ctx = ctx.clone();
         handles.push(tokio::spawn(async move {
@@ -75,10 +81,47 @@ pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
             Err(e) => failures.push(format!("a rule task panicked: {e}")),
         }
     }
+    publishers.iter().for_each(tokio::task::JoinHandle::abort);
     if failures.is_empty() {
         Ok(())
     } else {
         Err(CoordinatorError::Rules(failures.join("; ")))
+    }
+}
+
+/// How often the queue gauges are read from Redis.
+const QUEUE_METRICS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes, every few seconds, each shard's tasks by state and the rule's replication lag
+/// as gauges (any coordinator does, leader or standby: they all read the same Redis).
+async fn publish_queue_metrics(ctx: Context, rule: String) {
+    loop {
+        if let Ok(views) = ctx.queue.shard_views(&rule).await {
+            for v in views {
+                let shard = v.shard.to_string();
+                for (state, n) in [
+                    ("pending", v.pending),
+                    ("leased", v.leased),
+                    ("retrying", v.retrying),
+                    ("dead", v.dead),
+                ] {
+                    metrics::gauge!(telemetry::TASKS, "rule" => rule.clone(),
+                        "shard" => shard.clone(), "state" => state)
+                    .set(n as f64);
+                }
+            }
+        }
+        if let Ok(oldest) = ctx.queue.oldest_pending_ms(&rule).await {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let lag = oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
+            metrics::gauge!(telemetry::REPLICATION_LAG, "rule" => rule.clone()).set(lag);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(QUEUE_METRICS_EVERY) => {}
+            _ = ctx.cancel.cancelled() => return,
+        }
     }
 }
 

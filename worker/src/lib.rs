@@ -6,11 +6,13 @@ mod leases;
 mod multipart;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
-use ferry_common::queue::{Abandon, Claimed, FailOutcome, LedgerOp, Queue, QueueError};
+use ferry_common::queue::{
+    Abandon, Claimed, FailOutcome, HEARTBEAT, LedgerOp, Queue, QueueError, WorkerInfo,
+};
 use ferry_common::retry::RetryPolicy;
 use ferry_common::storage::{ErrorKind, StorageError, Stores};
 use ferry_common::task::Task;
@@ -63,6 +65,10 @@ struct Shared {
     leases: Leases,
     /// Part tasks held now.
     parts_held: AtomicUsize,
+    /// What the heartbeat reports: tasks in flight, finished and failed.
+    in_flight: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// One claimed task being worked on.
@@ -99,6 +105,9 @@ pub async fn run(
     let shared = Arc::new(Shared {
         leases: Leases::new(queue.clone(), options.id.clone(), options.lease),
         parts_held: AtomicUsize::new(0),
+        in_flight: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         config,
         stores,
         queue,
@@ -107,6 +116,7 @@ pub async fn run(
     let semaphore = Arc::new(Semaphore::new(shared.options.concurrency));
     let tracker = TaskTracker::new();
     let renewer = tokio::spawn(shared.leases.clone().renew_forever());
+    let heartbeat = tokio::spawn(heartbeat_forever(shared.clone()));
     info!(worker = %shared.options.id, concurrency = shared.options.concurrency, "worker started");
 
     let result = claim_loop(&shared, &semaphore, &tracker, &shutdown).await;
@@ -119,8 +129,41 @@ pub async fn run(
         tracker.wait().await;
     }
     renewer.abort();
+    heartbeat.abort();
+    if let Err(e) = shared.queue.deregister(&shared.options.id).await {
+        warn!(worker = %shared.options.id, error = %e, "could not deregister; shown as dead until it expires");
+    }
     info!(worker = %shared.options.id, "worker stopped");
     result
+}
+
+/// Registers the worker and reports its counts every [`HEARTBEAT`], so `ferry queues` and
+/// `ferry status` can list the fleet.
+async fn heartbeat_forever(shared: Arc<Shared>) {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    loop {
+        let info = WorkerInfo {
+            id: shared.options.id.clone(),
+            host: host.clone(),
+            pid: std::process::id(),
+            started_ms,
+            in_flight: shared.in_flight.load(Ordering::Relaxed),
+            completed: shared.completed.load(Ordering::Relaxed),
+            failed: shared.failed.load(Ordering::Relaxed),
+        };
+        if let Err(e) = shared.queue.heartbeat(&info).await {
+            debug!(error = %e, "heartbeat failed");
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
 }
 
 async fn claim_loop(
@@ -246,11 +289,13 @@ async fn process(shared: &Shared, claimed: Claimed) {
     };
     let guard = shared.leases.hold(&claimed);
     metrics::gauge!(telemetry::WORKER_IN_FLIGHT).increment(1.0);
+    shared.in_flight.fetch_add(1, Ordering::Relaxed);
     let result = tokio::select! {
         r = run_task(&job, &task) => Some(r),
         _ = guard.token.cancelled() => None,
     };
     metrics::gauge!(telemetry::WORKER_IN_FLIGHT).decrement(1.0);
+    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     let reason = guard.finish();
     match result {
         None if reason == leases::Stop::Release => {
@@ -260,7 +305,9 @@ async fn process(shared: &Shared, claimed: Claimed) {
         None | Some(Ok(Outcome::LeaseLost)) => {
             warn!(task = %claimed.id, "lease lost; abandoned without committing")
         }
-        Some(Ok(Outcome::Recorded(_))) => {}
+        Some(Ok(Outcome::Recorded(_))) => {
+            shared.completed.fetch_add(1, Ordering::Relaxed);
+        }
         Some(Ok(outcome)) => acknowledge(shared, rule, &claimed, &task, outcome).await,
         Some(Err(TaskError::Queue(e))) => {
             warn!(task = %claimed.id, error = %e, "redis failed; the lease will expire and the task is redone")
@@ -304,6 +351,7 @@ async fn acknowledge(
         .await;
     match acked {
         Ok(true) => {
+            shared.completed.fetch_add(1, Ordering::Relaxed);
             let name = rule.name.clone();
             match outcome {
                 Outcome::Copied { bytes, .. } => {
@@ -343,6 +391,7 @@ async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, TaskError> {
 /// the whole object, which is what a retry must copy again.
 async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: ErrorKind) {
     let (shared, claimed) = (job.shared, job.claimed);
+    shared.failed.fetch_add(1, Ordering::Relaxed);
     let max_attempts = job.rule.max_attempts;
     let attempts = claimed.attempts + 1;
     let delay = match kind {

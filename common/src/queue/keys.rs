@@ -26,6 +26,9 @@
 //! | `NS:{R}:state` | string | `running`, `waiting`, `stopped` or `failed` |
 //! | `NS:{R}:uploads` | hash | record id -> multipart upload ferry started and has not finished |
 //! | `NS:{R}:up:RID` | hash | part number -> ETag of each part uploaded so far |
+//! | `NS:{R}:tp:SECOND` | hash | tasks (`n`) and bytes (`b`) finished in that second; expires |
+//! | `NS:{workers}` | hash | worker id -> what it reported in its last heartbeat |
+//! | `NS:{workers}:seen` | zset | worker id -> time of its last heartbeat (ms) |
 //!
 //! Task ids are `ITERATION:SHARD:SEQ:ENQUEUED_MS`, with `:p` appended for part tasks, so a
 //! script can find a task's queue and iteration from its id alone, and the lag is readable
@@ -55,6 +58,11 @@ impl Keys {
     /// The registry of rules.
     pub fn rules(&self) -> String {
         format!("{}:rules", self.ns)
+    }
+
+    /// The worker registry (`NS:{workers}`; with `:seen`, the heartbeat times).
+    pub fn workers(&self) -> String {
+        format!("{}:{{workers}}", self.ns)
     }
 
     /// The keys of one rule.
@@ -150,6 +158,11 @@ impl RuleKeys {
     /// Part ETags of one open upload.
     pub fn upload_parts(&self, rid: &str) -> String {
         self.key(&format!("up:{rid}"))
+    }
+
+    /// Tasks and bytes finished in one second (expires after two minutes).
+    pub fn throughput(&self, second: u64) -> String {
+        self.key(&format!("tp:{second}"))
     }
 
     /// `KEYS` for the task scripts, in their documented order.

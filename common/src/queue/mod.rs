@@ -14,6 +14,7 @@
 //! Leases carry a fencing token: renew, ack, fail and release succeed only for the worker and
 //! token of the current lease, so a worker that lost its lease cannot commit.
 
+mod fleet;
 mod iteration;
 pub mod keys;
 mod ledger;
@@ -28,6 +29,11 @@ use crate::codec::{self, CodecError};
 use crate::config::{BucketRef, RedisConfig};
 use crate::shard::ShardId;
 use crate::task::Task;
+use crate::telemetry;
+pub use fleet::{
+    DeadLetter, HEARTBEAT, ShardView, THROUGHPUT_WINDOW, Throughput, WORKER_DEAD_AFTER,
+    WORKER_FORGOTTEN_AFTER, WorkerInfo, WorkerSeen,
+};
 pub use iteration::{HISTORY, IterationRecord};
 pub use keys::{Keys, RuleKeys};
 pub use ledger::LedgerOp;
@@ -101,6 +107,8 @@ struct Scripts {
     upload: Script,
     replace: Script,
     part: Script,
+    heartbeat: Script,
+    dead: Script,
 }
 
 impl Scripts {
@@ -118,6 +126,8 @@ impl Scripts {
             upload: with_lib(include_str!("lua/upload.lua")),
             replace: with_lib(include_str!("lua/replace.lua")),
             part: with_lib(include_str!("lua/part.lua")),
+            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+            dead: with_lib(include_str!("lua/dead.lua")),
         }
     }
 }
@@ -173,7 +183,10 @@ impl Queue {
         }
     }
 
+    /// The connection for one round trip (every command, pipeline or script takes one, so
+    /// this is where round trips are counted).
     pub(crate) fn conn(&self) -> ConnectionManager {
+        metrics::counter!(telemetry::REDIS_REQUESTS).increment(1);
         self.conn.clone()
     }
 
@@ -183,6 +196,16 @@ impl Queue {
         cmd: &mut redis::Cmd,
     ) -> Result<T, QueueError> {
         cmd.query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs a script, mapping its error.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, QueueError> {
+        inv.invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err(e))
     }

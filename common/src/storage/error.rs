@@ -62,9 +62,11 @@ pub fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
             | "RequestLimitExceeded"
             | "TooManyRequestsException",
         ) => return ErrorKind::Throttled,
-        Some("NoSuchKey" | "NoSuchVersion") => return ErrorKind::NotFound,
+        // A vanished object, or a vanished multipart upload (aborted by another worker, or
+        // already completed): the multipart code decides what that means.
+        Some("NoSuchKey" | "NoSuchVersion" | "NoSuchUpload") => return ErrorKind::NotFound,
         // A missing bucket is a configuration problem, not a vanished object.
-        Some("NoSuchBucket" | "NoSuchUpload") => return ErrorKind::Permanent,
+        Some("NoSuchBucket") => return ErrorKind::Permanent,
         Some("PreconditionFailed") => return ErrorKind::PreconditionFailed,
         Some(
             "InternalError"
@@ -107,6 +109,10 @@ mod tests {
         assert_eq!(
             classify(Some(404), Some("NoSuchBucket")),
             ErrorKind::Permanent
+        );
+        assert_eq!(
+            classify(Some(404), Some("NoSuchUpload")),
+            ErrorKind::NotFound
         );
         assert_eq!(classify(Some(412), None), ErrorKind::PreconditionFailed);
         assert_eq!(

@@ -26,6 +26,11 @@ local function finish(prefix, id, outcome, bytes)
   if bytes > 0 then
     redis.call('HINCRBY', record, outcome .. '_bytes', string.format('%d', bytes))
   end
+  -- per-second throughput, kept two minutes, for `ferry queues`
+  local tp = prefix .. ':tp:' .. string.format('%d', math.floor(now_ms() / 1000))
+  redis.call('HINCRBY', tp, 'n', 1)
+  if bytes > 0 then redis.call('HINCRBY', tp, 'b', string.format('%d', bytes)) end
+  redis.call('EXPIRE', tp, 120)
 end
 
 -- Forgets a multipart upload's record and its part ETags.
