@@ -15,6 +15,7 @@ use ferry_common::storage::Stores;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+mod queues;
 mod status;
 
 #[derive(Parser)]
@@ -60,6 +61,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per rule and shard: pending, leased (by which workers), retrying, dead, the oldest
+    /// pending task's age, the last minute's throughput; and the workers, live and dead.
+    Queues {
+        #[command(flatten)]
+        common: Common,
+        /// Only this rule.
+        rule: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every 2 seconds, in place, until interrupted.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// List, retry (back on their queues) or purge the tasks in dead letters.
+    DeadLetters {
+        #[command(flatten)]
+        common: Common,
+        /// What to do.
+        #[arg(value_enum)]
+        action: DeadAction,
+        /// Only this rule.
+        rule: Option<String>,
+        /// With `list`: print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Coordinator and workers in one process.
     Run {
         #[command(flatten)]
@@ -74,6 +102,16 @@ enum Command {
         #[command(flatten)]
         metrics: MetricsArgs,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeadAction {
+    /// Show each dead task with its key, error and attempts.
+    List,
+    /// Put every dead task back on its queue, attempts reset.
+    Retry,
+    /// Delete every dead task.
+    Purge,
 }
 
 #[derive(Args)]
@@ -195,31 +233,110 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Status { common, rule, json } => {
             let config = load(&common)?;
-            if let Some(r) = &rule
-                && config.rule(r).is_none()
-            {
-                let known: Vec<_> = config.rules.iter().map(|r| r.name.as_str()).collect();
-                return Err(Failure::Config(ConfigError {
-                    problems: vec![Problem {
-                        path: "RULE".into(),
-                        message: format!(
-                            "no rule {r:?} in the config (rules: {})",
-                            known.join(", ")
-                        ),
-                    }],
-                }));
-            }
+            check_rule(&config, rule.as_deref())?;
             let queue = connect(&config).await?;
             let statuses = status::gather(&config, &queue, rule.as_deref())
                 .await
                 .context("reading status from redis")?;
+            let workers = queue
+                .workers()
+                .await
+                .context("reading workers from redis")?;
             if json {
+                let value = serde_json::json!({ "rules": statuses, "workers": workers });
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&statuses).context("encoding json")?
+                    serde_json::to_string_pretty(&value).context("encoding json")?
                 );
             } else {
                 print!("{}", status::render(&statuses));
+                print!("{}", queues::render_workers(&workers));
+            }
+            Ok(())
+        }
+        Command::Queues {
+            common,
+            rule,
+            json,
+            watch,
+        } => {
+            let config = load(&common)?;
+            check_rule(&config, rule.as_deref())?;
+            let queue = connect(&config).await?;
+            loop {
+                let view = queues::gather(&config, &queue, rule.as_deref())
+                    .await
+                    .context("reading queues from redis")?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&view).context("encoding json")?
+                    );
+                    return Ok(());
+                }
+                if !watch {
+                    print!("{}", queues::render(&view));
+                    return Ok(());
+                }
+                // like top: home the cursor and clear, then redraw
+                print!("\x1b[H\x1b[2J{}", queues::render(&view));
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+        }
+        Command::DeadLetters {
+            common,
+            action,
+            rule,
+            json,
+        } => {
+            let config = load(&common)?;
+            check_rule(&config, rule.as_deref())?;
+            let queue = connect(&config).await?;
+            let mut listed = Vec::new();
+            for r in config
+                .rules
+                .iter()
+                .filter(|r| rule.as_deref().is_none_or(|o| o == r.name))
+            {
+                let name = &r.name;
+                match action {
+                    DeadAction::List => {
+                        let letters = queue
+                            .dead_letters(name)
+                            .await
+                            .context("reading dead letters")?;
+                        if json {
+                            listed.push(serde_json::json!({ "rule": name, "dead": letters }));
+                        } else {
+                            print!("{}", queues::render_dead(name, &letters));
+                        }
+                    }
+                    DeadAction::Retry => {
+                        let n = queue
+                            .retry_dead(name, None)
+                            .await
+                            .context("retrying dead letters")?;
+                        println!("{name}: {n} dead letter(s) put back on their queues");
+                    }
+                    DeadAction::Purge => {
+                        let n = queue
+                            .purge_dead(name, None)
+                            .await
+                            .context("purging dead letters")?;
+                        println!("{name}: {n} dead letter(s) deleted");
+                    }
+                }
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&listed).context("encoding json")?
+                );
             }
             Ok(())
         }
@@ -400,6 +517,22 @@ async fn register(config: &Config, queue: &Queue) -> Result<(), Failure> {
         .unwrap_or_default();
     info!(rules = mine.len(), redis = %redis, "config loaded");
     Ok(())
+}
+
+/// A RULE argument must name a rule of the config.
+fn check_rule(config: &Config, rule: Option<&str>) -> Result<(), Failure> {
+    match rule {
+        Some(r) if config.rule(r).is_none() => {
+            let known: Vec<_> = config.rules.iter().map(|r| r.name.as_str()).collect();
+            Err(Failure::Config(ConfigError {
+                problems: vec![Problem {
+                    path: "RULE".into(),
+                    message: format!("no rule {r:?} in the config (rules: {})", known.join(", ")),
+                }],
+            }))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn worker_options(
