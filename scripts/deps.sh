@@ -33,10 +33,11 @@ if ! command -v python3 >/dev/null 2>&1; then
   apt_install python3 python3-pip
 fi
 
-if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto, flask, flask_cors, boto3" 2>/dev/null; then
+# PyYAML: the deployment test parses the compose files with it.
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto, flask, flask_cors, boto3, yaml" 2>/dev/null; then
   echo "deps: installing moto"
-  python3 -m pip install --quiet 'moto[s3]' flask flask-cors boto3 \
-    || python3 -m pip install --quiet --break-system-packages 'moto[s3]' flask flask-cors boto3
+  python3 -m pip install --quiet 'moto[s3]' flask flask-cors boto3 pyyaml \
+    || python3 -m pip install --quiet --break-system-packages 'moto[s3]' flask flask-cors boto3 pyyaml
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
