@@ -362,8 +362,14 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
     assert!(a.body == b.body, "bytes differ");
     assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
     let record = iteration_record(&env.redis, &env.ns, "moving", 1).await;
-    assert_eq!(record.get("replanned"), Some(&1), "{record:?}");
-    assert_eq!(record.get("copied"), Some(&1), "{record:?}");
+    // At least one part saw 412 and re-planned the object. On a loaded machine the stopped
+    // worker's 3 s leases may also run out, which adds re-plans and (at-least-once) copies,
+    // but never a dead letter or a mixed result.
+    assert!(
+        record.get("replanned").is_some_and(|n| *n >= 1),
+        "{record:?}"
+    );
+    assert!(record.get("copied").is_some_and(|n| *n >= 1), "{record:?}");
     assert_eq!(record.get("dead"), None, "{record:?}");
 }
 
