@@ -98,6 +98,9 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// When it died, ms since the Unix epoch.
     pub died_ms: u64,
+    /// The task, when its payload decodes.
+    #[serde(skip)]
+    pub task: Option<Task>,
 }
 
 fn parse<T: redis::FromRedisValue>(v: &redis::Value) -> Result<T, redis::RedisError> {
@@ -215,15 +218,14 @@ impl Queue {
                 *view.leased_by.entry(worker.to_string()).or_default() += 1;
             }
         }
-        for (list, count) in [(&delayed, 0), (&dead, 1)] {
-            for id in list {
-                if let Some(view) = shard_of(id).and_then(|s| views.get_mut(&s)) {
-                    if count == 0 {
-                        view.retrying += 1;
-                    } else {
-                        view.dead += 1;
-                    }
-                }
+        for id in &delayed {
+            if let Some(view) = shard_of(id).and_then(|s| views.get_mut(&s)) {
+                view.retrying += 1;
+            }
+        }
+        for id in &dead {
+            if let Some(view) = shard_of(id).and_then(|s| views.get_mut(&s)) {
+                view.dead += 1;
             }
         }
         Ok(views.into_values().collect())
@@ -305,6 +307,7 @@ impl Queue {
                     error: error.unwrap_or_default(),
                     attempts: attempts.unwrap_or(0),
                     died_ms: *died_ms,
+                    task,
                 });
             }
             start += PAGE;
@@ -340,19 +343,13 @@ impl Queue {
             let mut inv = self.task_invocation(&self.scripts.dead, &rk);
             inv.arg(op);
             for letter in chunk {
-                let payload: Option<Vec<u8>> = self
-                    .query(redis::cmd("HGET").arg(rk.tasks()).arg(&letter.id))
-                    .await?;
                 // a dead part's upload is gone: what must be redone is its whole object
-                let replacement = payload
-                    .and_then(|p| codec::decode::<Task>(&p).ok())
-                    .and_then(|t| match t {
-                        Task::CopyPart(part) => Some(codec::encode(&Task::CopyObject {
-                            source: part.source,
-                        })),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
+                let replacement = match &letter.task {
+                    Some(Task::CopyPart(part)) => codec::encode(&Task::CopyObject {
+                        source: part.source.clone(),
+                    }),
+                    _ => Vec::new(),
+                };
                 inv.arg(&letter.id).arg(replacement);
             }
             let n: u64 = self.invoke(inv).await?;

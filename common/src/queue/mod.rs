@@ -258,10 +258,7 @@ impl Queue {
                 inv.arg(codec::encode(task));
             }
         }
-        let n: usize = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let n: usize = self.invoke(inv).await?;
         Ok(n)
     }
 
@@ -297,10 +294,7 @@ impl Queue {
             .arg(max_attempts)
             .arg(rand::random::<u32>())
             .arg(max_parts);
-        let flat: Vec<Vec<u8>> = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let flat: Vec<Vec<u8>> = self.invoke(inv).await?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok(flat
             .chunks_exact(4)
@@ -339,9 +333,7 @@ impl Queue {
         for (id, token) in held {
             inv.arg(id).arg(*token);
         }
-        inv.invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
+        self.invoke(inv).await
     }
 
     /// Completes a claimed task, counts `outcome` (and `bytes`) in its iteration and applies
@@ -378,10 +370,7 @@ impl Queue {
             .arg(bytes);
         ledger.add_args(&mut inv);
         inv.arg(upload.unwrap_or(""));
-        let done: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)
     }
 
@@ -417,10 +406,7 @@ impl Queue {
                     .map(codec::encode)
                     .unwrap_or_default(),
             );
-        let outcome: String = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let outcome: String = self.invoke(inv).await?;
         Ok(match outcome.as_str() {
             "retry" => FailOutcome::Retry,
             "dead" => FailOutcome::Dead,
@@ -433,10 +419,7 @@ impl Queue {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.release, &rk);
         inv.arg(worker).arg(&claimed.id).arg(claimed.token);
-        let done: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)
     }
 

@@ -82,10 +82,7 @@ impl Queue {
             .arg(&claimed.id)
             .arg(claimed.token)
             .arg(codec::encode(record));
-        let done: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)
     }
 
@@ -112,10 +109,7 @@ impl Queue {
         for task in tasks {
             inv.arg(codec::encode(task));
         }
-        let done: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)
     }
 
@@ -138,10 +132,7 @@ impl Queue {
             .arg(etag)
             .arg(part.parts)
             .arg(part.len());
-        let reply: Vec<String> = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
+        let reply: Vec<String> = self.invoke(inv).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("cancelled") => PartRecorded::Cancelled,
             Some("more") => PartRecorded::More,
