@@ -3,12 +3,15 @@
 #   scripts/deps.sh              redis-server, moto, cargo-nextest
 #   scripts/deps.sh --garage     the same plus Garage 2.5.0 (a 6-10 minute build, done once
 #                                per machine, into cargo's bin folder outside the repository)
+#   scripts/deps.sh --rclone     also rclone (Debian's package), for the benchmark
 set -euo pipefail
 
 want_garage=0
+want_rclone=0
 for arg in "$@"; do
   case "$arg" in
     --garage) want_garage=1 ;;
+    --rclone) want_rclone=1 ;;
     *) echo "deps.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -26,6 +29,11 @@ apt_install() {
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "deps: installing redis-server"
   apt_install redis-server
+fi
+
+if [ "$want_rclone" = 1 ] && ! command -v rclone >/dev/null 2>&1; then
+  echo "deps: installing rclone"
+  apt_install rclone
 fi
 
 if ! command -v python3 >/dev/null 2>&1; then
@@ -47,9 +55,10 @@ fi
 
 if [ "$want_garage" = 1 ]; then
   garage_bin=$(command -v garage || true)
-  if [ -z "$garage_bin" ] || ! "$garage_bin" --version 2>/dev/null | grep -q "2\.5\.0"; then
+  # The metrics feature serves /metrics, where the benchmark counts requests by operation.
+  if [ -z "$garage_bin" ] || ! "$garage_bin" --version 2>/dev/null | grep "2\.5\.0" | grep -q metrics; then
     echo "deps: building Garage 2.5.0 (once per machine; 6-10 minutes on 2 cores)"
-    cargo install garage --version 2.5.0 --locked --no-default-features \
-      --features bundled-libs,sqlite
+    cargo install garage --version 2.5.0 --locked --force --no-default-features \
+      --features bundled-libs,sqlite,metrics
   fi
 fi

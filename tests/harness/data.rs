@@ -279,46 +279,9 @@ pub async fn assert_replica(
     s.len()
 }
 
-/// `len` reproducible pseudo-random bytes of stream `seed`, from byte `offset` on. A random
-/// 1 MiB block repeats, with every 4 KiB page stamped with its own index, so no server can
-/// deduplicate or compress it away, yet a gigabyte is generated at memcpy speed.
-pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    const BLOCK: u64 = 1 << 20;
-    const PAGE: u64 = 4096;
-    let mix = |x: u64| {
-        // splitmix64
-        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let base: Vec<u8> = (0..BLOCK / 8)
-        .flat_map(|i| mix(seed.wrapping_mul(0x1000_0000_01B3) ^ i).to_le_bytes())
-        .collect();
-    let mut out = Vec::with_capacity(len);
-    let mut pos = offset;
-    while out.len() < len {
-        let at = (pos % BLOCK) as usize;
-        let take = (BLOCK as usize - at).min(len - out.len());
-        out.extend_from_slice(&base[at..at + take]);
-        pos += take as u64;
-    }
-    // XOR the first 8 bytes of each page with a mix of its index, byte by byte, so any split
-    // of a stream into (offset, len) pieces gives the same bytes
-    let end = offset + len as u64;
-    let mut page = offset / PAGE;
-    while page * PAGE < end {
-        let stamp = mix(page ^ seed).to_le_bytes();
-        for (i, b) in stamp.iter().enumerate() {
-            let abs = page * PAGE + i as u64;
-            if abs >= offset && abs < end {
-                out[(abs - offset) as usize] ^= b;
-            }
-        }
-        page += 1;
-    }
-    out
-}
+/// `len` reproducible pseudo-random bytes of stream `seed`, from byte `offset` on: the
+/// benchmark's generator, which no server can deduplicate or compress away.
+pub use ferry_bench::pattern::pattern;
 
 /// Uploads `key` as a multipart object with parts of `part_lens` bytes of [`pattern`]
 /// `seed`, generating one part at a time, with a content type and one metadata entry.

@@ -1,0 +1,140 @@
+//! `ferry-bench`: the Rust half of `bench/run` (which starts the servers, runs ferry and
+//! rclone and prints the tables).
+//!
+//! - `seed`: uploads a dataset, reproducibly, to one endpoint of a ferry config;
+//! - `verify`: checks that a destination bucket is an exact replica of a source bucket;
+//! - `diff`: benchmarks the coordinator's listing diff over synthetic keys.
+//!
+//! Each prints one JSON object on stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferry_bench::dataset::{self, Dataset};
+use ferry_bench::{diff, verify};
+use ferry_common::config::Config;
+use ferry_common::storage::Stores;
+
+#[derive(Parser)]
+#[command(
+    name = "ferry-bench",
+    about = "Datasets, replica checks and the diff benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Uploads a dataset (small, medium or large) into a bucket.
+    Seed {
+        /// A ferry config whose endpoints give the URLs and credentials.
+        #[arg(long)]
+        config: PathBuf,
+        /// The endpoint to upload to.
+        #[arg(long)]
+        endpoint: String,
+        /// The bucket (it must exist).
+        #[arg(long)]
+        bucket: String,
+        /// small (20,000 x 4 KiB), medium (2,000 x 1 MiB) or large (4 x 1 GiB).
+        #[arg(long)]
+        dataset: String,
+        /// Fraction of the object count (small, medium) or object size (large), for quick runs.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Objects (or parts) uploaded at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// Checks that `--destination` holds exactly the objects of `--source`, byte for byte.
+    Verify {
+        /// A ferry config whose endpoints give the URLs and credentials.
+        #[arg(long)]
+        config: PathBuf,
+        /// ENDPOINT/BUCKET of the source.
+        #[arg(long)]
+        source: String,
+        /// ENDPOINT/BUCKET of the destination.
+        #[arg(long)]
+        destination: String,
+    },
+    /// Times the merge-join and decision table over N synthetic keys, one core.
+    Diff {
+        /// Source keys (the destination has 99 % of them, 1 % changed).
+        #[arg(long, default_value_t = 10_000_000)]
+        keys: u64,
+    },
+}
+
+fn split(location: &str) -> anyhow::Result<(&str, &str)> {
+    location
+        .split_once('/')
+        .filter(|(e, b)| !e.is_empty() && !b.is_empty())
+        .with_context(|| format!("{location:?} is not ENDPOINT/BUCKET"))
+}
+
+/// The stores of `config`, after checking that it names every endpoint in `wanted`.
+async fn stores(config: &PathBuf, wanted: &[&str]) -> anyhow::Result<Stores> {
+    let path = config.display();
+    let config = Config::load(config).with_context(|| format!("loading {path}"))?;
+    if let Some(missing) = wanted.iter().find(|e| !config.endpoints.contains_key(**e)) {
+        anyhow::bail!("{path} has no endpoint {missing:?}");
+    }
+    Ok(Stores::connect(&config).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Seed {
+            config,
+            endpoint,
+            bucket,
+            dataset,
+            scale,
+            concurrency,
+        } => {
+            let set = Dataset::named(&dataset, scale)?;
+            let store = stores(&config, &[&endpoint]).await?.get(&endpoint);
+            let started = std::time::Instant::now();
+            dataset::seed(store, &bucket, &set, concurrency.max(1)).await?;
+            let out = serde_json::json!({
+                "dataset": set.name, "objects": set.count, "bytes": set.bytes(),
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            println!("{out}");
+            Ok(true)
+        }
+        Command::Verify {
+            config,
+            source,
+            destination,
+        } => {
+            let ((se, sb), (de, db)) = (split(&source)?, split(&destination)?);
+            let stores = stores(&config, &[se, de]).await?;
+            let report = verify::verify((stores.get(se), sb), (stores.get(de), db)).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(report.ok())
+        }
+        Command::Diff { keys } => {
+            println!("{}", serde_json::to_string(&diff::run(keys))?);
+            Ok(true)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ferry-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
