@@ -55,10 +55,10 @@ fi
 
 if [ "$want_garage" = 1 ]; then
   garage_bin=$(command -v garage || true)
-  # The metrics feature serves /metrics, where the benchmark counts requests by operation.
-  if [ -z "$garage_bin" ] || ! "$garage_bin" --version 2>/dev/null | grep "2\.5\.0" | grep -q metrics; then
+  # The benchmark counts requests on /metrics and runs Garage on LMDB, its default engine.
+  if [ -z "$garage_bin" ] || ! "$garage_bin" --version 2>/dev/null | grep "2\.5\.0" | grep metrics | grep -q lmdb; then
     echo "deps: building Garage 2.5.0 (once per machine; 6-10 minutes on 2 cores)"
     cargo install garage --version 2.5.0 --locked --force --no-default-features \
-      --features bundled-libs,sqlite,metrics
+      --features bundled-libs,sqlite,lmdb,metrics
   fi
 fi

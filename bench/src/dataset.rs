@@ -131,6 +131,7 @@ pub async fn seed(
                             body(seed, 0, dataset.size),
                             dataset.size,
                             attrs,
+                            None,
                         )
                         .await
                         .map(drop)

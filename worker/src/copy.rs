@@ -140,8 +140,9 @@ async fn copy_streamed(
         attrs.storage_class = Some(class.as_str().to_string());
     }
     let length = get.content_length;
+    let md5 = get.head.etag_is_md5.then_some(get.head.etag.as_str());
     let written = destination
-        .put(&rule.destination.bucket, key, get.body, length, &attrs)
+        .put(&rule.destination.bucket, key, get.body, length, &attrs, md5)
         .await?;
     verify_etag("PutObject", rule, key, &get.head.etag, &written)?;
     Ok((length, written))

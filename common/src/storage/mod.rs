@@ -74,6 +74,9 @@ pub struct ObjectHead {
     pub last_modified_ms: i64,
     /// Preserved headers and metadata.
     pub attrs: ObjectAttrs,
+    /// Whether the ETag is the MD5 of the whole object: a single-request upload, not
+    /// encrypted with SSE-KMS or SSE-C (whose ETags are not MD5s).
+    pub etag_is_md5: bool,
 }
 
 /// A GET in progress: the object's headers and its body as a stream.
@@ -170,6 +173,10 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<GetObject, StorageError>;
 
     /// Writes an object from a stream of exactly `length` bytes; returns the new ETag.
+    ///
+    /// With `content_md5` (hex, the MD5 the bytes must have: a source's MD5 ETag), the server
+    /// checks the bytes against it (Content-MD5), which covers the whole way from the source.
+    /// Without, a streamed CRC32C trailer covers the upload.
     async fn put(
         &self,
         bucket: &str,
@@ -177,6 +184,7 @@ pub trait ObjectStore: Send + Sync {
         body: BodyStream,
         length: u64,
         attrs: &ObjectAttrs,
+        content_md5: Option<&str>,
     ) -> Result<String, StorageError>;
 
     /// Server-side copy within this endpoint (objects up to 5 GiB), keeping headers and

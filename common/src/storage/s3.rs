@@ -22,7 +22,7 @@ use http_body::{Frame, SizeHint};
 
 use super::{
     BodyStream, ByteRange, ErrorKind, GetObject, ListPage, ObjectAttrs, ObjectHead, ObjectMeta,
-    ObjectStore, OpenUpload, PartHead, StorageError, UploadedPart, classify,
+    ObjectStore, OpenUpload, PartHead, StorageError, UploadedPart, classify, etag_is_md5,
 };
 use crate::config::{Credentials, Endpoint};
 use crate::telemetry;
@@ -294,6 +294,11 @@ macro_rules! read_head {
                 metadata: metadata_map(out.metadata()),
                 storage_class: out.storage_class().map(|c| c.as_str().to_string()),
             },
+            etag_is_md5: etag_is_md5(&strip_quotes(out.e_tag().unwrap_or_default()))
+                && out.sse_customer_algorithm().is_none()
+                && !out
+                    .server_side_encryption()
+                    .is_some_and(|s| s.as_str().starts_with("aws:kms")),
         }
     }};
 }
@@ -433,6 +438,7 @@ impl ObjectStore for S3Store {
         body: BodyStream,
         length: u64,
         attrs: &ObjectAttrs,
+        content_md5: Option<&str>,
     ) -> Result<String, StorageError> {
         Self::count("PutObject");
         let req = self
@@ -441,8 +447,11 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .content_length(length as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(to_sdk_body(body, length));
+        let req = match content_md5.and_then(|h| hex::decode(h).ok()) {
+            Some(md5) => req.content_md5(aws_smithy_types::base64::encode(md5)),
+            None => req.checksum_algorithm(ChecksumAlgorithm::Crc32C),
+        };
         let out = apply_attrs!(req, attrs)
             .customize()
             // The body is a stream: signing its SHA-256 would need it whole in memory.
