@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FERRY = ROOT / "target" / "release" / "ferry"
+FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target" / "release" / "ferry"))
 FERRY_BENCH = ROOT / "target" / "release" / "ferry-bench"
 
 # rclone's best flags for bucket-to-bucket copies: the issue's base set, one listing per
@@ -145,6 +146,11 @@ class Garage:
             'root_domain = ".s3.garage.localhost"\n'
             f'[admin]\napi_bind_addr = "127.0.0.1:{self.admin}"\n'
             f'admin_token = "{secrets.token_hex(16)}"\n')
+        # Garage stores blocks under data/XX/YY/, creating those directories as it first
+        # needs them. Create all 65,536 now so the first run measured does not pay for them.
+        for i in range(256):
+            for j in range(256):
+                os.makedirs(self.dir / "data" / f"{i:02x}" / f"{j:02x}")
         self.proc = Process(f"garage-{name}", [binary, "-c", self.conf, "server"],
                             self.dir / "garage.log")
         deadline = time.time() + 30
@@ -221,16 +227,43 @@ class Bench:
                              workdir / "redis.log")
         wait_port(self.redis_port, "redis-server")
         self.src = Garage(garage, workdir, "source")
-        self.dst = Garage(garage, workdir, "destination")
-        self.servers = [self.src, self.dst]
+        self.garage = garage
+        self.dst = None
+        self.destinations = 0
         self.runs = 0
+
+    @property
+    def servers(self):
+        return [self.src, self.dst]
+
+    def fresh_destination(self):
+        """A new, empty destination server for the next run. Garage stores each block once
+        per server, so a tool copying data that an earlier run already wrote there would
+        skip the block writes and look faster; every run gets its own destination server."""
+        if self.dst is not None:
+            self.dst.proc.stop()
+            shutil.rmtree(self.dst.dir, ignore_errors=True)
+        self.destinations += 1
+        self.dst = Garage(self.garage, self.workdir, f"destination{self.destinations}")
 
     def server_cpu(self):
         """CPU seconds the source Garage, the destination Garage and Redis have used so far."""
         return Cpu(*(p.cpu_so_far() for p in [self.src.proc, self.dst.proc, self.redis]))
 
+    def settle(self, timeout=120):
+        """Waits until the servers are idle: Garage goes on updating its indexes after a run,
+        and that work must not be charged to the next one."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            before = self.server_cpu()
+            time.sleep(0.5)
+            used = self.server_cpu() - before
+            if used.source + used.destination + used.redis < 0.02:
+                return
+        log("bench: the servers did not go idle; measuring anyway")
+
     def close(self):
-        for p in [self.src.proc, self.dst.proc, self.redis]:
+        for p in [self.src.proc, self.redis] + ([self.dst.proc] if self.dst else []):
             p.stop()
 
     def config(self, namespace, rule, source_bucket, destination_bucket):
@@ -238,7 +271,7 @@ class Bench:
         endpoints = "".join(
             f'[endpoints.{name}]\nurl = "{g.url}"\nregion = "garage"\npath_style = true\n'
             f'access_key_id = "{g.access_key}"\nsecret_access_key = "{g.secret_key}"\n\n'
-            for name, g in (("src", self.src), ("dst", self.dst)))
+            for name, g in (("src", self.src), ("dst", self.dst or self.src)))
         path.write_text(
             f'[redis]\nurl = "redis://127.0.0.1:{self.redis_port}"\n'
             f'namespace = "{namespace}"\n\n{endpoints}'
@@ -249,7 +282,7 @@ class Bench:
 
     def seed(self, dataset):
         bucket = self.src.bucket(f"src-{dataset}")
-        config = self.config(f"seed-{dataset}", "seed", bucket, bucket)
+        config = self.config(f"seed-{dataset}", "seed", bucket, bucket + "-unused")
         log(f"bench: seeding {dataset} into {bucket}")
         out = run([FERRY_BENCH, "seed", "--config", config, "--endpoint", "src",
                    "--bucket", bucket, "--dataset", dataset, "--scale", str(self.args.scale)])
@@ -274,6 +307,7 @@ class Bench:
             f"ferry{workers}-{dataset}-{self.runs}")
         namespace = namespace or f"bench-{dataset}-{self.runs}"
         config = self.config(namespace, dataset, source_bucket, destination_bucket)
+        self.settle()
         before = [s.requests() for s in self.servers]
         server_cpu = self.server_cpu()
         procs, ports = [], []
@@ -283,7 +317,7 @@ class Bench:
             ports.append(port)
             procs.append(Process(f"worker{i + 1}", [
                 FERRY, "worker", "--config", config, "--id", f"w{i + 1}-{namespace}",
-                "--metrics-listen", f"127.0.0.1:{port}"],
+                "--metrics-listen", f"127.0.0.1:{port}", *self.args.ferry_args.split()],
                 self.workdir / f"{namespace}-w{i + 1}.log"))
         profilers = [
             subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
@@ -346,6 +380,7 @@ class Bench:
                 f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": g.secret_key,
                 f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true",
             })
+        self.settle()
         before = [s.requests() for s in self.servers]
         server_cpu = self.server_cpu()
         started = time.time()
@@ -411,6 +446,8 @@ def main():
                     help="keys for the diff benchmark; 0 skips it (default 10,000,000)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per copy run")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
+    ap.add_argument("--ferry-args", default="",
+                    help="extra flags for each `ferry worker`, e.g. --ferry-args='--concurrency 64'")
     ap.add_argument("--profile", type=Path,
                     help="record ferry's workers and the destination Garage with `perf record` "
                          "into this directory")
@@ -437,10 +474,12 @@ def main():
         f"- ferry: {run([FERRY, '--version']).strip()} (release build); "
         f"{run(['rclone', 'version']).splitlines()[0]}; "
         f"{run(['garage', '--version']).strip()}",
-        f"- command: `bench/run {' '.join(sys.argv[1:])}`".replace("run `", "run`"),
+        f"- command: `{shlex.join(['bench/run', *sys.argv[1:]])}`",
         f"- rclone flags: `sync {' '.join(RCLONE_FLAGS)}`",
         "", "ferry/rclone is the ratio of objects/s (small, medium) or MB/s (large); "
-        "above 1 ferry is faster. S3 requests are counted by the two Garage servers. "
+        "above 1 ferry is faster. Each run copies into a new, empty destination Garage "
+        "(Garage stores a block once per server, so a later run would otherwise skip writes "
+        "an earlier one made). S3 requests are counted by the two Garage servers. "
         "Peak RSS is each process's own (wait4). CPU s is the tool's processes' user + "
         "system time; servers' CPU s is what the two Garage servers and Redis used meanwhile. "
         "On a 2-core machine the servers and the tool share the cores, so CPU per object "
@@ -450,12 +489,13 @@ def main():
     try:
         for dataset in datasets:
             source, info = bench.seed(dataset)
-            rows = []
+            rows, again_rows = [], []
             for _ in range(args.repeat):
                 order = [("ferry", workers[0])] + [("rclone", None)] + \
                         [("ferry", w) for w in workers[1:]]
                 for tool, w in order:
                     log(f"bench: {dataset}: {tool} {w or ''}")
+                    bench.fresh_destination()
                     r = bench.ferry(dataset, source, w) if tool == "ferry" \
                         else bench.rclone(dataset, source)
                     config = r.get("config") or bench.config("verify", "v", source, source)
@@ -468,10 +508,16 @@ def main():
                     rows.append(r)
                     log(f"bench:   {r['wall']:.2f} s, verified {check['objects']} objects "
                         f"({check['etag_equal']} by ETag, {check['content_compared']} read)")
+                    if dataset == "small":
+                        again_rows.append(again(bench, source, r))
             ratio_of = "mbps" if dataset == "large" else "ops"
             report.append(table(f"{dataset}", info, rows, ratio_of))
-            if dataset == "small":
-                report.append(no_change(bench, source, rows))
+            if again_rows:
+                report.append(
+                    "### small, nothing changed\n\n"
+                    "Each tool run again, right after its copy, into the destination it filled."
+                    "\n\n| tool | wall s | objects copied | S3 requests |\n|---|---|---|---|\n"
+                    + "".join(again_rows))
         if args.diff_keys:
             report.append(diff_bench(args.diff_keys))
     finally:
@@ -489,28 +535,18 @@ def main():
     return 1 if failures else 0
 
 
-def no_change(bench, source, rows):
-    """Each tool again over the small dataset, into the destination it just filled."""
-    out = ["### small, nothing changed", "",
-           "Each tool run again into the destination its last run filled.", "",
-           "| tool | wall s | objects copied | S3 requests |", "|---|---|---|---|"]
-    seen = set()
-    for r in reversed(rows):
-        key = (r["tool"], r["workers"])
-        if key in seen:
-            continue
-        seen.add(key)
-        log(f"bench: small, no change: {r['tool']} {r['workers'] or ''}")
-        if r["tool"] == "ferry":
-            again = bench.ferry("small", source, r["workers"], r["destination"], r["namespace"])
-            name = f"ferry, {r['workers']} worker(s)"
-        else:
-            again = bench.rclone("small", source, r["destination"])
-            again["copied"] = again["requests"].get("PutObject", 0)
-            name = "rclone"
-        out.append(f"| {name} | {again['wall']:.2f} | {again['copied']} "
-                   f"| {fmt_requests(again['requests'])} |")
-    return "\n".join(out) + "\n"
+def again(bench, source, r):
+    """The same tool again into the destination it just filled: a table row."""
+    log(f"bench: small, no change: {r['tool']} {r['workers'] or ''}")
+    if r["tool"] == "ferry":
+        again = bench.ferry("small", source, r["workers"], r["destination"], r["namespace"])
+        name = f"ferry, {r['workers']} worker(s)"
+    else:
+        again = bench.rclone("small", source, r["destination"])
+        again["copied"] = again["requests"].get("PutObject", 0)
+        name = "rclone"
+    return (f"| {name} | {again['wall']:.2f} | {again['copied']} "
+            f"| {fmt_requests(again['requests'])} |\n")
 
 
 def diff_bench(keys):
