@@ -419,18 +419,18 @@ def table(title, info, rows, ratio_of):
     base = statistics.median(r[ratio_of] for r in rclone) if rclone else None
     out = [f"### {title}", "",
            f"{info['objects']} objects, {info['bytes'] / 1e6:.0f} MB.", "",
-           "| tool | workers | wall s | objects/s | MB/s | ferry/rclone | CPU s | servers' CPU s: source / destination / Redis "
-           "| peak RSS MiB | S3 requests | Redis round trips per object |",
+           "| tool | workers | wall s | objects/s | MB/s | ferry/rclone | CPU s "
+           "| servers' CPU s: source / destination / Redis | peak RSS MiB | S3 requests | Redis round trips per object |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r[ratio_of] / base:.2f}x" if base and r["tool"] == "ferry" else ""
         redis = (f"{r['redis'] / r['copied']:.1f}" if r["redis"] is not None and r["copied"]
                  else ("—" if r["redis"] is None else f"{r['redis']:.0f} in all"))
+        ops = f"{r['ops']:.0f}" if r["ops"] >= 10 else f"{r['ops']:.2f}"
         out.append(
-            f"| {r['tool']} | {r['workers'] or ''} | {r['wall']:.2f} | {r['ops']:.0f} "
+            f"| {r['tool']} | {r['workers'] or ''} | {r['wall']:.2f} | {ops} "
             f"| {r['mbps']:.1f} | {ratio} | {r['cpu']:.1f} | {r['server_cpu']} "
-            f"| {fmt_rss(r['rss'])} "
-            f"| {fmt_requests(r['requests'])} | {redis} |")
+            f"| {fmt_rss(r['rss'])} | {fmt_requests(r['requests'])} | {redis} |")
     return "\n".join(out) + "\n"
 
 
