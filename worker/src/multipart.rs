@@ -435,6 +435,13 @@ async fn complete(
                 _ => return Err(e.into()),
             }
         }
+        // The parts there are not the ones recorded: a part's upload, interrupted after its
+        // lease ran out while another worker had already uploaded it again, replaced the
+        // good part on servers (Garage) that keep the latest attempt. Start the object over.
+        Err(e) if e.message.starts_with("InvalidPart") => {
+            warn!(key = %key, error = %e, "uploaded parts do not match the recorded ones; re-planning");
+            return replan(job, part).await;
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(expected) = &expected
