@@ -193,7 +193,8 @@ async fn metrics_parse_and_agree_with_the_destination() {
         .map(|i| Seed::new(format!("m{:02}/o{i:04}", i % 8), vec![b'x'; 100 + i]))
         .collect();
     seed(&env.src.client(), &sb, &seeds).await;
-    let rule = harness::rule_toml("metered", &sb, &db, "stop = \"once\"");
+    // "never": a coordinator that stops after one iteration may be gone before the scrape
+    let rule = harness::rule_toml("metered", &sb, &db, "stop = \"never\"\ninterval = \"1h\"");
     let config = env.write_config("metered.toml", &rule);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let _workers: Vec<_> = ports[1..]
@@ -213,7 +214,7 @@ async fn metrics_parse_and_agree_with_the_destination() {
             &coordinator_metrics,
         ],
     );
-    // scrape the coordinator before it exits: wait for the copy, not for the process
+    // wait for the copy, then scrape the coordinator, then stop it
     wait_for("the copy", Duration::from_secs(300), || {
         let view = queues_json(&config);
         let r = &view["rules"][0];
@@ -228,6 +229,7 @@ async fn metrics_parse_and_agree_with_the_destination() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(listed, n as f64);
+    coordinator.sigterm();
     assert!(status_ok(&mut coordinator));
 
     let in_destination = list_keys(&env.dst.client(), &db).await;
