@@ -217,6 +217,25 @@ def scrape(port, metric):
     return total
 
 
+class Window:
+    """One measured run, opened once the servers are idle: its wall time, and the requests
+    the servers served and the CPU they used meanwhile."""
+
+    def __init__(self, bench):
+        bench.settle()
+        self.bench = bench
+        self.requests_before = [s.requests() for s in bench.servers]
+        self.cpu_before = bench.server_cpu()
+        self.started = time.time()
+
+    def close(self):
+        self.wall = time.time() - self.started
+        self.server_cpu = self.bench.server_cpu() - self.cpu_before
+
+    def requests(self):
+        return request_delta(self.bench.servers, self.requests_before)
+
+
 class Bench:
     def __init__(self, args, workdir):
         self.args, self.workdir = args, workdir
@@ -307,11 +326,8 @@ class Bench:
             f"ferry{workers}-{dataset}-{self.runs}")
         namespace = namespace or f"bench-{dataset}-{self.runs}"
         config = self.config(namespace, dataset, source_bucket, destination_bucket)
-        self.settle()
-        before = [s.requests() for s in self.servers]
-        server_cpu = self.server_cpu()
+        window = Window(self)
         procs, ports = [], []
-        started = time.time()
         for i in range(workers):
             port = free_port()
             ports.append(port)
@@ -332,7 +348,7 @@ class Bench:
             self.workdir / f"{namespace}-coordinator.log")
         procs.append(coordinator)
         finished = None
-        deadline = started + self.args.timeout
+        deadline = window.started + self.args.timeout
         while finished is None:
             text = coordinator.text()
             finished = re.search(r"iteration finished.*", text)
@@ -343,9 +359,8 @@ class Bench:
                     p.stop(10)
                 raise SystemExit(f"bench: ferry did not finish:\n{text[-3000:]}")
             time.sleep(0.02)
-        wall = time.time() - started
+        window.close()
         redis_requests = sum(scrape(p, "ferry_redis_requests_total") for p in ports)
-        server_cpu = self.server_cpu() - server_cpu
         for p in profilers:
             p.send_signal(signal.SIGINT)
             p.wait()
@@ -355,12 +370,12 @@ class Bench:
         fields = dict(re.findall(r"(\w+)=(\S+)", line))
         copied = int(fields.get("copied", 0))
         return {
-            "tool": "ferry", "workers": workers, "wall": wall,
+            "tool": "ferry", "workers": workers, "wall": window.wall,
             "copied": copied, "bytes": int(fields.get("bytes", 0)),
             "failed": int(fields.get("failed", 0)), "state": fields.get("state", "?"),
             "rss": [(p.name, p.peak_rss_kib) for p in procs],
-            "cpu": sum(p.cpu for p in procs), "server_cpu": server_cpu,
-            "requests": request_delta(self.servers, before),
+            "cpu": sum(p.cpu for p in procs), "server_cpu": window.server_cpu,
+            "requests": window.requests(),
             "redis": redis_requests, "config": config, "namespace": namespace,
             "destination": destination_bucket,
         }
@@ -380,10 +395,7 @@ class Bench:
                 f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": g.secret_key,
                 f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true",
             })
-        self.settle()
-        before = [s.requests() for s in self.servers]
-        server_cpu = self.server_cpu()
-        started = time.time()
+        window = Window(self)
         proc = Process("rclone", ["rclone", "sync", f"src:{source_bucket}",
                                   f"dst:{destination_bucket}", *RCLONE_FLAGS,
                                   "--stats", "0", "--log-level", "NOTICE"],
@@ -391,16 +403,15 @@ class Bench:
         if proc.wait(self.args.timeout) is None:
             proc.stop(10)
             raise SystemExit("bench: rclone did not finish in time")
-        wall = time.time() - started
-        server_cpu = self.server_cpu() - server_cpu
+        window.close()
         if proc.returncode != 0:
             raise SystemExit(f"bench: rclone failed:\n{proc.text()[-3000:]}")
-        requests = request_delta(self.servers, before)
+        requests = window.requests()
         copied = requests.get("PutObject", 0) + requests.get("CompleteMultipartUpload", 0)
         return {
-            "tool": "rclone", "workers": None, "wall": wall, "copied": copied,
+            "tool": "rclone", "workers": None, "wall": window.wall, "copied": copied,
             "rss": [("rclone", proc.peak_rss_kib)], "requests": requests, "redis": None,
-            "cpu": proc.cpu, "server_cpu": server_cpu,
+            "cpu": proc.cpu, "server_cpu": window.server_cpu,
             "destination": destination_bucket,
         }
 

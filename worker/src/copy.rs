@@ -187,6 +187,7 @@ pub(crate) fn verify_etag(
             operation,
             target: format!("s3://{}/{key}", rule.destination.bucket),
             status: None,
+            code: None,
             message: format!(
                 "integrity check failed: destination md5 {written} differs from source {source}"
             ),

@@ -86,6 +86,7 @@ async fn layout(job: &Job<'_>, version: &ObjectVersion) -> Result<Option<Layout>
             operation: "CreateMultipartUpload",
             target: format!("s3://{}/{}", rule.destination.bucket, version.key),
             status: None,
+            code: None,
             message,
         })
 }
@@ -438,7 +439,7 @@ async fn complete(
         // The parts there are not the ones recorded: a part's upload, interrupted after its
         // lease ran out while another worker had already uploaded it again, replaced the
         // good part on servers (Garage) that keep the latest attempt. Start the object over.
-        Err(e) if e.message.starts_with("InvalidPart") => {
+        Err(e) if e.code.as_deref() == Some("InvalidPart") => {
             warn!(key = %key, error = %e, "uploaded parts do not match the recorded ones; re-planning");
             return replan(job, part).await;
         }
@@ -453,6 +454,7 @@ async fn complete(
             operation: "CompleteMultipartUpload",
             target: format!("s3://{bucket}/{key}"),
             status: None,
+            code: None,
             message: format!(
                 "integrity check failed: the upload's ETag {etag} is not the one its parts \
                  make ({expected})"

@@ -35,6 +35,8 @@ pub struct StorageError {
     pub target: String,
     /// HTTP status, when the service answered.
     pub status: Option<u16>,
+    /// The service's error code (e.g. `InvalidPart`), when it gave one.
+    pub code: Option<String>,
     /// The cause, as the service or the transport gave it.
     pub message: String,
 }

@@ -95,11 +95,11 @@ impl S3Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let code = err.code().map(str::to_string);
         let (status, kind, message) = match &err {
             SdkError::ServiceError(service) => {
                 let status = service.raw().status().as_u16();
-                let code = err.code();
-                let message = match (code, err.message()) {
+                let message = match (code.as_deref(), err.message()) {
                     (Some(c), Some(m)) => format!("{c}: {m}"),
                     (Some(c), None) => c.to_string(),
                     _ if status < 300 => {
@@ -109,7 +109,11 @@ impl S3Store {
                     }
                     _ => status_text(status),
                 };
-                (Some(status), classify(Some(status), code), message)
+                (
+                    Some(status),
+                    classify(Some(status), code.as_deref()),
+                    message,
+                )
             }
             SdkError::ConstructionFailure(_) => (
                 None,
@@ -130,6 +134,7 @@ impl S3Store {
             operation,
             target,
             status,
+            code,
             message,
         }
     }
@@ -254,6 +259,7 @@ fn from_sdk_body(body: ByteStream, operation: &'static str, target: String) -> B
                     operation,
                     target,
                     status: None,
+                    code: None,
                     message: format!("reading the body: {}", DisplayErrorContext(&e)),
                 }),
             }
@@ -307,9 +313,15 @@ macro_rules! apply_attrs {
 macro_rules! read_head {
     ($out:expr) => {{
         let out = &$out;
+        let etag = strip_quotes(out.e_tag().unwrap_or_default());
         ObjectHead {
             size: out.content_length().unwrap_or(0).max(0) as u64,
-            etag: strip_quotes(out.e_tag().unwrap_or_default()),
+            etag_is_md5: etag_is_md5(&etag)
+                && out.sse_customer_algorithm().is_none()
+                && !out
+                    .server_side_encryption()
+                    .is_some_and(|s| s.as_str().starts_with("aws:kms")),
+            etag,
             last_modified_ms: millis(out.last_modified()),
             attrs: ObjectAttrs {
                 content_type: out.content_type().map(str::to_string),
@@ -321,11 +333,6 @@ macro_rules! read_head {
                 metadata: metadata_map(out.metadata()),
                 storage_class: out.storage_class().map(|c| c.as_str().to_string()),
             },
-            etag_is_md5: etag_is_md5(&strip_quotes(out.e_tag().unwrap_or_default()))
-                && out.sse_customer_algorithm().is_none()
-                && !out
-                    .server_side_encryption()
-                    .is_some_and(|s| s.as_str().starts_with("aws:kms")),
         }
     }};
 }
@@ -553,6 +560,7 @@ impl ObjectStore for S3Store {
                 operation: "CreateMultipartUpload",
                 target: self.target(bucket, key),
                 status: None,
+                code: None,
                 message: "the response has no upload id".into(),
             })
     }
