@@ -1,0 +1,10 @@
+//! Test tools for ferry, shared by the integration tests, `scripts/chaos.sh` and `bench/`.
+//!
+//! - [`proxy`]: a fault-injecting HTTP/1.1 reverse proxy to put in front of an S3 server. It
+//!   delays, holds (receives a request whole and forwards it only when told, after the client
+//!   gave up), resets before or in the middle of an answer, answers 500 or 503 SlowDown,
+//!   throttles or stalls bodies, and rewrites ETags the way SSE-KMS stores return them.
+//!
+//! It is test infrastructure: nothing in the `ferry` binary depends on it.
+
+pub mod proxy;
