@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ferry_common::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
 use ferry_common::queue::Queue;
-use ferry_common::storage::Stores;
+use ferry_common::storage::{Stores, Timeouts};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -40,6 +40,8 @@ enum Command {
         #[command(flatten)]
         coordinator: CoordinatorArgs,
         #[command(flatten)]
+        s3: S3Args,
+        #[command(flatten)]
         metrics: MetricsArgs,
     },
     /// Claim and copy tasks.
@@ -48,6 +50,8 @@ enum Command {
         common: Common,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        s3: S3Args,
         #[command(flatten)]
         metrics: MetricsArgs,
     },
@@ -99,6 +103,8 @@ enum Command {
         coordinator: CoordinatorArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        s3: S3Args,
         #[command(flatten)]
         metrics: MetricsArgs,
     },
@@ -155,6 +161,46 @@ struct WorkerArgs {
     /// On SIGTERM, how long in-flight tasks may finish before they are released.
     #[arg(long, env = "FERRY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
     drain_timeout: Duration,
+}
+
+/// Timeouts for S3 requests, made to fit slow links: a slow transfer that keeps moving is
+/// never cut off; a silent one is.
+#[derive(Args)]
+struct S3Args {
+    /// Time to set up a connection to an S3 endpoint.
+    #[arg(long, env = "FERRY_S3_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    s3_connect_timeout: Duration,
+    /// Time to the first byte of an answer: for requests without a body, and for uploads once
+    /// their body is sent.
+    #[arg(long, env = "FERRY_S3_FIRST_BYTE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    s3_first_byte_timeout: Duration,
+    /// Longest time an upload may make no progress at all (not a cap on its total time).
+    #[arg(long, env = "FERRY_S3_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    s3_idle_timeout: Duration,
+}
+
+impl S3Args {
+    fn timeouts(&self) -> Result<Timeouts, Failure> {
+        for (flag, value) in [
+            ("--s3-connect-timeout", self.s3_connect_timeout),
+            ("--s3-first-byte-timeout", self.s3_first_byte_timeout),
+            ("--s3-idle-timeout", self.s3_idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(Failure::Config(ConfigError {
+                    problems: vec![Problem {
+                        path: flag.into(),
+                        message: format!("{value:?} is too short (at least 100ms)"),
+                    }],
+                }));
+            }
+        }
+        Ok(Timeouts {
+            connect: self.s3_connect_timeout,
+            first_byte: self.s3_first_byte_timeout,
+            idle: self.s3_idle_timeout,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -343,22 +389,26 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Coordinator {
             common,
             coordinator,
+            s3,
             metrics,
         } => {
             serve_metrics(&metrics)?;
+            let timeouts = s3.timeouts()?;
             let (config, queue) = start(&common).await?;
-            let stores = Stores::connect(&config).await;
+            let stores = Stores::connect(&config, timeouts).await;
             let cancel = ferry_common::shutdown::on_signal();
             run_coordinator(&coordinator, config, stores, queue, cancel).await
         }
         Command::Worker {
             common,
             worker,
+            s3,
             metrics,
         } => {
             serve_metrics(&metrics)?;
+            let timeouts = s3.timeouts()?;
             let (config, queue) = start(&common).await?;
-            let stores = Stores::connect(&config).await;
+            let stores = Stores::connect(&config, timeouts).await;
             let cancel = ferry_common::shutdown::on_signal();
             let options = worker_options(&worker, None)?;
             ferry_worker::run(config, stores, queue, options, cancel)
@@ -371,11 +421,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             workers,
             coordinator,
             worker,
+            s3,
             metrics,
         } => {
             serve_metrics(&metrics)?;
+            let timeouts = s3.timeouts()?;
             let (config, queue) = start(&common).await?;
-            let stores = Stores::connect(&config).await;
+            let stores = Stores::connect(&config, timeouts).await;
             let shutdown = ferry_common::shutdown::on_signal();
             // Workers stop when the coordinator is done (or on a signal).
             let workers_stop = shutdown.child_token();

@@ -41,6 +41,7 @@ struct Iteration {
     duration_seconds: Option<f64>,
     listed: u64,
     skipped: u64,
+    archived: u64,
     planned: u64,
     done: u64,
     copied: u64,
@@ -65,6 +66,7 @@ impl From<&IterationRecord> for Iteration {
             duration_seconds: ended.map(|e| e.saturating_sub(r.started_ms) as f64 / 1000.0),
             listed: r.listed,
             skipped: r.skipped,
+            archived: r.archived,
             planned: r.planned,
             done: r.done,
             copied: r.copied,
@@ -185,13 +187,14 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
             continue;
         }
         out += &format!(
-            "  {:<6} {:<17} {:<21} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
+            "  {:<6} {:<17} {:<21} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
             "ITER",
             "OUTCOME",
             "STARTED",
             "SECONDS",
             "LISTED",
             "SKIPPED",
+            "ARCHIVED",
             "COPIED",
             "BYTES",
             "FAILED"
@@ -203,13 +206,14 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
                 i.state.clone()
             };
             out += &format!(
-                "  #{:<5} {:<17} {:<21} {:>9.1} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
+                "  #{:<5} {:<17} {:<21} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
                 i.number,
                 outcome,
                 i.started,
                 i.duration_seconds.unwrap_or(0.0),
                 i.listed,
                 i.skipped,
+                i.archived,
                 i.copied,
                 bytes(i.copied_bytes),
                 i.failed

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ferry_common::config::RedisConfig;
 use ferry_common::queue::{Abandon, Queue};
 use ferry_common::shard::shard_of;
-use ferry_common::task::{ObjectVersion, Task};
+use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::data::{Seed, head, list_keys, seed};
 use harness::{Env, ferry_output, free_port, samples, scrape, spawn_ferry};
 use serde_json::Value;
@@ -287,6 +287,7 @@ async fn dead_letters_are_listed_retried_and_purged() {
                 etag,
                 last_modified_ms: 0,
             },
+            destination: Expected::Absent,
         };
         queue
             .enqueue("dl", 1, shard_of("", key), &[task])
@@ -306,6 +307,7 @@ async fn dead_letters_are_listed_retried_and_purged() {
                 10,
                 true,
                 &Abandon::default(),
+                false,
             )
             .await
             .unwrap();

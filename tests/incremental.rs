@@ -349,6 +349,7 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
             .await
             .expect("ledger")
             .remove(0)
+            .entry
             .expect("entry");
         assert_eq!(
             entry.source_etag, current,

@@ -223,7 +223,11 @@ async fn on_one_endpoint_no_bytes_flow_through_workers() {
     // 7 parts of the multipart source + 3 of the 12 MiB object; one CopyObject
     assert_eq!(count("UploadPartCopy"), 10.0, "{requests:?}");
     assert_eq!(count("CopyObject"), 1.0, "{requests:?}");
-    for op in ["GetObject", "PutObject", "UploadPart"] {
+    // The capability probe of the destination bucket: three PUTs and one DELETE of a
+    // 23-byte object, once per process.
+    assert_eq!(count("PutObject"), 3.0, "{requests:?}");
+    assert_eq!(count("DeleteObject"), 1.0, "{requests:?}");
+    for op in ["GetObject", "UploadPart"] {
         assert_eq!(
             count(op),
             0.0,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::queue::{Abandon, FailOutcome, HISTORY, LeaderOp, LedgerOp, PlanBatch, Queue};
-use ferry_common::task::{ObjectVersion, Task};
+use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::{Redis, unique};
 
 fn task(key: &str, size: u64) -> Task {
@@ -19,6 +19,7 @@ fn task(key: &str, size: u64) -> Task {
             etag: "e".into(),
             last_modified_ms: 1,
         },
+        destination: Expected::Absent,
     }
 }
 
@@ -32,6 +33,16 @@ async fn queue(redis: &Redis) -> Queue {
 }
 
 const LEASE: Duration = Duration::from_secs(30);
+
+/// The ledger entries of rule `r` for `keys`.
+async fn entries(q: &Queue, keys: &[&str]) -> Vec<Option<LedgerEntry>> {
+    q.ledger_get("r", keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.entry)
+        .collect()
+}
 
 #[tokio::test]
 async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
@@ -56,7 +67,7 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
         .iter()
         .chain(&b)
         .map(|c| match c.task.as_ref().unwrap() {
-            Task::CopyObject { source } => source.key.clone(),
+            Task::CopyObject { source, .. } => source.key.clone(),
             other => panic!("unexpected task {other:?}"),
         })
         .collect();
@@ -145,13 +156,14 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
             Duration::ZERO,
             10,
             false,
-            &Abandon::default()
+            &Abandon::default(),
+            false,
         )
         .await
         .unwrap(),
         FailOutcome::Lost
     );
-    assert!(!q.release("old", &old).await.unwrap());
+    assert!(!q.release("old", &old, false).await.unwrap());
     assert!(
         q.ack("new", &new, "copied", 1, &LedgerOp::None)
             .await
@@ -217,6 +229,7 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
                 max,
                 false,
                 &Abandon::default(),
+                false,
             )
             .await
             .unwrap();
@@ -241,7 +254,8 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
                     Duration::ZERO,
                     max,
                     true,
-                    &Abandon::default()
+                    &Abandon::default(),
+                    false,
                 )
                 .await
                 .unwrap(),
@@ -287,6 +301,7 @@ async fn a_retry_waits_for_its_delay() {
         10,
         false,
         &Abandon::default(),
+        false,
     )
     .await
     .unwrap();
@@ -329,7 +344,7 @@ async fn release_returns_a_task_without_counting_an_attempt() {
         .await
         .unwrap()
         .remove(0);
-    assert!(q.release("w", &first).await.unwrap());
+    assert!(q.release("w", &first, false).await.unwrap());
     let again = q
         .claim("r", "w", LEASE, (1, 0), 10)
         .await
@@ -434,7 +449,7 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
         .unwrap()
     );
     assert_eq!(
-        q.ledger_get("r", &["k"]).await.unwrap(),
+        entries(&q, &["k"]).await,
         vec![None],
         "a fenced-off worker wrote the ledger"
     );
@@ -450,7 +465,7 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
         .unwrap()
     );
     assert_eq!(
-        q.ledger_get("r", &["k", "other"]).await.unwrap(),
+        entries(&q, &["k", "other"]).await,
         vec![Some(entry("fresh")), None]
     );
 
@@ -465,7 +480,7 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
             .await
             .unwrap()
     );
-    assert_eq!(q.ledger_get("r", &["k"]).await.unwrap(), vec![None]);
+    assert_eq!(entries(&q, &["k"]).await, vec![None]);
 }
 
 #[tokio::test]
@@ -481,6 +496,7 @@ async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
         listed: 5,
         skipped: 2,
         checkpoint: Some((3, "prefix/last-key".into())),
+        ..PlanBatch::default()
     };
     assert_eq!(q.plan("r", n, &batch).await.unwrap(), 3);
     let record = q.iteration("r", n).await.unwrap();

@@ -5,7 +5,10 @@ mod harness;
 
 use bytes::Bytes;
 use ferry_common::config::Config;
-use ferry_common::storage::{BodyStream, ErrorKind, ObjectAttrs, ObjectStore, Stores};
+use ferry_common::storage::{
+    BodyStream, ErrorKind, ObjectAttrs, ObjectStore, PutOptions, StorageError, Stores, Timeouts,
+    WriteCondition,
+};
 use harness::data::{pattern, put_multipart};
 use harness::{S3Server, unique};
 use md5::{Digest, Md5};
@@ -17,7 +20,30 @@ async fn store(server: &S3Server) -> Arc<dyn ObjectStore> {
         server.endpoint_toml("s3")
     ))
     .expect("config");
-    Stores::connect(&config).await.get("s3")
+    Stores::connect(&config, Timeouts::default())
+        .await
+        .get("s3")
+}
+
+/// A plain PUT of `bytes`, with `content_md5` when given; returns the ETag.
+async fn put(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
+    content_md5: Option<&str>,
+) -> Result<String, StorageError> {
+    let options = PutOptions {
+        attrs: &ObjectAttrs::default(),
+        content_md5,
+        checksum: None,
+        condition: &WriteCondition::None,
+        tagging: None,
+    };
+    store
+        .put(bucket, key, body(bytes), bytes.len() as u64, options)
+        .await
+        .map(|w| w.etag)
 }
 
 fn body(bytes: &[u8]) -> BodyStream {
@@ -35,13 +61,10 @@ async fn uploads_are_checked_end_to_end(server: S3Server, checks_content_md5: bo
     server.create_bucket(&bucket).await;
     let bytes = pattern(3, 0, 10_000);
     let md5 = hex::encode(Md5::digest(&bytes));
-    let attrs = ObjectAttrs::default();
-    let len = bytes.len() as u64;
 
     // With the right MD5, and without one (CRC32C trailer): the ETag is the bytes' MD5.
     for (key, content_md5) in [("with-md5", Some(md5.as_str())), ("with-crc", None)] {
-        let etag = store
-            .put(&bucket, key, body(&bytes), len, &attrs, content_md5)
+        let etag = put(store.as_ref(), &bucket, key, &bytes, content_md5)
             .await
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(etag, md5, "{key}");
@@ -56,9 +79,7 @@ async fn uploads_are_checked_end_to_end(server: S3Server, checks_content_md5: bo
     // moto does not check Content-MD5; there the returned ETag (the MD5 of what arrived)
     // differs from the one claimed, which the worker's ETag check catches.
     let wrong = hex::encode(Md5::digest(b"something else"));
-    let put = store
-        .put(&bucket, "corrupt", body(&bytes), len, &attrs, Some(&wrong))
-        .await;
+    let put = put(store.as_ref(), &bucket, "corrupt", &bytes, Some(&wrong)).await;
     if checks_content_md5 {
         let err = put.expect_err("a body that does not match Content-MD5 must be refused");
         assert_eq!(err.kind, ErrorKind::Retryable, "{err}");

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use ferry_common::storage::{BodyStream, ObjectAttrs, ObjectStore, StorageError, UploadedPart};
+use ferry_common::storage::{
+    BodyStream, ObjectAttrs, ObjectStore, PutOptions, StorageError, UploadedPart, WriteCondition,
+};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::pattern;
@@ -130,8 +132,13 @@ pub async fn seed(
                             &key,
                             body(seed, 0, dataset.size),
                             dataset.size,
-                            attrs,
-                            None,
+                            PutOptions {
+                                attrs,
+                                content_md5: None,
+                                checksum: None,
+                                condition: &WriteCondition::None,
+                                tagging: None,
+                            },
                         )
                         .await
                         .map(drop)
@@ -153,7 +160,7 @@ async fn put_multipart(
     attrs: &ObjectAttrs,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let upload = store.create_multipart(bucket, key, attrs).await?;
+    let upload = store.create_multipart(bucket, key, attrs, None).await?;
     let parts = dataset.size.div_ceil(dataset.part_size);
     let mut uploaded: Vec<UploadedPart> = stream::iter(0..parts)
         .map(|p| {
@@ -164,7 +171,8 @@ async fn put_multipart(
                 let number = p as u32 + 1;
                 let etag = store
                     .upload_part(bucket, key, upload, number, body(seed, at, len), len)
-                    .await?;
+                    .await?
+                    .etag;
                 Ok::<_, anyhow::Error>(UploadedPart {
                     number,
                     etag,
@@ -178,7 +186,7 @@ async fn put_multipart(
         .with_context(|| format!("uploading the parts of {key}"))?;
     uploaded.sort_by_key(|p| p.number);
     store
-        .complete_multipart(bucket, key, &upload, &uploaded)
+        .complete_multipart(bucket, key, &upload, &uploaded, &WriteCondition::None)
         .await
         .with_context(|| format!("completing {key}"))?;
     Ok(())

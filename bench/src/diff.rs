@@ -99,7 +99,7 @@ pub fn run(keys: u64) -> DiffRun {
                     }),
                     _ => None,
                 };
-                match decide(&joined, ledger.as_ref(), &policy) {
+                match decide(&joined, ledger.as_ref(), false, &policy) {
                     Action::Copy(_) | Action::Delete => copies += 1,
                     Action::Skip(_) | Action::Keep => skips += 1,
                 }

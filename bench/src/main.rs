@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use ferry_bench::dataset::{self, Dataset};
 use ferry_bench::{diff, verify};
 use ferry_common::config::Config;
-use ferry_common::storage::Stores;
+use ferry_common::storage::{Stores, Timeouts};
 
 #[derive(Parser)]
 #[command(
@@ -84,7 +84,7 @@ async fn stores(config: &PathBuf, wanted: &[&str]) -> anyhow::Result<Stores> {
     if let Some(missing) = wanted.iter().find(|e| !config.endpoints.contains_key(**e)) {
         anyhow::bail!("{path} has no endpoint {missing:?}");
     }
-    Ok(Stores::connect(&config).await)
+    Ok(Stores::connect(&config, Timeouts::default()).await)
 }
 
 async fn run(command: Command) -> anyhow::Result<bool> {

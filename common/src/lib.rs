@@ -5,6 +5,7 @@
 //! - [`task`]: units of queued work; [`codec`]: their versioned binary encoding.
 //! - [`ledger`]: what ferry wrote to each destination, compactly encoded.
 //! - [`parts`]: multipart layouts within S3's limits, and multipart ETags.
+//! - [`policy`]: the decision table (copy, skip, delete) for one key.
 //! - [`shard`]: which prefix shard (queue) a key belongs to.
 //! - [`storage`]: the [`storage::ObjectStore`] trait, its S3 implementation, and the one
 //!   classifier of S3 errors.
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod ledger;
 pub mod parts;
+pub mod policy;
 pub mod queue;
 pub mod retry;
 pub mod shard;

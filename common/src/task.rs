@@ -15,6 +15,31 @@ pub struct ObjectVersion {
     pub last_modified_ms: i64,
 }
 
+/// What the plan saw at the destination key, so the write can be made conditional on it:
+/// a write that lands late then cannot replace a newer one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expected {
+    /// No object had the key (`If-None-Match: *`).
+    Absent,
+    /// The object there had this ETag (`If-Match`).
+    Etag(String),
+    /// Not known (a task written by an older ferry): the write is unconditional.
+    #[default]
+    Unknown,
+}
+
+impl Expected {
+    /// The condition for a write, when the destination honours conditions.
+    pub fn condition(&self) -> crate::storage::WriteCondition {
+        use crate::storage::WriteCondition;
+        match self {
+            Expected::Absent => WriteCondition::IfAbsent,
+            Expected::Etag(etag) => WriteCondition::IfMatch(etag.clone()),
+            Expected::Unknown => WriteCondition::None,
+        }
+    }
+}
+
 /// One unit of queued work for a rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Task {
@@ -22,6 +47,8 @@ pub enum Task {
     CopyObject {
         /// The source object version planned for copy.
         source: ObjectVersion,
+        /// What the destination held when the copy was planned.
+        destination: Expected,
     },
     /// Delete a destination object ferry wrote whose source is gone (`delete = true`).
     DeleteObject {
@@ -51,6 +78,8 @@ pub struct PartTask {
     pub first: u64,
     /// Last byte (inclusive).
     pub last: u64,
+    /// What the destination held when the copy was planned (the completion's condition).
+    pub destination: Expected,
 }
 
 impl PartTask {
@@ -88,7 +117,7 @@ impl Task {
     /// The source or destination key the task is about.
     pub fn key(&self) -> &str {
         match self {
-            Task::CopyObject { source } => &source.key,
+            Task::CopyObject { source, .. } => &source.key,
             Task::DeleteObject { key, .. } => key,
             Task::CopyPart(part) => &part.source.key,
         }
@@ -97,9 +126,67 @@ impl Task {
     /// Bytes this task moves when it succeeds.
     pub fn bytes(&self) -> u64 {
         match self {
-            Task::CopyObject { source } => source.size,
+            Task::CopyObject { source, .. } => source.size,
             Task::DeleteObject { .. } => 0,
             Task::CopyPart(part) => part.len(),
+        }
+    }
+}
+
+/// Tasks as ferry 0.1 wrote them (payload version 1), decoded for rolling upgrades.
+pub(crate) mod v1 {
+    use serde::Deserialize;
+
+    use super::{Expected, ObjectVersion};
+
+    #[derive(Deserialize)]
+    pub(crate) enum Task {
+        CopyObject {
+            source: ObjectVersion,
+        },
+        DeleteObject {
+            key: String,
+            destination_etag: String,
+        },
+        CopyPart(Box<PartTask>),
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct PartTask {
+        upload: String,
+        upload_id: String,
+        source: ObjectVersion,
+        number: u32,
+        parts: u32,
+        first: u64,
+        last: u64,
+    }
+
+    impl From<Task> for super::Task {
+        fn from(task: Task) -> super::Task {
+            match task {
+                Task::CopyObject { source } => super::Task::CopyObject {
+                    source,
+                    destination: Expected::Unknown,
+                },
+                Task::DeleteObject {
+                    key,
+                    destination_etag,
+                } => super::Task::DeleteObject {
+                    key,
+                    destination_etag,
+                },
+                Task::CopyPart(p) => super::Task::CopyPart(Box::new(super::PartTask {
+                    upload: p.upload,
+                    upload_id: p.upload_id,
+                    source: p.source,
+                    number: p.number,
+                    parts: p.parts,
+                    first: p.first,
+                    last: p.last,
+                    destination: Expected::Unknown,
+                })),
+            }
         }
     }
 }

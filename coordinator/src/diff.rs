@@ -8,21 +8,7 @@ use std::collections::VecDeque;
 
 use ferry_common::storage::ObjectMeta;
 
-/// A key seen on one or both sides.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Joined {
-    /// Present at the source and the destination.
-    Both {
-        /// The source object.
-        source: ObjectMeta,
-        /// The destination object.
-        destination: ObjectMeta,
-    },
-    /// Present at the source only.
-    SourceOnly(ObjectMeta),
-    /// Present at the destination only.
-    DestinationOnly(ObjectMeta),
-}
+pub use ferry_common::policy::Joined;
 
 /// What the merge-join needs or has.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,8 +107,8 @@ pub fn diff_all(source: Vec<ObjectMeta>, destination: Vec<ObjectMeta>) -> Vec<Jo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Action, Policy, decide};
     use ferry_common::config::Overwrite;
+    use ferry_common::policy::{Action, Policy, decide};
     use proptest::prelude::*;
 
     fn meta(key: &str, size: u64, etag: &str) -> ObjectMeta {
@@ -152,7 +138,12 @@ mod tests {
         };
         joined
             .iter()
-            .filter(|j| matches!(decide(j, None, &policy), Action::Copy(_) | Action::Delete))
+            .filter(|j| {
+                matches!(
+                    decide(j, None, false, &policy),
+                    Action::Copy(_) | Action::Delete
+                )
+            })
             .map(|j| match j {
                 Joined::Both { source, .. } | Joined::SourceOnly(source) => source.key.clone(),
                 Joined::DestinationOnly(d) => d.key.clone(),

@@ -14,8 +14,9 @@ use tracing::{debug, info, warn};
 
 use crate::diff::{MergeJoin, Step};
 use crate::planner::Planner;
-use crate::policy::Policy;
 use crate::{Context, CoordinatorError};
+use ferry_common::policy::Policy;
+use ferry_common::queue::STRAY_HORIZON;
 
 /// Listing pages fetched ahead of the diff, per side.
 const PREFETCH_PAGES: usize = 2;
@@ -56,9 +57,21 @@ pub async fn run_iteration(
     }
     let record = wait_until_settled(ctx, rule, n, cancel).await?;
     crate::uploads::abort_abandoned(ctx, rule).await?;
-    Ok(queue
+    let finished = queue
         .finish_iteration(&rule.name, n, record.dead == 0)
-        .await?)
+        .await?;
+    if finished.state == "succeeded" {
+        // This iteration saw (and repaired) every key written before it began; intents
+        // older than the horizon before that can go.
+        let cutoff = finished
+            .started_ms
+            .saturating_sub(STRAY_HORIZON.as_millis() as u64);
+        let pruned = queue.prune_intents(&rule.name, cutoff).await?;
+        if pruned > 0 {
+            debug!(rule = %rule.name, pruned, "forgot old write intents");
+        }
+    }
+    Ok(finished)
 }
 
 /// Lists and diffs every rule prefix in order, starting after `checkpoint` when resuming.
@@ -77,7 +90,17 @@ async fn plan(
     };
     let source = ctx.stores.get(&rule.source.endpoint);
     let destination = ctx.stores.get(&rule.destination.endpoint);
-    let mut planner = Planner::new(&ctx.queue, rule, n, policy, cancel, ctx.max_outstanding);
+    let now = ctx.queue.redis_time_ms().await?;
+    let prune_before = now.saturating_sub(STRAY_HORIZON.as_millis() as u64);
+    let mut planner = Planner::new(
+        &ctx.queue,
+        rule,
+        n,
+        policy,
+        cancel,
+        ctx.max_outstanding,
+        prune_before,
+    );
     for (index, prefix) in rule.listing_prefixes().into_iter().enumerate() {
         let start_after = match &checkpoint {
             Some((done, _)) if *done > index => continue,

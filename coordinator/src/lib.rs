@@ -5,7 +5,6 @@ pub mod diff;
 mod iteration;
 mod leader;
 mod planner;
-pub mod policy;
 mod uploads;
 
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use ferry_common::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use ferry_common::policy;
 pub use iteration::run_iteration;
 
 /// Why the coordinator stopped with an error.

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ferry_common::codec::slot_bytes;
 use ferry_common::config::Rule;
-use ferry_common::queue::{PlanBatch, Queue};
+use ferry_common::policy::{Action, Policy, decide, is_managed};
+use ferry_common::queue::{LedgerView, PlanBatch, Queue};
 use ferry_common::shard::{ShardId, shard_of};
 use ferry_common::storage::ObjectMeta;
-use ferry_common::task::{ObjectVersion, Task};
+use ferry_common::task::{Expected, ObjectVersion, Task};
 use ferry_common::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::CoordinatorError;
 use crate::diff::Joined;
-use crate::policy::{Action, Policy, decide};
 
 /// Keys decided per batch: one ledger round trip and one plan round trip each.
 pub(crate) const BATCH: usize = 1000;
@@ -32,6 +33,9 @@ pub(crate) struct Planner<'a> {
     prefix: String,
     enqueued: u64,
     settled_floor: u64,
+    /// Write intents made before this (ms, Redis clock) can no longer land; they are
+    /// forgotten for keys found just as the ledger says.
+    prune_before_ms: u64,
 }
 
 impl<'a> Planner<'a> {
@@ -42,6 +46,7 @@ impl<'a> Planner<'a> {
         policy: Policy,
         cancel: &'a CancellationToken,
         max_outstanding: u64,
+        prune_before_ms: u64,
     ) -> Self {
         Planner {
             queue,
@@ -55,6 +60,7 @@ impl<'a> Planner<'a> {
             prefix: String::new(),
             enqueued: 0,
             settled_floor: 0,
+            prune_before_ms,
         }
     }
 
@@ -77,40 +83,63 @@ impl<'a> Planner<'a> {
         let Some(last) = self.batch.last() else {
             return Ok(());
         };
-        let checkpoint = (self.prefix_index, key_of(last).to_string());
+        let checkpoint = (self.prefix_index, last.key().to_string());
         let needs_ledger: Vec<&str> = self
             .batch
             .iter()
             .filter(|j| !matches!(j, Joined::SourceOnly(_)))
-            .map(key_of)
+            .map(Joined::key)
             .collect();
-        let mut entries = self
+        let mut views = self
             .queue
             .ledger_get(&self.rule.name, &needs_ledger)
             .await?
             .into_iter();
         let mut tasks: BTreeMap<ShardId, Vec<Task>> = BTreeMap::new();
         let (mut listed, mut skipped) = (0u64, 0u64);
+        let mut skip_reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut prune = Vec::new();
         for joined in self.batch.drain(..) {
-            let entry = match joined {
-                Joined::SourceOnly(_) => None,
-                _ => entries.next().flatten(),
+            let view = match joined {
+                Joined::SourceOnly(_) => LedgerView::default(),
+                _ => views.next().unwrap_or_default(),
             };
             if !matches!(joined, Joined::DestinationOnly(_)) {
                 listed += 1;
             }
-            let action = decide(&joined, entry.as_ref(), &self.policy);
-            debug!(rule = %self.rule.name, key = key_of(&joined), ?action, "decided");
+            let stray = view.stray_besides(None);
+            let action = decide(&joined, view.entry.as_ref(), stray, &self.policy);
+            debug!(rule = %self.rule.name, key = joined.key(), ?action, stray, "decided");
+            // A key just as the ledger says, whose intents are past the horizon: those writes
+            // did not land, and no longer can.
+            if let Joined::Both { destination, .. } | Joined::DestinationOnly(destination) = &joined
+                && stray
+                && is_managed(destination, view.entry.as_ref())
+                && view
+                    .intents
+                    .iter()
+                    .all(|i| i.claimed_ms < self.prune_before_ms)
+            {
+                prune.push(slot_bytes(&destination.key));
+            }
             let task = match (action, joined) {
-                (Action::Copy(_), Joined::SourceOnly(source) | Joined::Both { source, .. }) => {
-                    copy_task(source)
+                (Action::Copy(_), Joined::SourceOnly(source)) => {
+                    copy_task(source, Expected::Absent)
                 }
+                (
+                    Action::Copy(_),
+                    Joined::Both {
+                        source,
+                        destination,
+                    },
+                ) => copy_task(source, Expected::Etag(destination.etag)),
                 (Action::Delete, Joined::DestinationOnly(destination)) => Task::DeleteObject {
                     key: destination.key,
                     destination_etag: destination.etag,
                 },
-                (Action::Skip(_), _) => {
+                (Action::Skip(reason), _) => {
                     skipped += 1;
+                    *skip_reasons.entry(reason.label()).or_default() += 1;
                     continue;
                 }
                 _ => continue,
@@ -126,6 +155,8 @@ impl<'a> Planner<'a> {
             listed,
             skipped,
             checkpoint: Some(checkpoint),
+            prune,
+            prune_before_ms: self.prune_before_ms,
         };
         self.enqueued += self
             .queue
@@ -133,7 +164,10 @@ impl<'a> Planner<'a> {
             .await? as u64;
         let rule = self.rule.name.clone();
         metrics::counter!(telemetry::OBJECTS_LISTED, "rule" => rule.clone()).increment(listed);
-        metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => rule).increment(skipped);
+        for (reason, n) in skip_reasons {
+            metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => rule.clone(), "reason" => reason)
+                .increment(n);
+        }
         Ok(())
     }
 
@@ -161,14 +195,7 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn key_of(joined: &Joined) -> &str {
-    match joined {
-        Joined::Both { source, .. } | Joined::SourceOnly(source) => &source.key,
-        Joined::DestinationOnly(destination) => &destination.key,
-    }
-}
-
-fn copy_task(object: ObjectMeta) -> Task {
+fn copy_task(object: ObjectMeta, destination: Expected) -> Task {
     Task::CopyObject {
         source: ObjectVersion {
             key: object.key,
@@ -176,5 +203,6 @@ fn copy_task(object: ObjectMeta) -> Task {
             etag: object.etag,
             last_modified_ms: object.last_modified_ms,
         },
+        destination,
     }
 }

@@ -1,10 +1,17 @@
 //! Copying one object in one request: streamed GET into PUT, or a server-side copy on the
-//! same endpoint; deleting one; and what a task achieved.
+//! same endpoint; deleting one; what a task achieved; and what to do when a conditional write
+//! finds the destination changed.
 
 use ferry_common::config::Rule;
 use ferry_common::ledger::LedgerEntry;
-use ferry_common::storage::{ErrorKind, StorageError, Stores, etag_is_md5};
-use ferry_common::task::ObjectVersion;
+use ferry_common::policy::{Action, Joined, Policy, Reason, decide};
+use ferry_common::storage::{
+    ErrorKind, ObjectMeta, PutOptions, StorageError, WriteCondition, Written, etag_is_md5,
+};
+use ferry_common::task::{Expected, ObjectVersion};
+use tracing::debug;
+
+use crate::{Job, TaskError};
 
 /// What a task achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +38,16 @@ pub enum Outcome {
     Deleted,
     /// The destination object changed since planning; a deletion left it alone.
     Kept,
+    /// The destination moved on since planning, and the decision table, applied to what is
+    /// there now, says to leave it (the upload to forget, for a multipart copy).
+    Skipped {
+        /// Why.
+        reason: Reason,
+        /// The multipart upload record to forget (it was aborted).
+        upload: Option<String>,
+    },
+    /// The source object is archived and not restored; skipped (`archived = "skip"`).
+    Archived,
     /// The part's upload had been abandoned; there is nothing left to do.
     Cancelled,
     /// A script already recorded the outcome (a split, a part, a re-plan), under this name.
@@ -47,6 +64,8 @@ impl Outcome {
             Outcome::Gone => "gone",
             Outcome::Deleted => "deleted",
             Outcome::Kept => "kept",
+            Outcome::Skipped { .. } => "skipped",
+            Outcome::Archived => "archived",
             Outcome::Cancelled => "cancelled",
             Outcome::Recorded(name) => name,
             Outcome::LeaseLost => "lost",
@@ -63,16 +82,18 @@ impl Outcome {
 }
 
 /// Copies a version of an object below the multipart threshold in one request: a streamed
-/// GET into a PUT, or CopyObject on the same endpoint. Reads are pinned to the version's ETag.
+/// GET into a PUT, or CopyObject on the same endpoint. Reads are pinned to the version's
+/// ETag; the write is conditional on `expected` where the destination honours conditions.
 pub(crate) async fn copy_single(
-    stores: &Stores,
-    rule: &Rule,
+    job: &Job<'_>,
     version: &ObjectVersion,
-) -> Result<Outcome, StorageError> {
-    let (bytes, destination_etag) = if rule.source.endpoint == rule.destination.endpoint {
-        copy_server_side(stores, rule, &version.key, &version.etag, version.size).await?
+    expected: &Expected,
+) -> Result<Outcome, TaskError> {
+    let rule = job.rule;
+    let (bytes, written) = if rule.source.endpoint == rule.destination.endpoint {
+        copy_server_side(job, version, expected).await?
     } else {
-        copy_streamed(stores, rule, &version.key, &version.etag).await?
+        copy_streamed(job, version, expected).await?
     };
     Ok(Outcome::Copied {
         bytes,
@@ -80,19 +101,38 @@ pub(crate) async fn copy_single(
             source_etag: version.etag.clone(),
             size: bytes,
             source_last_modified_ms: version.last_modified_ms,
-            destination_etag,
+            destination_etag: written.etag,
         },
+    })
+}
+
+/// The condition a write to the destination carries: what the plan saw there, when the
+/// destination bucket refuses writes whose condition fails (probed once per process).
+pub(crate) async fn write_condition(
+    job: &Job<'_>,
+    expected: &Expected,
+) -> Result<WriteCondition, StorageError> {
+    let rule = job.rule;
+    let caps = job
+        .shared
+        .stores
+        .capabilities(&rule.destination.endpoint, &rule.destination.bucket)
+        .await?;
+    Ok(if caps.conditional_writes {
+        expected.condition()
+    } else {
+        WriteCondition::None
     })
 }
 
 /// The source object's current version, after a read pinned to an older one was refused;
 /// `None` when it is gone.
 pub(crate) async fn current_version(
-    stores: &Stores,
-    rule: &Rule,
+    job: &Job<'_>,
     key: &str,
 ) -> Result<Option<ObjectVersion>, StorageError> {
-    let source = stores.get(&rule.source.endpoint);
+    let rule = job.rule;
+    let source = job.shared.stores.get(&rule.source.endpoint);
     match source.head(&rule.source.bucket, key, None).await {
         Ok(head) => Ok(Some(ObjectVersion {
             key: key.to_string(),
@@ -105,93 +145,230 @@ pub(crate) async fn current_version(
     }
 }
 
+/// What to do after a conditional write found the destination changed since planning:
+/// the decision table, applied to what is there now.
+pub(crate) enum Replanned {
+    /// Write again, under this new expectation.
+    Copy(Expected),
+    /// The destination already holds exactly this version (an earlier attempt's write that
+    /// was never acked): record it as copied.
+    AlreadyThere(Written),
+    /// Leave the destination as it is.
+    Skip(Reason),
+}
+
+/// Applies the decision table to the key as it is now: the destination's object, the ledger,
+/// and the write intents of other claims (a stray write of ferry's makes the object ferry's
+/// to repair, not someone else's).
+pub(crate) async fn replan_destination(
+    job: &Job<'_>,
+    version: &ObjectVersion,
+) -> Result<Replanned, TaskError> {
+    let rule = job.rule;
+    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let there = match destination
+        .head(&rule.destination.bucket, &version.key, None)
+        .await
+    {
+        Ok(head) => Some(head),
+        Err(e) if e.kind == ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let view = job
+        .shared
+        .queue
+        .ledger_get(&rule.name, &[version.key.as_str()])
+        .await?
+        .pop()
+        .unwrap_or_default();
+    let source = ObjectMeta {
+        key: version.key.clone(),
+        size: version.size,
+        etag: version.etag.clone(),
+        last_modified_ms: version.last_modified_ms,
+    };
+    let Some(head) = there else {
+        return Ok(Replanned::Copy(Expected::Absent));
+    };
+    if head.size == version.size && head.etag == version.etag {
+        return Ok(Replanned::AlreadyThere(Written {
+            etag: head.etag,
+            etag_may_be_md5: head.etag_is_md5,
+        }));
+    }
+    let joined = Joined::Both {
+        source,
+        destination: ObjectMeta {
+            key: version.key.clone(),
+            size: head.size,
+            etag: head.etag.clone(),
+            last_modified_ms: head.last_modified_ms,
+        },
+    };
+    let stray = view.stray_besides(Some(job.claimed.token));
+    let policy = Policy {
+        overwrite: rule.overwrite,
+        overwrite_unmanaged: rule.overwrite_unmanaged,
+        delete: rule.delete,
+        last_success_start_ms: None,
+    };
+    let action = decide(&joined, view.entry.as_ref(), stray, &policy);
+    debug!(rule = %rule.name, key = %version.key, ?action, stray, "destination changed since planning");
+    Ok(match action {
+        Action::Copy(_) => Replanned::Copy(Expected::Etag(head.etag)),
+        Action::Skip(reason) => Replanned::Skip(reason),
+        // Only destination-only keys are deleted or kept.
+        Action::Delete | Action::Keep => Replanned::Skip(Reason::Keep),
+    })
+}
+
 /// Deletes a managed destination object whose source is gone, unless it changed since
 /// planning (then it is no longer what ferry wrote, and is left alone).
 pub(crate) async fn delete_object(
-    stores: &Stores,
-    rule: &Rule,
+    job: &Job<'_>,
     key: &str,
     destination_etag: &str,
 ) -> Result<Outcome, StorageError> {
-    let destination = stores.get(&rule.destination.endpoint);
+    let rule: &Rule = job.rule;
+    let destination = job.shared.stores.get(&rule.destination.endpoint);
     match destination.head(&rule.destination.bucket, key, None).await {
         Ok(head) if head.etag != destination_etag => return Ok(Outcome::Kept),
         Ok(_) => {}
         Err(e) if e.kind == ErrorKind::NotFound => return Ok(Outcome::Deleted),
         Err(e) => return Err(e),
     }
+    job.wrote();
     destination.delete(&rule.destination.bucket, key).await?;
     Ok(Outcome::Deleted)
 }
 
 async fn copy_streamed(
-    stores: &Stores,
-    rule: &Rule,
-    key: &str,
-    etag: &str,
-) -> Result<(u64, String), StorageError> {
-    let source = stores.get(&rule.source.endpoint);
-    let destination = stores.get(&rule.destination.endpoint);
+    job: &Job<'_>,
+    version: &ObjectVersion,
+    expected: &Expected,
+) -> Result<(u64, Written), TaskError> {
+    let rule = job.rule;
+    let key = &version.key;
+    let source = job.shared.stores.get(&rule.source.endpoint);
+    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let condition = write_condition(job, expected).await?;
     let get = source
-        .get(&rule.source.bucket, key, None, Some(etag))
+        .get(&rule.source.bucket, key, None, Some(&version.etag))
         .await?;
+    let tagging = if get.head.tag_count > 0 {
+        source.get_tagging(&rule.source.bucket, key).await?
+    } else {
+        None
+    };
     let mut attrs = get.head.attrs.clone();
     if let Some(class) = rule.destination.storage_class {
         attrs.storage_class = Some(class.as_str().to_string());
     }
     let length = get.content_length;
     let md5 = get.head.etag_is_md5.then_some(get.head.etag.as_str());
+    let options = PutOptions {
+        attrs: &attrs,
+        content_md5: md5,
+        checksum: get.head.checksum.as_ref(),
+        condition: &condition,
+        tagging: tagging.as_deref(),
+    };
+    job.wrote();
     let written = destination
-        .put(&rule.destination.bucket, key, get.body, length, &attrs, md5)
-        .await?;
-    verify_etag("PutObject", rule, key, &get.head.etag, &written)?;
+        .put(&rule.destination.bucket, key, get.body, length, options)
+        .await
+        .map_err(destination_error)?;
+    verify_etag(job, "PutObject", key, &get.head.etag, &written).await?;
     Ok((length, written))
 }
 
 async fn copy_server_side(
-    stores: &Stores,
-    rule: &Rule,
-    key: &str,
-    etag: &str,
-    size: u64,
-) -> Result<(u64, String), StorageError> {
-    let store = stores.get(&rule.source.endpoint);
+    job: &Job<'_>,
+    version: &ObjectVersion,
+    expected: &Expected,
+) -> Result<(u64, Written), TaskError> {
+    let rule = job.rule;
+    let key = &version.key;
+    let store = job.shared.stores.get(&rule.source.endpoint);
     let class = rule.destination.storage_class.map(|c| c.as_str());
-    let written = store
+    let condition = write_condition(job, expected).await?;
+    job.wrote();
+    let written = match store
         .copy(
             &rule.source.bucket,
             key,
-            Some(etag),
+            Some(&version.etag),
             &rule.destination.bucket,
             key,
             class,
+            &condition,
         )
-        .await?;
-    verify_etag("CopyObject", rule, key, etag, &written)?;
-    Ok((size, written))
+        .await
+    {
+        Ok(w) => w,
+        // The source's If-Match and the destination's condition both answer 412: the
+        // source tells which one failed.
+        Err(e) if e.kind == ErrorKind::PreconditionFailed => {
+            return match store
+                .head(&rule.source.bucket, key, Some(&version.etag))
+                .await
+            {
+                Ok(_) => Err(TaskError::DestinationChanged(e)),
+                Err(source) => Err(source.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    verify_etag(job, "CopyObject", key, &version.etag, &written).await?;
+    Ok((version.size, written))
+}
+
+/// A refused condition on a destination write means the destination moved on.
+pub(crate) fn destination_error(e: StorageError) -> TaskError {
+    if e.kind == ErrorKind::PreconditionFailed {
+        TaskError::DestinationChanged(e)
+    } else {
+        e.into()
+    }
 }
 
 /// End-to-end integrity: where the expected ETag is the MD5 of the bytes (the source's, or
 /// the one computed while streaming a part), the destination must report the same MD5 for
-/// what it received. A mismatch is retried.
-pub(crate) fn verify_etag(
+/// what it received. Only where its ETags are MD5s: not with SSE-KMS or SSE-C (as its answer
+/// says), nor on a bucket whose probe showed other ETags; there, Content-MD5, the source's
+/// checksum or the CRC32C trailer, which the destination verified, stand for it. A mismatch
+/// is retried.
+pub(crate) async fn verify_etag(
+    job: &Job<'_>,
     operation: &'static str,
-    rule: &Rule,
     key: &str,
     source: &str,
-    written: &str,
+    written: &Written,
 ) -> Result<(), StorageError> {
-    if etag_is_md5(source) && etag_is_md5(written) && !source.eq_ignore_ascii_case(written) {
-        return Err(StorageError {
-            kind: ErrorKind::Retryable,
-            operation,
-            target: format!("s3://{}/{key}", rule.destination.bucket),
-            status: None,
-            code: None,
-            message: format!(
-                "integrity check failed: destination md5 {written} differs from source {source}"
-            ),
-        });
+    if !written.etag_may_be_md5 || !etag_is_md5(source) || !etag_is_md5(&written.etag) {
+        return Ok(());
     }
-    Ok(())
+    if source.eq_ignore_ascii_case(&written.etag) {
+        return Ok(());
+    }
+    let rule = job.rule;
+    let caps = job
+        .shared
+        .stores
+        .capabilities(&rule.destination.endpoint, &rule.destination.bucket)
+        .await?;
+    if !caps.etags_are_md5 {
+        return Ok(());
+    }
+    Err(StorageError {
+        kind: ErrorKind::Retryable,
+        operation,
+        target: format!("s3://{}/{key}", rule.destination.bucket),
+        status: None,
+        code: None,
+        message: format!(
+            "integrity check failed: destination md5 {} differs from source {source}",
+            written.etag
+        ),
+    })
 }

@@ -6,7 +6,7 @@ mod leases;
 mod multipart;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
@@ -76,6 +76,20 @@ struct Job<'a> {
     shared: &'a Shared,
     rule: &'a Rule,
     claimed: &'a Claimed,
+    /// Set once a request that writes to the destination is sent: from then on, this
+    /// attempt may have written even if it fails, and its write intent must stay.
+    wrote: AtomicBool,
+}
+
+impl Job<'_> {
+    /// Notes that a destination write is about to be sent.
+    fn wrote(&self) {
+        self.wrote.store(true, Ordering::Relaxed);
+    }
+
+    fn may_have_written(&self) -> bool {
+        self.wrote.load(Ordering::Relaxed)
+    }
 }
 
 /// Why a task attempt failed.
@@ -84,6 +98,10 @@ enum TaskError {
     /// The object store failed; retried or buried by its kind.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A conditional write was refused: the destination changed since planning. Decided
+    /// again; left over only when it keeps changing, and then retried.
+    #[error("the destination changed since planning: {0}")]
+    DestinationChanged(StorageError),
     /// Redis failed; the lease runs out and the task is redone.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -243,7 +261,7 @@ async fn claim_loop(
                     // Cannot happen (we claimed no more than the free permits), but if it did,
                     // handing the task back is always safe.
                     Err(_) => {
-                        let _ = shared.queue.release(&shared.options.id, &task).await;
+                        let _ = shared.queue.release(&shared.options.id, &task, false).await;
                         continue;
                     }
                 },
@@ -271,13 +289,14 @@ async fn process(shared: &Shared, claimed: Claimed) {
     let Some(rule) = shared.config.rule(&claimed.rule) else {
         // A task of a rule this worker's config does not know: let a worker that knows it
         // take it, without counting an attempt.
-        let _ = shared.queue.release(worker, &claimed).await;
+        let _ = shared.queue.release(worker, &claimed, false).await;
         return;
     };
     let job = Job {
         shared,
         rule,
         claimed: &claimed,
+        wrote: AtomicBool::new(false),
     };
     let task = match &claimed.task {
         Ok(task) => task.clone(),
@@ -299,7 +318,10 @@ async fn process(shared: &Shared, claimed: Claimed) {
     let reason = guard.finish();
     match result {
         None if reason == leases::Stop::Release => {
-            let _ = shared.queue.release(worker, &claimed).await;
+            let _ = shared
+                .queue
+                .release(worker, &claimed, job.may_have_written())
+                .await;
             debug!(task = %claimed.id, "released on shutdown");
         }
         None | Some(Ok(Outcome::LeaseLost)) => {
@@ -314,6 +336,15 @@ async fn process(shared: &Shared, claimed: Claimed) {
         }
         Some(Err(TaskError::Storage(e))) => {
             report_failure(&job, Some(&task), &e.to_string(), e.kind).await;
+        }
+        Some(Err(e @ TaskError::DestinationChanged(_))) => {
+            report_failure(
+                &job,
+                Some(&task),
+                &e.to_string(),
+                ErrorKind::PreconditionFailed,
+            )
+            .await;
         }
     }
 }
@@ -336,6 +367,7 @@ async fn acknowledge(
     };
     let upload = match &outcome {
         Outcome::Completed { upload, .. } => Some(upload.as_str()),
+        Outcome::Skipped { upload, .. } => upload.as_deref(),
         _ => None,
     };
     let acked = shared
@@ -363,6 +395,14 @@ async fn acknowledge(
                 Outcome::Completed { .. } => {
                     metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => name).increment(1)
                 }
+                Outcome::Skipped { reason, .. } => {
+                    metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => name,
+                        "reason" => reason.label())
+                    .increment(1)
+                }
+                Outcome::Archived => metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => name,
+                        "reason" => "archived")
+                .increment(1),
                 _ => {}
             }
         }
@@ -377,12 +417,15 @@ async fn acknowledge(
 
 async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, TaskError> {
     match task {
-        Task::CopyObject { source } => multipart::copy_object(job, source).await,
+        Task::CopyObject {
+            source,
+            destination,
+        } => multipart::copy_object(job, source, destination).await,
         Task::CopyPart(part) => multipart::copy_part(job, part).await,
         Task::DeleteObject {
             key,
             destination_etag,
-        } => Ok(delete_object(&job.shared.stores, job.rule, key, destination_etag).await?),
+        } => Ok(delete_object(job, key, destination_etag).await?),
     }
 }
 
@@ -398,7 +441,9 @@ async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: E
         ErrorKind::Throttled => RetryPolicy::THROTTLED.delay(attempts),
         _ => RetryPolicy::TRANSIENT.delay(attempts),
     };
-    let permanent = !kind.is_retryable();
+    // A precondition that keeps failing (a key that keeps changing) is retried later, never
+    // buried at once: it means "decide again", not "impossible".
+    let permanent = !kind.is_retryable() && kind != ErrorKind::PreconditionFailed;
     let mut abandon = Abandon::default();
     if let Some(Task::CopyPart(part)) = task
         && (permanent || attempts >= max_attempts)
@@ -410,6 +455,7 @@ async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: E
         }
         abandon.replacement = Some(Task::CopyObject {
             source: part.source.clone(),
+            destination: part.destination.clone(),
         });
     }
     let outcome = shared
@@ -422,6 +468,7 @@ async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: E
             max_attempts,
             permanent,
             &abandon,
+            job.may_have_written(),
         )
         .await;
     let rule = claimed.rule.clone();

@@ -10,40 +10,49 @@
 //! Where the source's own part sizes can be read (HEAD with `partNumber`), they are kept, so
 //! the destination gets the source's ETag. If the source changes mid-copy, a part's pinned
 //! read fails with 412: the upload is aborted and the object re-planned with its new version.
+//! If the destination changes mid-copy, the conditional completion fails with 412: the key is
+//! decided again against what is there now, and completed under the new condition, or left.
 
 use std::sync::{Arc, Mutex};
 
+use ferry_common::config::Archived;
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::parts::{Layout, MAX_PART, etag_parts, multipart_etag};
 use ferry_common::queue::PartRecorded;
-use ferry_common::storage::{ByteRange, ErrorKind, StorageError, UploadedPart, etag_is_md5};
-use ferry_common::task::{ObjectVersion, PartTask, Task, UploadRecord};
+use ferry_common::storage::{
+    ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written, etag_is_md5,
+};
+use ferry_common::task::{Expected, ObjectVersion, PartTask, Task, UploadRecord};
 use ferry_common::telemetry;
 use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use tracing::{debug, warn};
 
-use crate::copy::{Outcome, copy_single, current_version, verify_etag};
+use crate::copy::{
+    Outcome, Replanned, copy_single, current_version, destination_error, replan_destination,
+    verify_etag, write_condition,
+};
 use crate::{Job, TaskError};
 
-/// Times an object task follows its source to a newer version before giving up for now.
+/// Times an object task follows its source (or destination) to a newer version before
+/// trying again later.
 const MAX_REPLANS: u32 = 3;
 
 /// Copies the planned version of one object, in one request or by splitting it into part
 /// tasks. If the source changed since planning, its current version is copied instead (never
-/// a mix of two versions).
+/// a mix of two versions); if the destination changed, the key is decided again.
 pub(crate) async fn copy_object(
     job: &Job<'_>,
     planned: &ObjectVersion,
+    expected: &Expected,
 ) -> Result<Outcome, TaskError> {
     let mut version = planned.clone();
+    let mut expected = expected.clone();
     let mut replans = 0;
     loop {
         let attempt = match layout(job, &version).await {
-            Ok(None) => copy_single(&job.shared.stores, job.rule, &version)
-                .await
-                .map_err(TaskError::from),
-            Ok(Some(layout)) => split(job, &version, &layout).await,
+            Ok(None) => copy_single(job, &version, &expected).await,
+            Ok(Some(layout)) => split(job, &version, &layout, &expected).await,
             Err(e) => Err(e.into()),
         };
         match attempt {
@@ -51,7 +60,7 @@ pub(crate) async fn copy_object(
                 if e.kind == ErrorKind::PreconditionFailed && replans < MAX_REPLANS =>
             {
                 replans += 1;
-                match current_version(&job.shared.stores, job.rule, &planned.key).await? {
+                match current_version(job, &planned.key).await? {
                     Some(current) => {
                         debug!(key = %planned.key, old = %version.etag, new = %current.etag,
                             "source changed since planning; copying its current version");
@@ -60,11 +69,70 @@ pub(crate) async fn copy_object(
                     None => return Ok(Outcome::Gone),
                 }
             }
+            Err(TaskError::DestinationChanged(e)) if replans < MAX_REPLANS => {
+                replans += 1;
+                debug!(key = %planned.key, error = %e, "destination changed since planning");
+                match replan_destination(job, &version).await? {
+                    Replanned::Copy(now) => expected = now,
+                    Replanned::AlreadyThere(written) => {
+                        return Ok(Outcome::Copied {
+                            bytes: version.size,
+                            entry: LedgerEntry {
+                                source_etag: version.etag.clone(),
+                                size: version.size,
+                                source_last_modified_ms: version.last_modified_ms,
+                                destination_etag: written.etag,
+                            },
+                        });
+                    }
+                    Replanned::Skip(reason) => {
+                        return Ok(Outcome::Skipped {
+                            reason,
+                            upload: None,
+                        });
+                    }
+                }
+            }
             Err(TaskError::Storage(e)) if e.kind == ErrorKind::NotFound => {
                 return Ok(Outcome::Gone);
             }
+            Err(TaskError::Storage(e)) if e.kind == ErrorKind::Archived => {
+                return archived(job, e);
+            }
             other => return other,
         }
+    }
+}
+
+/// An archived source object: skipped and counted, or (with `archived = "fail"`) a failure
+/// that goes straight to dead letters with the reason.
+fn archived(job: &Job<'_>, e: StorageError) -> Result<Outcome, TaskError> {
+    match job.rule.archived {
+        Archived::Skip => Ok(Outcome::Archived),
+        Archived::Fail => Err(StorageError {
+            kind: ErrorKind::Permanent,
+            message: format!(
+                "{}: the object is archived and not restored (restore it, or set archived = \"skip\")",
+                e.message
+            ),
+            ..e
+        }
+        .into()),
+    }
+}
+
+/// The error an archived object gives, for one found by HEAD before any read.
+fn archived_error(job: &Job<'_>, key: &str) -> StorageError {
+    StorageError {
+        kind: ErrorKind::Archived,
+        operation: "HeadObject",
+        target: format!(
+            "s3://{}/{key} on endpoint {}",
+            job.rule.source.bucket, job.rule.source.endpoint
+        ),
+        status: Some(403),
+        code: Some("InvalidObjectState".into()),
+        message: "InvalidObjectState: the object is in an archive storage class".into(),
     }
 }
 
@@ -99,7 +167,16 @@ async fn source_layout(
 ) -> Result<Option<Layout>, StorageError> {
     let source = job.shared.stores.get(&job.rule.source.endpoint);
     let (bucket, key, etag) = (&job.rule.source.bucket, &version.key, &version.etag);
-    let first = match source.head_part(bucket, key, Some(etag), 1).await {
+    // Without If-Match (moto refuses it with partNumber): the ETag is compared here.
+    let changed = |found: &str| StorageError {
+        kind: ErrorKind::PreconditionFailed,
+        operation: "HeadObject",
+        target: format!("s3://{bucket}/{key}"),
+        status: None,
+        code: None,
+        message: format!("the source's ETag is {found}, not the planned {etag}"),
+    };
+    let first = match source.head_part(bucket, key, 1).await {
         Ok(head) => head,
         // Changed or gone: the caller re-plans. Throttled or failing: retry the task later
         // rather than settle for a layout that changes the ETag.
@@ -109,6 +186,9 @@ async fn source_layout(
             return Ok(None);
         }
     };
+    if first.etag != *etag {
+        return Err(changed(&first.etag));
+    }
     let Some(count) = first.parts_count else {
         return Ok(None);
     };
@@ -117,9 +197,10 @@ async fn source_layout(
         return Ok(None);
     };
     if count > 2 {
-        let last = source
-            .head_part(bucket, key, Some(etag), count as u32)
-            .await?;
+        let last = source.head_part(bucket, key, count as u32).await?;
+        if last.etag != *etag {
+            return Err(changed(&last.etag));
+        }
         if last.length != layout.last_len() {
             debug!(key = %key, "source parts are not of equal size");
             return Ok(None);
@@ -134,14 +215,18 @@ async fn split(
     job: &Job<'_>,
     version: &ObjectVersion,
     layout: &Layout,
+    expected: &Expected,
 ) -> Result<Outcome, TaskError> {
     let (shared, rule, claimed) = (job.shared, job.rule, job.claimed);
     let source = shared.stores.get(&rule.source.endpoint);
     let destination = shared.stores.get(&rule.destination.endpoint);
     let (bucket, key) = (&rule.destination.bucket, &version.key);
-    let head = source
+    let head: ObjectHead = source
         .head(&rule.source.bucket, key, Some(&version.etag))
         .await?;
+    if head.archived {
+        return Err(archived_error(job, key).into());
+    }
 
     let recorded = shared.queue.upload(&rule.name, &claimed.id).await?;
     let upload_id = match recorded {
@@ -159,7 +244,15 @@ async fn split(
             if let Some(class) = rule.destination.storage_class {
                 attrs.storage_class = Some(class.as_str().to_string());
             }
-            let upload_id = destination.create_multipart(bucket, key, &attrs).await?;
+            // UploadPartCopy copies no tags, and a multipart HEAD says only how many there are.
+            let tagging = if head.tag_count > 0 {
+                source.get_tagging(&rule.source.bucket, key).await?
+            } else {
+                None
+            };
+            let upload_id = destination
+                .create_multipart(bucket, key, &attrs, tagging.as_deref())
+                .await?;
             let record = UploadRecord {
                 key: key.clone(),
                 upload_id: upload_id.clone(),
@@ -191,6 +284,7 @@ async fn split(
                 parts,
                 first: range.first,
                 last: range.last,
+                destination: expected.clone(),
             }))
         })
         .collect();
@@ -299,6 +393,10 @@ async fn reusable_part(job: &Job<'_>, part: &PartTask) -> Result<Option<String>,
 /// source ETag streamed into UploadPart, with the part's MD5 computed on the way and compared
 /// with the ETag the destination returns.
 async fn upload_part(job: &Job<'_>, part: &PartTask) -> Result<String, StorageError> {
+    upload_part_written(job, part).await.map(|w| w.etag)
+}
+
+async fn upload_part_written(job: &Job<'_>, part: &PartTask) -> Result<Written, StorageError> {
     let rule = job.rule;
     let source = job.shared.stores.get(&rule.source.endpoint);
     let destination = job.shared.stores.get(&rule.destination.endpoint);
@@ -319,7 +417,11 @@ async fn upload_part(job: &Job<'_>, part: &PartTask) -> Result<String, StorageEr
                 &part.upload_id,
                 part.number,
             )
-            .await;
+            .await
+            .map(|etag| Written {
+                etag,
+                etag_may_be_md5: true,
+            });
     }
     // An empty object has one empty part; a range cannot express it.
     let range = (!part.is_empty()).then_some(range);
@@ -331,7 +433,7 @@ async fn upload_part(job: &Job<'_>, part: &PartTask) -> Result<String, StorageEr
     let body = Box::pin(get.body.inspect_ok(move |chunk| {
         feed.lock().expect("md5 hasher lock").update(chunk);
     }));
-    let etag = destination
+    let written = destination
         .upload_part(
             &rule.destination.bucket,
             key,
@@ -342,8 +444,8 @@ async fn upload_part(job: &Job<'_>, part: &PartTask) -> Result<String, StorageEr
         )
         .await?;
     let md5 = hex::encode(hasher.lock().expect("md5 hasher lock").clone().finalize());
-    verify_etag("UploadPart", rule, key, &md5, &etag)?;
-    Ok(etag)
+    verify_etag(job, "UploadPart", key, &md5, &written).await?;
+    Ok(written)
 }
 
 /// What a failed part read or upload means for the object: a changed or vanished source, or
@@ -379,10 +481,16 @@ async fn handle_part_error(
 /// Aborts the part's upload and replaces the part task by an object task for the source's
 /// current version (or by nothing, counted as gone, when the source was deleted).
 async fn replan(job: &Job<'_>, part: &PartTask) -> Result<Outcome, TaskError> {
-    let current = current_version(&job.shared.stores, job.rule, &part.source.key).await?;
+    let current = current_version(job, &part.source.key).await?;
     abort(job, &part.source.key, &part.upload_id).await?;
     let (outcome, tasks) = match current {
-        Some(source) => ("replanned", vec![Task::CopyObject { source }]),
+        Some(source) => (
+            "replanned",
+            vec![Task::CopyObject {
+                source,
+                destination: part.destination.clone(),
+            }],
+        ),
         None => ("gone", Vec::new()),
     };
     if !job
@@ -421,31 +529,64 @@ async fn complete(
             size: 0,
         })
         .collect();
-    let etag = match destination
-        .complete_multipart(bucket, key, &part.upload_id, &uploaded)
-        .await
-    {
-        Ok(etag) => etag,
-        // Completed by an earlier attempt whose ack was lost, or completed with a reply the
-        // SDK cannot read (moto's), if the object there is exactly what these parts make;
-        // if the upload is gone otherwise, the object starts over.
-        Err(e) if e.kind == ErrorKind::NotFound || e.status.is_some_and(|s| s < 300) => {
-            match destination.head(bucket, key, None).await {
-                Ok(head) if expected.as_deref() == Some(head.etag.as_str()) => head.etag,
-                _ if e.kind == ErrorKind::NotFound => return replan(job, part).await,
-                _ => return Err(e.into()),
+    let mut wanted = part.destination.clone();
+    let mut replans = 0;
+    let written = loop {
+        let condition = write_condition(job, &wanted).await?;
+        job.wrote();
+        match destination
+            .complete_multipart(bucket, key, &part.upload_id, &uploaded, &condition)
+            .await
+            .map_err(destination_error)
+        {
+            Ok(written) => break written,
+            // The destination moved on: decide the key again, and complete under the new
+            // condition, with the parts already uploaded, or leave it.
+            Err(TaskError::DestinationChanged(e)) if replans < MAX_REPLANS => {
+                replans += 1;
+                debug!(key = %key, error = %e, "destination changed while the parts were copied");
+                match replan_destination(job, &part.source).await? {
+                    Replanned::Copy(now) => wanted = now,
+                    Replanned::AlreadyThere(written) => break written,
+                    Replanned::Skip(reason) => {
+                        abort(job, key, &part.upload_id).await?;
+                        return Ok(Outcome::Skipped {
+                            reason,
+                            upload: Some(part.upload.clone()),
+                        });
+                    }
+                }
             }
+            // Completed by an earlier attempt whose ack was lost, or completed with a reply
+            // the SDK cannot read (moto's), if the object there is exactly what these parts
+            // make; if the upload is gone otherwise, the object starts over.
+            Err(TaskError::Storage(e))
+                if e.kind == ErrorKind::NotFound || e.status.is_some_and(|s| s < 300) =>
+            {
+                match destination.head(bucket, key, None).await {
+                    Ok(head) if expected.as_deref() == Some(head.etag.as_str()) => {
+                        break Written {
+                            etag: head.etag,
+                            etag_may_be_md5: head.etag_is_md5,
+                        };
+                    }
+                    _ if e.kind == ErrorKind::NotFound => return replan(job, part).await,
+                    _ => return Err(e.into()),
+                }
+            }
+            // The parts there are not the ones recorded: a part's upload, interrupted after
+            // its lease ran out while another worker had already uploaded it again, replaced
+            // the good part on servers (Garage) that keep the latest attempt. Start over.
+            Err(TaskError::Storage(e)) if e.code.as_deref() == Some("InvalidPart") => {
+                warn!(key = %key, error = %e, "uploaded parts do not match the recorded ones; re-planning");
+                return replan(job, part).await;
+            }
+            Err(e) => return Err(e),
         }
-        // The parts there are not the ones recorded: a part's upload, interrupted after its
-        // lease ran out while another worker had already uploaded it again, replaced the
-        // good part on servers (Garage) that keep the latest attempt. Start the object over.
-        Err(e) if e.code.as_deref() == Some("InvalidPart") => {
-            warn!(key = %key, error = %e, "uploaded parts do not match the recorded ones; re-planning");
-            return replan(job, part).await;
-        }
-        Err(e) => return Err(e.into()),
     };
+    let etag = written.etag;
     if let Some(expected) = &expected
+        && written.etag_may_be_md5
         && etag_parts(&etag).is_some()
         && !etag.eq_ignore_ascii_case(expected)
     {

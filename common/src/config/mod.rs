@@ -79,10 +79,71 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// The URL with any password replaced, safe for logs and errors.
+    /// The URL with its user and password replaced, safe for logs and errors.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
+
+    /// The URL as the Redis client parses it: user and password percent-encoded, so that a
+    /// password holding `/`, `@`, `:` or `#` as written in the config reaches Redis whole.
+    /// Contains the secret: never log it.
+    pub fn connection_url(&self) -> String {
+        let Some((scheme, userinfo, rest)) = split_userinfo(&self.url) else {
+            return self.url.clone();
+        };
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (userinfo, None),
+        };
+        let enc = |s: &str| percent_encode(&percent_decode(s));
+        match password {
+            Some(p) => format!("{scheme}{}:{}@{rest}", enc(user), enc(p)),
+            None => format!("{scheme}{}@{rest}", enc(user)),
+        }
+    }
+}
+
+/// `scheme://`, the userinfo and the rest, when the URL has a userinfo. The userinfo ends at
+/// the last `@`, since a password may hold any character, `/` and `@` included.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let scheme_end = url.find("://")? + 3;
+    let rest = &url[scheme_end..];
+    let at = rest.rfind('@')?;
+    Some((&url[..scheme_end], &rest[..at], &rest[at + 1..]))
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+fn percent_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl fmt::Debug for RedisConfig {
@@ -94,25 +155,11 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// Replaces the password in `scheme://user:password@host` with `***`.
+/// Replaces the whole userinfo of `scheme://user:password@host` with `***`, whatever
+/// characters the password holds.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{}{}@{}", &url[..scheme_end + 3], masked, &rest[at + 1..])
-        }
+    match split_userinfo(url) {
+        Some((scheme, _, rest)) => format!("{scheme}***@{rest}"),
         None => url.to_string(),
     }
 }
@@ -204,6 +251,18 @@ pub struct Rule {
     pub part_size: ByteSize,
     /// Attempts per task before it goes to dead letters.
     pub max_attempts: u32,
+    /// What to do with source objects that are archived and not restored.
+    pub archived: Archived,
+}
+
+/// What to do with a source object in an archive class that is not restored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Archived {
+    /// Skip it and count it as `archived` (the iteration can still succeed).
+    #[default]
+    Skip,
+    /// Dead-letter it, with the reason.
+    Fail,
 }
 
 impl Rule {
@@ -367,16 +426,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redact_url_hides_passwords_only() {
+    fn redact_url_hides_the_whole_userinfo() {
         assert_eq!(
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
         assert_eq!(
             redact_url("rediss://app:hunter2@redis.example:6380/0"),
-            "rediss://app:***@redis.example:6380/0"
+            "rediss://***@redis.example:6380/0"
         );
-        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://tokenonly@h:1"), "redis://***@h:1");
+        // A password holding '/', '@' and ':' as written, not encoded.
+        let url = "redis://app:p/a@s:s#w@redis.example:6380/2";
+        let shown = redact_url(url);
+        assert_eq!(shown, "redis://***@redis.example:6380/2");
+        assert!(!shown.contains("p/a"));
+    }
+
+    #[test]
+    fn passwords_with_url_characters_reach_the_client_encoded() {
+        let config = RedisConfig {
+            url: "redis://app:p/a@s:s%w@redis.example:6380/2".into(),
+            namespace: "ferry".into(),
+        };
+        assert_eq!(
+            config.connection_url(),
+            "redis://app:p%2Fa%40s%3As%25w@redis.example:6380/2"
+        );
+        // Already encoded passwords are not encoded twice.
+        let config = RedisConfig {
+            url: "redis://:p%2Fw@h:1".into(),
+            namespace: "ferry".into(),
+        };
+        assert_eq!(config.connection_url(), "redis://:p%2Fw@h:1");
+        assert!(!format!("{config:?}").contains("p%2Fw"));
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    Config, ConfigError, Credentials, DEFAULT_MAX_ATTEMPTS, Destination, Endpoint, Overwrite,
-    Problem, RedisConfig, Rule, Secret, Source, Stop, StorageClass,
+    Archived, Config, ConfigError, Credentials, DEFAULT_MAX_ATTEMPTS, Destination, Endpoint,
+    Overwrite, Problem, RedisConfig, Rule, Secret, Source, Stop, StorageClass,
 };
 use crate::units::{ByteSize, parse_duration};
 
@@ -286,6 +286,20 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         }
     };
 
+    let archived = t
+        .string("archived", problems)
+        .map_or(Archived::Skip, |a| match a.as_str() {
+            "skip" => Archived::Skip,
+            "fail" => Archived::Fail,
+            _ => {
+                problems.push(Problem::new(
+                    t.path("archived"),
+                    format!("{a:?} is not one of skip, fail"),
+                ));
+                Archived::Skip
+            }
+        });
+
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
     Some(Rule {
@@ -308,6 +322,7 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         multipart_threshold,
         part_size,
         max_attempts,
+        archived,
     })
 }
 

@@ -293,7 +293,7 @@ impl Queue {
                     .collect()
             };
             for ((id, died_ms), (payload, error, attempts)) in ids.iter().zip(rows) {
-                let task: Option<Task> = payload.and_then(|p| codec::decode(&p).ok());
+                let task: Option<Task> = payload.and_then(|p| codec::decode_task(&p).ok());
                 out.push(DeadLetter {
                     id: id.clone(),
                     key: task.as_ref().map(|t| t.key().to_string()),
@@ -345,8 +345,9 @@ impl Queue {
             for letter in chunk {
                 // a dead part's upload is gone: what must be redone is its whole object
                 let replacement = match &letter.task {
-                    Some(Task::CopyPart(part)) => codec::encode(&Task::CopyObject {
+                    Some(Task::CopyPart(part)) => codec::encode_task(&Task::CopyObject {
                         source: part.source.clone(),
+                        destination: part.destination.clone(),
                     }),
                     _ => Vec::new(),
                 };

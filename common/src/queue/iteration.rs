@@ -13,7 +13,7 @@ pub const HISTORY: usize = 100;
 pub struct IterationRecord {
     /// Iteration number, from 1.
     pub number: u64,
-    /// Start, ms since the Unix epoch.
+    /// Start, ms since the Unix epoch (Redis clock).
     pub started_ms: u64,
     /// End, ms since the Unix epoch; 0 while running.
     pub ended_ms: u64,
@@ -35,6 +35,8 @@ pub struct IterationRecord {
     pub copied_bytes: u64,
     /// Source objects gone before they could be copied.
     pub gone: u64,
+    /// Source objects skipped as archived and not restored (`archived = "skip"`).
+    pub archived: u64,
     /// Tasks in dead letters.
     pub dead: u64,
     /// Destination objects deleted (`delete = true`).
@@ -59,6 +61,7 @@ impl IterationRecord {
             copied: n("copied"),
             copied_bytes: n("copied_bytes"),
             gone: n("gone"),
+            archived: n("archived"),
             dead: n("dead"),
             deleted: n("deleted"),
             checkpoint: match n("ckpt_prefix") {
@@ -95,20 +98,15 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Queue {
-    /// Starts the next iteration of `rule` and returns its number.
+    /// Starts the next iteration of `rule` and returns its number. Its start is on the
+    /// Redis clock, like leases and write intents.
     pub async fn begin_iteration(&self, rule: &str) -> Result<u64, QueueError> {
         let rk = self.keys.rule(rule);
-        let n: u64 = self.query(redis::cmd("INCR").arg(rk.current())).await?;
-        self.query::<()>(
-            redis::cmd("HSET")
-                .arg(rk.iteration(n))
-                .arg("started_ms")
-                .arg(now_ms())
-                .arg("state")
-                .arg("running"),
-        )
-        .await?;
-        Ok(n)
+        let current: Option<u64> = self.query(redis::cmd("GET").arg(rk.current())).await?;
+        let n = current.unwrap_or(0) + 1;
+        let mut inv = self.scripts.begin.prepare_invoke();
+        inv.key(rk.current()).key(rk.iteration(n)).arg(n);
+        self.invoke(inv).await
     }
 
     /// The latest iteration of `rule`, if any.

@@ -24,6 +24,7 @@
 //! | `NS:{R}:l:BUCKET` | hash | ledger: 8-byte key hash -> entry (see [`crate::ledger`]) |
 //! | `NS:{R}:leader` | string | id of the coordinator leading the rule (expiring lease) |
 //! | `NS:{R}:state` | string | `running`, `waiting`, `stopped` or `failed` |
+//! | `NS:{R}:intents` | hash | 12-byte ledger slot -> `token@ms,...`: claims that may write that key and have not acked |
 //! | `NS:{R}:uploads` | hash | record id -> multipart upload ferry started and has not finished |
 //! | `NS:{R}:up:RID` | hash | part number -> ETag of each part uploaded so far |
 //! | `NS:{R}:tp:SECOND` | hash | tasks (`n`) and bytes (`b`) finished in that second; expires |
@@ -151,6 +152,10 @@ impl RuleKeys {
         self.key("state")
     }
 
+    /// Write intents: claims that may write a destination key and have not acked.
+    pub fn intents(&self) -> String {
+        self.key("intents")
+    }
     /// Open multipart uploads.
     pub fn uploads(&self) -> String {
         self.key("uploads")
@@ -166,7 +171,7 @@ impl RuleKeys {
     }
 
     /// `KEYS` for the task scripts, in their documented order.
-    pub(crate) fn script_keys(&self) -> [String; 9] {
+    pub(crate) fn script_keys(&self) -> [String; 10] {
         [
             self.tasks(),
             self.attempts(),
@@ -177,6 +182,7 @@ impl RuleKeys {
             self.dead(),
             self.shards(),
             self.fence(),
+            self.intents(),
         ]
     }
 }

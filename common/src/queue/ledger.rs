@@ -1,9 +1,58 @@
-//! Reading the ledger; writes happen in `ack.lua`, under the lease.
+//! Reading the ledger and the write intents; writes happen in `ack.lua`, under the lease.
+//!
+//! A write intent is the trace a claim leaves for the key its task may write: it lasts
+//! until that claim acks (or reports that it wrote nothing), so a write that lands after
+//! its lease ran out is still accounted for (see ARCHITECTURE.md, "Late writes").
+
+use std::time::Duration;
 
 use redis::ScriptInvocation;
 
 use super::{Queue, QueueError};
+use crate::codec::slot_bytes;
 use crate::ledger::{LedgerEntry, slot};
+
+/// How long after its claim a write may still land. A write intent older than this, on a key
+/// that an iteration found just as the ledger says, is forgotten. A write held in flight
+/// for longer (by a network path that delays requests for over an hour) is not protected.
+pub const STRAY_HORIZON: Duration = Duration::from_secs(3600);
+
+/// One claim of a task that may write a key and has not acked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// The claim's lease token.
+    pub token: u64,
+    /// When it was claimed (ms, Redis clock).
+    pub claimed_ms: u64,
+}
+
+/// What Redis knows of one destination key: the ledger entry and the writes in flight.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerView {
+    /// What ferry last wrote and acked.
+    pub entry: Option<LedgerEntry>,
+    /// Claims that may write the key and have not acked.
+    pub intents: Vec<Intent>,
+}
+
+impl LedgerView {
+    /// Whether a write other than the claim `token`'s may have landed unrecorded.
+    pub fn stray_besides(&self, token: Option<u64>) -> bool {
+        self.intents.iter().any(|i| Some(i.token) != token)
+    }
+}
+
+fn parse_intents(raw: &str) -> Vec<Intent> {
+    raw.split(',')
+        .filter_map(|item| {
+            let (token, ms) = item.split_once('@')?;
+            Some(Intent {
+                token: token.parse().ok()?,
+                claimed_ms: ms.parse().ok()?,
+            })
+        })
+        .collect()
+}
 
 /// What an ack does to the ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,29 +87,87 @@ impl LedgerOp {
 }
 
 impl Queue {
-    /// The ledger entries of `keys` of `rule`, in one round trip.
+    /// The ledger entries and write intents of `keys` of `rule`, in one round trip.
     pub async fn ledger_get(
         &self,
         rule: &str,
         keys: &[&str],
-    ) -> Result<Vec<Option<LedgerEntry>>, QueueError> {
+    ) -> Result<Vec<LedgerView>, QueueError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let rk = self.keys.rule(rule);
         let mut pipe = redis::pipe();
+        let mut intents = redis::cmd("HMGET");
+        intents.arg(rk.intents());
         for key in keys {
             let (bucket, field) = slot(key);
             pipe.hget(rk.ledger(bucket), &field[..]);
+            intents.arg(slot_bytes(key));
         }
-        let raw: Vec<Option<Vec<u8>>> = pipe
+        pipe.add_command(intents);
+        let mut raw: Vec<redis::Value> = pipe
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.err(e))?;
-        Ok(raw
-            .into_iter()
-            .map(|v| v.and_then(|b| LedgerEntry::decode(&b)))
-            .collect())
+        let pending: Vec<Option<String>> = match raw.pop() {
+            Some(v) => redis::from_redis_value(v).map_err(|e| self.err(e.into()))?,
+            None => Vec::new(),
+        };
+        raw.into_iter()
+            .zip(pending.into_iter().chain(std::iter::repeat(None)))
+            .map(|(entry, intents)| {
+                let entry: Option<Vec<u8>> =
+                    redis::from_redis_value(entry).map_err(|e| self.err(e.into()))?;
+                Ok(LedgerView {
+                    entry: entry.and_then(|b| LedgerEntry::decode(&b)),
+                    intents: intents.as_deref().map(parse_intents).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets the write intents of `rule` made before `cutoff_ms` (Redis clock), reading the
+    /// intents hash in pages. Returns how many keys had intents that old.
+    pub async fn prune_intents(&self, rule: &str, cutoff_ms: u64) -> Result<u64, QueueError> {
+        let rk = self.keys.rule(rule);
+        let mut cursor = 0u64;
+        let mut pruned = 0;
+        loop {
+            let (next, page): (u64, Vec<(Vec<u8>, String)>) = self
+                .query(
+                    redis::cmd("HSCAN")
+                        .arg(rk.intents())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            let old: Vec<Vec<u8>> = page
+                .into_iter()
+                .filter(|(_, v)| parse_intents(v).iter().any(|i| i.claimed_ms < cutoff_ms))
+                .map(|(slot, _)| slot)
+                .collect();
+            if !old.is_empty() {
+                let mut inv = self.scripts.prune.prepare_invoke();
+                inv.key(rk.intents()).arg(cutoff_ms);
+                for slot in &old {
+                    inv.arg(&slot[..]);
+                }
+                let n: u64 = self.invoke(inv).await?;
+                pruned += n;
+            }
+            if next == 0 {
+                return Ok(pruned);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The time on Redis's clock, in ms (the clock leases and intents are measured by).
+    pub async fn redis_time_ms(&self) -> Result<u64, QueueError> {
+        let (secs, micros): (u64, u64) = self.query(&mut redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
     }
 
     /// Writes ledger entries directly (for tools and measurements; workers write through

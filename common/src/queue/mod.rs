@@ -36,7 +36,7 @@ pub use fleet::{
 };
 pub use iteration::{HISTORY, IterationRecord};
 pub use keys::{Keys, RuleKeys};
-pub use ledger::LedgerOp;
+pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
 pub use multipart::{Abandon, PartRecorded};
 
 /// Default lease length.
@@ -109,6 +109,8 @@ struct Scripts {
     part: Script,
     heartbeat: Script,
     dead: Script,
+    prune: Script,
+    begin: Script,
 }
 
 impl Scripts {
@@ -128,6 +130,8 @@ impl Scripts {
             part: with_lib(include_str!("lua/part.lua")),
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             dead: with_lib(include_str!("lua/dead.lua")),
+            prune: with_lib(include_str!("lua/prune.lua")),
+            begin: with_lib(include_str!("lua/begin.lua")),
         }
     }
 }
@@ -155,7 +159,7 @@ impl Queue {
             url: url.clone(),
             source,
         };
-        let client = redis::Client::open(config.url.as_str()).map_err(wrap)?;
+        let client = redis::Client::open(config.connection_url().as_str()).map_err(wrap)?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(30)));
@@ -243,7 +247,8 @@ impl Queue {
         inv.key(rk.tasks())
             .key(rk.shards())
             .key(rk.seq())
-            .key(rk.iteration(iteration));
+            .key(rk.iteration(iteration))
+            .key(rk.intents());
         inv.arg(&rk.prefix)
             .arg(iteration)
             .arg(batch.listed)
@@ -252,10 +257,14 @@ impl Queue {
             Some((prefix, key)) => inv.arg(prefix + 1).arg(key),
             None => inv.arg(0).arg(""),
         };
+        inv.arg(batch.prune_before_ms).arg(batch.prune.len());
+        for slot in &batch.prune {
+            inv.arg(&slot[..]);
+        }
         for (shard, tasks) in &batch.tasks {
             inv.arg(*shard).arg(tasks.len());
             for task in tasks {
-                inv.arg(codec::encode(task));
+                inv.arg(codec::encode_task(task));
             }
         }
         let n: usize = self.invoke(inv).await?;
@@ -303,7 +312,7 @@ impl Queue {
                 id: text(&c[0]),
                 token: text(&c[1]).parse().unwrap_or(0),
                 attempts: text(&c[2]).parse().unwrap_or(0),
-                task: codec::decode(&c[3]),
+                task: codec::decode_task(&c[3]),
             })
             .collect())
     }
@@ -377,7 +386,8 @@ impl Queue {
     /// Records a failed attempt: retried after `delay`, or dead when `permanent` or out of
     /// attempts. `error` must not contain secrets (storage errors never do).
     /// When the task is buried, `abandon` says which upload record to forget and what the
-    /// dead letter keeps instead of the task (a part's object, say).
+    /// dead letter keeps instead of the task (a part's object, say). `wrote` says whether the
+    /// attempt may have written to the destination: if not, its write intent is forgotten.
     #[allow(clippy::too_many_arguments)]
     pub async fn fail(
         &self,
@@ -388,6 +398,7 @@ impl Queue {
         max_attempts: u32,
         permanent: bool,
         abandon: &Abandon,
+        wrote: bool,
     ) -> Result<FailOutcome, QueueError> {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.fail, &rk);
@@ -403,9 +414,10 @@ impl Queue {
                 abandon
                     .replacement
                     .as_ref()
-                    .map(codec::encode)
+                    .map(codec::encode_task)
                     .unwrap_or_default(),
-            );
+            )
+            .arg(if wrote { "1" } else { "0" });
         let outcome: String = self.invoke(inv).await?;
         Ok(match outcome.as_str() {
             "retry" => FailOutcome::Retry,
@@ -414,11 +426,20 @@ impl Queue {
         })
     }
 
-    /// Gives a task back to the front of its queue without counting an attempt.
-    pub async fn release(&self, worker: &str, claimed: &Claimed) -> Result<bool, QueueError> {
+    /// Gives a task back to the front of its queue without counting an attempt. `wrote` says
+    /// whether the attempt may have written to the destination (then its intent stays).
+    pub async fn release(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        wrote: bool,
+    ) -> Result<bool, QueueError> {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.release, &rk);
-        inv.arg(worker).arg(&claimed.id).arg(claimed.token);
+        inv.arg(worker)
+            .arg(&claimed.id)
+            .arg(claimed.token)
+            .arg(if wrote { "1" } else { "0" });
         let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)
     }
@@ -541,6 +562,11 @@ pub struct PlanBatch {
     pub skipped: u64,
     /// Everything up to and including this (prefix index, key) has been planned.
     pub checkpoint: Option<(usize, String)>,
+    /// Ledger slots whose write intents made before `prune_before_ms` are forgotten: the
+    /// planner found their keys just as the ledger says, past the stray-write horizon.
+    pub prune: Vec<Vec<u8>>,
+    /// See `prune`.
+    pub prune_before_ms: u64,
 }
 
 /// How many tasks of a rule are in each state.

@@ -107,7 +107,7 @@ impl Queue {
             .arg(drop_upload.unwrap_or(""))
             .arg(if parts { ":p" } else { "" });
         for task in tasks {
-            inv.arg(codec::encode(task));
+            inv.arg(codec::encode_task(task));
         }
         let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)

@@ -11,8 +11,12 @@ pub enum ErrorKind {
     Throttled,
     /// The object does not exist (any more).
     NotFound,
-    /// A condition (If-Match) failed: the object changed since it was planned.
+    /// A condition (If-Match, If-None-Match) failed: the object changed since it was planned.
+    /// Never a reason to give up: the caller re-plans against what is there now.
     PreconditionFailed,
+    /// The object is archived (GLACIER, DEEP_ARCHIVE, an archive tier) and not restored, so
+    /// its bytes cannot be read (`InvalidObjectState`).
+    Archived,
     /// Retrying will not help (access denied, bad request, no such bucket, ...).
     Permanent,
 }
@@ -70,6 +74,9 @@ pub fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         // A missing bucket is a configuration problem, not a vanished object.
         Some("NoSuchBucket") => return ErrorKind::Permanent,
         Some("PreconditionFailed") => return ErrorKind::PreconditionFailed,
+        Some("InvalidObjectState") => return ErrorKind::Archived,
+        // A feature the server lacks (Garage: tagging) is a fact, not a fault.
+        Some("NotImplemented") => return ErrorKind::Permanent,
         Some(
             "InternalError"
             | "ServiceUnavailable"
@@ -117,6 +124,14 @@ mod tests {
             ErrorKind::NotFound
         );
         assert_eq!(classify(Some(412), None), ErrorKind::PreconditionFailed);
+        assert_eq!(
+            classify(Some(403), Some("InvalidObjectState")),
+            ErrorKind::Archived
+        );
+        assert_eq!(
+            classify(Some(501), Some("NotImplemented")),
+            ErrorKind::Permanent
+        );
         assert_eq!(
             classify(Some(403), Some("AccessDenied")),
             ErrorKind::Permanent

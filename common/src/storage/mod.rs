@@ -1,6 +1,8 @@
 //! Object storage: the [`ObjectStore`] trait the coordinator and workers use, its S3
-//! implementation ([`S3Store`]), and [`StorageError`] with the one error classifier.
+//! implementation ([`S3Store`]), [`StorageError`] with the one error classifier, and the
+//! per-destination [`Capabilities`] probe.
 
+mod capabilities;
 mod error;
 mod s3;
 mod stores;
@@ -13,8 +15,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+pub use capabilities::{Capabilities, probe};
 pub use error::{ErrorKind, StorageError, classify};
-pub use s3::S3Store;
+pub use s3::{S3Store, Timeouts};
 pub use stores::Stores;
 
 /// A streamed object body. `Sync` because the SDK's request bodies must be.
@@ -74,9 +77,78 @@ pub struct ObjectHead {
     pub last_modified_ms: i64,
     /// Preserved headers and metadata.
     pub attrs: ObjectAttrs,
-    /// Whether the ETag is the MD5 of the whole object: a single-request upload, not
-    /// encrypted with SSE-KMS or SSE-C (whose ETags are not MD5s).
+    /// Whether the ETag is the MD5 of the whole object: a single-request upload, and the
+    /// response shows no SSE-KMS or SSE-C (whose ETags are not MD5s).
     pub etag_is_md5: bool,
+    /// Tags on the object (`x-amz-tagging-count`); 0 when the server does not say.
+    pub tag_count: u32,
+    /// In an archive class (GLACIER, DEEP_ARCHIVE, an archive tier) and not restored: its
+    /// bytes cannot be read.
+    pub archived: bool,
+    /// The object's full-object checksum, when the server keeps one and returned it.
+    pub checksum: Option<Checksum>,
+}
+
+/// A full-object checksum as S3 stores it (`x-amz-checksum-*`, base64).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checksum {
+    /// Which algorithm.
+    pub algorithm: ChecksumKind,
+    /// The value, base64 as S3 sends it.
+    pub value: String,
+}
+
+/// The checksum algorithms S3 keeps per object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumKind {
+    /// CRC32 (`x-amz-checksum-crc32`).
+    Crc32,
+    /// CRC32C (`x-amz-checksum-crc32c`).
+    Crc32c,
+    /// CRC64NVME (`x-amz-checksum-crc64nvme`).
+    Crc64Nvme,
+    /// SHA-1 (`x-amz-checksum-sha1`).
+    Sha1,
+    /// SHA-256 (`x-amz-checksum-sha256`).
+    Sha256,
+}
+
+/// What a write asks of the object already at the destination key (conditional writes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Write whatever is there.
+    #[default]
+    None,
+    /// Only if no object has the key (`If-None-Match: *`).
+    IfAbsent,
+    /// Only if the object there has this ETag (`If-Match`).
+    IfMatch(String),
+}
+
+/// What a single-request write sends besides the body.
+#[derive(Clone, Copy, Debug)]
+pub struct PutOptions<'a> {
+    /// Headers, metadata and storage class.
+    pub attrs: &'a ObjectAttrs,
+    /// The MD5 the bytes must have (hex): the server refuses other bytes (Content-MD5).
+    pub content_md5: Option<&'a str>,
+    /// The source's full-object checksum: the server refuses bytes that do not have it.
+    /// Without it (and without `content_md5`), a streamed CRC32C trailer covers the upload.
+    pub checksum: Option<&'a Checksum>,
+    /// The condition on the destination key.
+    pub condition: &'a WriteCondition,
+    /// Tags, URL-encoded (`k1=v1&k2=v2`), for `x-amz-tagging`.
+    pub tagging: Option<&'a str>,
+}
+
+/// What a write returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The new object's (or part's) ETag, without quotes.
+    pub etag: String,
+    /// Whether that ETag can be an MD5 of the bytes: false when the response shows SSE-KMS
+    /// or SSE-C, whose ETags are not.
+    pub etag_may_be_md5: bool,
 }
 
 /// A GET in progress: the object's headers and its body as a stream.
@@ -110,8 +182,11 @@ pub struct UploadedPart {
 }
 
 /// What HEAD with `partNumber` tells about one part of a multipart object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartHead {
+    /// The whole object's ETag, without quotes (compare it with the planned one: some
+    /// servers refuse `partNumber` together with If-Match).
+    pub etag: String,
     /// Parts in the object (`x-amz-mp-parts-count`); `None` when the server did not say, or
     /// the object is not multipart.
     pub parts_count: Option<u64>,
@@ -153,13 +228,12 @@ pub trait ObjectStore: Send + Sync {
         if_match: Option<&str>,
     ) -> Result<ObjectHead, StorageError>;
 
-    /// Headers of part `number` of a multipart object (HEAD with `partNumber`), pinned to an
-    /// ETag with `if_match`.
+    /// Headers of part `number` of a multipart object (HEAD with `partNumber`). It carries no
+    /// If-Match, which moto refuses with `partNumber`: the caller compares [`PartHead::etag`].
     async fn head_part(
         &self,
         bucket: &str,
         key: &str,
-        if_match: Option<&str>,
         number: u32,
     ) -> Result<PartHead, StorageError>;
 
@@ -172,23 +246,24 @@ pub trait ObjectStore: Send + Sync {
         if_match: Option<&str>,
     ) -> Result<GetObject, StorageError>;
 
-    /// Writes an object from a stream of exactly `length` bytes; returns the new ETag.
+    /// Writes an object from a stream of exactly `length` bytes (see [`PutOptions`]).
     ///
-    /// With `content_md5` (hex, the MD5 the bytes must have: a source's MD5 ETag), the server
-    /// checks the bytes against it (Content-MD5), which covers the whole way from the source.
-    /// Without, a streamed CRC32C trailer covers the upload.
+    /// With `content_md5` (a source's MD5 ETag) or `checksum` (the source's own), the server
+    /// checks the bytes against what the source holds, which covers the whole way from the
+    /// source. Without either, a streamed CRC32C trailer covers the upload.
     async fn put(
         &self,
         bucket: &str,
         key: &str,
         body: BodyStream,
         length: u64,
-        attrs: &ObjectAttrs,
-        content_md5: Option<&str>,
-    ) -> Result<String, StorageError>;
+        options: PutOptions<'_>,
+    ) -> Result<Written, StorageError>;
 
-    /// Server-side copy within this endpoint (objects up to 5 GiB), keeping headers and
-    /// metadata; `storage_class` overrides the source's. Returns the new ETag.
+    /// Server-side copy within this endpoint (objects up to 5 GiB), keeping headers, metadata
+    /// and tags; `storage_class` overrides the source's; `condition` applies to the
+    /// destination key where the server honours it.
+    #[allow(clippy::too_many_arguments)]
     async fn copy(
         &self,
         source_bucket: &str,
@@ -197,21 +272,27 @@ pub trait ObjectStore: Send + Sync {
         bucket: &str,
         key: &str,
         storage_class: Option<&str>,
-    ) -> Result<String, StorageError>;
+        condition: &WriteCondition,
+    ) -> Result<Written, StorageError>;
+
+    /// The object's tags, URL-encoded (`k1=v1&k2=v2`); `None` when it has none or the server
+    /// does not implement tagging.
+    async fn get_tagging(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError>;
 
     /// Deletes an object (absent objects are not an error).
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError>;
 
-    /// Starts a multipart upload; returns its upload id.
+    /// Starts a multipart upload with these headers and tags; returns its upload id.
     async fn create_multipart(
         &self,
         bucket: &str,
         key: &str,
         attrs: &ObjectAttrs,
+        tagging: Option<&str>,
     ) -> Result<String, StorageError>;
 
     /// Uploads one part from a stream of exactly `length` bytes, with a CRC32C checksum the
-    /// server verifies; returns the part's ETag.
+    /// server verifies.
     #[allow(clippy::too_many_arguments)]
     async fn upload_part(
         &self,
@@ -221,7 +302,7 @@ pub trait ObjectStore: Send + Sync {
         number: u32,
         body: BodyStream,
         length: u64,
-    ) -> Result<String, StorageError>;
+    ) -> Result<Written, StorageError>;
 
     /// Uploads one part by server-side copy of `range` of a source object on this endpoint,
     /// pinned to the source ETag with `if_match`; returns the part's ETag.
@@ -238,14 +319,15 @@ pub trait ObjectStore: Send + Sync {
         number: u32,
     ) -> Result<String, StorageError>;
 
-    /// Completes a multipart upload from its parts in order; returns the object's ETag.
+    /// Completes a multipart upload from its parts in order, under `condition` on the key.
     async fn complete_multipart(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
         parts: &[UploadedPart],
-    ) -> Result<String, StorageError>;
+        condition: &WriteCondition,
+    ) -> Result<Written, StorageError>;
 
     /// Aborts a multipart upload.
     async fn abort_multipart(

@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -14,33 +16,66 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass,
+    ArchiveStatus, ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload,
+    CompletedPart, EncodingType, MetadataDirective, ServerSideEncryption, StorageClass,
+    TaggingDirective,
 };
+use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
 use super::{
-    BodyStream, ByteRange, ErrorKind, GetObject, ListPage, ObjectAttrs, ObjectHead, ObjectMeta,
-    ObjectStore, OpenUpload, PartHead, StorageError, UploadedPart, classify, etag_is_md5,
+    BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ListPage, ObjectAttrs,
+    ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartHead, PutOptions, StorageError,
+    UploadedPart, WriteCondition, Written, classify, etag_is_md5,
 };
 use crate::config::{Credentials, Endpoint};
 use crate::telemetry;
+
+/// How long S3 requests may take, in the ways that matter on a slow or lossy link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Setting up a connection.
+    pub connect: Duration,
+    /// A request without a body, and an upload whose body is all sent: until the answer's
+    /// first byte.
+    pub first_byte: Duration,
+    /// An upload: the longest time without a byte of progress. A slow upload that keeps
+    /// moving is never cut off, however long it takes in all.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
 
 /// An S3-compatible endpoint reached through aws-sdk-s3.
 #[derive(Clone, Debug)]
 pub struct S3Store {
     name: String,
     client: Client,
+    timeouts: Timeouts,
 }
 
 impl S3Store {
     /// Builds a client for `endpoint`: its URL, region, addressing and credentials.
     ///
+    /// The SDK's own retries are off: ferry's retry layer (per task, in Redis, with its
+    /// attempt count and backoff) is the only one, so a throttled prefix is not hit again
+    /// behind ferry's back and `max_attempts` means what it says.
+    ///
     /// Request checksums are only sent where S3 requires them, because several S3-compatible
     /// servers reject the aws-chunked encoding the SDK would otherwise use for streamed bodies;
-    /// ferry checks integrity itself (ETag comparison, Content-MD5 on parts).
-    pub async fn connect(endpoint: &Endpoint) -> S3Store {
+    /// ferry checks integrity itself (Content-MD5, the source's checksum, CRC32C trailers,
+    /// ETag comparison).
+    pub async fn connect(endpoint: &Endpoint, timeouts: Timeouts) -> S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(endpoint.region.clone()));
         match &endpoint.credentials {
@@ -62,14 +97,16 @@ impl S3Store {
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(endpoint.path_style)
+            .retry_config(RetryConfig::disabled())
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            // Workers stream GET bodies into PUTs; a slow source must not abort the upload.
+            // Workers stream GET bodies into PUTs; the upload's own idle timeout covers a
+            // source that stops sending.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .connect_timeout(timeouts.connect)
+                    .read_timeout(timeouts.first_byte)
                     .build(),
             );
         if let Some(url) = &endpoint.url {
@@ -78,7 +115,22 @@ impl S3Store {
         S3Store {
             name: endpoint.name.clone(),
             client: Client::from_conf(builder.build()),
+            timeouts,
         }
+    }
+
+    /// Per-request settings for an upload: the SDK's first-byte timeout would cap the whole
+    /// upload (the answer comes only after the last byte), so uploads run without it, under
+    /// [`watch_upload`]'s idle timeout instead.
+    fn upload_config(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.timeouts.connect)
+                .disable_read_timeout()
+                .disable_operation_timeout()
+                .disable_operation_attempt_timeout()
+                .build(),
+        )
     }
 
     fn target(&self, bucket: &str, key: &str) -> String {
@@ -109,20 +161,23 @@ impl S3Store {
                     }
                     _ => status_text(status),
                 };
-                (
-                    Some(status),
-                    classify(Some(status), code.as_deref()),
-                    message,
-                )
+                // A 2xx whose body does not parse (a truncated or garbled listing page) is a
+                // transport fault: the next try usually reads it whole.
+                let kind = if status < 300 {
+                    ErrorKind::Retryable
+                } else {
+                    classify(Some(status), code.as_deref())
+                };
+                (Some(status), kind, message)
             }
             SdkError::ConstructionFailure(_) => (
                 None,
-                ErrorKind::Permanent,
+                credentials_fault(&err).unwrap_or(ErrorKind::Permanent),
                 format!("{}", DisplayErrorContext(&err)),
             ),
             _ => (
                 None,
-                classify(None, None),
+                credentials_fault(&err).unwrap_or_else(|| classify(None, None)),
                 format!("{}", DisplayErrorContext(&err)),
             ),
         };
@@ -142,6 +197,24 @@ impl S3Store {
     fn count(operation: &'static str) {
         metrics::counter!(telemetry::S3_REQUESTS, "operation" => operation).increment(1);
     }
+}
+
+/// How to treat a failure that comes from the credentials provider: a provider that timed out
+/// or failed (IMDS, STS, a credential process) may well answer next time; a provider that is
+/// misconfigured will not.
+fn credentials_fault(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(match c {
+                CredentialsError::InvalidConfiguration(_) => ErrorKind::Permanent,
+                _ => ErrorKind::Retryable,
+            });
+        }
+        cause = e.source();
+    }
+    None
 }
 
 fn status_text(status: u16) -> String {
@@ -182,17 +255,92 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
     out
 }
 
+/// How far an upload has got, shared between its body and its watchdog.
+struct Progress {
+    started: Instant,
+    /// Milliseconds since `started` of the last byte handed to the connection.
+    last_ms: AtomicU64,
+    /// Set once the whole body has been handed over.
+    sent: AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            sent: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// Runs an upload under an idle timeout instead of a cap on its total time: it fails only
+/// when no byte moved for `idle`, or when the body is all sent and no answer came within
+/// `first_byte`.
+async fn watch_upload<T>(
+    upload: impl std::future::Future<Output = Result<T, StorageError>>,
+    progress: &Progress,
+    timeouts: Timeouts,
+    operation: &'static str,
+    target: impl FnOnce() -> String,
+) -> Result<T, StorageError> {
+    let watchdog = async {
+        let tick = (timeouts.idle.min(timeouts.first_byte) / 4).max(Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(tick).await;
+            let quiet = progress.quiet_for();
+            if progress.sent.load(Ordering::Relaxed) {
+                if quiet >= timeouts.first_byte {
+                    return format!(
+                        "no answer within {:?} after the whole body was sent",
+                        timeouts.first_byte
+                    );
+                }
+            } else if quiet >= timeouts.idle {
+                return format!("the upload made no progress for {:?}", timeouts.idle);
+            }
+        }
+    };
+    tokio::select! {
+        result = upload => result,
+        message = watchdog => {
+            metrics::counter!(telemetry::S3_ERRORS, "operation" => operation, "status" => "timeout")
+                .increment(1);
+            Err(StorageError {
+                kind: ErrorKind::Retryable,
+                operation,
+                target: target(),
+                status: None,
+                code: None,
+                message,
+            })
+        }
+    }
+}
+
 /// A request body of a known length, so the SDK can stream it with a trailing checksum
 /// (aws-chunked encoding needs the decoded length up front).
 ///
 /// Small chunks (a GET body arrives in pieces of a few KiB) are gathered into frames of up to
 /// [`FRAME`] bytes: fewer, larger writes cost the receiving server far less CPU, and memory
-/// stays bounded by one frame per upload.
+/// stays bounded by one frame per upload. Every frame handed over counts as progress for the
+/// upload's idle timeout.
 struct SizedBody {
     inner: BodyStream,
     remaining: u64,
     pending: BytesMut,
     done: bool,
+    progress: Arc<Progress>,
 }
 
 /// Most bytes gathered into one request body frame.
@@ -212,6 +360,7 @@ impl http_body::Body for SizedBody {
                 // A chunk that fills a frame on its own goes as it is, without a copy.
                 Poll::Ready(Some(Ok(chunk))) if this.pending.is_empty() && chunk.len() >= FRAME => {
                     this.remaining = this.remaining.saturating_sub(chunk.len() as u64);
+                    this.progress.touch();
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Poll::Ready(Some(Ok(chunk))) => this.pending.extend_from_slice(&chunk),
@@ -221,11 +370,16 @@ impl http_body::Body for SizedBody {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        this.progress.touch();
         if this.pending.is_empty() {
+            this.progress.sent.store(true, Ordering::Relaxed);
             return Poll::Ready(None);
         }
         let frame = this.pending.split().freeze();
         this.remaining = this.remaining.saturating_sub(frame.len() as u64);
+        if this.done {
+            this.progress.sent.store(true, Ordering::Relaxed);
+        }
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
@@ -238,12 +392,16 @@ impl http_body::Body for SizedBody {
     }
 }
 
-fn to_sdk_body(body: BodyStream, length: u64) -> ByteStream {
+fn to_sdk_body(body: BodyStream, length: u64, progress: Arc<Progress>) -> ByteStream {
+    if length == 0 {
+        progress.sent.store(true, Ordering::Relaxed);
+    }
     ByteStream::from_body_1_x(SizedBody {
         inner: body,
         remaining: length,
         pending: BytesMut::new(),
         done: false,
+        progress,
     })
 }
 
@@ -267,6 +425,48 @@ fn from_sdk_body(body: ByteStream, operation: &'static str, target: String) -> B
     }))
 }
 
+/// Decodes a key from a listing made with `encoding-type=url` (`%XX` escapes, `+` for a
+/// space, as S3 and botocore do it).
+fn url_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes tags as `x-amz-tagging` carries them (`k1=v1&k2=v2`, percent-encoded).
+fn encode_tags<'a>(tags: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let enc = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    tags.map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn metadata_map(m: Option<&HashMap<String, String>>) -> std::collections::BTreeMap<String, String> {
     m.map(|m| {
         m.iter()
@@ -280,6 +480,51 @@ fn parse_expires(value: &Option<String>) -> Option<DateTime> {
     value
         .as_deref()
         .and_then(|s| DateTime::from_str(s, DateTimeFormat::HttpDate).ok())
+}
+
+/// Whether a response's encryption headers say its ETag is not an MD5 of the bytes.
+fn encrypted(sse: Option<&ServerSideEncryption>, sse_customer: Option<&str>) -> bool {
+    sse_customer.is_some() || sse.is_some_and(|s| s.as_str().starts_with("aws:kms"))
+}
+
+/// Whether an object's bytes are in an archive, unreadable until restored.
+fn archived(
+    class: Option<&StorageClass>,
+    status: Option<&ArchiveStatus>,
+    restore: Option<&str>,
+) -> bool {
+    let restored = restore.is_some_and(|r| r.contains("ongoing-request=\"false\""));
+    let in_archive = matches!(
+        class,
+        Some(StorageClass::Glacier | StorageClass::DeepArchive)
+    ) || matches!(
+        status,
+        Some(ArchiveStatus::ArchiveAccess | ArchiveStatus::DeepArchiveAccess)
+    );
+    in_archive && !restored
+}
+
+/// The full-object checksum a HEAD or GET returned (composite checksums of multipart objects
+/// describe parts, not the object, and are left out).
+fn full_checksum(
+    kind: Option<&ChecksumType>,
+    values: [(ChecksumKind, Option<&str>); 5],
+) -> Option<Checksum> {
+    if matches!(kind, Some(ChecksumType::Composite)) {
+        return None;
+    }
+    values.into_iter().find_map(|(algorithm, value)| {
+        value.filter(|v| !v.contains('-')).map(|v| Checksum {
+            algorithm,
+            value: v.to_string(),
+        })
+    })
+}
+
+/// Removes the SDK's default `Content-Type: application/octet-stream`, so an object without
+/// a Content-Type is copied without one.
+fn strip_default_content_type(req: &mut aws_sdk_s3::config::http::HttpRequest) {
+    req.headers_mut().remove("content-type");
 }
 
 /// Applies the preserved headers to any request builder with the standard setters.
@@ -309,20 +554,40 @@ macro_rules! apply_attrs {
     }};
 }
 
+/// Sets a write condition on any request builder with `if_none_match` and `if_match`.
+macro_rules! apply_condition {
+    ($req:expr, $condition:expr) => {{
+        match $condition {
+            WriteCondition::None => $req,
+            WriteCondition::IfAbsent => $req.if_none_match("*"),
+            WriteCondition::IfMatch(etag) => $req.if_match(quoted(etag)),
+        }
+    }};
+}
+
 /// Reads the preserved headers out of a HEAD or GET output (they share accessor names).
 macro_rules! read_head {
-    ($out:expr) => {{
+    ($out:expr, $archive_status:expr) => {{
         let out = &$out;
         let etag = strip_quotes(out.e_tag().unwrap_or_default());
         ObjectHead {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag_is_md5: etag_is_md5(&etag)
-                && out.sse_customer_algorithm().is_none()
-                && !out
-                    .server_side_encryption()
-                    .is_some_and(|s| s.as_str().starts_with("aws:kms")),
+                && !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
             etag,
             last_modified_ms: millis(out.last_modified()),
+            tag_count: out.tag_count().map_or(0, |n| n.max(0) as u32),
+            archived: archived(out.storage_class(), $archive_status, out.restore()),
+            checksum: full_checksum(
+                out.checksum_type(),
+                [
+                    (ChecksumKind::Crc64Nvme, out.checksum_crc64_nvme()),
+                    (ChecksumKind::Crc32c, out.checksum_crc32_c()),
+                    (ChecksumKind::Crc32, out.checksum_crc32()),
+                    (ChecksumKind::Sha256, out.checksum_sha256()),
+                    (ChecksumKind::Sha1, out.checksum_sha1()),
+                ],
+            ),
             attrs: ObjectAttrs {
                 content_type: out.content_type().map(str::to_string),
                 content_encoding: out.content_encoding().map(str::to_string),
@@ -352,23 +617,31 @@ impl ObjectStore for S3Store {
     ) -> Result<ListPage, StorageError> {
         Self::count("ListObjectsV2");
         let start_after = start_after.filter(|_| token.is_none()).map(str::to_string);
+        // URL-encoded keys: XML 1.0 cannot carry some characters S3 allows in keys.
         let out = self
             .client
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
             .max_keys(1000)
+            .encoding_type(EncodingType::Url)
             .set_start_after(start_after)
             .set_continuation_token(token)
             .send()
             .await
             .map_err(|e| self.error("ListObjectsV2", self.target(bucket, prefix), e))?;
+        let encoded = out.encoding_type() == Some(&EncodingType::Url);
         let objects = out
             .contents()
             .iter()
             .filter_map(|o| {
+                let key = o.key()?;
                 Some(ObjectMeta {
-                    key: o.key()?.to_string(),
+                    key: if encoded {
+                        url_decode(key)
+                    } else {
+                        key.to_string()
+                    },
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: strip_quotes(o.e_tag().unwrap_or_default()),
                     last_modified_ms: millis(o.last_modified()),
@@ -402,14 +675,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("HeadObject", self.target(bucket, key), e))?;
-        Ok(read_head!(out))
+        Ok(read_head!(out, out.archive_status()))
     }
 
     async fn head_part(
         &self,
         bucket: &str,
         key: &str,
-        if_match: Option<&str>,
         number: u32,
     ) -> Result<PartHead, StorageError> {
         Self::count("HeadObject");
@@ -419,11 +691,11 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .part_number(number as i32)
-            .set_if_match(if_match.map(quoted))
             .send()
             .await
             .map_err(|e| self.error("HeadObject", self.target(bucket, key), e))?;
         Ok(PartHead {
+            etag: strip_quotes(out.e_tag().unwrap_or_default()),
             parts_count: out.parts_count().and_then(|n| u64::try_from(n).ok()),
             length: out.content_length().unwrap_or(0).max(0) as u64,
         })
@@ -437,6 +709,8 @@ impl ObjectStore for S3Store {
         if_match: Option<&str>,
     ) -> Result<GetObject, StorageError> {
         Self::count("GetObject");
+        // Checksum mode returns the source's own checksum, which the destination then
+        // verifies, and lets the SDK check the bytes read against it.
         let out = self
             .client
             .get_object()
@@ -444,11 +718,12 @@ impl ObjectStore for S3Store {
             .key(key)
             .set_range(range.map(|r| format!("bytes={}-{}", r.first, r.last)))
             .set_if_match(if_match.map(quoted))
+            .set_checksum_mode(range.is_none().then_some(ChecksumMode::Enabled))
             .send()
             .await
             .map_err(|e| self.error("GetObject", self.target(bucket, key), e))?;
         let content_length = out.content_length().unwrap_or(0).max(0) as u64;
-        let mut head = read_head!(out);
+        let mut head = read_head!(out, None);
         // For a ranged GET, Content-Length is the range's; the object size is in Content-Range.
         if let Some(total) = out
             .content_range()
@@ -471,29 +746,60 @@ impl ObjectStore for S3Store {
         key: &str,
         body: BodyStream,
         length: u64,
-        attrs: &ObjectAttrs,
-        content_md5: Option<&str>,
-    ) -> Result<String, StorageError> {
+        options: PutOptions<'_>,
+    ) -> Result<Written, StorageError> {
         Self::count("PutObject");
+        let progress = Progress::new();
         let req = self
             .client
             .put_object()
             .bucket(bucket)
             .key(key)
             .content_length(length as i64)
-            .body(to_sdk_body(body, length));
-        let req = match content_md5.and_then(|h| hex::decode(h).ok()) {
+            .body(to_sdk_body(body, length, progress.clone()))
+            .set_tagging(options.tagging.map(str::to_string));
+        let req = match options.content_md5.and_then(|h| hex::decode(h).ok()) {
             Some(md5) => req.content_md5(aws_smithy_types::base64::encode(md5)),
-            None => req.checksum_algorithm(ChecksumAlgorithm::Crc32C),
+            None => req,
         };
-        let out = apply_attrs!(req, attrs)
+        let req = match options.checksum {
+            Some(c) => {
+                let v = c.value.clone();
+                match c.algorithm {
+                    ChecksumKind::Crc32 => req.checksum_crc32(v),
+                    ChecksumKind::Crc32c => req.checksum_crc32_c(v),
+                    ChecksumKind::Crc64Nvme => req.checksum_crc64_nvme(v),
+                    ChecksumKind::Sha1 => req.checksum_sha1(v),
+                    ChecksumKind::Sha256 => req.checksum_sha256(v),
+                }
+            }
+            None if options.content_md5.is_none() => {
+                req.checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            }
+            None => req,
+        };
+        let req = apply_condition!(req, options.condition);
+        let mut op = apply_attrs!(req, options.attrs)
             .customize()
             // The body is a stream: signing its SHA-256 would need it whole in memory.
             .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| self.error("PutObject", self.target(bucket, key), e))?;
-        Ok(strip_quotes(out.e_tag().unwrap_or_default()))
+            .config_override(self.upload_config());
+        if options.attrs.content_type.is_none() {
+            op = op.mutate_request(strip_default_content_type);
+        }
+        let sent = async {
+            op.send()
+                .await
+                .map_err(|e| self.error("PutObject", self.target(bucket, key), e))
+        };
+        let out = watch_upload(sent, &progress, self.timeouts, "PutObject", || {
+            self.target(bucket, key)
+        })
+        .await?;
+        Ok(Written {
+            etag: strip_quotes(out.e_tag().unwrap_or_default()),
+            etag_may_be_md5: !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
     }
 
     async fn copy(
@@ -504,9 +810,10 @@ impl ObjectStore for S3Store {
         bucket: &str,
         key: &str,
         storage_class: Option<&str>,
-    ) -> Result<String, StorageError> {
+        condition: &WriteCondition,
+    ) -> Result<Written, StorageError> {
         Self::count("CopyObject");
-        let out = self
+        let req = self
             .client
             .copy_object()
             .copy_source(encode_copy_source(source_bucket, source_key))
@@ -514,15 +821,43 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .metadata_directive(MetadataDirective::Copy)
-            .set_storage_class(storage_class.map(StorageClass::from))
+            .tagging_directive(TaggingDirective::Copy)
+            .set_storage_class(storage_class.map(StorageClass::from));
+        let out = apply_condition!(req, condition)
             .send()
             .await
             .map_err(|e| self.error("CopyObject", self.target(bucket, key), e))?;
-        Ok(strip_quotes(
-            out.copy_object_result()
-                .and_then(|r| r.e_tag())
-                .unwrap_or_default(),
-        ))
+        Ok(Written {
+            etag: strip_quotes(
+                out.copy_object_result()
+                    .and_then(|r| r.e_tag())
+                    .unwrap_or_default(),
+            ),
+            etag_may_be_md5: !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
+    }
+
+    async fn get_tagging(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
+        Self::count("GetObjectTagging");
+        let out = match self
+            .client
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("GetObjectTagging", self.target(bucket, key), e))
+        {
+            Ok(out) => out,
+            // A store without tagging (Garage) cannot have tags to copy.
+            Err(e) if e.code.as_deref() == Some("NotImplemented") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let tags = out.tag_set();
+        if tags.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(encode_tags(tags.iter().map(|t| (t.key(), t.value())))))
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
@@ -542,14 +877,20 @@ impl ObjectStore for S3Store {
         bucket: &str,
         key: &str,
         attrs: &ObjectAttrs,
+        tagging: Option<&str>,
     ) -> Result<String, StorageError> {
         Self::count("CreateMultipartUpload");
         let req = self
             .client
             .create_multipart_upload()
             .bucket(bucket)
-            .key(key);
-        let out = apply_attrs!(req, attrs)
+            .key(key)
+            .set_tagging(tagging.map(str::to_string));
+        let mut op = apply_attrs!(req, attrs).customize();
+        if attrs.content_type.is_none() {
+            op = op.mutate_request(strip_default_content_type);
+        }
+        let out = op
             .send()
             .await
             .map_err(|e| self.error("CreateMultipartUpload", self.target(bucket, key), e))?;
@@ -573,9 +914,10 @@ impl ObjectStore for S3Store {
         number: u32,
         body: BodyStream,
         length: u64,
-    ) -> Result<String, StorageError> {
+    ) -> Result<Written, StorageError> {
         Self::count("UploadPart");
-        let out = self
+        let progress = Progress::new();
+        let op = self
             .client
             .upload_part()
             .bucket(bucket)
@@ -584,13 +926,23 @@ impl ObjectStore for S3Store {
             .part_number(number as i32)
             .content_length(length as i64)
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .body(to_sdk_body(body, length))
+            .body(to_sdk_body(body, length, progress.clone()))
             .customize()
             .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| self.error("UploadPart", self.target(bucket, key), e))?;
-        Ok(strip_quotes(out.e_tag().unwrap_or_default()))
+            .config_override(self.upload_config());
+        let sent = async {
+            op.send()
+                .await
+                .map_err(|e| self.error("UploadPart", self.target(bucket, key), e))
+        };
+        let out = watch_upload(sent, &progress, self.timeouts, "UploadPart", || {
+            self.target(bucket, key)
+        })
+        .await?;
+        Ok(Written {
+            etag: strip_quotes(out.e_tag().unwrap_or_default()),
+            etag_may_be_md5: !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
     }
 
     async fn upload_part_copy(
@@ -631,7 +983,8 @@ impl ObjectStore for S3Store {
         key: &str,
         upload_id: &str,
         parts: &[UploadedPart],
-    ) -> Result<String, StorageError> {
+        condition: &WriteCondition,
+    ) -> Result<Written, StorageError> {
         Self::count("CompleteMultipartUpload");
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
@@ -646,17 +999,21 @@ impl ObjectStore for S3Store {
                     .collect(),
             ))
             .build();
-        let out = self
+        let req = self
             .client
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(completed)
+            .multipart_upload(completed);
+        let out = apply_condition!(req, condition)
             .send()
             .await
             .map_err(|e| self.error("CompleteMultipartUpload", self.target(bucket, key), e))?;
-        Ok(strip_quotes(out.e_tag().unwrap_or_default()))
+        Ok(Written {
+            etag: strip_quotes(out.e_tag().unwrap_or_default()),
+            etag_may_be_md5: !encrypted(out.server_side_encryption(), None),
+        })
     }
 
     async fn abort_multipart(
@@ -724,19 +1081,28 @@ impl ObjectStore for S3Store {
                 .list_multipart_uploads()
                 .bucket(bucket)
                 .prefix(prefix)
+                .encoding_type(EncodingType::Url)
                 .set_key_marker(markers.0.clone())
                 .set_upload_id_marker(markers.1.clone())
                 .send()
                 .await
                 .map_err(|e| self.error("ListMultipartUploads", self.target(bucket, prefix), e))?;
+            let encoded = out.encoding_type() == Some(&EncodingType::Url);
+            let decode = |k: &str| {
+                if encoded {
+                    url_decode(k)
+                } else {
+                    k.to_string()
+                }
+            };
             uploads.extend(out.uploads().iter().map(|u| OpenUpload {
-                key: u.key().unwrap_or_default().to_string(),
+                key: decode(u.key().unwrap_or_default()),
                 upload_id: u.upload_id().unwrap_or_default().to_string(),
             }));
             match (out.is_truncated(), out.next_key_marker()) {
                 (Some(true), Some(key)) => {
                     markers = (
-                        Some(key.to_string()),
+                        Some(decode(key)),
                         out.next_upload_id_marker().map(str::to_string),
                     )
                 }
@@ -750,6 +1116,44 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_are_url_decoded() {
+        assert_eq!(url_decode("a%01b"), "a\u{1}b");
+        assert_eq!(url_decode("plain%20key%2Bx"), "plain key+x");
+        assert_eq!(url_decode("with+space"), "with space");
+        assert_eq!(url_decode("%E6%97%A5%E6%9C%AC"), "日本");
+        assert_eq!(url_decode("odd%zz%"), "odd%zz%");
+        assert_eq!(url_decode("end%41"), "endA");
+    }
+
+    #[test]
+    fn tags_are_encoded_for_the_tagging_header() {
+        let tags = [("k1", "v1"), ("k 2", "v+2&x=y")];
+        assert_eq!(encode_tags(tags.into_iter()), "k1=v1&k%202=v%2B2%26x%3Dy");
+    }
+
+    #[test]
+    fn archived_needs_an_archive_class_and_no_finished_restore() {
+        assert!(archived(Some(&StorageClass::Glacier), None, None));
+        assert!(archived(
+            Some(&StorageClass::DeepArchive),
+            None,
+            Some("ongoing-request=\"true\"")
+        ));
+        assert!(!archived(
+            Some(&StorageClass::Glacier),
+            None,
+            Some("ongoing-request=\"false\", expiry-date=\"Wed, 02 Dec 2026 20:49:08 GMT\"")
+        ));
+        assert!(!archived(Some(&StorageClass::GlacierIr), None, None));
+        assert!(archived(
+            Some(&StorageClass::IntelligentTiering),
+            Some(&ArchiveStatus::DeepArchiveAccess),
+            None
+        ));
+        assert!(!archived(None, None, None));
+    }
 
     #[test]
     fn copy_source_is_percent_encoded_but_keeps_slashes() {

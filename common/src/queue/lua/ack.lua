@@ -7,6 +7,7 @@
 -- Returns 1, or 0 when the lease was lost (then nothing is changed).
 local prefix, id = ARGV[1], ARGV[3]
 if not holds(id, ARGV[2], ARGV[4]) then return 0 end
+intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4])
 finish(prefix, id, ARGV[5], tonumber(ARGV[6]))
 local ledger = prefix .. ':l:' .. (ARGV[8] or '')
 if ARGV[7] == 'put' then

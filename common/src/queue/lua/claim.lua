@@ -1,5 +1,7 @@
 -- Claim up to N ready tasks of one rule under a lease; first return due retries to their
 -- queues and requeue (or bury) tasks whose lease expired. With N = 0 it only does the upkeep.
+-- Each claim records a write intent for its task's key (see lib.lua); an expired lease keeps
+-- its intent, since the write it was making may still land.
 -- ARGV[1] rule key prefix  ARGV[2] worker id  ARGV[3] lease ms  ARGV[4] N
 -- ARGV[5] max attempts  ARGV[6] shard offset (spreads workers over shards)
 -- ARGV[7] most part tasks (ids ending ':p') to take, so one worker does not take every part
@@ -68,6 +70,9 @@ while got < want and progress do
         local token = string.format('%d', redis.call('INCR', KEYS[9]))
         redis.call('ZADD', KEYS[4], lease_until, id)
         redis.call('HSET', KEYS[5], id, ARGV[2] .. '|' .. token)
+        -- until this claim acks, its write may land at any time, even after its lease
+        local slot = slot_of(payload)
+        if slot then intent_add(slot, token, now) end
         local attempts = redis.call('HGET', KEYS[2], id) or '0'
         out[#out + 1] = id
         out[#out + 1] = token

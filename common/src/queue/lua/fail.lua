@@ -3,9 +3,11 @@
 -- ARGV[5] error text  ARGV[6] retry delay ms  ARGV[7] max attempts  ARGV[8] '1' = permanent
 -- If it is buried: ARGV[9] multipart upload record to forget ('' = none; the worker aborted
 -- the upload), ARGV[10] payload the dead letter keeps instead ('' = the task's own).
+-- ARGV[11] '1' when the attempt may have written to the destination (its intent stays).
 -- Returns 'retry', 'dead', or 'lost' when the lease was lost (then nothing is changed).
 local prefix, id = ARGV[1], ARGV[3]
 if not holds(id, ARGV[2], ARGV[4]) then return 'lost' end
+if ARGV[11] ~= '1' then intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4]) end
 local now = now_ms()
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)

@@ -1,6 +1,6 @@
 -- Shared by the task scripts (prepended to each when it is loaded).
 -- KEYS of every task script: [1] tasks  [2] attempts  [3] errors  [4] leases  [5] owners
--- [6] delayed  [7] dead  [8] shards  [9] fence.
+-- [6] delayed  [7] dead  [8] shards  [9] fence  [10] intents.
 
 -- Redis server time in milliseconds.
 local function now_ms()
@@ -41,3 +41,48 @@ local function drop_upload(prefix, rid)
   end
 end
 
+
+-- The 12-byte ledger slot of a version 2 task payload (nil for older payloads).
+local function slot_of(payload)
+  if payload and string.byte(payload, 1) == 2 and #payload >= 13 then
+    return string.sub(payload, 2, 13)
+  end
+  return nil
+end
+
+-- Write intents: intents[slot] = 'token@ms,token@ms,...', one entry per claim of a task that
+-- may write the slot's destination key and has not acked that write yet.
+-- The task scripts keep them in KEYS[10]; plan.lua passes its own key.
+local function intent_add(slot, token, now)
+  local item = token .. '@' .. string.format('%d', now)
+  local v = redis.call('HGET', KEYS[10], slot)
+  if v then item = v .. ',' .. item end
+  redis.call('HSET', KEYS[10], slot, item)
+end
+
+-- Keeps the entries of `slot` in hash `key` for which keep(token, ms) holds.
+local function intent_filter(key, slot, keep)
+  local v = redis.call('HGET', key, slot)
+  if not v then return end
+  local kept = {}
+  for item in string.gmatch(v, '[^,]+') do
+    local token, ms = string.match(item, '^(%d+)@(%d+)$')
+    if token and keep(token, tonumber(ms)) then kept[#kept + 1] = item end
+  end
+  if #kept == 0 then
+    redis.call('HDEL', key, slot)
+  else
+    redis.call('HSET', key, slot, table.concat(kept, ','))
+  end
+end
+
+-- Forgets the intent of one claim (its write was acked, or never started).
+local function intent_drop(slot, token)
+  if slot then intent_filter(KEYS[10], slot, function(t, _) return t ~= token end) end
+end
+
+-- Forgets the intents of `slot` in hash `key` made before `cutoff` (ms): writes that old can
+-- no longer land (see ARCHITECTURE.md, "Late writes").
+local function intent_prune(key, slot, cutoff)
+  intent_filter(key, slot, function(_, ms) return ms >= cutoff end)
+end

@@ -7,13 +7,19 @@
 -- in, the caller still holds the task and completes the upload, then acks.
 local prefix, id, rid = ARGV[1], ARGV[3], ARGV[5]
 if not holds(id, ARGV[2], ARGV[4]) then return {'lost'} end
+-- A part is not an object write (a stray part upload makes the completion fail, and the
+-- object starts over), so a finished part forgets its intent; the last part keeps it until
+-- the completion is acked.
+local slot = slot_of(redis.call('HGET', KEYS[1], id))
 if redis.call('HEXISTS', prefix .. ':uploads', rid) == 0 then
+  intent_drop(slot, ARGV[4])
   finish(prefix, id, 'cancelled', 0)
   return {'cancelled'}
 end
 local parts = prefix .. ':up:' .. rid
 redis.call('HSET', parts, ARGV[6], ARGV[7])
 if redis.call('HLEN', parts) < tonumber(ARGV[8]) then
+  intent_drop(slot, ARGV[4])
   finish(prefix, id, 'part', tonumber(ARGV[9]))
   return {'more'}
 end

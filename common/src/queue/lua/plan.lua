@@ -2,15 +2,21 @@
 -- iteration's listing checkpoint, all at once: a coordinator that dies between two batches
 -- resumes after the checkpoint and never enqueues or counts anything twice.
 -- KEYS[1] tasks hash  KEYS[2] shards set  KEYS[3] seq counter  KEYS[4] iteration record
+-- KEYS[5] write intents
 -- ARGV[1] rule key prefix  ARGV[2] iteration  ARGV[3] listed  ARGV[4] skipped
 -- ARGV[5] checkpoint prefix index + 1 ('0' = leave unchanged)  ARGV[6] checkpoint key
--- ARGV[7..] groups: shard, count, then count payloads
+-- ARGV[7] prune cutoff (ms)  ARGV[8] number P of slots whose intents made before the cutoff
+-- are forgotten (the planner saw their keys consistent with the ledger)  ARGV[9..8+P] slots
+-- then groups: shard, count, then count payloads
 -- Returns the number of tasks enqueued.
 local prefix, iter = ARGV[1], ARGV[2]
 if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
 local now = string.format('%d', now_ms())
+local cutoff, prunes = tonumber(ARGV[7]), tonumber(ARGV[8])
+if not cutoff or not prunes then return redis.error_reply('ERR bad prune list') end
+for j = 9, 8 + prunes do intent_prune(KEYS[5], ARGV[j], cutoff) end
 local total = 0
-local i = 7
+local i = 9 + prunes
 while i <= #ARGV do
   local shard, n = ARGV[i], tonumber(ARGV[i + 1])
   if not string.match(shard, '^%d+$') or not n then return redis.error_reply('ERR bad group') end

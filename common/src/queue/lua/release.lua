@@ -1,8 +1,10 @@
 -- Give a task back without counting an attempt (e.g. on shutdown), to be claimed next.
 -- ARGV[1] rule key prefix  ARGV[2] worker id  ARGV[3] task id  ARGV[4] lease token
+-- ARGV[5] '1' when the attempt may have written to the destination (its intent stays)
 -- Returns 1, or 0 when the lease was already lost.
 local id = ARGV[3]
 if not holds(id, ARGV[2], ARGV[4]) then return 0 end
+if ARGV[5] ~= '1' then intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4]) end
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)
 local shard = string.match(id, '^%d+:(%d+):')

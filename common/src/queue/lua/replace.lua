@@ -7,6 +7,8 @@
 -- Returns 1, or 0 when the lease was lost (then nothing is changed).
 local prefix, id = ARGV[1], ARGV[3]
 if not holds(id, ARGV[2], ARGV[4]) then return 0 end
+-- a split or a re-plan wrote no object
+intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4])
 finish(prefix, id, ARGV[5], 0)
 drop_upload(prefix, ARGV[6])
 local iter, shard = string.match(id, '^(%d+):(%d+):')

@@ -1,11 +1,36 @@
 //! The decision table: what to do with one key, given both listings, the ledger and the rule.
-//! Pure: no I/O, so every row is unit-tested.
+//! Pure: no I/O, so every row is unit-tested. The coordinator applies it to every listed key;
+//! a worker whose conditional write was refused applies it again to what is there now.
 
-use ferry_common::config::Overwrite;
-use ferry_common::ledger::LedgerEntry;
-use ferry_common::storage::ObjectMeta;
+use crate::config::Overwrite;
+use crate::ledger::LedgerEntry;
+use crate::storage::ObjectMeta;
 
-use crate::diff::Joined;
+/// A key seen on one or both sides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// Present at the source and the destination.
+    Both {
+        /// The source object.
+        source: ObjectMeta,
+        /// The destination object.
+        destination: ObjectMeta,
+    },
+    /// Present at the source only.
+    SourceOnly(ObjectMeta),
+    /// Present at the destination only.
+    DestinationOnly(ObjectMeta),
+}
+
+impl Joined {
+    /// The key.
+    pub fn key(&self) -> &str {
+        match self {
+            Joined::Both { source, .. } | Joined::SourceOnly(source) => &source.key,
+            Joined::DestinationOnly(destination) => &destination.key,
+        }
+    }
+}
 
 /// The parts of a rule (and its history) that decide copies.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +73,30 @@ pub enum Reason {
     SourceGone,
     /// Source gone, but deletion is off or the object is not managed.
     Keep,
+    /// The destination is not what the ledger says, and a write of ferry's to this key is
+    /// unaccounted for: it may have landed late, over a newer copy. Copied again, so the
+    /// destination cannot stay older than the source.
+    StrayWrite,
+}
+
+impl Reason {
+    /// A short name, for the `reason` label of skip metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::Unchanged | Reason::UnchangedSinceLastIteration => "unchanged",
+            Reason::Unmanaged => "unmanaged",
+            Reason::NeverOverwrite => "never-overwrite",
+            Reason::SourceNewer => "source-newer",
+            Reason::NotNewer => "not-newer",
+            Reason::Different => "different",
+            Reason::Same => "same",
+            Reason::Always => "always",
+            Reason::SourceGone => "source-gone",
+            Reason::Keep => "keep",
+            Reason::StrayWrite => "stray-write",
+        }
+    }
 }
 
 /// What to do with one key.
@@ -68,20 +117,27 @@ pub fn is_managed(destination: &ObjectMeta, ledger: Option<&LedgerEntry>) -> boo
     ledger.is_some_and(|l| l.destination_etag == destination.etag && l.size == destination.size)
 }
 
-/// Decides one key. The rows, in order:
+/// Decides one key. `stray` says that a write of ferry's to this key is unaccounted for (see
+/// ARCHITECTURE.md, "Late writes"). The rows, in order:
 ///
 /// | destination | decision |
 /// |---|---|
 /// | missing | copy |
 /// | managed, source as the ledger recorded | skip (with `always`: copy) |
 /// | managed, source changed | apply `overwrite` |
+/// | not what the ledger says, and a stray write of ferry's | copy |
 /// | unmanaged (no entry, or no longer what ferry wrote) | skip, or apply `overwrite` when `overwrite_unmanaged` |
-/// | only at the destination | delete when managed and `delete`; else keep |
-pub fn decide(joined: &Joined, ledger: Option<&LedgerEntry>, policy: &Policy) -> Action {
+/// | only at the destination | delete when managed (or a stray write) and `delete`; else keep |
+pub fn decide(
+    joined: &Joined,
+    ledger: Option<&LedgerEntry>,
+    stray: bool,
+    policy: &Policy,
+) -> Action {
     match joined {
         Joined::SourceOnly(_) => Action::Copy(Reason::Missing),
         Joined::DestinationOnly(destination) => {
-            if policy.delete && is_managed(destination, ledger) {
+            if policy.delete && (stray || is_managed(destination, ledger)) {
                 Action::Delete
             } else {
                 Action::Keep
@@ -107,6 +163,8 @@ pub fn decide(joined: &Joined, ledger: Option<&LedgerEntry>, policy: &Policy) ->
                     }
                 }
                 apply_overwrite(policy.overwrite, source, destination)
+            } else if stray {
+                Action::Copy(Reason::StrayWrite)
             } else if policy.overwrite_unmanaged {
                 apply_overwrite(policy.overwrite, source, destination)
             } else {
@@ -167,6 +225,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_stray_write_of_ferrys_is_repaired_in_every_mode() {
+        let src = obj("v2", 2, T0);
+        let e = entry(&src, "v2");
+        // A late write of an older version landed after the copy of v2 was recorded.
+        let stale = obj("v1", 1, T0 + 30);
+        for mode in ALL {
+            assert_eq!(
+                decide(&both(&src, &stale), Some(&e), true, &policy(mode, false)),
+                Action::Copy(Reason::StrayWrite),
+                "{mode:?}"
+            );
+            // Without the record of the stray write it is someone else's object.
+            assert_eq!(
+                decide(&both(&src, &stale), Some(&e), false, &policy(mode, false)),
+                Action::Skip(Reason::Unmanaged)
+            );
+        }
+        // A stray write that never landed changes nothing: still managed and unchanged.
+        let dst = obj("v2", 2, T0 + 10);
+        assert_eq!(
+            decide(
+                &both(&src, &dst),
+                Some(&e),
+                true,
+                &policy(Overwrite::IfNewer, false)
+            ),
+            Action::Skip(Reason::Unchanged)
+        );
+        // With delete = true, a stray write whose source is gone is ferry's to delete.
+        let mut p = policy(Overwrite::IfNewer, false);
+        p.delete = true;
+        assert_eq!(
+            decide(&Joined::DestinationOnly(stale), None, true, &p),
+            Action::Delete
+        );
+    }
+
     fn both(src: &ObjectMeta, dst: &ObjectMeta) -> Joined {
         Joined::Both {
             source: src.clone(),
@@ -187,6 +283,7 @@ mod tests {
             let a = decide(
                 &Joined::SourceOnly(obj("a", 1, T0)),
                 None,
+                false,
                 &policy(mode, false),
             );
             assert_eq!(a, Action::Copy(Reason::Missing));
@@ -200,7 +297,7 @@ mod tests {
         let e = entry(&src, "d");
         for mode in [Overwrite::Never, Overwrite::IfNewer, Overwrite::IfDifferent] {
             assert_eq!(
-                decide(&both(&src, &dst), Some(&e), &policy(mode, false)),
+                decide(&both(&src, &dst), Some(&e), false, &policy(mode, false)),
                 Action::Skip(Reason::Unchanged)
             );
         }
@@ -208,6 +305,7 @@ mod tests {
             decide(
                 &both(&src, &dst),
                 Some(&e),
+                false,
                 &policy(Overwrite::Always, false)
             ),
             Action::Copy(Reason::Always)
@@ -223,7 +321,7 @@ mod tests {
         let older = obj("b", 2, T0 + 5); // changed, but Last-Modified before the copy (skew)
         let check = |src: &ObjectMeta, mode, expected| {
             assert_eq!(
-                decide(&both(src, &dst), Some(&e), &policy(mode, false)),
+                decide(&both(src, &dst), Some(&e), false, &policy(mode, false)),
                 expected,
                 "{mode:?}"
             );
@@ -255,7 +353,12 @@ mod tests {
         assert!(!is_managed(&overwritten, Some(&e)));
         for mode in ALL {
             assert_eq!(
-                decide(&both(&src, &overwritten), Some(&e), &policy(mode, false)),
+                decide(
+                    &both(&src, &overwritten),
+                    Some(&e),
+                    false,
+                    &policy(mode, false)
+                ),
                 Action::Skip(Reason::Unmanaged)
             );
         }
@@ -269,13 +372,18 @@ mod tests {
         let same = obj("a", 1, T0 + 40);
         for mode in ALL {
             assert_eq!(
-                decide(&both(&src, &foreign_older), None, &policy(mode, false)),
+                decide(
+                    &both(&src, &foreign_older),
+                    None,
+                    false,
+                    &policy(mode, false)
+                ),
                 Action::Skip(Reason::Unmanaged)
             );
         }
         let check = |dst: &ObjectMeta, mode, expected| {
             assert_eq!(
-                decide(&both(&src, dst), None, &policy(mode, true)),
+                decide(&both(&src, dst), None, false, &policy(mode, true)),
                 expected,
                 "{mode:?} {dst:?}"
             );
@@ -312,18 +420,18 @@ mod tests {
         let mut p = policy(Overwrite::IfNewer, false);
         p.last_success_start_ms = Some(T0 + 100);
         assert_eq!(
-            decide(&both(&src, &dst), Some(&e), &p),
+            decide(&both(&src, &dst), Some(&e), false, &p),
             Action::Skip(Reason::UnchangedSinceLastIteration)
         );
         // Modified after the last success started: the full checks run.
         let later = obj("b", 1, T0 + 200);
         assert_eq!(
-            decide(&both(&later, &dst), Some(&e), &p),
+            decide(&both(&later, &dst), Some(&e), false, &p),
             Action::Copy(Reason::SourceNewer)
         );
         // Without a ledger entry the shortcut never applies.
         assert_eq!(
-            decide(&both(&src, &dst), None, &p),
+            decide(&both(&src, &dst), None, false, &p),
             Action::Skip(Reason::Unmanaged)
         );
     }
@@ -336,18 +444,18 @@ mod tests {
         let gone = Joined::DestinationOnly(dst.clone());
         let mut p = policy(Overwrite::IfNewer, false);
         assert_eq!(
-            decide(&gone, Some(&e), &p),
+            decide(&gone, Some(&e), false, &p),
             Action::Keep,
             "delete = false never deletes"
         );
         p.delete = true;
-        assert_eq!(decide(&gone, Some(&e), &p), Action::Delete);
+        assert_eq!(decide(&gone, Some(&e), false, &p), Action::Delete);
         assert_eq!(
-            decide(&gone, None, &p),
+            decide(&gone, None, false, &p),
             Action::Keep,
             "unmanaged objects are never deleted"
         );
         let changed = Joined::DestinationOnly(obj("other", 1, T0 + 50));
-        assert_eq!(decide(&changed, Some(&e), &p), Action::Keep);
+        assert_eq!(decide(&changed, Some(&e), false, &p), Action::Keep);
     }
 }
