@@ -13,8 +13,8 @@ use redis::AsyncCommands;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_leases_expire_and_another_worker_finishes_its_tasks() {
     let redis = Redis::start();
-    let src = S3Server::fastest();
-    let dst = S3Server::fastest();
+    let src = S3Server::garage();
+    let dst = S3Server::garage();
     let dir = TempDir::new("kill-worker");
     let ns = unique("ns");
     let (src_bucket, dst_bucket) = (unique("src"), unique("dst"));

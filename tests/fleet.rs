@@ -286,6 +286,7 @@ async fn dead_letters_are_listed_retried_and_purged() {
                 size: size as u64,
                 etag,
                 last_modified_ms: 0,
+                storage_class: None,
             },
             destination: Expected::Absent,
         };

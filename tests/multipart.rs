@@ -10,22 +10,12 @@ use harness::data::{
     Seed, assert_replica, equal_parts, fetch, head, open_uploads, put_multipart, seed,
 };
 use harness::{
-    Env, Proc, Redis, S3Server, TempDir, free_port, garage_or_skip, history, iteration_record,
-    samples, scrape, spawn_ferry, unique,
+    Env, Proc, Redis, S3Server, TempDir, free_port, history, iteration_record, samples, scrape,
+    spawn_ferry, unique,
 };
 use md5::{Digest, Md5};
 
 const MIB: u64 = 1024 * 1024;
-
-fn env_on(label: &str, src: S3Server, dst: S3Server) -> Env {
-    Env {
-        redis: Redis::start(),
-        src,
-        dst,
-        dir: TempDir::new(label),
-        ns: unique("ns"),
-    }
-}
 
 /// The ETag S3 gives an object uploaded in parts of these bodies.
 fn multipart_etag_of(parts: &[&[u8]]) -> String {
@@ -66,7 +56,7 @@ fn wait_success(p: &mut Proc, timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_around_the_threshold_are_copied_whole_or_in_parts() {
-    let env = env_on("mp-edges", S3Server::moto(), S3Server::moto());
+    let env = Env::start_on("mp-edges", S3Server::moto(), S3Server::moto());
     let (sb, db) = env.bucket_pair().await;
     let t = 5 * MIB;
     let mut seeds: Vec<Seed> = [("below", t - 1), ("at", t), ("above", t + 1), ("small", 10)]
@@ -129,9 +119,9 @@ async fn objects_around_the_threshold_are_copied_whole_or_in_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_source_keeps_its_part_sizes_and_etag() {
-    let Some(src) = garage_or_skip() else { return };
-    let Some(dst) = garage_or_skip() else { return };
-    let env = env_on("mp-layout", src, dst);
+    let src = S3Server::garage();
+    let dst = S3Server::garage();
+    let env = Env::start_on("mp-layout", src, dst);
     let (sb, db) = env.bucket_pair().await;
     // six 6 MiB parts and a 1 MiB tail: neither the default part size nor the threshold's
     let etag = put_multipart(
@@ -159,9 +149,7 @@ async fn a_multipart_source_keeps_its_part_sizes_and_etag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_one_endpoint_no_bytes_flow_through_workers() {
-    let Some(server) = garage_or_skip() else {
-        return;
-    };
+    let server = S3Server::garage();
     let redis = Redis::start();
     let dir = TempDir::new("mp-server-side");
     let ns = unique("ns");
@@ -284,9 +272,9 @@ fn start_cluster_with_lease(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_copy_loses_nothing() {
-    let Some(src) = garage_or_skip() else { return };
-    let Some(dst) = garage_or_skip() else { return };
-    let env = env_on("mp-kill", src, dst);
+    let src = S3Server::garage();
+    let dst = S3Server::garage();
+    let env = Env::start_on("mp-kill", src, dst);
     let (sb, db) = env.bucket_pair().await;
     let etag = put_multipart(
         &env.src.client(),
@@ -333,9 +321,9 @@ async fn a_worker_killed_mid_copy_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
-    let Some(src) = garage_or_skip() else { return };
-    let Some(dst) = garage_or_skip() else { return };
-    let env = env_on("mp-overwrite", src, dst);
+    let src = S3Server::garage();
+    let dst = S3Server::garage();
+    let env = Env::start_on("mp-overwrite", src, dst);
     let (sb, db) = env.bucket_pair().await;
     let client = env.src.client();
     put_multipart(
@@ -390,9 +378,9 @@ async fn a_source_overwritten_mid_copy_ends_as_the_new_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_is_copied_by_one_and_by_two_workers() {
-    let Some(src) = garage_or_skip() else { return };
-    let Some(dst) = garage_or_skip() else { return };
-    let mut env = env_on("mp-gib", src, dst);
+    let src = S3Server::garage();
+    let dst = S3Server::garage();
+    let mut env = Env::start_on("mp-gib", src, dst);
     let sb = unique("s");
     env.src.create_bucket(&sb).await;
     // 1 GiB in 50 MiB parts (the default part size), generated one part at a time

@@ -18,6 +18,7 @@ fn task(key: &str, size: u64) -> Task {
             size,
             etag: "e".into(),
             last_modified_ms: 1,
+            storage_class: None,
         },
         destination: Expected::Absent,
     }

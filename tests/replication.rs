@@ -6,7 +6,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::data::{Seed, assert_replica, foundation_dataset, seed};
-use harness::{Kind, Redis, S3Server, TempDir, garage_or_skip, spawn_ferry, unique};
+use harness::{Kind, Redis, S3Server, TempDir, spawn_ferry, unique};
 
 const BULK: usize = 2_500;
 
@@ -132,7 +132,7 @@ async fn replicates_2500_objects_between_moto_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_2500_objects_between_garage_endpoints() {
-    let Some(src) = garage_or_skip() else { return };
-    let Some(dst) = garage_or_skip() else { return };
+    let src = S3Server::garage();
+    let dst = S3Server::garage();
     replicate_foundation_dataset(src, dst).await;
 }

@@ -46,6 +46,7 @@ fn object(index: u64, destination: bool) -> Option<ObjectMeta> {
             index.wrapping_mul(0x9E37_79B9) ^ u64::from(changed)
         ),
         last_modified_ms: 1_700_000_000_000 + index as i64,
+        storage_class: None,
     })
 }
 

@@ -115,6 +115,7 @@ mod tests {
             size: 42,
             etag: "abc".into(),
             last_modified_ms: 1_700_000_000_000,
+            storage_class: None,
         }
     }
 
@@ -134,10 +135,24 @@ mod tests {
     fn version_1_tasks_of_ferry_0_1_are_still_read() {
         // Ferry 0.1 wrote `CopyObject { source }` with no destination expectation.
         #[derive(serde::Serialize)]
-        enum OldTask {
-            CopyObject { source: ObjectVersion },
+        struct OldVersion {
+            key: String,
+            size: u64,
+            etag: String,
+            last_modified_ms: i64,
         }
-        let bytes = encode(&OldTask::CopyObject { source: version() });
+        #[derive(serde::Serialize)]
+        enum OldTask {
+            CopyObject { source: OldVersion },
+        }
+        let v = version();
+        let old = OldVersion {
+            key: v.key,
+            size: v.size,
+            etag: v.etag,
+            last_modified_ms: v.last_modified_ms,
+        };
+        let bytes = encode(&OldTask::CopyObject { source: old });
         assert_eq!(bytes[0], 1);
         assert_eq!(
             decode_task(&bytes).unwrap(),

@@ -203,6 +203,7 @@ mod tests {
             size,
             etag: etag.into(),
             last_modified_ms: lm,
+            storage_class: None,
         }
     }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What the coordinator saw of a source object when it planned the copy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectVersion {
     /// The object key.
     pub key: String,
@@ -13,6 +13,9 @@ pub struct ObjectVersion {
     pub etag: String,
     /// Last-Modified, milliseconds since the Unix epoch.
     pub last_modified_ms: i64,
+    /// Storage class as listed (`None` is STANDARD): a server-side copy must name it, since
+    /// CopyObject writes STANDARD unless told otherwise.
+    pub storage_class: Option<String>,
 }
 
 /// What the plan saw at the destination key, so the write can be made conditional on it:
@@ -137,7 +140,27 @@ impl Task {
 pub(crate) mod v1 {
     use serde::Deserialize;
 
-    use super::{Expected, ObjectVersion};
+    use super::Expected;
+
+    #[derive(Deserialize)]
+    pub(crate) struct ObjectVersion {
+        key: String,
+        size: u64,
+        etag: String,
+        last_modified_ms: i64,
+    }
+
+    impl From<ObjectVersion> for super::ObjectVersion {
+        fn from(v: ObjectVersion) -> super::ObjectVersion {
+            super::ObjectVersion {
+                key: v.key,
+                size: v.size,
+                etag: v.etag,
+                last_modified_ms: v.last_modified_ms,
+                storage_class: None,
+            }
+        }
+    }
 
     #[derive(Deserialize)]
     pub(crate) enum Task {
@@ -166,7 +189,7 @@ pub(crate) mod v1 {
         fn from(task: Task) -> super::Task {
             match task {
                 Task::CopyObject { source } => super::Task::CopyObject {
-                    source,
+                    source: source.into(),
                     destination: Expected::Unknown,
                 },
                 Task::DeleteObject {
@@ -179,7 +202,7 @@ pub(crate) mod v1 {
                 Task::CopyPart(p) => super::Task::CopyPart(Box::new(super::PartTask {
                     upload: p.upload,
                     upload_id: p.upload_id,
-                    source: p.source,
+                    source: p.source.into(),
                     number: p.number,
                     parts: p.parts,
                     first: p.first,

@@ -117,6 +117,7 @@ mod tests {
             size,
             etag: etag.into(),
             last_modified_ms: 0,
+            storage_class: None,
         }
     }
 

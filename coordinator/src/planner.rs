@@ -202,6 +202,7 @@ fn copy_task(object: ObjectMeta, destination: Expected) -> Task {
             size: object.size,
             etag: object.etag,
             last_modified_ms: object.last_modified_ms,
+            storage_class: object.storage_class,
         },
         destination,
     }

@@ -92,15 +92,30 @@ pub enum Action {
         /// S3 error code for the XML body.
         code: String,
     },
-    /// Translate ETags as an SSE-KMS store shows them: every ETag the server returns (headers
-    /// and XML bodies) is replaced by a stable, random-looking one that is not the MD5 of the
-    /// bytes, with `x-amz-server-side-encryption: aws:kms`; ETags the client sends back
-    /// (conditions, CompleteMultipartUpload) are translated back.
+    /// Translate ETags as an SSE-KMS store shows them: every object ETag the server returns
+    /// (headers and XML bodies) is replaced by a stable, random-looking one that is not the
+    /// MD5 of the bytes, and every answer says `x-amz-server-side-encryption: aws:kms`. Part
+    /// ETags (UploadPart, UploadPartCopy, ListParts) pass unchanged, so the client's signed
+    /// CompleteMultipartUpload body stays valid; object ETags in conditions are translated
+    /// back.
     KmsEtags,
     /// Forward, but move body bytes (both ways) at most this fast.
     Throttle {
         /// Bytes per second.
         bytes_per_sec: u64,
+    },
+    /// Answer with this status and body instead of forwarding (a garbled 200, say).
+    Reply {
+        /// HTTP status.
+        status: u16,
+        /// The body, sent as `application/xml`.
+        body: String,
+    },
+    /// Forward, then flip one bit of the answer's body at `offset` (bytes that differ from
+    /// what the server sent, as a faulty link or disk would deliver them).
+    Corrupt {
+        /// Which body byte.
+        offset: u64,
     },
     /// Forward, but stop reading the request body for `ms` after `after_bytes` bytes.
     StallRequest {
@@ -594,6 +609,25 @@ async fn handle(
             Ok(s3_error(status, &code, head))
         }
         Action::KmsEtags => kms(&state, parts, body).await,
+        Action::Reply { status, body: text } => {
+            let _ = body.collect().await;
+            let mut resp = s3_error(status, "", head);
+            if !head {
+                *resp.body_mut() = full(text);
+            }
+            Ok(resp)
+        }
+        Action::Corrupt { offset } => {
+            let resp = forward(&state, Request::from_parts(parts, boxed(body))).await?;
+            let (mut rparts, rbody) = resp.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            let flipped = Flipped {
+                inner: boxed(rbody),
+                at: offset,
+                seen: 0,
+            };
+            Ok(Response::from_parts(rparts, flipped.boxed()))
+        }
         Action::Throttle { bytes_per_sec } => {
             let up = Throttled::new(boxed(body), bytes_per_sec);
             let resp = forward(&state, Request::from_parts(parts, up.boxed())).await?;
@@ -697,6 +731,40 @@ impl http_body::Body for CutBody {
                 self.abort.store(true, Ordering::Relaxed);
                 Poll::Ready(Some(Err(fault("reset mid-answer"))))
             }
+            other => other,
+        }
+    }
+}
+
+/// A body with one bit flipped at byte `at`.
+struct Flipped {
+    inner: Body,
+    at: u64,
+    seen: u64,
+}
+
+impl http_body::Body for Flipped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let start = self.seen;
+                    self.seen += data.len() as u64;
+                    if (start..self.seen).contains(&self.at) {
+                        let mut bytes = data.to_vec();
+                        bytes[(self.at - start) as usize] ^= 0x01;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes)))));
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
             other => other,
         }
     }
@@ -902,7 +970,9 @@ async fn kms(
     mut parts: hyper::http::request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, BoxError> {
-    let complete = parts.method == hyper::Method::POST
+    // Requests about parts carry an upload id, except the completion (a POST), whose answer
+    // is the object's ETag.
+    let part = parts.method != hyper::Method::POST
         && parts.uri.query().is_some_and(|q| q.contains("uploadId"));
     {
         let table = lock(&state.kms);
@@ -910,22 +980,16 @@ async fn kms(
             map_header(&mut parts.headers, h, |e| table.to_real(e));
         }
     }
-    let body = if complete {
-        let bytes = body.collect().await?.to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let table = lock(&state.kms);
-        let rewritten = rewrite_xml_etags(&text, |e| table.to_real(e));
-        parts.headers.remove("content-md5");
-        parts
-            .headers
-            .insert("content-length", HeaderValue::from(rewritten.len()));
-        full(rewritten)
-    } else {
-        boxed(body)
-    };
-    let resp = forward(state, Request::from_parts(parts, body)).await?;
+    let resp = forward(state, Request::from_parts(parts, boxed(body))).await?;
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers);
+    if part {
+        rparts.headers.insert(
+            "x-amz-server-side-encryption",
+            HeaderValue::from_static("aws:kms"),
+        );
+        return Ok(Response::from_parts(rparts, boxed(rbody)));
+    }
     {
         let mut table = lock(&state.kms);
         map_header(&mut rparts.headers, "etag", |e| table.to_fake(e));

@@ -160,6 +160,15 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// A redis-server that requires `password`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::start_with(&["--requirepass", password])
+    }
+
+    fn start_with(extra: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
         let port = free_port();
         let child = Command::new("redis-server")
@@ -173,6 +182,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -293,9 +303,12 @@ impl S3Server {
         }
     }
 
-    /// A single-node Garage, or `None` when Garage is not installed.
-    pub fn garage() -> Option<S3Server> {
-        let bin = garage_binary()?;
+    /// A single-node Garage. Panics when Garage is not installed: a Garage test must fail,
+    /// not pass, on a machine without it (scripts/test.sh installs it).
+    pub fn garage() -> S3Server {
+        let bin = garage_binary().unwrap_or_else(|| {
+            panic!("garage is not installed: run scripts/test.sh (it builds Garage 2.5.0 once)")
+        });
         let dir = TempDir::new("garage");
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let conf = dir.path().join("garage.toml");
@@ -379,7 +392,7 @@ impl S3Server {
         ]);
         garage(&["key", "allow", "--create-bucket", &access_key]);
         wait_for_port(s3, Duration::from_secs(10), "garage s3 api");
-        Some(S3Server {
+        S3Server {
             kind: Kind::Garage,
             port: s3,
             region: "garage".into(),
@@ -387,12 +400,15 @@ impl S3Server {
             secret_key,
             _proc: proc,
             _dir: dir,
-        })
+        }
     }
 
-    /// Garage when installed, else moto.
-    pub fn fastest() -> S3Server {
-        S3Server::garage().unwrap_or_else(S3Server::moto)
+    /// A server of `kind`.
+    pub fn of(kind: Kind) -> S3Server {
+        match kind {
+            Kind::Moto => S3Server::moto(),
+            Kind::Garage => S3Server::garage(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -438,28 +454,22 @@ impl S3Server {
 
     /// The `[endpoints.NAME]` section for this server.
     pub fn endpoint_toml(&self, name: &str) -> String {
+        self.endpoint_toml_at(name, &self.url())
+    }
+
+    /// The `[endpoints.NAME]` section for this server reached at `url` (a proxy in front).
+    pub fn endpoint_toml_at(&self, name: &str, url: &str) -> String {
         format!(
-            "[endpoints.{name}]\nurl = \"{}\"\nregion = \"{}\"\npath_style = true\n\
+            "[endpoints.{name}]\nurl = \"{url}\"\nregion = \"{}\"\npath_style = true\n\
              access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n",
-            self.url(),
-            self.region,
-            self.access_key,
-            self.secret_key
+            self.region, self.access_key, self.secret_key
         )
     }
-}
 
-/// Garage must be there in CI (.ci/run installs it); elsewhere its tests say they skipped.
-pub fn garage_or_skip() -> Option<S3Server> {
-    let server = S3Server::garage();
-    if server.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "garage is not installed but CI requires it"
-        );
-        eprintln!("SKIPPED: garage is not installed (scripts/test.sh installs it)");
+    /// `127.0.0.1:PORT`, for a proxy's upstream.
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
-    server
 }
 
 /// A unique name for buckets and namespaces in one test run.
@@ -514,12 +524,17 @@ pub struct Env {
 }
 
 impl Env {
-    /// Garage endpoints when installed (millisecond Last-Modified), else moto.
+    /// Two Garage endpoints (millisecond Last-Modified in listings).
     pub fn start(label: &str) -> Env {
+        Env::start_on(label, S3Server::garage(), S3Server::garage())
+    }
+
+    /// The given endpoints.
+    pub fn start_on(label: &str, src: S3Server, dst: S3Server) -> Env {
         Env {
             redis: Redis::start(),
-            src: S3Server::fastest(),
-            dst: S3Server::fastest(),
+            src,
+            dst,
             dir: TempDir::new(label),
             ns: unique("ns"),
         }
@@ -527,13 +542,18 @@ impl Env {
 
     /// Writes a config with `[redis]`, endpoints `src` and `dst`, and `rules` (TOML).
     pub fn write_config(&self, name: &str, rules: &str) -> String {
+        self.write_config_at(name, &self.src.url(), &self.dst.url(), rules)
+    }
+
+    /// [`Env::write_config`] with the endpoints reached at other URLs (proxies in front).
+    pub fn write_config_at(&self, name: &str, src_url: &str, dst_url: &str, rules: &str) -> String {
         let mut config = format!(
             "[redis]\nurl = \"{}\"\nnamespace = \"{}\"\n\n",
             self.redis.url(),
             self.ns
         );
-        config += &self.src.endpoint_toml("src");
-        config += &self.dst.endpoint_toml("dst");
+        config += &self.src.endpoint_toml_at("src", src_url);
+        config += &self.dst.endpoint_toml_at("dst", dst_url);
         config += rules;
         let path = self.dir.path().join(name);
         std::fs::write(&path, config).expect("writing config");

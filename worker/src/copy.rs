@@ -139,6 +139,7 @@ pub(crate) async fn current_version(
             size: head.size,
             etag: head.etag,
             last_modified_ms: head.last_modified_ms,
+            storage_class: head.attrs.storage_class,
         })),
         Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -186,6 +187,7 @@ pub(crate) async fn replan_destination(
         size: version.size,
         etag: version.etag.clone(),
         last_modified_ms: version.last_modified_ms,
+        storage_class: version.storage_class.clone(),
     };
     let Some(head) = there else {
         return Ok(Replanned::Copy(Expected::Absent));
@@ -203,6 +205,7 @@ pub(crate) async fn replan_destination(
             size: head.size,
             etag: head.etag.clone(),
             last_modified_ms: head.last_modified_ms,
+            storage_class: head.attrs.storage_class.clone(),
         },
     };
     let stray = view.stray_besides(Some(job.claimed.token));
@@ -290,7 +293,12 @@ async fn copy_server_side(
     let rule = job.rule;
     let key = &version.key;
     let store = job.shared.stores.get(&rule.source.endpoint);
-    let class = rule.destination.storage_class.map(|c| c.as_str());
+    // CopyObject writes STANDARD unless told the class: the rule's, else the source's.
+    let class = rule
+        .destination
+        .storage_class
+        .map(|c| c.as_str())
+        .or(version.storage_class.as_deref());
     let condition = write_condition(job, expected).await?;
     job.wrote();
     let written = match store

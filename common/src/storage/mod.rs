@@ -24,7 +24,7 @@ pub use stores::Stores;
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send + Sync>>;
 
 /// One object as a listing shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// The key.
     pub key: String,
@@ -34,6 +34,8 @@ pub struct ObjectMeta {
     pub etag: String,
     /// Last-Modified in milliseconds since the Unix epoch.
     pub last_modified_ms: i64,
+    /// Storage class as listed; `None` is STANDARD.
+    pub storage_class: Option<String>,
 }
 
 /// One page of a listing, in key order.

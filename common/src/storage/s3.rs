@@ -631,7 +631,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.error("ListObjectsV2", self.target(bucket, prefix), e))?;
         let encoded = out.encoding_type() == Some(&EncodingType::Url);
-        let objects = out
+        let objects: Vec<ObjectMeta> = out
             .contents()
             .iter()
             .filter_map(|o| {
@@ -645,11 +645,50 @@ impl ObjectStore for S3Store {
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: strip_quotes(o.e_tag().unwrap_or_default()),
                     last_modified_ms: millis(o.last_modified()),
+                    storage_class: o
+                        .storage_class()
+                        .map(|c| c.as_str())
+                        .filter(|c| *c != "STANDARD")
+                        .map(str::to_string),
                 })
             })
             .collect();
-        let next_token = if out.is_truncated().unwrap_or(false) {
-            out.next_continuation_token().map(str::to_string)
+        let malformed = |why: String| StorageError {
+            kind: ErrorKind::Retryable,
+            operation: "ListObjectsV2",
+            target: self.target(bucket, prefix),
+            status: Some(200),
+            code: None,
+            message: format!("the listing page is incomplete or malformed: {why}"),
+        };
+        // The SDK accepts a page cut short (no IsTruncated, a half key); taken as the last
+        // page it would end the listing early, and deletions would follow. Every page must
+        // say whether more follow, count what it holds, and be in key order.
+        let truncated = out
+            .is_truncated()
+            .ok_or_else(|| malformed("it does not say whether it is the last".into()))?;
+        let held = out.contents().len() + out.common_prefixes().len();
+        if let Some(count) = out.key_count()
+            && count.max(0) as usize != held
+        {
+            return Err(malformed(format!(
+                "KeyCount is {count}, but it holds {held}"
+            )));
+        }
+        if objects.len() != out.contents().len() {
+            return Err(malformed("an entry has no key".into()));
+        }
+        if let Some(w) = objects.windows(2).find(|w| w[0].key >= w[1].key) {
+            return Err(malformed(format!(
+                "keys out of order ({:?} before {:?})",
+                w[0].key, w[1].key
+            )));
+        }
+        let next_token = if truncated {
+            let token = out
+                .next_continuation_token()
+                .ok_or_else(|| malformed("it is truncated but has no continuation token".into()))?;
+            Some(token.to_string())
         } else {
             None
         };
