@@ -895,7 +895,7 @@ fn fake_etag(real: &str) -> String {
 }
 
 impl KmsTable {
-    fn to_fake(&mut self, real: &str) -> String {
+    fn disguise(&mut self, real: &str) -> String {
         if let Some(f) = self.to_fake.get(real) {
             return f.clone();
         }
@@ -905,7 +905,7 @@ impl KmsTable {
         fake
     }
 
-    fn to_real(&self, fake: &str) -> String {
+    fn reveal(&self, fake: &str) -> String {
         self.to_real
             .get(fake)
             .cloned()
@@ -977,7 +977,7 @@ async fn kms(
     {
         let table = lock(&state.kms);
         for h in ["if-match", "if-none-match", "x-amz-copy-source-if-match"] {
-            map_header(&mut parts.headers, h, |e| table.to_real(e));
+            map_header(&mut parts.headers, h, |e| table.reveal(e));
         }
     }
     let resp = forward(state, Request::from_parts(parts, boxed(body))).await?;
@@ -992,7 +992,7 @@ async fn kms(
     }
     {
         let mut table = lock(&state.kms);
-        map_header(&mut rparts.headers, "etag", |e| table.to_fake(e));
+        map_header(&mut rparts.headers, "etag", |e| table.disguise(e));
     }
     rparts.headers.insert(
         "x-amz-server-side-encryption",
@@ -1010,7 +1010,7 @@ async fn kms(
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let rewritten = {
         let mut table = lock(&state.kms);
-        rewrite_xml_etags(&text, |e| table.to_fake(e))
+        rewrite_xml_etags(&text, |e| table.disguise(e))
     };
     rparts
         .headers
