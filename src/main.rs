@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ferry_common::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
-use ferry_common::queue::Queue;
+use ferry_common::queue::{Persistence, Queue};
 use ferry_common::storage::{Stores, Timeouts};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -141,6 +141,10 @@ struct CoordinatorArgs {
     /// Unfinished tasks per rule before planning pauses for workers to catch up.
     #[arg(long, env = "FERRY_MAX_OUTSTANDING", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_outstanding: u64,
+    /// Take over rule names registered in Redis with other buckets, forgetting everything
+    /// the old pairing left there (its queues, ledger and history).
+    #[arg(long, env = "FERRY_REPLACE_RULE")]
+    replace_rule: bool,
 }
 
 #[derive(Args)]
@@ -280,7 +284,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Status { common, rule, json } => {
             let config = load(&common)?;
             check_rule(&config, rule.as_deref())?;
-            let queue = connect(&config).await?;
+            let queue = connect(&config, Persistence::FailFast).await?;
             let statuses = status::gather(&config, &queue, rule.as_deref())
                 .await
                 .context("reading status from redis")?;
@@ -308,7 +312,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let config = load(&common)?;
             check_rule(&config, rule.as_deref())?;
-            let queue = connect(&config).await?;
+            let queue = connect(&config, Persistence::FailFast).await?;
             loop {
                 let view = queues::gather(&config, &queue, rule.as_deref())
                     .await
@@ -342,7 +346,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let config = load(&common)?;
             check_rule(&config, rule.as_deref())?;
-            let queue = connect(&config).await?;
+            let queue = connect(&config, Persistence::FailFast).await?;
             let mut listed = Vec::new();
             for r in config
                 .rules
@@ -394,9 +398,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
-            let (config, queue) = start(&common).await?;
-            let stores = Stores::connect(&config, timeouts).await;
             let cancel = ferry_common::shutdown::on_signal();
+            let stop = hard_stop(&cancel, Duration::ZERO);
+            let role = Role::Coordinator {
+                replace: coordinator.replace_rule,
+            };
+            let (config, queue) = start(&common, role, stop).await?;
+            let stores = Stores::connect(&config, timeouts).await;
             run_coordinator(&coordinator, config, stores, queue, cancel).await
         }
         Command::Worker {
@@ -407,10 +415,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
-            let (config, queue) = start(&common).await?;
-            let stores = Stores::connect(&config, timeouts).await;
-            let cancel = ferry_common::shutdown::on_signal();
             let options = worker_options(&worker, None)?;
+            let cancel = ferry_common::shutdown::on_signal();
+            let stop = hard_stop(&cancel, options.drain);
+            let (config, queue) = start(&common, Role::Worker, stop).await?;
+            let stores = Stores::connect(&config, timeouts).await;
             ferry_worker::run(config, stores, queue, options, cancel)
                 .await
                 .context("worker failed")?;
@@ -426,9 +435,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
-            let (config, queue) = start(&common).await?;
-            let stores = Stores::connect(&config, timeouts).await;
             let shutdown = ferry_common::shutdown::on_signal();
+            let stop = hard_stop(&shutdown, worker.drain_timeout);
+            let role = Role::Coordinator {
+                replace: coordinator.replace_rule,
+            };
+            let (config, queue) = start(&common, role, stop).await?;
+            let stores = Stores::connect(&config, timeouts).await;
             // Workers stop when the coordinator is done (or on a signal).
             let workers_stop = shutdown.child_token();
             let mut handles = Vec::new();
@@ -505,17 +518,47 @@ fn load(common: &Common) -> Result<Config, Failure> {
     Ok(config)
 }
 
-/// Loads the config, connects to Redis, and checks the rules against those already
-/// registered there (pairing across config files), then registers them.
-async fn start(common: &Common) -> Result<(Arc<Config>, Queue), Failure> {
+/// Which kind of long-running process is starting.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Plans rules: checks them against Redis and registers them.
+    Coordinator {
+        /// Whether to take over rule names registered with other buckets.
+        replace: bool,
+    },
+    /// Copies: only warns about rules registered with other buckets.
+    Worker,
+}
+
+/// A token cancelled `grace` plus ten seconds after `shutdown`: from then on a process waiting
+/// for an unreachable Redis gives up instead of waiting for ever.
+fn hard_stop(shutdown: &CancellationToken, grace: Duration) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (shutdown, armed) = (shutdown.clone(), stop.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace + Duration::from_secs(10)).await;
+        armed.cancel();
+    });
+    stop
+}
+
+/// Loads the config, connects to Redis (riding out a Redis that is not there yet), and
+/// checks the rules against those already registered there (pairing across config files,
+/// and the buckets of rules of the same name); a coordinator then registers them.
+async fn start(
+    common: &Common,
+    role: Role,
+    stop: CancellationToken,
+) -> Result<(Arc<Config>, Queue), Failure> {
     let config = load(common)?;
-    let queue = connect(&config).await?;
-    register(&config, &queue).await?;
+    let queue = connect(&config, Persistence::RideOut(stop)).await?;
+    register(&config, &queue, role).await?;
     Ok((Arc::new(config), queue))
 }
 
 /// Connects to the configured Redis (a `[redis]` section or `--redis` is required).
-async fn connect(config: &Config) -> Result<Queue, Failure> {
+async fn connect(config: &Config, persistence: Persistence) -> Result<Queue, Failure> {
     let Some(redis) = &config.redis else {
         return Err(Failure::Config(ConfigError {
             problems: vec![Problem {
@@ -526,22 +569,58 @@ async fn connect(config: &Config) -> Result<Queue, Failure> {
             }],
         }));
     };
-    Ok(Queue::connect(redis)
+    Ok(Queue::connect(redis, persistence)
         .await
         .context("connecting to the queue")?)
 }
 
-/// Checks the rules against those already registered in Redis, then registers them.
-async fn register(config: &Config, queue: &Queue) -> Result<(), Failure> {
+/// Checks the rules against those already registered in Redis; a coordinator then registers
+/// them. A rule name registered with other buckets belongs to another pairing that shares
+/// this namespace: taking over its queues and ledger would corrupt both, so a coordinator
+/// refuses unless told `--replace-rule`, and a worker warns.
+async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Failure> {
     let mine: Vec<BucketRef> = config
         .rules
         .iter()
         .filter_map(|r| BucketRef::of_rule(config, r))
         .collect();
-    let mut all: Vec<BucketRef> = queue
+    let registered = queue
         .registered_rules()
         .await
-        .context("reading registered rules")?
+        .context("reading registered rules")?;
+    let namespace = config.redis.as_ref().map_or("", |r| r.namespace.as_str());
+    let mut taken = Vec::new();
+    for old in &registered {
+        let Some(new) = mine.iter().find(|m| m.rule == old.rule) else {
+            continue;
+        };
+        if (&old.source, &old.destination) == (&new.source, &new.destination) {
+            continue;
+        }
+        let message = format!(
+            "rule {:?} is registered in redis namespace {namespace:?} as {} -> {}, but this              config pairs {} -> {}; use another rule name or namespace, or pass --replace-rule              to take it over (forgetting the old pairing's queues, ledger and history)",
+            old.rule, old.source, old.destination, new.source, new.destination
+        );
+        match role {
+            Role::Coordinator { replace: false } => taken.push(Problem {
+                path: format!("rules ({})", old.rule),
+                message,
+            }),
+            Role::Coordinator { replace: true } => {
+                let deleted = queue
+                    .forget_rule(&old.rule)
+                    .await
+                    .context("forgetting the replaced rule")?;
+                tracing::warn!(rule = %old.rule, keys = deleted, from = %old.destination,
+                    to = %new.destination, "replaced a rule registered with other buckets");
+            }
+            Role::Worker => tracing::warn!("{message}"),
+        }
+    }
+    if !taken.is_empty() {
+        return Err(Failure::Config(ConfigError { problems: taken }));
+    }
+    let mut all: Vec<BucketRef> = registered
         .into_iter()
         .filter(|r| !mine.iter().any(|m| m.rule == r.rule))
         .collect();
@@ -558,10 +637,12 @@ async fn register(config: &Config, queue: &Queue) -> Result<(), Failure> {
                 .collect(),
         }));
     }
-    queue
-        .register_rules(&mine)
-        .await
-        .context("registering rules")?;
+    if matches!(role, Role::Coordinator { .. }) {
+        queue
+            .register_rules(&mine)
+            .await
+            .context("registering rules")?;
+    }
     let redis = config
         .redis
         .as_ref()

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_common::config::Config;
-use ferry_common::queue::{IterationRecord, Queue, QueueDepth, QueueError};
+use ferry_common::queue::{IterationRecord, Queue, QueueDepth, QueueError, RuleState};
 use serde::Serialize;
 
 /// Iterations shown per rule in the human-readable form (JSON has all that are kept).
@@ -15,6 +15,8 @@ pub(crate) struct RuleStatus {
     rule: String,
     /// running, waiting, stopped or failed.
     state: String,
+    /// Why it failed (its last iteration, or its listing).
+    reason: Option<String>,
     leader: Option<String>,
     current: Option<Iteration>,
     last_iterations: Vec<Iteration>,
@@ -96,15 +98,18 @@ pub(crate) async fn gather(
         let leader = queue.leader_of(name).await?;
         let latest = queue.latest_iteration(name).await?;
         let history = queue.history(name).await?;
-        let recorded = queue.rule_state(name).await?.unwrap_or_default();
+        let record = queue.rule_record(name).await?;
         let last_failed = history.first().is_some_and(|r| r.state == "failed");
-        let state = match (&leader, recorded.as_str()) {
-            (Some(_), "running" | "waiting") => recorded.clone(),
-            (Some(_), _) => "running".to_string(),
-            (None, "failed") => "failed".to_string(),
-            (None, _) if last_failed => "failed".to_string(),
-            (None, _) => "stopped".to_string(),
+        let state = match (&leader, record.state) {
+            (Some(_), Some(s @ (RuleState::Running | RuleState::Waiting | RuleState::Failed))) => s,
+            (Some(_), _) => RuleState::Running,
+            (None, Some(RuleState::Failed)) => RuleState::Failed,
+            (None, _) if last_failed => RuleState::Failed,
+            (None, _) => RuleState::Stopped,
         };
+        let reason = (state == RuleState::Failed)
+            .then(|| record.reason.clone())
+            .flatten();
         let QueueDepth {
             pending,
             leased,
@@ -117,7 +122,8 @@ pub(crate) async fn gather(
             .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
         out.push(RuleStatus {
             rule: name.clone(),
-            state,
+            state: state.as_str().to_string(),
+            reason,
             leader,
             current: latest
                 .as_ref()
@@ -169,6 +175,9 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
             s.queue.retrying,
             s.queue.dead
         );
+        if let Some(reason) = &s.reason {
+            out += &format!("  failed: {reason}\n");
+        }
         if let Some(c) = &s.current {
             out += &format!(
                 "  current: #{} since {}: {} listed, {} planned, {} done, {} copied ({}), {} failed\n",

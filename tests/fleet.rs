@@ -271,10 +271,13 @@ async fn dead_letters_are_listed_retried_and_purged() {
     .await;
     let rule = harness::rule_toml("dl", &sb, &db, "stop = \"once\"");
     let config = env.write_config("dl.toml", &rule);
-    let queue = Queue::connect(&RedisConfig {
-        url: env.redis.url(),
-        namespace: env.ns.clone(),
-    })
+    let queue = Queue::connect(
+        &RedisConfig {
+            url: env.redis.url(),
+            namespace: env.ns.clone(),
+        },
+        ferry_common::queue::Persistence::FailFast,
+    )
     .await
     .unwrap();
     // Two tasks die: a worker failed them for good.

@@ -26,10 +26,13 @@ async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 #[ignore = "a measurement: run explicitly (see the file's header)"]
 async fn ledger_bytes_per_object_at_one_million_entries() {
     let redis = Redis::start();
-    let q = Queue::connect(&RedisConfig {
-        url: redis.url(),
-        namespace: "ferry".into(),
-    })
+    let q = Queue::connect(
+        &RedisConfig {
+            url: redis.url(),
+            namespace: "ferry".into(),
+        },
+        ferry_common::queue::Persistence::FailFast,
+    )
     .await
     .unwrap();
     let mut conn = redis.conn().await;

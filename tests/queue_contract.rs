@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
-use ferry_common::queue::{Abandon, FailOutcome, HISTORY, LeaderOp, LedgerOp, PlanBatch, Queue};
+use ferry_common::queue::{Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue};
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::{Redis, unique};
 
@@ -25,10 +25,13 @@ fn task(key: &str, size: u64) -> Task {
 }
 
 async fn queue(redis: &Redis) -> Queue {
-    Queue::connect(&RedisConfig {
-        url: redis.url(),
-        namespace: unique("q"),
-    })
+    Queue::connect(
+        &RedisConfig {
+            url: redis.url(),
+            namespace: unique("q"),
+        },
+        ferry_common::queue::Persistence::FailFast,
+    )
     .await
     .expect("connecting")
 }
@@ -49,7 +52,10 @@ async fn entries(q: &Queue, keys: &[&str]) -> Vec<Option<LedgerEntry>> {
 async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let tasks: Vec<Task> = (0..10).map(|i| task(&format!("k{i}"), i)).collect();
     assert_eq!(q.enqueue("r", n, 3, &tasks[..6]).await.unwrap(), 6);
@@ -93,7 +99,7 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
     for c in &b {
         assert!(q.ack("b", c, "copied", 5, &LedgerOp::None).await.unwrap());
     }
-    q.set_iteration_counts("r", n, &[("sealed", 1)])
+    q.seal_iteration("r", n, &LeaderToken::unfenced())
         .await
         .unwrap();
     let record = q.iteration("r", n).await.unwrap();
@@ -114,7 +120,10 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
 async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let old = q
         .claim("r", "old", Duration::from_millis(300), (1, 0), 10)
@@ -176,7 +185,10 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
 async fn renewal_keeps_a_lease_alive_past_its_length() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let lease = Duration::from_millis(400);
     let held = q
@@ -209,7 +221,10 @@ async fn renewal_keeps_a_lease_alive_past_its_length() {
 async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("flaky", 1), task("broken", 1)])
         .await
         .unwrap();
@@ -275,7 +290,7 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
         (depth.pending, depth.leased, depth.retrying, depth.dead),
         (0, 0, 0, 2)
     );
-    q.set_iteration_counts("r", n, &[("sealed", 1)])
+    q.seal_iteration("r", n, &LeaderToken::unfenced())
         .await
         .unwrap();
     let record = q.iteration("r", n).await.unwrap();
@@ -287,7 +302,10 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
 async fn a_retry_waits_for_its_delay() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let c = q
         .claim("r", "w", LEASE, (1, 0), 10)
@@ -321,7 +339,10 @@ async fn a_retry_waits_for_its_delay() {
 async fn expired_leases_at_max_attempts_go_to_dead_letters() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     q.claim("r", "w", Duration::from_millis(100), (1, 0), 1)
         .await
@@ -336,7 +357,10 @@ async fn expired_leases_at_max_attempts_go_to_dead_letters() {
 async fn release_returns_a_task_without_counting_an_attempt() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("a", 1), task("b", 1)])
         .await
         .unwrap();
@@ -360,8 +384,13 @@ async fn history_keeps_the_last_hundred_iterations() {
     let redis = Redis::start();
     let q = queue(&redis).await;
     for _ in 0..HISTORY + 2 {
-        let n = q.begin_iteration("r").await.unwrap();
-        q.finish_iteration("r", n, true).await.unwrap();
+        let n = q
+            .begin_iteration("r", &LeaderToken::unfenced())
+            .await
+            .unwrap();
+        q.finish_iteration("r", n, true, &LeaderToken::unfenced())
+            .await
+            .unwrap();
     }
     let history = q.history("r").await.unwrap();
     assert_eq!(history.len(), HISTORY);
@@ -392,13 +421,19 @@ async fn undecodable_payloads_are_reported_not_dropped() {
     use redis::AsyncCommands;
     let redis = Redis::start();
     let ns = unique("q");
-    let q = Queue::connect(&RedisConfig {
-        url: redis.url(),
-        namespace: ns.clone(),
-    })
+    let q = Queue::connect(
+        &RedisConfig {
+            url: redis.url(),
+            namespace: ns.clone(),
+        },
+        ferry_common::queue::Persistence::FailFast,
+    )
     .await
     .unwrap();
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let mut conn = redis.conn().await;
     let ids: Vec<String> = conn.hkeys(format!("{ns}:{{r}}:tasks")).await.unwrap();
@@ -419,7 +454,10 @@ async fn undecodable_payloads_are_reported_not_dropped() {
 async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     q.enqueue("r", n, 0, &[task("k", 1)]).await.unwrap();
     let old = q
         .claim("r", "old", Duration::from_millis(200), (1, 0), 10)
@@ -488,7 +526,10 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
 async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
     let redis = Redis::start();
     let q = queue(&redis).await;
-    let n = q.begin_iteration("r").await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
     let batch = PlanBatch {
         tasks: vec![
             (1, vec![task("a", 1), task("b", 2)]),
@@ -499,7 +540,12 @@ async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
         checkpoint: Some((3, "prefix/last-key".into())),
         ..PlanBatch::default()
     };
-    assert_eq!(q.plan("r", n, &batch).await.unwrap(), 3);
+    assert_eq!(
+        q.plan("r", n, &batch, &LeaderToken::unfenced())
+            .await
+            .unwrap(),
+        Some(3)
+    );
     let record = q.iteration("r", n).await.unwrap();
     assert_eq!((record.planned, record.listed, record.skipped), (3, 5, 2));
     assert_eq!(record.checkpoint, Some((3, "prefix/last-key".to_string())));
@@ -525,25 +571,83 @@ async fn one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out() 
     let redis = Redis::start();
     let q = queue(&redis).await;
     let lease = Duration::from_millis(400);
-    assert!(q.leader("r", "c1", LeaderOp::Acquire, lease).await.unwrap());
-    assert!(!q.leader("r", "c2", LeaderOp::Acquire, lease).await.unwrap());
-    assert!(
-        q.leader("r", "c1", LeaderOp::Acquire, lease).await.unwrap(),
+    let c1 = q
+        .acquire_leader("r", "c1", lease)
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(q.acquire_leader("r", "c2", lease).await.unwrap(), None);
+    assert_eq!(
+        q.acquire_leader("r", "c1", lease).await.unwrap().as_ref(),
+        Some(&c1),
         "re-acquiring is idempotent"
     );
-    assert!(!q.leader("r", "c2", LeaderOp::Renew, lease).await.unwrap());
-    assert!(q.leader("r", "c1", LeaderOp::Renew, lease).await.unwrap());
+    assert!(q.renew_leader("r", &c1, lease).await.unwrap());
     assert_eq!(q.leader_of("r").await.unwrap().as_deref(), Some("c1"));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let c2 = q
+        .acquire_leader("r", "c2", lease)
+        .await
+        .unwrap()
+        .expect("an expired lease is free");
     assert!(
-        q.leader("r", "c2", LeaderOp::Acquire, lease).await.unwrap(),
-        "an expired lease is free"
-    );
-    assert!(
-        !q.leader("r", "c1", LeaderOp::Renew, lease).await.unwrap(),
+        !q.renew_leader("r", &c1, lease).await.unwrap(),
         "the old leader learns it lost"
     );
-    assert!(!q.leader("r", "c1", LeaderOp::Release, lease).await.unwrap());
-    assert!(q.leader("r", "c2", LeaderOp::Release, lease).await.unwrap());
+    assert!(!q.release_leader("r", &c1).await.unwrap());
+    assert!(q.release_leader("r", &c2).await.unwrap());
     assert_eq!(q.leader_of("r").await.unwrap(), None);
+}
+
+/// A coordinator that lost its lease (paused past it, partitioned) cannot begin, plan, seal
+/// or finish iterations, nor record the rule's state, even after the same process leads
+/// again: its writes carry the old token.
+#[tokio::test]
+async fn a_former_leader_is_fenced_off_every_coordinator_write() {
+    let redis = Redis::start();
+    let q = queue(&redis).await;
+    let lease = Duration::from_millis(300);
+    let old = q.acquire_leader("r", "c1", lease).await.unwrap().unwrap();
+    let n = q.begin_iteration("r", &old).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let now = q.acquire_leader("r", "c2", lease).await.unwrap().unwrap();
+    let fenced = |r: Result<(), ferry_common::queue::QueueError>| {
+        assert!(
+            matches!(r, Err(ferry_common::queue::QueueError::Fenced { .. })),
+            "{r:?}"
+        )
+    };
+    let batch = PlanBatch {
+        tasks: vec![(0, vec![task("a", 1)])],
+        listed: 1,
+        checkpoint: Some((0, "a".into())),
+        ..PlanBatch::default()
+    };
+    fenced(q.plan("r", n, &batch, &old).await.map(drop));
+    fenced(q.seal_iteration("r", n, &old).await);
+    fenced(q.finish_iteration("r", n, true, &old).await.map(drop));
+    fenced(q.begin_iteration("r", &old).await.map(drop));
+    fenced(
+        q.set_rule_state(
+            "r",
+            &old,
+            ferry_common::queue::RuleState::Stopped,
+            None,
+            true,
+        )
+        .await,
+    );
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!((record.planned, record.sealed), (0, false), "{record:?}");
+    assert_eq!(record.state, "running");
+    // The lease passes back to c1: a new token, and the old one is still refused.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = q.acquire_leader("r", "c1", lease).await.unwrap().unwrap();
+    assert_ne!(again, old);
+    fenced(q.seal_iteration("r", n, &old).await);
+    assert_eq!(q.plan("r", n, &batch, &again).await.unwrap(), Some(1));
+    // The same batch again (its reply lost in an outage) is recognised, not applied twice.
+    assert_eq!(q.plan("r", n, &batch, &again).await.unwrap(), None);
+    assert_eq!(q.iteration("r", n).await.unwrap().planned, 1);
+    drop(now);
 }

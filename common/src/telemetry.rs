@@ -18,6 +18,9 @@ pub const OBJECTS_SKIPPED: &str = "ferry_objects_skipped_total";
 pub const OBJECTS_FAILED: &str = "ferry_objects_failed_total";
 /// Objects listed at the source, by rule.
 pub const OBJECTS_LISTED: &str = "ferry_objects_listed_total";
+/// Tasks a worker claimed but could not decode (written by a newer ferry) and left for
+/// another worker, by rule.
+pub const TASKS_UNDECODABLE: &str = "ferry_tasks_undecodable_total";
 /// Task attempts that failed and were retried, by rule and outcome (retry, dead).
 pub const TASK_FAILURES: &str = "ferry_task_failures_total";
 /// Current iteration number, by rule.
@@ -30,8 +33,13 @@ pub const ITERATION_EMPTY: &str = "ferry_iteration_empty";
 pub const WORKER_IN_FLIGHT: &str = "ferry_worker_in_flight_tasks";
 /// Lease renewals, by outcome (renewed, lost).
 pub const LEASE_RENEWALS: &str = "ferry_lease_renewals_total";
-/// Redis round trips (commands, pipelines and scripts).
+/// Redis round trips (commands, pipelines and scripts), attempts included.
 pub const REDIS_REQUESTS: &str = "ferry_redis_requests_total";
+/// 1 while this process reaches Redis, 0 during an outage.
+pub const REDIS_UP: &str = "ferry_redis_up";
+/// Seconds this process has spent unable to reach Redis, over its life (added when each
+/// outage ends).
+pub const REDIS_DISCONNECTED_SECONDS: &str = "ferry_redis_disconnected_seconds";
 /// Tasks per rule, shard and state (pending, leased, retrying, dead), as the coordinator
 /// last read them.
 pub const TASKS: &str = "ferry_tasks";

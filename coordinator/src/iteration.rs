@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::config::Rule;
-use ferry_common::queue::IterationRecord;
+use ferry_common::config::{Rule, Stop};
+use ferry_common::queue::{IterationRecord, RuleState};
 use ferry_common::storage::{ListPage, ObjectStore, StorageError, list_pages};
 use ferry_common::telemetry;
 use futures::StreamExt;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::diff::{MergeJoin, Step};
+use crate::leader::Leadership;
 use crate::planner::Planner;
 use crate::{Context, CoordinatorError};
 use ferry_common::policy::Policy;
@@ -23,42 +24,48 @@ const PREFETCH_PAGES: usize = 2;
 
 /// Runs one iteration of `rule`, or finishes the one a previous coordinator left running:
 /// lists and diffs both sides (from the checkpoint on), enqueues the work, waits until every
-/// task is acked or dead, and records the outcome.
-pub async fn run_iteration(
+/// task is acked or dead, and records the outcome. Every write is fenced by `lead`.
+///
+/// A listing that fails for good leaves the iteration running, to be resumed from its
+/// checkpoint by the next attempt, except with `stop = "once"`, where it fails the
+/// iteration.
+pub(crate) async fn run_iteration(
     ctx: &Context,
     rule: &Rule,
-    cancel: &CancellationToken,
+    lead: &Leadership,
 ) -> Result<IterationRecord, CoordinatorError> {
-    let queue = &ctx.queue;
+    let (queue, token, cancel) = (&ctx.queue, &lead.token, &lead.lost);
     let (n, resumed) = match queue.latest_iteration(&rule.name).await? {
         Some(record) if record.state == "running" => {
             info!(rule = %rule.name, iteration = record.number, sealed = record.sealed,
                 checkpoint = ?record.checkpoint, "resuming an unfinished iteration");
             (record.number, Some(record))
         }
-        _ => (queue.begin_iteration(&rule.name).await?, None),
+        _ => (queue.begin_iteration(&rule.name, token).await?, None),
     };
     metrics::gauge!(telemetry::ITERATION, "rule" => rule.name.clone()).set(n as f64);
-    queue.set_rule_state(&rule.name, "running").await?;
+    queue
+        .set_rule_state(&rule.name, token, RuleState::Running, None, false)
+        .await?;
     debug!(rule = %rule.name, iteration = n, "iteration started");
 
     if !resumed.as_ref().is_some_and(|r| r.sealed) {
         let checkpoint = resumed.and_then(|r| r.checkpoint);
-        if let Err(e) = plan(ctx, rule, n, checkpoint, cancel).await {
-            if !matches!(e, CoordinatorError::Cancelled) {
+        if let Err(e) = plan(ctx, rule, n, checkpoint, lead).await {
+            if matches!(e, CoordinatorError::Storage(_)) {
                 warn!(rule = %rule.name, iteration = n, error = %e, "planning failed");
-                queue.finish_iteration(&rule.name, n, false).await?;
+                if rule.stop == Stop::Once {
+                    queue.finish_iteration(&rule.name, n, false, token).await?;
+                }
             }
             return Err(e);
         }
-        queue
-            .set_iteration_counts(&rule.name, n, &[("sealed", 1)])
-            .await?;
+        queue.seal_iteration(&rule.name, n, token).await?;
     }
     let record = wait_until_settled(ctx, rule, n, cancel).await?;
     crate::uploads::abort_abandoned(ctx, rule).await?;
     let finished = queue
-        .finish_iteration(&rule.name, n, record.dead == 0)
+        .finish_iteration(&rule.name, n, record.dead == 0, token)
         .await?;
     if finished.state == "succeeded" {
         // This iteration saw (and repaired) every key written before it began; intents
@@ -80,8 +87,9 @@ async fn plan(
     rule: &Rule,
     n: u64,
     checkpoint: Option<(usize, String)>,
-    cancel: &CancellationToken,
+    lead: &Leadership,
 ) -> Result<(), CoordinatorError> {
+    let cancel = &lead.lost;
     let policy = Policy {
         overwrite: rule.overwrite,
         overwrite_unmanaged: rule.overwrite_unmanaged,
@@ -95,11 +103,11 @@ async fn plan(
     let mut planner = Planner::new(
         &ctx.queue,
         rule,
-        n,
+        (n, &lead.token),
         policy,
         cancel,
         ctx.max_outstanding,
-        prune_before,
+        (prune_before, checkpoint.clone()),
     );
     for (index, prefix) in rule.listing_prefixes().into_iter().enumerate() {
         let start_after = match &checkpoint {

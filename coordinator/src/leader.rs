@@ -1,9 +1,10 @@
 //! The per-rule leader lease: two coordinators never plan the same rule at once. A standby
-//! coordinator waits and takes over when the leader's lease runs out.
+//! coordinator waits and takes over when the leader's lease runs out. The lease's token fences
+//! every write of the leader, so one that lost the lease (paused, partitioned) cannot write.
 
 use std::time::Duration;
 
-use ferry_common::queue::{LeaderOp, Queue};
+use ferry_common::queue::{LeaderToken, Queue};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -12,11 +13,10 @@ use crate::CoordinatorError;
 /// A held leader lease; `lost` fires when it can no longer be renewed (or on shutdown).
 pub(crate) struct Leadership {
     pub(crate) lost: CancellationToken,
+    pub(crate) token: LeaderToken,
     renewer: tokio::task::JoinHandle<()>,
     queue: Queue,
     rule: String,
-    id: String,
-    lease: Duration,
 }
 
 /// Waits until coordinator `id` leads `rule`, polling a few times per lease.
@@ -28,9 +28,9 @@ pub(crate) async fn acquire(
     shutdown: &CancellationToken,
 ) -> Result<Leadership, CoordinatorError> {
     let mut announced = false;
-    loop {
-        if queue.leader(rule, id, LeaderOp::Acquire, lease).await? {
-            break;
+    let token = loop {
+        if let Some(token) = queue.acquire_leader(rule, id, lease).await? {
+            break token;
         }
         if !announced {
             let holder = queue.leader_of(rule).await?.unwrap_or_default();
@@ -41,48 +41,61 @@ pub(crate) async fn acquire(
             _ = tokio::time::sleep(lease / 4) => {}
             _ = shutdown.cancelled() => return Err(CoordinatorError::Cancelled),
         }
-    }
-    info!(rule, coordinator = id, "leading rule");
+    };
+    info!(rule, coordinator = id, token = %token, "leading rule");
     let lost = shutdown.child_token();
     let renewer = tokio::spawn(renew(
         queue.clone(),
         rule.to_string(),
-        id.to_string(),
+        token.clone(),
         lease,
         lost.clone(),
     ));
     Ok(Leadership {
         lost,
+        token,
         renewer,
         queue: queue.clone(),
         rule: rule.to_string(),
-        id: id.to_string(),
-        lease,
     })
 }
 
-async fn renew(queue: Queue, rule: String, id: String, lease: Duration, lost: CancellationToken) {
-    let mut failing_since: Option<tokio::time::Instant> = None;
+async fn renew(
+    queue: Queue,
+    rule: String,
+    token: LeaderToken,
+    lease: Duration,
+    lost: CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    let mut renewed = started;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(lease / 3) => {}
             _ = lost.cancelled() => return,
         }
-        match queue.leader(&rule, &id, LeaderOp::Renew, lease).await {
-            Ok(true) => failing_since = None,
-            Ok(false) => {
+        // A renewal that takes too long (Redis unreachable) is given up on once the lease
+        // must have run out: a standby may lead by then.
+        let renewal = queue.renew_leader(&rule, &token, lease);
+        let deadline = (renewed + lease).saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(deadline, renewal).await {
+            Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+            Ok(Ok(false)) => {
                 warn!(rule = %rule, "leader lease lost to another coordinator");
                 lost.cancel();
                 return;
             }
-            Err(e) => {
-                // The lease may still be ours; give up only once it must have run out.
-                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            Ok(Err(e)) => {
                 warn!(rule = %rule, error = %e, "leader lease renewal failed");
-                if since.elapsed() >= lease {
+                if renewed.elapsed() >= lease {
                     lost.cancel();
                     return;
                 }
+            }
+            Err(_) => {
+                warn!(rule = %rule, "the leader lease ran out while Redis was unreachable");
+                lost.cancel();
+                return;
             }
         }
     }
@@ -92,9 +105,6 @@ impl Leadership {
     /// Stops renewing and frees the lease for a standby coordinator.
     pub(crate) async fn release(self) {
         self.renewer.abort();
-        let _ = self
-            .queue
-            .leader(&self.rule, &self.id, LeaderOp::Release, self.lease)
-            .await;
+        let _ = self.queue.release_leader(&self.rule, &self.token).await;
     }
 }

@@ -10,25 +10,26 @@ mod uploads;
 use std::sync::Arc;
 
 use ferry_common::config::{Config, Rule, Stop};
-use ferry_common::queue::{Queue, QueueError};
+use ferry_common::queue::{Queue, QueueError, RuleState};
 use ferry_common::storage::{StorageError, Stores};
 use ferry_common::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::iteration::run_iteration;
+
 pub use ferry_common::policy;
-pub use iteration::run_iteration;
 
 /// Why the coordinator stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
-    /// Redis failed.
+    /// Redis failed (not merely unreachable: the queue rides that out).
     #[error(transparent)]
     Queue(#[from] QueueError),
     /// Listing a bucket failed for good.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// Shutdown was requested mid-iteration.
+    /// Shutdown was requested, or the leader lease was lost, mid-iteration.
     #[error("shutdown requested")]
     Cancelled,
     /// One or more rules failed.
@@ -56,9 +57,22 @@ pub struct Context {
     pub max_outstanding: u64,
 }
 
-/// Runs every rule until its stop condition holds or shutdown is requested.
-/// Returns an error naming each rule that failed.
+/// How a rule ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RuleEnd {
+    /// Its stop condition held.
+    Stopped,
+    /// Its stop condition held, and its last iteration failed, for this reason.
+    Failed(String),
+}
+
+/// Runs every rule until its stop condition holds or shutdown is requested. A rule that fails
+/// does not stop the others: it is marked failed, with the reason, and tried again at its
+/// interval. Returns an error only once every rule has stopped and one of them failed.
 pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
+    // This run's start on the Redis clock: a rule whose stop condition held after it was
+    // already done by another coordinator of this run.
+    let started_ms = ctx.queue.redis_time_ms().await?;
     let mut handles = Vec::new();
     let publishers: Vec<_> = ctx
         .config
@@ -70,13 +84,16 @@ pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
         let ctx = ctx.clone();
         handles.push(tokio::spawn(async move {
             let name = rule.name.clone();
-            (name, run_rule(&ctx, &rule).await)
+            (name, run_rule(&ctx, &rule, started_ms).await)
         }));
     }
     let mut failures = Vec::new();
     for handle in handles {
         match handle.await {
-            Ok((_, Ok(()))) | Ok((_, Err(CoordinatorError::Cancelled))) => {}
+            Ok((_, Ok(RuleEnd::Stopped))) | Ok((_, Err(CoordinatorError::Cancelled))) => {}
+            Ok((name, Ok(RuleEnd::Failed(reason)))) => {
+                failures.push(format!("rule {name}: {reason}"))
+            }
             Ok((name, Err(e))) => failures.push(format!("rule {name}: {e}")),
             Err(e) => failures.push(format!("a rule task panicked: {e}")),
         }
@@ -127,7 +144,11 @@ async fn publish_queue_metrics(ctx: Context, rule: String) {
 
 /// Runs one rule while this coordinator leads it: waits for the leader lease, iterates, and
 /// goes back to standing by if the lease is lost.
-pub async fn run_rule(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError> {
+async fn run_rule(
+    ctx: &Context,
+    rule: &Rule,
+    started_ms: u64,
+) -> Result<RuleEnd, CoordinatorError> {
     loop {
         let lead = leader::acquire(
             &ctx.queue,
@@ -137,76 +158,127 @@ pub async fn run_rule(ctx: &Context, rule: &Rule) -> Result<(), CoordinatorError
             &ctx.cancel,
         )
         .await?;
-        let result = iterate(ctx, rule, &lead.lost).await;
-        lead.release().await;
-        match result {
-            Err(CoordinatorError::Cancelled) if !ctx.cancel.is_cancelled() => {
+        // Taking over a rule whose stop condition already held in this run (the leader
+        // stopped, or died after stopping): `stop = "once"` means one iteration, whoever
+        // leads.
+        let record = ctx.queue.rule_record(&rule.name).await?;
+        if rule.stop != Stop::Never
+            && let Some(stopped) = record.stopped_ms
+            && stopped >= started_ms
+        {
+            lead.release().await;
+            info!(rule = %rule.name, "this rule already met its stop condition in this run");
+            return Ok(match (record.state, record.reason) {
+                (Some(RuleState::Failed), reason) => RuleEnd::Failed(reason.unwrap_or_default()),
+                _ => RuleEnd::Stopped,
+            });
+        }
+        let run_start = started_ms.max(record.stopped_ms.unwrap_or(0));
+        let result = iterate(ctx, rule, &lead, run_start).await;
+        let token = lead.token.clone();
+        let end = match result {
+            Ok(end) => end,
+            Err(
+                CoordinatorError::Cancelled | CoordinatorError::Queue(QueueError::Fenced { .. }),
+            ) if !ctx.cancel.is_cancelled() => {
+                lead.release().await;
                 warn!(rule = %rule.name, "lost the leader lease; standing by");
+                continue;
             }
-            Ok(()) => {
-                let state = "stopped";
-                ctx.queue.set_rule_state(&rule.name, state).await?;
-                return Ok(());
-            }
-            Err(e @ CoordinatorError::Rules(_)) => {
-                ctx.queue.set_rule_state(&rule.name, "failed").await?;
+            Err(e) => {
+                lead.release().await;
                 return Err(e);
             }
-            other => return other,
-        }
+        };
+        let (state, reason) = match &end {
+            RuleEnd::Stopped => (RuleState::Stopped, None),
+            RuleEnd::Failed(reason) => (RuleState::Failed, Some(reason.as_str())),
+        };
+        let recorded = ctx
+            .queue
+            .set_rule_state(&rule.name, &token, state, reason, true)
+            .await;
+        lead.release().await;
+        recorded?;
+        return Ok(end);
     }
 }
 
-/// Iterates according to the rule's `stop` and `interval` until it stops or `cancel` fires.
+/// Iterates according to the rule's `stop` and `interval` until it stops or `lead` is lost.
 ///
-/// A failed iteration (dead-lettered tasks) does not stop a rule that iterates again; with
-/// `stop = "once"` it is reported as the rule's failure.
+/// A failed iteration (tasks in dead letters, or a listing that failed for good) marks the
+/// rule failed, with the reason, and the next iteration comes at the interval as usual; with
+/// `stop = "once"` it is how the rule ends. `empty:N` counts the consecutive empty iterations
+/// of this run (begun at `run_start`), whichever coordinator ran them.
 async fn iterate(
     ctx: &Context,
     rule: &Rule,
-    cancel: &CancellationToken,
-) -> Result<(), CoordinatorError> {
-    let mut empty_streak = 0u32;
+    lead: &leader::Leadership,
+    run_start: u64,
+) -> Result<RuleEnd, CoordinatorError> {
+    let mut empty_streak = ctx
+        .queue
+        .history(&rule.name)
+        .await?
+        .iter()
+        .take_while(|r| r.started_ms >= run_start && r.state == "succeeded" && r.is_empty())
+        .count() as u32;
     loop {
-        let record = run_iteration(ctx, rule, cancel).await?;
-        let succeeded = record.state == "succeeded";
-        let seconds = record.ended_ms.saturating_sub(record.started_ms) as f64 / 1000.0;
-        metrics::gauge!(telemetry::ITERATION_DURATION, "rule" => rule.name.clone()).set(seconds);
-        metrics::gauge!(telemetry::ITERATION_EMPTY, "rule" => rule.name.clone())
-            .set(if record.is_empty() { 1.0 } else { 0.0 });
-        info!(
-            rule = %rule.name, iteration = record.number, state = %record.state,
-            listed = record.listed, skipped = record.skipped, copied = record.copied,
-            bytes = record.copied_bytes, failed = record.dead, seconds,
-            "iteration finished"
-        );
-        if succeeded && record.is_empty() {
-            empty_streak += 1;
-        } else {
-            empty_streak = 0;
-        }
+        let failure = match run_iteration(ctx, rule, lead).await {
+            Ok(record) => {
+                let seconds = record.ended_ms.saturating_sub(record.started_ms) as f64 / 1000.0;
+                metrics::gauge!(telemetry::ITERATION_DURATION, "rule" => rule.name.clone())
+                    .set(seconds);
+                metrics::gauge!(telemetry::ITERATION_EMPTY, "rule" => rule.name.clone())
+                    .set(if record.is_empty() { 1.0 } else { 0.0 });
+                info!(
+                    rule = %rule.name, iteration = record.number, state = %record.state,
+                    listed = record.listed, skipped = record.skipped, archived = record.archived,
+                    copied = record.copied, bytes = record.copied_bytes, failed = record.dead,
+                    seconds, "iteration finished"
+                );
+                if record.state == "succeeded" && record.is_empty() {
+                    empty_streak += 1;
+                } else {
+                    empty_streak = 0;
+                }
+                (record.state != "succeeded").then(|| {
+                    format!(
+                        "iteration {} failed: {} task(s) in dead letters",
+                        record.number, record.dead
+                    )
+                })
+            }
+            Err(CoordinatorError::Storage(e)) => {
+                empty_streak = 0;
+                warn!(rule = %rule.name, error = %e, "the iteration failed; trying again at the next interval");
+                Some(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
         match rule.stop {
-            Stop::Once if succeeded => return Ok(()),
             Stop::Once => {
-                return Err(CoordinatorError::Rules(format!(
-                    "iteration {} failed: {} task(s) in dead letters",
-                    record.number, record.dead
-                )));
+                return Ok(match failure {
+                    None => RuleEnd::Stopped,
+                    Some(reason) => RuleEnd::Failed(reason),
+                });
             }
             Stop::Empty(n) if empty_streak >= n => {
                 info!(rule = %rule.name, empty_iterations = n, "stop condition reached");
-                return Ok(());
+                return Ok(RuleEnd::Stopped);
             }
             _ => {}
         }
-        if !succeeded {
-            warn!(rule = %rule.name, iteration = record.number, dead = record.dead,
-                "iteration failed; the next one retries what is still missing");
-        }
-        ctx.queue.set_rule_state(&rule.name, "waiting").await?;
+        let (state, reason) = match &failure {
+            None => (RuleState::Waiting, None),
+            Some(reason) => (RuleState::Failed, Some(reason.as_str())),
+        };
+        ctx.queue
+            .set_rule_state(&rule.name, &lead.token, state, reason, false)
+            .await?;
         tokio::select! {
             _ = tokio::time::sleep(rule.interval) => {}
-            _ = cancel.cancelled() => return Err(CoordinatorError::Cancelled),
+            _ = lead.lost.cancelled() => return Err(CoordinatorError::Cancelled),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry_common::codec::slot_bytes;
 use ferry_common::config::Rule;
 use ferry_common::policy::{Action, Policy, decide, is_managed};
-use ferry_common::queue::{LedgerView, PlanBatch, Queue};
+use ferry_common::queue::{LeaderToken, LedgerView, PlanBatch, Queue};
 use ferry_common::shard::{ShardId, shard_of};
 use ferry_common::storage::ObjectMeta;
 use ferry_common::task::{Expected, ObjectVersion, Task};
@@ -25,6 +25,9 @@ pub(crate) struct Planner<'a> {
     queue: &'a Queue,
     rule: &'a Rule,
     iteration: u64,
+    leader: &'a LeaderToken,
+    /// The checkpoint the next batch follows.
+    after: Option<(usize, String)>,
     policy: Policy,
     cancel: &'a CancellationToken,
     max_outstanding: u64,
@@ -39,19 +42,23 @@ pub(crate) struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
+    /// A planner for `iteration` of `rule`, writing as `leader`; `resume` is the intent
+    /// pruning cutoff and the checkpoint planning resumes after.
     pub(crate) fn new(
         queue: &'a Queue,
         rule: &'a Rule,
-        iteration: u64,
+        (iteration, leader): (u64, &'a LeaderToken),
         policy: Policy,
         cancel: &'a CancellationToken,
         max_outstanding: u64,
-        prune_before_ms: u64,
+        (prune_before_ms, after): (u64, Option<(usize, String)>),
     ) -> Self {
         Planner {
             queue,
             rule,
             iteration,
+            leader,
+            after,
             policy,
             cancel,
             max_outstanding,
@@ -154,14 +161,18 @@ impl<'a> Planner<'a> {
             tasks: tasks.into_iter().collect(),
             listed,
             skipped,
-            checkpoint: Some(checkpoint),
+            checkpoint: Some(checkpoint.clone()),
+            after: self.after.take(),
             prune,
             prune_before_ms: self.prune_before_ms,
         };
-        self.enqueued += self
+        // `None`: the batch was applied already, and its reply lost in a Redis outage.
+        let applied = self
             .queue
-            .plan(&self.rule.name, self.iteration, &batch)
-            .await? as u64;
+            .plan(&self.rule.name, self.iteration, &batch, self.leader)
+            .await?;
+        self.enqueued += applied.unwrap_or(0) as u64;
+        self.after = Some(checkpoint);
         let rule = self.rule.name.clone();
         metrics::counter!(telemetry::OBJECTS_LISTED, "rule" => rule.clone()).increment(listed);
         for (reason, n) in skip_reasons {

@@ -29,6 +29,12 @@ use leases::Leases;
 /// Most tasks claimed in one round trip.
 const CLAIM_BATCH: usize = 32;
 
+/// How long a task this worker cannot decode waits before it is claimed again.
+const UNDECODABLE_DELAY: Duration = Duration::from_secs(30);
+
+/// How long a task of a rule this worker does not know waits before it is claimed again.
+const UNKNOWN_RULE_DELAY: Duration = Duration::from_secs(5);
+
 /// How a worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -193,7 +199,6 @@ async fn claim_loop(
     let rules: Vec<_> = shared.config.rules.iter().map(|r| r.name.clone()).collect();
     let mut next_rule = 0usize;
     let mut idle = Duration::from_millis(50);
-    let mut redis_failures = 0u32;
     loop {
         let first = tokio::select! {
             permit = semaphore.clone().acquire_owned() => match permit {
@@ -226,18 +231,14 @@ async fn claim_loop(
                 .await
             {
                 Ok(c) => claimed = c,
+                // The queue rides out an unreachable Redis itself; this is Redis refusing the
+                // claim (or the process giving up on shutdown): back off, never die.
                 Err(e) => {
-                    // Redis may be restarting: back off rather than die, up to a limit.
-                    redis_failures += 1;
-                    if redis_failures > 30 {
-                        return Err(e.into());
-                    }
                     warn!(error = %e, "claim failed; retrying");
                     break;
                 }
             }
             if !claimed.is_empty() {
-                redis_failures = 0;
                 next_rule = (next_rule + i + 1) % rules.len();
                 break;
             }
@@ -289,7 +290,10 @@ async fn process(shared: &Shared, claimed: Claimed) {
     let Some(rule) = shared.config.rule(&claimed.rule) else {
         // A task of a rule this worker's config does not know: let a worker that knows it
         // take it, without counting an attempt.
-        let _ = shared.queue.release(worker, &claimed, false).await;
+        let _ = shared
+            .queue
+            .release_after(worker, &claimed, false, UNKNOWN_RULE_DELAY)
+            .await;
         return;
     };
     let job = Job {
@@ -300,9 +304,16 @@ async fn process(shared: &Shared, claimed: Claimed) {
     };
     let task = match &claimed.task {
         Ok(task) => task.clone(),
+        // Written by a newer ferry (a rolling upgrade): leave it for a worker that reads it,
+        // without counting an attempt; burying it would lose it.
         Err(e) => {
-            let error = format!("cannot decode task {}: {e}", claimed.id);
-            report_failure(&job, None, &error, ErrorKind::Permanent).await;
+            warn!(task = %claimed.id, error = %e, "cannot decode this task; leaving it for a newer worker");
+            metrics::counter!(telemetry::TASKS_UNDECODABLE, "rule" => claimed.rule.clone())
+                .increment(1);
+            let _ = shared
+                .queue
+                .release_after(worker, &claimed, false, UNDECODABLE_DELAY)
+                .await;
             return;
         }
     };

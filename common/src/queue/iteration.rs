@@ -1,9 +1,8 @@
 //! Iteration records in Redis: numbering, counts, history.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Queue, QueueError};
+use super::{LeaderToken, Queue, QueueError};
 
 /// Finished iterations kept per rule.
 pub const HISTORY: usize = 100;
@@ -90,23 +89,24 @@ impl IterationRecord {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Queue {
-    /// Starts the next iteration of `rule` and returns its number. Its start is on the
-    /// Redis clock, like leases and write intents.
-    pub async fn begin_iteration(&self, rule: &str) -> Result<u64, QueueError> {
+    /// Starts the next iteration of `rule` and returns its number, fenced by `leader`. Its
+    /// start is on the Redis clock, like leases and write intents.
+    pub async fn begin_iteration(
+        &self,
+        rule: &str,
+        leader: &LeaderToken,
+    ) -> Result<u64, QueueError> {
         let rk = self.keys.rule(rule);
         let current: Option<u64> = self.query(redis::cmd("GET").arg(rk.current())).await?;
         let n = current.unwrap_or(0) + 1;
         let mut inv = self.scripts.begin.prepare_invoke();
-        inv.key(rk.current()).key(rk.iteration(n)).arg(n);
-        self.invoke(inv).await
+        inv.key(rk.current())
+            .key(rk.iteration(n))
+            .key(rk.leader())
+            .arg(n)
+            .arg(leader.as_str());
+        self.fenced(rule, self.invoke(inv).await)
     }
 
     /// The latest iteration of `rule`, if any.
@@ -129,37 +129,19 @@ impl Queue {
             .await
     }
 
-    /// Records the rule's state for `ferry status`.
-    pub async fn set_rule_state(&self, rule: &str, state: &str) -> Result<(), QueueError> {
-        self.query::<()>(
-            redis::cmd("SET")
-                .arg(self.keys.rule(rule).state())
-                .arg(state),
-        )
-        .await
-    }
-
-    /// The rule's state as its coordinator last recorded it.
-    pub async fn rule_state(&self, rule: &str) -> Result<Option<String>, QueueError> {
-        self.query(redis::cmd("GET").arg(self.keys.rule(rule).state()))
-            .await
-    }
-
-    /// Sets numeric counts on an iteration record (e.g. listed, skipped, sealed).
-    pub async fn set_iteration_counts(
+    /// Marks iteration `n` sealed: every one of its tasks is enqueued. Fenced by `leader`.
+    pub async fn seal_iteration(
         &self,
         rule: &str,
         n: u64,
-        counts: &[(&str, u64)],
+        leader: &LeaderToken,
     ) -> Result<(), QueueError> {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(self.keys.rule(rule).iteration(n));
-        for (field, value) in counts {
-            cmd.arg(*field).arg(*value);
-        }
-        cmd.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
+        let rk = self.keys.rule(rule);
+        let mut inv = self.scripts.seal.prepare_invoke();
+        inv.key(rk.leader())
+            .key(rk.iteration(n))
+            .arg(leader.as_str());
+        self.fenced(rule, self.invoke::<i64>(inv).await).map(drop)
     }
 
     /// Reads an iteration record.
@@ -171,47 +153,32 @@ impl Queue {
     }
 
     /// Closes an iteration as succeeded or failed and adds it to the history, dropping
-    /// records beyond the last [`HISTORY`].
+    /// records beyond the last [`HISTORY`]; fenced by `leader`, and a no-op when it is
+    /// closed already.
     pub async fn finish_iteration(
         &self,
         rule: &str,
         n: u64,
         succeeded: bool,
+        leader: &LeaderToken,
     ) -> Result<IterationRecord, QueueError> {
         let rk = self.keys.rule(rule);
-        let state = if succeeded { "succeeded" } else { "failed" };
-        let (_, _, old): ((), (), Vec<u64>) = redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(rk.iteration(n))
-            .arg("ended_ms")
-            .arg(now_ms())
-            .arg("state")
-            .arg(state)
-            .cmd("LPUSH")
-            .arg(rk.history())
+        let mut inv = self.scripts.finish.prepare_invoke();
+        inv.key(rk.leader())
+            .key(rk.iteration(n))
+            .key(rk.history())
+            .key(rk.last_success())
+            .arg(leader.as_str())
             .arg(n)
-            .cmd("LRANGE")
-            .arg(rk.history())
-            .arg(HISTORY)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        if succeeded {
-            let started = self.iteration(rule, n).await?.started_ms;
-            self.query::<()>(redis::cmd("SET").arg(rk.last_success()).arg(started))
-                .await?;
-        }
-        if !old.is_empty() {
-            let mut pipe = redis::pipe();
-            pipe.ltrim(rk.history(), 0, HISTORY as isize - 1).ignore();
-            for o in old {
-                pipe.del(rk.iteration(o)).ignore();
+            .arg(if succeeded { "succeeded" } else { "failed" })
+            .arg(HISTORY);
+        let dropped: Vec<u64> = self.fenced(rule, self.invoke(inv).await)?;
+        if !dropped.is_empty() {
+            let mut del = redis::cmd("DEL");
+            for old in dropped {
+                del.arg(rk.iteration(old));
             }
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| self.err(e))?;
+            self.query::<()>(&mut del).await?;
         }
         self.iteration(rule, n).await
     }

@@ -22,8 +22,9 @@
 //! | `NS:{R}:history` | list | finished iterations, newest first, at most 100 |
 //! | `NS:{R}:last_success` | string | start (ms) of the last succeeded iteration |
 //! | `NS:{R}:l:BUCKET` | hash | ledger: 8-byte key hash -> entry (see [`crate::ledger`]) |
-//! | `NS:{R}:leader` | string | id of the coordinator leading the rule (expiring lease) |
-//! | `NS:{R}:state` | string | `running`, `waiting`, `stopped` or `failed` |
+//! | `NS:{R}:leader` | string | token (`id#epoch`) of the coordinator leading the rule (expiring lease) |
+//! | `NS:{R}:leader_epoch` | string | counter of lease acquisitions |
+//! | `NS:{R}:rule` | hash | `state` (`running`, `waiting`, `stopped`, `failed`), `reason`, `since_ms`, `stopped_ms` |
 //! | `NS:{R}:intents` | hash | 12-byte ledger slot -> `token@ms,...`: claims that may write that key and have not acked |
 //! | `NS:{R}:uploads` | hash | record id -> multipart upload ferry started and has not finished |
 //! | `NS:{R}:up:RID` | hash | part number -> ETag of each part uploaded so far |
@@ -143,13 +144,18 @@ impl RuleKeys {
     pub fn ledger(&self, bucket: u32) -> String {
         self.key(&format!("l:{bucket}"))
     }
-    /// The rule's leader lease.
+    /// The rule's leader lease (its value is the holder's token).
     pub fn leader(&self) -> String {
         self.key("leader")
     }
-    /// The rule's state as its coordinator last set it.
+    /// Counter of leader lease acquisitions (the epoch in leader tokens).
+    pub fn leader_epoch(&self) -> String {
+        self.key("leader_epoch")
+    }
+    /// The rule's state as its coordinator last set it (a hash: state, reason, since_ms,
+    /// stopped_ms).
     pub fn state(&self) -> String {
-        self.key("state")
+        self.key("rule")
     }
 
     /// Write intents: claims that may write a destination key and have not acked.

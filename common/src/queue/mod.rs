@@ -14,28 +14,32 @@
 //! Leases carry a fencing token: renew, ack, fail and release succeed only for the worker and
 //! token of the current lease, so a worker that lost its lease cannot commit.
 
+mod connection;
 mod fleet;
 mod iteration;
 pub mod keys;
+mod leader;
 mod ledger;
 mod multipart;
 
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crate::codec::{self, CodecError};
 use crate::config::{BucketRef, RedisConfig};
 use crate::shard::ShardId;
 use crate::task::Task;
-use crate::telemetry;
+
+pub use connection::Persistence;
+use connection::{Connection, Health};
 pub use fleet::{
     DeadLetter, HEARTBEAT, ShardView, THROUGHPUT_WINDOW, Throughput, WORKER_DEAD_AFTER,
     WORKER_FORGOTTEN_AFTER, WorkerInfo, WorkerSeen,
 };
 pub use iteration::{HISTORY, IterationRecord};
 pub use keys::{Keys, RuleKeys};
+pub use leader::{LeaderToken, RuleRecord, RuleState};
 pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
 pub use multipart::{Abandon, PartRecorded};
 
@@ -57,6 +61,12 @@ pub enum QueueError {
     /// A stored value could not be decoded.
     #[error("decoding a stored value: {0}")]
     Codec(#[from] CodecError),
+    /// A coordinator write was refused: another coordinator leads the rule now.
+    #[error("rule {rule}: another coordinator leads it now")]
+    Fenced {
+        /// The rule.
+        rule: String,
+    },
 }
 
 /// A task claimed under a lease.
@@ -72,17 +82,6 @@ pub struct Claimed {
     pub attempts: u32,
     /// The task, or why its payload could not be decoded.
     pub task: Result<Task, CodecError>,
-}
-
-/// An operation on a rule's leader lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaderOp {
-    /// Take the lease if free (or already ours).
-    Acquire,
-    /// Extend it, if still ours.
-    Renew,
-    /// Give it up, if still ours.
-    Release,
 }
 
 /// What became of a failed task.
@@ -111,6 +110,9 @@ struct Scripts {
     dead: Script,
     prune: Script,
     begin: Script,
+    seal: Script,
+    finish: Script,
+    rule: Script,
 }
 
 impl Scripts {
@@ -132,6 +134,9 @@ impl Scripts {
             dead: with_lib(include_str!("lua/dead.lua")),
             prune: with_lib(include_str!("lua/prune.lua")),
             begin: with_lib(include_str!("lua/begin.lua")),
+            seal: with_lib(include_str!("lua/seal.lua")),
+            finish: with_lib(include_str!("lua/finish.lua")),
+            rule: with_lib(include_str!("lua/rule.lua")),
         }
     }
 }
@@ -139,7 +144,7 @@ impl Scripts {
 /// A connection to ferry's queue in one Redis namespace. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     url: String,
     scripts: std::sync::Arc<Scripts>,
@@ -152,23 +157,23 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// Connects (and reconnects as needed) to the configured Redis.
-    pub async fn connect(config: &RedisConfig) -> Result<Queue, QueueError> {
+    /// Connects (and reconnects as needed) to the configured Redis. With
+    /// [`Persistence::RideOut`], a Redis that is not there yet, or goes away later, is waited
+    /// for; with [`Persistence::FailFast`], the first failure is returned.
+    pub async fn connect(
+        config: &RedisConfig,
+        persistence: Persistence,
+    ) -> Result<Queue, QueueError> {
         let url = config.redacted_url();
         let wrap = |source| QueueError::Redis {
             url: url.clone(),
             source,
         };
         let client = redis::Client::open(config.connection_url().as_str()).map_err(wrap)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(30)));
-        let conn = client
-            .get_connection_manager_with_config(manager_config)
-            .await
-            .map_err(wrap)?;
+        let health = Health::new(url.clone(), persistence);
+        let inner = connection::connect(&client, &health).await.map_err(wrap)?;
         Ok(Queue {
-            conn,
+            conn: Connection { inner, health },
             keys: Keys::new(&config.namespace),
             url,
             scripts: std::sync::Arc::new(Scripts::load()),
@@ -187,10 +192,9 @@ impl Queue {
         }
     }
 
-    /// The connection for one round trip (every command, pipeline or script takes one, so
-    /// this is where round trips are counted).
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        metrics::counter!(telemetry::REDIS_REQUESTS).increment(1);
+    /// The connection for one round trip; it counts every attempt and rides outages out
+    /// (see `connection.rs`).
+    pub(crate) fn conn(&self) -> Connection {
         self.conn.clone()
     }
 
@@ -231,32 +235,40 @@ impl Queue {
             tasks: vec![(shard, tasks.to_vec())],
             ..PlanBatch::default()
         };
-        self.plan(rule, iteration, &batch).await
+        self.plan(rule, iteration, &batch, &LeaderToken::unfenced())
+            .await
+            .map(|applied| applied.unwrap_or(0))
     }
 
     /// Enqueues one planned batch, adds its counts and moves the listing checkpoint, in one
-    /// atomic step (see `lua/plan.lua`).
+    /// atomic step (see `lua/plan.lua`), fenced by `leader`. Returns the tasks enqueued, or
+    /// `None` when the batch had been applied already (sent again after a lost reply).
     pub async fn plan(
         &self,
         rule: &str,
         iteration: u64,
         batch: &PlanBatch,
-    ) -> Result<usize, QueueError> {
+        leader: &LeaderToken,
+    ) -> Result<Option<usize>, QueueError> {
         let rk = self.keys.rule(rule);
         let mut inv = self.scripts.plan.prepare_invoke();
         inv.key(rk.tasks())
             .key(rk.shards())
             .key(rk.seq())
             .key(rk.iteration(iteration))
-            .key(rk.intents());
+            .key(rk.intents())
+            .key(rk.leader());
         inv.arg(&rk.prefix)
             .arg(iteration)
             .arg(batch.listed)
             .arg(batch.skipped);
-        match &batch.checkpoint {
-            Some((prefix, key)) => inv.arg(prefix + 1).arg(key),
-            None => inv.arg(0).arg(""),
-        };
+        for checkpoint in [&batch.checkpoint, &batch.after] {
+            match checkpoint {
+                Some((prefix, key)) => inv.arg(prefix + 1).arg(key),
+                None => inv.arg(0).arg(""),
+            };
+        }
+        inv.arg(leader.as_str());
         inv.arg(batch.prune_before_ms).arg(batch.prune.len());
         for slot in &batch.prune {
             inv.arg(&slot[..]);
@@ -267,8 +279,8 @@ impl Queue {
                 inv.arg(codec::encode_task(task));
             }
         }
-        let n: usize = self.invoke(inv).await?;
-        Ok(n)
+        let n: i64 = self.fenced(rule, self.invoke(inv).await)?;
+        Ok(usize::try_from(n).ok())
     }
 
     fn task_invocation<'a>(
@@ -434,47 +446,29 @@ impl Queue {
         claimed: &Claimed,
         wrote: bool,
     ) -> Result<bool, QueueError> {
+        self.release_after(worker, claimed, wrote, Duration::ZERO)
+            .await
+    }
+
+    /// Gives a task back without counting an attempt, to be claimed again after `delay`:
+    /// one this worker cannot work on (written by a newer ferry, or of a rule it does not
+    /// know) is left for another worker, and never buried.
+    pub async fn release_after(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        wrote: bool,
+        delay: Duration,
+    ) -> Result<bool, QueueError> {
         let rk = self.keys.rule(&claimed.rule);
         let mut inv = self.task_invocation(&self.scripts.release, &rk);
         inv.arg(worker)
             .arg(&claimed.id)
             .arg(claimed.token)
-            .arg(if wrote { "1" } else { "0" });
+            .arg(if wrote { "1" } else { "0" })
+            .arg(delay.as_millis() as u64);
         let done: i64 = self.invoke(inv).await?;
         Ok(done == 1)
-    }
-
-    /// Acquires, renews or releases the leader lease of `rule` for coordinator `id`; true
-    /// when `id` holds it (for release: held it).
-    pub async fn leader(
-        &self,
-        rule: &str,
-        id: &str,
-        op: LeaderOp,
-        lease: Duration,
-    ) -> Result<bool, QueueError> {
-        let op = match op {
-            LeaderOp::Acquire => "acquire",
-            LeaderOp::Renew => "renew",
-            LeaderOp::Release => "release",
-        };
-        let held: i64 = self
-            .scripts
-            .leader
-            .key(self.keys.rule(rule).leader())
-            .arg(op)
-            .arg(id)
-            .arg(lease.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(held == 1)
-    }
-
-    /// Who leads `rule` now, if anyone.
-    pub async fn leader_of(&self, rule: &str) -> Result<Option<String>, QueueError> {
-        self.query(redis::cmd("GET").arg(self.keys.rule(rule).leader()))
-            .await
     }
 
     /// Registers rules (buckets only) so every process and later checks can see them.
@@ -489,14 +483,53 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// The rules registered so far by any coordinator in this namespace.
+    /// The rules registered so far by any coordinator in this namespace. One this version
+    /// cannot decode (registered by a newer ferry) is left out, with a warning.
     pub async fn registered_rules(&self) -> Result<Vec<BucketRef>, QueueError> {
         let raw: Vec<(String, Vec<u8>)> = self
             .query(redis::cmd("HGETALL").arg(self.keys.rules()))
             .await?;
-        raw.iter()
-            .map(|(_, v)| codec::decode(v).map_err(QueueError::from))
-            .collect()
+        Ok(raw
+            .iter()
+            .filter_map(|(name, v)| match codec::decode(v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(rule = %name, error = %e,
+                        "a registered rule cannot be decoded (a newer ferry registered it); not checked against it");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Forgets everything of `rule` in this namespace: queues, tasks, ledger, iterations,
+    /// uploads, intents, state (for `--replace-rule`). Returns how many keys were deleted.
+    pub async fn forget_rule(&self, rule: &str) -> Result<u64, QueueError> {
+        let pattern = format!("{}:*", self.keys.rule(rule).prefix);
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            if !keys.is_empty() {
+                deleted += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.query::<()>(redis::cmd("HDEL").arg(self.keys.rules()).arg(rule))
+            .await?;
+        Ok(deleted)
     }
 
     /// Tasks of `rule` by state: (ready, leased, delayed, dead).
@@ -562,6 +595,9 @@ pub struct PlanBatch {
     pub skipped: u64,
     /// Everything up to and including this (prefix index, key) has been planned.
     pub checkpoint: Option<(usize, String)>,
+    /// The checkpoint this batch follows (`None` for the first batch of an iteration): the
+    /// batch is applied only if the iteration is still there.
+    pub after: Option<(usize, String)>,
     /// Ledger slots whose write intents made before `prune_before_ms` are forgotten: the
     /// planner found their keys just as the ledger says, past the stray-write horizon.
     pub prune: Vec<Vec<u8>>,

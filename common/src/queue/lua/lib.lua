@@ -2,6 +2,15 @@
 -- KEYS of every task script: [1] tasks  [2] attempts  [3] errors  [4] leases  [5] owners
 -- [6] delayed  [7] dead  [8] shards  [9] fence  [10] intents.
 
+-- Refuses a coordinator write whose leader token is not the rule's current lease (a former
+-- leader, paused or partitioned past its lease). An empty token (tools, tests) is not fenced.
+local function fence(leader_key, token)
+  if token ~= '' and redis.call('GET', leader_key) ~= token then
+    return redis.error_reply('FENCED the leader lease is held by another coordinator')
+  end
+  return nil
+end
+
 -- Redis server time in milliseconds.
 local function now_ms()
   local t = redis.call('TIME')

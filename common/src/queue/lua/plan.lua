@@ -1,22 +1,37 @@
 -- Enqueue one batch of planned tasks, count what the batch listed and skipped, and move the
 -- iteration's listing checkpoint, all at once: a coordinator that dies between two batches
 -- resumes after the checkpoint and never enqueues or counts anything twice.
+-- It is also a compare-and-set on the checkpoint, so the same batch sent again (its reply was
+-- lost in a Redis outage) is not applied twice, and it is fenced by the leader lease, so a
+-- former leader cannot plan.
 -- KEYS[1] tasks hash  KEYS[2] shards set  KEYS[3] seq counter  KEYS[4] iteration record
--- KEYS[5] write intents
+-- KEYS[5] write intents  KEYS[6] leader lease
 -- ARGV[1] rule key prefix  ARGV[2] iteration  ARGV[3] listed  ARGV[4] skipped
--- ARGV[5] checkpoint prefix index + 1 ('0' = leave unchanged)  ARGV[6] checkpoint key
--- ARGV[7] prune cutoff (ms)  ARGV[8] number P of slots whose intents made before the cutoff
--- are forgotten (the planner saw their keys consistent with the ledger)  ARGV[9..8+P] slots
--- then groups: shard, count, then count payloads
--- Returns the number of tasks enqueued.
+-- ARGV[5] checkpoint prefix index + 1 ('0' = leave unchanged, no compare)  ARGV[6] its key
+-- ARGV[7] the checkpoint this batch follows (prefix index + 1, '0' = none)  ARGV[8] its key
+-- ARGV[9] leader token ('' = not fenced)
+-- ARGV[10] prune cutoff (ms)  ARGV[11] number P of slots whose intents made before the
+-- cutoff are forgotten (the planner saw their keys consistent with the ledger)
+-- ARGV[12..11+P] slots, then groups: shard, count, then count payloads
+-- Returns the number of tasks enqueued, or -1 when this batch was applied already.
 local prefix, iter = ARGV[1], ARGV[2]
 if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
+local fenced = fence(KEYS[6], ARGV[9])
+if fenced then return fenced end
+if ARGV[5] ~= '0' then
+  local at = redis.call('HMGET', KEYS[4], 'ckpt_prefix', 'ckpt_key')
+  local p, k = at[1] or '0', at[2] or ''
+  if p == ARGV[5] and k == ARGV[6] then return -1 end
+  if p ~= ARGV[7] or k ~= ARGV[8] then
+    return redis.error_reply('ERR the checkpoint moved: another coordinator planned this iteration')
+  end
+end
 local now = string.format('%d', now_ms())
-local cutoff, prunes = tonumber(ARGV[7]), tonumber(ARGV[8])
+local cutoff, prunes = tonumber(ARGV[10]), tonumber(ARGV[11])
 if not cutoff or not prunes then return redis.error_reply('ERR bad prune list') end
-for j = 9, 8 + prunes do intent_prune(KEYS[5], ARGV[j], cutoff) end
+for j = 12, 11 + prunes do intent_prune(KEYS[5], ARGV[j], cutoff) end
 local total = 0
-local i = 9 + prunes
+local i = 12 + prunes
 while i <= #ARGV do
   local shard, n = ARGV[i], tonumber(ARGV[i + 1])
   if not string.match(shard, '^%d+$') or not n then return redis.error_reply('ERR bad group') end

@@ -1,0 +1,209 @@
+//! The one place Redis round trips go through: counted, and, for a process that must stay up,
+//! retried through outages of any length.
+//!
+//! A worker or coordinator rides Redis out: a command that fails because Redis is unreachable
+//! (refused, reset, timed out, loading its AOF after a restart, a replica promoted) is sent
+//! again with backoff until it gets through or the process gives up on shutdown. The outage is
+//! logged once when it starts and once when it ends, and its length is added to
+//! [`telemetry::REDIS_DISCONNECTED_SECONDS`]. The CLI fails fast instead, with the error.
+//!
+//! Resending is safe because every script is written to be: the task scripts check the lease
+//! they fence on, `plan.lua` and `begin.lua` compare and set, and plain writes are idempotent.
+//! A reply lost in the outage (the command ran, the answer never came) therefore never counts
+//! or enqueues anything twice.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::retry::RetryPolicy;
+use crate::telemetry;
+
+/// What a queue does when Redis cannot be reached.
+#[derive(Clone, Debug)]
+pub enum Persistence {
+    /// Fail the call with the error (the CLI: tell the user at once).
+    FailFast,
+    /// Retry until Redis answers, or until the token is cancelled (a process shutting down).
+    RideOut(CancellationToken),
+}
+
+/// Backoff between attempts while Redis is unreachable.
+const OUTAGE_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+
+/// Whether Redis is reachable, as this process last found it.
+#[derive(Debug)]
+pub(crate) struct Health {
+    url: String,
+    persistence: Persistence,
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    pub(crate) fn new(url: String, persistence: Persistence) -> Arc<Health> {
+        metrics::gauge!(telemetry::REDIS_UP).set(1.0);
+        Arc::new(Health {
+            url,
+            persistence,
+            down_since: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // Only ever a single assignment under the lock: a poisoned value is still valid.
+        self.down_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn up(&self) {
+        let Some(since) = self.lock().take() else {
+            return;
+        };
+        let seconds = since.elapsed().as_secs_f64();
+        metrics::gauge!(telemetry::REDIS_UP).set(1.0);
+        metrics::gauge!(telemetry::REDIS_DISCONNECTED_SECONDS).increment(seconds);
+        info!(redis = %self.url, seconds, "redis is reachable again");
+    }
+
+    fn down(&self, error: &RedisError) {
+        let mut since = self.lock();
+        if since.is_none() {
+            *since = Some(Instant::now());
+            metrics::gauge!(telemetry::REDIS_UP).set(0.0);
+            warn!(redis = %self.url, error = %error, "redis is unreachable; retrying until it is back");
+        }
+    }
+
+    /// The token that ends retrying, when this queue rides outages out.
+    fn ride_out(&self) -> Option<&CancellationToken> {
+        match &self.persistence {
+            Persistence::FailFast => None,
+            Persistence::RideOut(stop) => Some(stop),
+        }
+    }
+
+    /// Waits before the next attempt; false when the process gives up instead.
+    async fn wait(&self, attempt: u32) -> bool {
+        let Some(stop) = self.ride_out() else {
+            return false;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(OUTAGE_RETRY.delay(attempt).max(Duration::from_millis(20))) => true,
+            _ = stop.cancelled() => false,
+        }
+    }
+}
+
+/// Whether an error means Redis could not be reached (or not served yet), as opposed to a
+/// command that Redis refused.
+pub(crate) fn unreachable(e: &RedisError) -> bool {
+    if matches!(
+        e.kind(),
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
+    ) {
+        return false;
+    }
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.retry_method(),
+            RetryMethod::Reconnect
+                | RetryMethod::WaitAndRetry
+                | RetryMethod::RetryImmediately
+                | RetryMethod::ReconnectFromInitialConnections
+                | RetryMethod::RefreshSlotsAndRetry
+        )
+}
+
+/// A connection whose every round trip is counted and, when its queue rides outages out,
+/// resent until Redis answers.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pub(crate) inner: ConnectionManager,
+    pub(crate) health: Arc<Health>,
+}
+
+/// Sends `$send` (an expression on `$conn`, the inner connection) until it gets through, or
+/// fails for a reason other than an unreachable Redis, or the process gives up.
+macro_rules! retrying {
+    ($self:ident, $conn:ident => $send:expr) => {{
+        let mut attempt = 0;
+        loop {
+            metrics::counter!(telemetry::REDIS_REQUESTS).increment(1);
+            let $conn = &mut $self.inner;
+            match $send.await {
+                Ok(v) => {
+                    $self.health.up();
+                    return Ok(v);
+                }
+                Err(e) if unreachable(&e) && $self.health.ride_out().is_some() => {
+                    $self.health.down(&e);
+                    attempt += 1;
+                    if !$self.health.wait(attempt).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }};
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move { retrying!(self, conn => conn.req_packed_command(cmd)) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            retrying!(self, conn => conn.req_packed_commands(pipeline, offset, count))
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// Connects, riding out a Redis that is not there yet when the queue rides outages out.
+pub(crate) async fn connect(
+    client: &redis::Client,
+    health: &Health,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    let mut attempt = 0;
+    loop {
+        match client
+            .get_connection_manager_with_config(config.clone())
+            .await
+        {
+            Ok(conn) => {
+                health.up();
+                return Ok(conn);
+            }
+            Err(e) if unreachable(&e) && health.ride_out().is_some() => {
+                health.down(&e);
+                attempt += 1;
+                if !health.wait(attempt).await {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
