@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_common::config::{Rule, Stop};
-use ferry_common::queue::{IterationRecord, RuleState};
+use ferry_common::queue::{IterationRecord, QueueError, RuleState};
 use ferry_common::storage::{ListPage, ObjectStore, StorageError, list_pages};
 use ferry_common::telemetry;
 use futures::StreamExt;
@@ -30,6 +30,23 @@ const PREFETCH_PAGES: usize = 2;
 /// checkpoint by the next attempt, except with `stop = "once"`, where it fails the
 /// iteration.
 pub(crate) async fn run_iteration(
+    ctx: &Context,
+    rule: &Rule,
+    lead: &Leadership,
+) -> Result<IterationRecord, CoordinatorError> {
+    loop {
+        match attempt_iteration(ctx, rule, lead).await {
+            // Redis came back from a restart without its last writes: what it holds is what
+            // was planned; plan again from there (nothing lost is counted, nothing twice).
+            Err(CoordinatorError::Queue(e @ QueueError::Stale { .. })) => {
+                warn!(rule = %rule.name, error = %e, "planning again from what redis holds");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn attempt_iteration(
     ctx: &Context,
     rule: &Rule,
     lead: &Leadership,

@@ -5,6 +5,9 @@
 //!   gave up), resets before or in the middle of an answer, answers 500 or 503 SlowDown,
 //!   throttles or stalls bodies, and rewrites ETags the way SSE-KMS stores return them.
 //!
+//! - [`servers`]: real servers on free ports (Redis, moto, Garage) and child processes.
+//!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
 pub mod proxy;
+pub mod servers;

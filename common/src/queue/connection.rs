@@ -169,6 +169,10 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
+            // Nothing to send (an empty pipeline): no round trip.
+            if count == 0 {
+                return Ok(Vec::new());
+            }
             retrying!(self, conn => conn.req_packed_commands(pipeline, offset, count))
         })
     }
@@ -183,9 +187,13 @@ pub(crate) async fn connect(
     client: &redis::Client,
     health: &Health,
 ) -> redis::RedisResult<ConnectionManager> {
-    let config = redis::aio::ConnectionManagerConfig::new()
+    let mut config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(30)));
+    if health.ride_out().is_none() {
+        // The CLI: one try, then tell the user.
+        config = config.set_number_of_retries(0);
+    }
     let mut attempt = 0;
     loop {
         match client

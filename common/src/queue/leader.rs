@@ -201,6 +201,12 @@ impl Queue {
                     rule: rule.to_string(),
                 })
             }
+            Err(QueueError::Redis { source, .. }) if source.code() == Some("STALE") => {
+                Err(QueueError::Stale {
+                    rule: rule.to_string(),
+                    detail: source.detail().unwrap_or("stale").to_string(),
+                })
+            }
             other => other,
         }
     }

@@ -67,6 +67,15 @@ pub enum QueueError {
         /// The rule.
         rule: String,
     },
+    /// A coordinator write found the iteration other than it left it: Redis lost its last
+    /// writes in a restart. The caller plans again from what Redis holds.
+    #[error("rule {rule}: {detail}")]
+    Stale {
+        /// The rule.
+        rule: String,
+        /// What was found.
+        detail: String,
+    },
 }
 
 /// A task claimed under a lease.

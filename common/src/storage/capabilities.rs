@@ -31,13 +31,42 @@ fn body() -> BodyStream {
     }))
 }
 
+/// The probe object's key: one per process, so that a probe cut short by a fault (and so
+/// not deleted) is overwritten and deleted by the next try, not left behind beside others.
+fn probe_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| format!(".ferry-probe/{:016x}", rand::random::<u64>()))
+}
+
+/// Attempts at deleting the probe object before it is left (with a warning).
+const DELETE_ATTEMPTS: u32 = 5;
+
 /// Writes, conditionally rewrites, and deletes a probe object in `bucket` to find out what the
 /// store does. A store that accepts a failing condition has no conditional writes.
 pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities, StorageError> {
-    let key = format!(".ferry-probe/{:016x}", rand::random::<u64>());
+    let found = try_probe(store, bucket).await;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match store.delete(bucket, probe_key()).await {
+            Ok(()) => break,
+            Err(e) if e.kind.is_retryable() && attempt < DELETE_ATTEMPTS => {
+                tokio::time::sleep(crate::retry::RetryPolicy::TRANSIENT.delay(attempt)).await;
+            }
+            Err(e) => {
+                tracing::warn!(bucket, key = probe_key(), error = %e,
+                    "could not delete the capability probe object");
+                break;
+            }
+        }
+    }
+    found
+}
+
+async fn try_probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities, StorageError> {
+    let key = probe_key();
     let attrs = ObjectAttrs::default();
     let put = |condition: WriteCondition| {
-        let key = key.clone();
         let attrs = attrs.clone();
         async move {
             let options = PutOptions {
@@ -48,11 +77,12 @@ pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities
                 tagging: None,
             };
             store
-                .put(bucket, &key, body(), PROBE_BODY.len() as u64, options)
+                .put(bucket, key, body(), PROBE_BODY.len() as u64, options)
                 .await
         }
     };
-    let first = put(WriteCondition::IfAbsent).await?;
+    // Plain: an earlier, interrupted probe of this process may have left the object.
+    let first = put(WriteCondition::None).await?;
     let md5 = hex::encode(Md5::digest(PROBE_BODY));
     let etags_are_md5 = first.etag_may_be_md5 && first.etag.eq_ignore_ascii_case(&md5);
     let refused = |r: Result<_, StorageError>| -> Result<bool, StorageError> {
@@ -62,18 +92,15 @@ pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities
             Err(e) => Err(e),
         }
     };
-    let absent_refused = refused(put(WriteCondition::IfAbsent).await);
+    let absent_refused = refused(put(WriteCondition::IfAbsent).await)?;
     let match_refused = refused(
         put(WriteCondition::IfMatch(
             "00000000000000000000000000000000".into(),
         ))
         .await,
-    );
-    if let Err(e) = store.delete(bucket, &key).await {
-        tracing::warn!(bucket, key = %key, error = %e, "could not delete the capability probe object");
-    }
+    )?;
     Ok(Capabilities {
-        conditional_writes: absent_refused? && match_refused?,
+        conditional_writes: absent_refused && match_refused,
         etags_are_md5,
     })
 }

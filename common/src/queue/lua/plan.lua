@@ -19,11 +19,17 @@ if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iterat
 local fenced = fence(KEYS[6], ARGV[9])
 if fenced then return fenced end
 if ARGV[5] ~= '0' then
-  local at = redis.call('HMGET', KEYS[4], 'ckpt_prefix', 'ckpt_key')
-  local p, k = at[1] or '0', at[2] or ''
+  local at = redis.call('HMGET', KEYS[4], 'state', 'ckpt_prefix', 'ckpt_key')
+  -- Gone or closed: a Redis restart lost the record's last writes (AOF fsyncs every second).
+  if at[1] ~= 'running' then
+    return redis.error_reply('STALE iteration ' .. iter .. ' is not running')
+  end
+  local p, k = at[2] or '0', at[3] or ''
   if p == ARGV[5] and k == ARGV[6] then return -1 end
+  -- Behind: batches this coordinator saw applied were lost in a Redis restart. Ahead cannot
+  -- happen (only the lease holder plans). Either way the caller lists again from here.
   if p ~= ARGV[7] or k ~= ARGV[8] then
-    return redis.error_reply('ERR the checkpoint moved: another coordinator planned this iteration')
+    return redis.error_reply('STALE the checkpoint is not the one this batch follows')
   end
 end
 local now = string.format('%d', now_ms())
