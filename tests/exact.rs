@@ -614,3 +614,64 @@ async fn a_refused_conditional_write_is_decided_again_not_buried() {
         assert_eq!(r.get("dead"), None, "{r:?}");
     }
 }
+
+/// Regression (found by the chaos runs): a source object overwritten while the copy of its
+/// previous version was in flight. That copy lands after the overwrite, so the destination's
+/// own Last-Modified is newer than the source's; `if-newer` must compare with the version the
+/// copy holds (the ledger's), or the destination stays older than the source for good.
+async fn a_source_changed_while_its_copy_was_in_flight_is_copied_again(kind: Kind) {
+    let env = Env::start_on("in-flight", S3Server::of(kind), S3Server::of(kind));
+    let (sb, db) = env.bucket_pair().await;
+    let (src, dst) = (env.src.client(), env.dst.client());
+    let key = "flight/object";
+    put(&src, &sb, key, b"version 1").await;
+    let proxy = proxy_for(&env.dst).await;
+    proxy.set_rules(vec![
+        Rule::new("hold", puts_to(&db, key), Action::Hold).times(1),
+    ]);
+    let config = env.write_config_at(
+        "flight.toml",
+        &env.src.url(),
+        &proxy.url(),
+        &rule_toml("flight", &sb, &db, "stop = \"once\""),
+    );
+    let mut run = spawn_ferry(env.dir.path(), "run-1", &["run", "--config", &config]);
+    wait_until(
+        Duration::from_secs(60),
+        "the PUT of version 1 to be held",
+        || {
+            let held = proxy.stats().held;
+            async move { held == 1 }
+        },
+    )
+    .await;
+    put(&src, &sb, key, b"version 2, written mid-copy").await;
+    // Let the copy land a whole second later (moto's Last-Modified has whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(proxy.release_held(), 1);
+    wait_exit_ok(&mut run, Duration::from_secs(60));
+    assert_eq!(bytes(&dst, &db, key).await, b"version 1");
+    let log = env.run_to_completion_with(
+        &config,
+        &[],
+        &[("RUST_LOG", "info,ferry_coordinator=debug")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        bytes(&dst, &db, key).await,
+        b"version 2, written mid-copy",
+        "{log}"
+    );
+    let second = iteration_record(&env.redis, &env.ns, "flight", 2).await;
+    assert_eq!(second.get("copied"), Some(&1), "{second:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_while_its_copy_was_in_flight_is_copied_again_on_moto() {
+    a_source_changed_while_its_copy_was_in_flight_is_copied_again(Kind::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_while_its_copy_was_in_flight_is_copied_again_on_garage() {
+    a_source_changed_while_its_copy_was_in_flight_is_copied_again(Kind::Garage).await;
+}

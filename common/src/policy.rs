@@ -52,8 +52,8 @@ pub enum Reason {
     Missing,
     /// Managed, and the source is what ferry copied last time.
     Unchanged,
-    /// Managed, and the source was last modified before the last succeeded iteration
-    /// started, with the Last-Modified the ledger recorded: skipped without further checks.
+    /// Managed, the source is the version the ledger recorded, and it was last modified
+    /// before the last succeeded iteration started.
     UnchangedSinceLastIteration,
     /// The destination object was not written by this rule (or changed since).
     Unmanaged,
@@ -149,24 +149,42 @@ pub fn decide(
         } => {
             if is_managed(destination, ledger) {
                 let entry = ledger.unwrap_or_else(|| unreachable!("managed implies an entry"));
+                // Unchanged means the very version copied: ETag and size. Last-Modified alone
+                // cannot tell two versions written within one second apart (whole-second
+                // stores), so it only says whether this is older than the last success.
                 let unchanged = entry.source_etag == source.etag && entry.size == source.size;
-                let untouched_since_last = policy.last_success_start_ms.is_some_and(|start| {
-                    source.last_modified_ms < start
-                        && entry.source_last_modified_ms == source.last_modified_ms
-                });
-                if policy.overwrite != Overwrite::Always {
-                    if untouched_since_last {
-                        return Action::Skip(Reason::UnchangedSinceLastIteration);
-                    }
-                    if unchanged {
-                        return Action::Skip(Reason::Unchanged);
-                    }
+                if policy.overwrite != Overwrite::Always && unchanged {
+                    let before_last_success = policy.last_success_start_ms.is_some_and(|start| {
+                        source.last_modified_ms < start
+                            && entry.source_last_modified_ms == source.last_modified_ms
+                    });
+                    return Action::Skip(if before_last_success {
+                        Reason::UnchangedSinceLastIteration
+                    } else {
+                        Reason::Unchanged
+                    });
                 }
-                apply_overwrite(policy.overwrite, source, destination)
+                // The destination holds the source version the ledger recorded: compare with
+                // that version, not with the copy's own Last-Modified, which is the time of
+                // the copy (a source changed while its copy was in flight is older than the
+                // copy, yet newer than what the copy holds).
+                let held = Held {
+                    last_modified_ms: entry.source_last_modified_ms,
+                    etag: &entry.source_etag,
+                    size: entry.size,
+                    managed: true,
+                };
+                apply_overwrite(policy.overwrite, source, held)
             } else if stray {
                 Action::Copy(Reason::StrayWrite)
             } else if policy.overwrite_unmanaged {
-                apply_overwrite(policy.overwrite, source, destination)
+                let held = Held {
+                    last_modified_ms: destination.last_modified_ms,
+                    etag: &destination.etag,
+                    size: destination.size,
+                    managed: false,
+                };
+                apply_overwrite(policy.overwrite, source, held)
             } else {
                 Action::Skip(Reason::Unmanaged)
             }
@@ -174,16 +192,30 @@ pub fn decide(
     }
 }
 
-fn apply_overwrite(overwrite: Overwrite, source: &ObjectMeta, destination: &ObjectMeta) -> Action {
+/// What the destination holds, in the source's terms where the ledger knows them.
+struct Held<'a> {
+    last_modified_ms: i64,
+    etag: &'a str,
+    size: u64,
+    /// The fields are the ledger's record of the source version copied (else the
+    /// destination object's own).
+    managed: bool,
+}
+
+fn apply_overwrite(overwrite: Overwrite, source: &ObjectMeta, held: Held<'_>) -> Action {
+    // A managed object's source changed (else it was skipped before): it is newer unless
+    // its Last-Modified went back before the version copied. An unmanaged object's own
+    // Last-Modified must be strictly older.
+    let newer = if held.managed {
+        source.last_modified_ms >= held.last_modified_ms
+    } else {
+        source.last_modified_ms > held.last_modified_ms
+    };
     match overwrite {
         Overwrite::Never => Action::Skip(Reason::NeverOverwrite),
-        Overwrite::IfNewer if source.last_modified_ms > destination.last_modified_ms => {
-            Action::Copy(Reason::SourceNewer)
-        }
+        Overwrite::IfNewer if newer => Action::Copy(Reason::SourceNewer),
         Overwrite::IfNewer => Action::Skip(Reason::NotNewer),
-        Overwrite::IfDifferent
-            if source.size != destination.size || source.etag != destination.etag =>
-        {
+        Overwrite::IfDifferent if source.size != held.size || source.etag != held.etag => {
             Action::Copy(Reason::Different)
         }
         Overwrite::IfDifferent => Action::Skip(Reason::Same),
@@ -319,7 +351,11 @@ mod tests {
         let dst = obj("d", 1, T0 + 10);
         let e = entry(&old, "d");
         let newer = obj("b", 2, T0 + 20);
-        let older = obj("b", 2, T0 + 5); // changed, but Last-Modified before the copy (skew)
+        // Changed while the copy of `old` was in flight: older than the copy (T0 + 10), newer
+        // than what it holds (T0).
+        let during = obj("b", 2, T0 + 5);
+        // A version older than the one copied (restored from a backup, say).
+        let older = obj("b", 2, T0 - 5);
         let check = |src: &ObjectMeta, mode, expected| {
             assert_eq!(
                 decide(&both(src, &dst), Some(&e), false, &policy(mode, false)),
@@ -334,6 +370,11 @@ mod tests {
         );
         check(
             &newer,
+            Overwrite::IfNewer,
+            Action::Copy(Reason::SourceNewer),
+        );
+        check(
+            &during,
             Overwrite::IfNewer,
             Action::Copy(Reason::SourceNewer),
         );
@@ -434,6 +475,13 @@ mod tests {
         assert_eq!(
             decide(&both(&src, &dst), None, false, &p),
             Action::Skip(Reason::Unmanaged)
+        );
+        // Regression: another version written within the same second (whole-second
+        // Last-Modified) is not taken for the one copied.
+        let same_second = obj("c", 7, T0);
+        assert_eq!(
+            decide(&both(&same_second, &dst), Some(&e), false, &p),
+            Action::Copy(Reason::SourceNewer)
         );
     }
 

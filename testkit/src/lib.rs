@@ -6,8 +6,10 @@
 //!   throttles or stalls bodies, and rewrites ETags the way SSE-KMS stores return them.
 //!
 //! - [`servers`]: real servers on free ports (Redis, moto, Garage) and child processes.
+//! - [`chaos`]: randomized fault schedules against a real cluster (`scripts/chaos.sh`).
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
+pub mod chaos;
 pub mod proxy;
 pub mod servers;
