@@ -10,5 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --garage
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --quiet --bin ferry --bin ferry-chaos
+cargo build --release --quiet -p ferry -p ferry-testkit --bin ferry --bin ferry-chaos
 exec target/release/ferry-chaos --ferry target/release/ferry "$@"
