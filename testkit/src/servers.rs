@@ -93,9 +93,11 @@ impl Proc {
 
     /// Sends a signal by name (`STOP`, `CONT`, ...).
     pub fn signal(&self, name: &str) {
+        // A process that already exited is not an error here.
         let _ = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
     }
 
