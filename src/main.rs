@@ -404,7 +404,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 replace: coordinator.replace_rule,
             };
             let (config, queue) = start(&common, role, stop).await?;
-            let stores = Stores::connect(&config, timeouts).await;
+            let stores = Stores::connect(&config, timeouts)
+                .await
+                .with_limits(&config, &queue);
             run_coordinator(&coordinator, config, stores, queue, cancel).await
         }
         Command::Worker {
@@ -419,7 +421,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let cancel = ferry_common::shutdown::on_signal();
             let stop = hard_stop(&cancel, options.drain);
             let (config, queue) = start(&common, Role::Worker, stop).await?;
-            let stores = Stores::connect(&config, timeouts).await;
+            let stores = Stores::connect(&config, timeouts)
+                .await
+                .with_limits(&config, &queue);
             ferry_worker::run(config, stores, queue, options, cancel)
                 .await
                 .context("worker failed")?;
@@ -441,7 +445,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 replace: coordinator.replace_rule,
             };
             let (config, queue) = start(&common, role, stop).await?;
-            let stores = Stores::connect(&config, timeouts).await;
+            let stores = Stores::connect(&config, timeouts)
+                .await
+                .with_limits(&config, &queue);
             // Workers stop when the coordinator is done (or on a signal).
             let workers_stop = shutdown.child_token();
             let mut handles = Vec::new();

@@ -82,8 +82,8 @@ pub(crate) fn render(view: &QueuesView) -> String {
             continue;
         }
         out += &format!(
-            "  {:>5} {:>9} {:>7} {:>9} {:>6} {:>8}  LEASED BY\n",
-            "SHARD", "PENDING", "LEASED", "RETRYING", "DEAD", "OLDEST"
+            "  {:>5} {:>9} {:>7} {:>9} {:>6} {:>8} {:>10} {:>9}  LEASED BY\n",
+            "SHARD", "PENDING", "LEASED", "RETRYING", "DEAD", "OLDEST", "LIMIT", "THROTTLED"
         );
         for s in &r.shards {
             let by: Vec<String> = s
@@ -91,14 +91,21 @@ pub(crate) fn render(view: &QueuesView) -> String {
                 .iter()
                 .map(|(w, n)| format!("{w}:{n}"))
                 .collect();
+            let limit = match (s.limit, s.probing) {
+                (None, _) => "-".to_string(),
+                (Some(_), true) => "probing".to_string(),
+                (Some(l), false) => l.to_string(),
+            };
             out += &format!(
-                "  {:>5} {:>9} {:>7} {:>9} {:>6} {:>8}  {}\n",
+                "  {:>5} {:>9} {:>7} {:>9} {:>6} {:>8} {:>10} {:>9}  {}\n",
                 s.shard,
                 s.pending,
                 s.leased,
                 s.retrying,
                 s.dead,
                 age(s.oldest_pending_ms),
+                limit,
+                s.throttled,
                 by.join(" ")
             );
         }

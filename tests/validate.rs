@@ -129,6 +129,28 @@ fn each_class_of_bad_input_is_rejected_with_where_and_why() {
             "is not a stop condition",
         ),
         (
+            rule(&format!("name = \"a\"\n{src}\n{dst}\narchived = \"thaw\"")),
+            "rules[0] (a).archived: \"thaw\" is not one of skip, fail",
+        ),
+        (
+            rule(&format!(
+                "name = \"a\"\n{src}\n{dst}\nmax_requests_per_second = -5"
+            )),
+            "rules[0] (a).max_requests_per_second: -5 must be 0 (no limit) or more",
+        ),
+        (
+            rule(&format!(
+                "name = \"a\"\n{src}\n{dst}\nmax_requests_per_second = \"fast\""
+            )),
+            "rules[0] (a).max_requests_per_second: must be an integer",
+        ),
+        (
+            rule(&format!(
+                "name = \"a\"\n{src}\n{dst}\nmax_bandwidth = \"wide\""
+            )),
+            "rules[0] (a).max_bandwidth: \"wide\" is not a size",
+        ),
+        (
             rule(&format!(
                 "name = \"a\"\n{src}\n{dst}\noverwrite = \"maybe\""
             )),

@@ -3,6 +3,7 @@
 //! - [`config`]: the TOML config file, parsed and validated once into typed values.
 //! - [`units`]: byte sizes and durations as written in the config.
 //! - [`task`]: units of queued work; [`codec`]: their versioned binary encoding.
+//! - [`flow`]: adaptive flow control per prefix shard (the pure controller).
 //! - [`ledger`]: what ferry wrote to each destination, compactly encoded.
 //! - [`parts`]: multipart layouts within S3's limits, and multipart ETags.
 //! - [`policy`]: the decision table (copy, skip, delete) for one key.
@@ -16,6 +17,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod flow;
 pub mod ledger;
 pub mod parts;
 pub mod policy;

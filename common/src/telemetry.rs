@@ -18,6 +18,11 @@ pub const OBJECTS_SKIPPED: &str = "ferry_objects_skipped_total";
 pub const OBJECTS_FAILED: &str = "ferry_objects_failed_total";
 /// Objects listed at the source, by rule.
 pub const OBJECTS_LISTED: &str = "ferry_objects_listed_total";
+/// Throttle answers (503 SlowDown, 429) a shard's tasks received, by rule and shard.
+pub const THROTTLED: &str = "ferry_throttled_total";
+/// A shard's allowed concurrency across the fleet (0 = not throttled), by rule and shard, as
+/// the coordinator last read it.
+pub const SHARD_LIMIT: &str = "ferry_shard_limit";
 /// Tasks a worker claimed but could not decode (written by a newer ferry) and left for
 /// another worker, by rule.
 pub const TASKS_UNDECODABLE: &str = "ferry_tasks_undecodable_total";

@@ -113,8 +113,8 @@ async fn plan(
         delete: rule.delete,
         last_success_start_ms: ctx.queue.last_success_start(&rule.name).await?,
     };
-    let source = ctx.stores.get(&rule.source.endpoint);
-    let destination = ctx.stores.get(&rule.destination.endpoint);
+    let source = ctx.stores.source(rule);
+    let destination = ctx.stores.destination(rule);
     let now = ctx.queue.redis_time_ms().await?;
     let prune_before = now.saturating_sub(STRAY_HORIZON.as_millis() as u64);
     let mut planner = Planner::new(

@@ -116,6 +116,9 @@ async fn publish_queue_metrics(ctx: Context, rule: String) {
         if let Ok(views) = ctx.queue.shard_views(&rule).await {
             for v in views {
                 let shard = v.shard.to_string();
+                metrics::gauge!(telemetry::SHARD_LIMIT, "rule" => rule.clone(),
+                    "shard" => shard.clone())
+                .set(f64::from(v.limit.unwrap_or(0)));
                 for (state, n) in [
                     ("pending", v.pending),
                     ("leased", v.leased),

@@ -19,7 +19,7 @@ pub(crate) async fn abort_abandoned(ctx: &Context, rule: &Rule) -> Result<(), Co
     if open.is_empty() {
         return Ok(());
     }
-    let destination = ctx.stores.get(&rule.destination.endpoint);
+    let destination = ctx.stores.destination(rule);
     let mut aborted = 0u64;
     for (rid, record) in open {
         match destination

@@ -201,6 +201,8 @@ pub struct Event {
     pub status: u16,
     /// For a held request: the status the server gave when it was finally forwarded.
     pub late_status: Option<u16>,
+    /// Bytes of the request's body (`x-amz-decoded-content-length`, else Content-Length).
+    pub request_bytes: u64,
 }
 
 /// Counts so far.
@@ -232,6 +234,7 @@ struct State {
     requests: Mutex<u64>,
     kms: Mutex<KmsTable>,
     started: Instant,
+    started_epoch_ms: u64,
 }
 
 #[derive(Default)]
@@ -281,6 +284,9 @@ impl FaultProxy {
             requests: Mutex::new(0),
             kms: Mutex::new(KmsTable::default()),
             started: Instant::now(),
+            started_epoch_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Ok(FaultProxy { addr, state, task })
@@ -326,6 +332,11 @@ impl FaultProxy {
     /// Counts so far.
     pub fn stats(&self) -> Stats {
         self.state.stats()
+    }
+
+    /// When the proxy started, in ms since the Unix epoch ([`Event::at_ms`] counts from it).
+    pub fn started_at_ms(&self) -> u64 {
+        self.state.started_epoch_ms
     }
 
     /// Every request seen so far, oldest first.
@@ -555,6 +566,15 @@ async fn handle(
     let query = req.uri().query().unwrap_or("").to_string();
     let rule = state.choose(&method, &path, &query, req.headers());
     let head = method == "HEAD";
+    let header_u64 = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let request_bytes = header_u64("x-amz-decoded-content-length")
+        .or_else(|| header_u64("content-length"))
+        .unwrap_or(0);
     let mut event = Event {
         at_ms: state.elapsed_ms(),
         method,
@@ -563,6 +583,7 @@ async fn handle(
         rule: rule.as_ref().map(|r| r.name.clone()),
         status: 0,
         late_status: None,
+        request_bytes,
     };
     let action = rule.map_or(Action::Pass, |r| r.action);
     let (parts, body) = req.into_parts();
@@ -1021,7 +1042,8 @@ async fn kms(
 // ---- control API, for the binary ----
 
 /// Serves the control API on `listen` for `proxy`: `PUT /rules` (a JSON array of
-/// [`Rule`]s), `GET /stats`, `GET /events?since=MS`, `POST /release`.
+/// [`Rule`]s), `GET /stats`, `GET /events?since=MS`, `POST /release`, `GET /now` (the ms its
+/// events are timed from).
 pub async fn serve_control(proxy: Arc<FaultProxy>, listen: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     loop {
@@ -1085,6 +1107,10 @@ async fn control(proxy: &FaultProxy, req: Request<Incoming>) -> Result<Response<
         ("POST", "/release") => Ok(reply(
             200,
             format!("{{\"released\": {}}}", proxy.release_held()),
+        )),
+        ("GET", "/now") => Ok(reply(
+            200,
+            format!("{{\"ms\": {}}}", proxy.state.elapsed_ms()),
         )),
         _ => Ok(reply(404, "{\"error\": \"no such control path\"}".into())),
     }

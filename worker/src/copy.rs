@@ -132,7 +132,7 @@ pub(crate) async fn current_version(
     key: &str,
 ) -> Result<Option<ObjectVersion>, StorageError> {
     let rule = job.rule;
-    let source = job.shared.stores.get(&rule.source.endpoint);
+    let source = job.shared.stores.source(rule);
     match source.head(&rule.source.bucket, key, None).await {
         Ok(head) => Ok(Some(ObjectVersion {
             key: key.to_string(),
@@ -166,7 +166,7 @@ pub(crate) async fn replan_destination(
     version: &ObjectVersion,
 ) -> Result<Replanned, TaskError> {
     let rule = job.rule;
-    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let destination = job.shared.stores.destination(rule);
     let there = match destination
         .head(&rule.destination.bucket, &version.key, None)
         .await
@@ -233,7 +233,7 @@ pub(crate) async fn delete_object(
     destination_etag: &str,
 ) -> Result<Outcome, StorageError> {
     let rule: &Rule = job.rule;
-    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let destination = job.shared.stores.destination(rule);
     match destination.head(&rule.destination.bucket, key, None).await {
         Ok(head) if head.etag != destination_etag => return Ok(Outcome::Kept),
         Ok(_) => {}
@@ -252,8 +252,8 @@ async fn copy_streamed(
 ) -> Result<(u64, Written), TaskError> {
     let rule = job.rule;
     let key = &version.key;
-    let source = job.shared.stores.get(&rule.source.endpoint);
-    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let source = job.shared.stores.source(rule);
+    let destination = job.shared.stores.destination(rule);
     let condition = write_condition(job, expected).await?;
     let get = source
         .get(&rule.source.bucket, key, None, Some(&version.etag))
@@ -292,7 +292,7 @@ async fn copy_server_side(
 ) -> Result<(u64, Written), TaskError> {
     let rule = job.rule;
     let key = &version.key;
-    let store = job.shared.stores.get(&rule.source.endpoint);
+    let store = job.shared.stores.source(rule);
     // CopyObject writes STANDARD unless told the class: the rule's, else the source's.
     let class = rule
         .destination

@@ -440,11 +440,45 @@ async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, TaskError> {
     }
 }
 
+/// Reports a SlowDown or 429: the shard's fleet-wide limit is cut and the task goes back
+/// without an attempt counted (a throttle is not a failure), claimable again once the shard
+/// admits it (a short jitter spreads the returns).
+async fn report_throttle(job: &Job<'_>, error: &str) {
+    let (shared, claimed) = (job.shared, job.claimed);
+    let shard = claimed.id.split(':').nth(1).unwrap_or("?").to_string();
+    metrics::counter!(telemetry::THROTTLED, "rule" => claimed.rule.clone(), "shard" => shard.clone())
+        .increment(1);
+    let delay = Duration::from_millis(rand::random_range(0..500));
+    match shared
+        .queue
+        .throttle(
+            &shared.options.id,
+            claimed,
+            error,
+            delay,
+            job.may_have_written(),
+        )
+        .await
+    {
+        Ok(Some((limit, probing))) => {
+            debug!(rule = %claimed.rule, shard, task = %claimed.id, limit, probing, error,
+                "throttled; the shard is slowed down")
+        }
+        Ok(None) => warn!(task = %claimed.id, "lease lost before reporting the throttle"),
+        Err(e) => {
+            warn!(task = %claimed.id, error = %e, "could not report the throttle; the lease will expire")
+        }
+    }
+}
+
 /// Records a failed attempt: retried later, or buried in dead letters after a permanent
 /// error or `max_attempts`. A buried part first aborts its upload, and its dead letter holds
 /// the whole object, which is what a retry must copy again.
 async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: ErrorKind) {
     let (shared, claimed) = (job.shared, job.claimed);
+    if kind == ErrorKind::Throttled {
+        return report_throttle(job, error).await;
+    }
     shared.failed.fetch_add(1, Ordering::Relaxed);
     let max_attempts = job.rule.max_attempts;
     let attempts = claimed.attempts + 1;

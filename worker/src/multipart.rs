@@ -165,7 +165,7 @@ async fn source_layout(
     job: &Job<'_>,
     version: &ObjectVersion,
 ) -> Result<Option<Layout>, StorageError> {
-    let source = job.shared.stores.get(&job.rule.source.endpoint);
+    let source = job.shared.stores.source(job.rule);
     let (bucket, key, etag) = (&job.rule.source.bucket, &version.key, &version.etag);
     // Without If-Match (moto refuses it with partNumber): the ETag is compared here.
     let changed = |found: &str| StorageError {
@@ -221,8 +221,8 @@ async fn split(
     expected: &Expected,
 ) -> Result<Outcome, TaskError> {
     let (shared, rule, claimed) = (job.shared, job.rule, job.claimed);
-    let source = shared.stores.get(&rule.source.endpoint);
-    let destination = shared.stores.get(&rule.destination.endpoint);
+    let source = shared.stores.source(rule);
+    let destination = shared.stores.destination(rule);
     let (bucket, key) = (&rule.destination.bucket, &version.key);
     let head: ObjectHead = source
         .head(&rule.source.bucket, key, Some(&version.etag))
@@ -306,7 +306,7 @@ async fn split(
 /// Aborts uploads of `key` at the destination that no record in Redis knows: left by a worker
 /// that died between creating an upload and recording it.
 async fn abort_strays(job: &Job<'_>, key: &str) -> Result<(), TaskError> {
-    let destination = job.shared.stores.get(&job.rule.destination.endpoint);
+    let destination = job.shared.stores.destination(job.rule);
     let open = destination
         .list_uploads(&job.rule.destination.bucket, key)
         .await?;
@@ -319,7 +319,7 @@ async fn abort_strays(job: &Job<'_>, key: &str) -> Result<(), TaskError> {
 
 /// Aborts one upload at the destination (an upload already gone is fine).
 pub(crate) async fn abort(job: &Job<'_>, key: &str, upload_id: &str) -> Result<(), StorageError> {
-    let destination = job.shared.stores.get(&job.rule.destination.endpoint);
+    let destination = job.shared.stores.destination(job.rule);
     match destination
         .abort_multipart(&job.rule.destination.bucket, key, upload_id)
         .await
@@ -382,7 +382,7 @@ async fn reusable_part(job: &Job<'_>, part: &PartTask) -> Result<Option<String>,
     {
         return Ok(Some(etag));
     }
-    let destination = shared.stores.get(&rule.destination.endpoint);
+    let destination = shared.stores.destination(rule);
     let uploaded = destination
         .list_parts(&rule.destination.bucket, &part.source.key, &part.upload_id)
         .await?;
@@ -401,8 +401,8 @@ async fn upload_part(job: &Job<'_>, part: &PartTask) -> Result<String, StorageEr
 
 async fn upload_part_written(job: &Job<'_>, part: &PartTask) -> Result<Written, StorageError> {
     let rule = job.rule;
-    let source = job.shared.stores.get(&rule.source.endpoint);
-    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let source = job.shared.stores.source(rule);
+    let destination = job.shared.stores.destination(rule);
     let key = &part.source.key;
     let range = ByteRange {
         first: part.first,
@@ -521,7 +521,7 @@ async fn complete(
     parts: Vec<(u32, String)>,
 ) -> Result<Outcome, TaskError> {
     let rule = job.rule;
-    let destination = job.shared.stores.get(&rule.destination.endpoint);
+    let destination = job.shared.stores.destination(rule);
     let (bucket, key) = (&rule.destination.bucket, &part.source.key);
     let expected = multipart_etag(parts.iter().map(|(_, e)| e.as_str()));
     let uploaded: Vec<UploadedPart> = parts

@@ -253,6 +253,11 @@ pub struct Rule {
     pub max_attempts: u32,
     /// What to do with source objects that are archived and not restored.
     pub archived: Archived,
+    /// S3 requests per second for the rule, both sides, every worker together (0 = no
+    /// limit).
+    pub max_requests_per_second: u64,
+    /// Bytes per second the rule copies, every worker together (0 = no limit).
+    pub max_bandwidth: ByteSize,
 }
 
 /// What to do with a source object in an archive class that is not restored.

@@ -300,6 +300,19 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
             }
         });
 
+    let max_requests_per_second = match t.integer("max_requests_per_second", problems) {
+        None => 0,
+        Some(n) if n >= 0 => n as u64,
+        Some(n) => {
+            problems.push(Problem::new(
+                t.path("max_requests_per_second"),
+                format!("{n} must be 0 (no limit) or more"),
+            ));
+            0
+        }
+    };
+    let max_bandwidth = t.size("max_bandwidth", problems).unwrap_or(ByteSize(0));
+
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
     Some(Rule {
@@ -323,6 +336,8 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         part_size,
         max_attempts,
         archived,
+        max_requests_per_second,
+        max_bandwidth,
     })
 }
 

@@ -72,6 +72,12 @@ pub struct ShardView {
     pub oldest_pending_ms: Option<u64>,
     /// Leases held, by worker.
     pub leased_by: BTreeMap<String, u64>,
+    /// Allowed in flight across the fleet; `None` when not throttled (unlimited).
+    pub limit: Option<u32>,
+    /// Throttled now: waiting for a probe to succeed.
+    pub probing: bool,
+    /// Throttle answers (SlowDown, 429) the shard has received, in all.
+    pub throttled: u64,
 }
 
 /// Tasks and bytes finished over the last [`THROUGHPUT_WINDOW`] seconds.
@@ -226,6 +232,13 @@ impl Queue {
         for id in &dead {
             if let Some(view) = shard_of(id).and_then(|s| views.get_mut(&s)) {
                 view.dead += 1;
+            }
+        }
+        for (shard, flow) in self.flow(rule).await? {
+            if let Some(view) = views.get_mut(&shard) {
+                view.limit = flow.throttled().then_some(flow.limit);
+                view.probing = flow.probing;
+                view.throttled = flow.throttled;
             }
         }
         Ok(views.into_values().collect())

@@ -26,6 +26,8 @@
 //! | `NS:{R}:leader_epoch` | string | counter of lease acquisitions |
 //! | `NS:{R}:rule` | hash | `state` (`running`, `waiting`, `stopped`, `failed`), `reason`, `since_ms`, `stopped_ms` |
 //! | `NS:{R}:intents` | hash | 12-byte ledger slot -> `token@ms,...`: claims that may write that key and have not acked |
+//! | `NS:{R}:flow` | hash | `SHARD:field` -> flow control state of each shard (in flight, limit, probing, ...) |
+//! | `NS:{R}:budget:KIND` | hash | token bucket of `max_requests_per_second` (`requests`) or `max_bandwidth` (`bytes`) |
 //! | `NS:{R}:uploads` | hash | record id -> multipart upload ferry started and has not finished |
 //! | `NS:{R}:up:RID` | hash | part number -> ETag of each part uploaded so far |
 //! | `NS:{R}:tp:SECOND` | hash | tasks (`n`) and bytes (`b`) finished in that second; expires |
@@ -162,6 +164,14 @@ impl RuleKeys {
     pub fn intents(&self) -> String {
         self.key("intents")
     }
+    /// One of the rule's shared budgets (`requests` or `bytes`).
+    pub fn budget(&self, kind: &str) -> String {
+        self.key(&format!("budget:{kind}"))
+    }
+    /// Flow control state of every shard (see [`crate::flow`]).
+    pub fn flow(&self) -> String {
+        self.key("flow")
+    }
     /// Open multipart uploads.
     pub fn uploads(&self) -> String {
         self.key("uploads")
@@ -177,7 +187,7 @@ impl RuleKeys {
     }
 
     /// `KEYS` for the task scripts, in their documented order.
-    pub(crate) fn script_keys(&self) -> [String; 10] {
+    pub(crate) fn script_keys(&self) -> [String; 11] {
         [
             self.tasks(),
             self.attempts(),
@@ -189,6 +199,7 @@ impl RuleKeys {
             self.shards(),
             self.fence(),
             self.intents(),
+            self.flow(),
         ]
     }
 }

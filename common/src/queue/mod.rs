@@ -14,6 +14,7 @@
 //! Leases carry a fencing token: renew, ack, fail and release succeed only for the worker and
 //! token of the current lease, so a worker that lost its lease cannot commit.
 
+mod budget;
 mod connection;
 mod fleet;
 mod iteration;
@@ -22,15 +23,18 @@ mod leader;
 mod ledger;
 mod multipart;
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use redis::Script;
 
 use crate::codec::{self, CodecError};
 use crate::config::{BucketRef, RedisConfig};
+use crate::flow::Flow;
 use crate::shard::ShardId;
 use crate::task::Task;
 
+pub use budget::{Budget, BudgetKind};
 pub use connection::Persistence;
 use connection::{Connection, Health};
 pub use fleet::{
@@ -122,6 +126,8 @@ struct Scripts {
     seal: Script,
     finish: Script,
     rule: Script,
+    throttle: Script,
+    tokens: Script,
 }
 
 impl Scripts {
@@ -146,6 +152,8 @@ impl Scripts {
             seal: with_lib(include_str!("lua/seal.lua")),
             finish: with_lib(include_str!("lua/finish.lua")),
             rule: with_lib(include_str!("lua/rule.lua")),
+            throttle: with_lib(include_str!("lua/throttle.lua")),
+            tokens: Script::new(include_str!("lua/tokens.lua")),
         }
     }
 }
@@ -445,6 +453,61 @@ impl Queue {
             "dead" => FailOutcome::Dead,
             _ => FailOutcome::Lost,
         })
+    }
+
+    /// Reports a task refused with SlowDown or 429: its shard's fleet-wide limit is cut (see
+    /// [`crate::flow`]) and the task goes back, without counting an attempt, claimable after
+    /// `delay` once the shard admits it. Returns the shard's limit (0 = not throttled) and
+    /// whether it is being probed, or `None` when the lease was lost.
+    pub async fn throttle(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        error: &str,
+        delay: Duration,
+        wrote: bool,
+    ) -> Result<Option<(u32, bool)>, QueueError> {
+        let rk = self.keys.rule(&claimed.rule);
+        let mut inv = self.task_invocation(&self.scripts.throttle, &rk);
+        inv.arg(worker)
+            .arg(&claimed.id)
+            .arg(claimed.token)
+            .arg(error)
+            .arg(delay.as_millis() as u64)
+            .arg(if wrote { "1" } else { "0" });
+        let reply: Vec<u64> = self.invoke(inv).await?;
+        Ok(match reply[..] {
+            [limit, probing, _] => Some((limit as u32, probing == 1)),
+            _ => None,
+        })
+    }
+
+    /// The flow control state of every shard of `rule` that has one.
+    pub async fn flow(&self, rule: &str) -> Result<BTreeMap<ShardId, Flow>, QueueError> {
+        let fields: HashMap<String, String> = self
+            .query(redis::cmd("HGETALL").arg(self.keys.rule(rule).flow()))
+            .await?;
+        let mut out: BTreeMap<ShardId, Flow> = BTreeMap::new();
+        for (field, value) in fields {
+            let Some((shard, name)) = field.split_once(':') else {
+                continue;
+            };
+            let Ok(shard) = shard.parse() else { continue };
+            let f = out.entry(shard).or_default();
+            let n = || value.parse::<u64>().unwrap_or(0);
+            match name {
+                "n" => f.in_flight = n() as u32,
+                "l" => f.limit = n() as u32,
+                "c" => f.ceiling = n() as u32,
+                "p" => f.probing = value == "1",
+                "po" => f.probe_out = !value.is_empty(),
+                "np" => f.next_probe_ms = n(),
+                "b" => f.backoff_ms = n(),
+                "t" => f.throttled = n(),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Gives a task back to the front of its queue without counting an attempt. `wrote` says

@@ -4,6 +4,7 @@
 
 mod capabilities;
 mod error;
+mod limited;
 mod s3;
 mod stores;
 
@@ -17,6 +18,7 @@ use futures::Stream;
 
 pub use capabilities::{Capabilities, probe};
 pub use error::{ErrorKind, StorageError, classify};
+pub use limited::LimitedStore;
 pub use s3::{S3Store, Timeouts};
 pub use stores::Stores;
 
@@ -375,13 +377,21 @@ pub fn list_pages(
             let Some(token) = state else {
                 return Ok(None);
             };
-            let mut attempt = 0;
+            let (mut attempt, mut throttled) = (0, 0);
             let page = loop {
                 attempt += 1;
                 match store
                     .list_page(&bucket, &prefix, start_after.as_deref(), token.clone())
                     .await
                 {
+                    // Throttling is not failing: wait longer, without using up attempts.
+                    Err(e) if e.kind == ErrorKind::Throttled => {
+                        attempt -= 1;
+                        throttled += 1;
+                        tracing::debug!(error = %e, throttled, "listing throttled; slowing down");
+                        tokio::time::sleep(crate::retry::RetryPolicy::THROTTLED.delay(throttled))
+                            .await;
+                    }
                     Err(e) if e.kind.is_retryable() && attempt < LIST_ATTEMPTS => {
                         tracing::warn!(error = %e, attempt, "listing failed; retrying");
                         tokio::time::sleep(crate::retry::RetryPolicy::TRANSIENT.delay(attempt))

@@ -5,16 +5,21 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::{Capabilities, ObjectStore, S3Store, StorageError, Timeouts, probe};
-use crate::config::Config;
+use super::{Capabilities, LimitedStore, ObjectStore, S3Store, StorageError, Timeouts, probe};
+use crate::config::{Config, Rule};
+use crate::queue::{Budget, BudgetKind, Queue};
 
 type CapabilityCells = HashMap<(String, String), Arc<OnceCell<Capabilities>>>;
+/// A rule's source and destination stores, in that order.
+type StorePair = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
 
-/// Connected stores, by endpoint name.
+/// Connected stores, by endpoint name, and each limited rule's view of its two stores.
 #[derive(Clone, Default)]
 pub struct Stores {
     by_name: HashMap<String, Arc<dyn ObjectStore>>,
     capabilities: Arc<Mutex<CapabilityCells>>,
+    /// Rule name -> (source, destination) under the rule's budgets.
+    limited: HashMap<String, StorePair>,
 }
 
 impl Stores {
@@ -30,6 +35,7 @@ impl Stores {
         Stores {
             by_name,
             capabilities: Arc::default(),
+            limited: HashMap::new(),
         }
     }
 
@@ -38,6 +44,51 @@ impl Stores {
         Stores {
             by_name: stores.into_iter().collect(),
             capabilities: Arc::default(),
+            limited: HashMap::new(),
+        }
+    }
+
+    /// Puts every rule with `max_requests_per_second` or `max_bandwidth` under budgets
+    /// shared through `queue` by every process of the fleet.
+    pub fn with_limits(mut self, config: &Config, queue: &Queue) -> Stores {
+        for rule in &config.rules {
+            let budget = |kind, rate: u64| {
+                (rate > 0).then(|| Arc::new(Budget::new(queue.clone(), &rule.name, kind, rate)))
+            };
+            let requests = budget(BudgetKind::Requests, rule.max_requests_per_second);
+            let bytes = budget(BudgetKind::Bytes, rule.max_bandwidth.0);
+            if requests.is_none() && bytes.is_none() {
+                continue;
+            }
+            let side = |endpoint: &str| -> Arc<dyn ObjectStore> {
+                Arc::new(LimitedStore::new(
+                    self.get(endpoint),
+                    requests.clone(),
+                    bytes.clone(),
+                ))
+            };
+            let pair = (
+                side(&rule.source.endpoint),
+                side(&rule.destination.endpoint),
+            );
+            self.limited.insert(rule.name.clone(), pair);
+        }
+        self
+    }
+
+    /// The store `rule` reads from, under the rule's budgets.
+    pub fn source(&self, rule: &Rule) -> Arc<dyn ObjectStore> {
+        match self.limited.get(&rule.name) {
+            Some((source, _)) => source.clone(),
+            None => self.get(&rule.source.endpoint),
+        }
+    }
+
+    /// The store `rule` writes to, under the rule's budgets.
+    pub fn destination(&self, rule: &Rule) -> Arc<dyn ObjectStore> {
+        match self.limited.get(&rule.name) {
+            Some((_, destination)) => destination.clone(),
+            None => self.get(&rule.destination.endpoint),
         }
     }
 

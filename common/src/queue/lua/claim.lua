@@ -20,6 +20,7 @@ end
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 500)
 for _, id in ipairs(expired) do
+  flow_event(id, 'ended', now)
   redis.call('ZREM', KEYS[4], id)
   local owner = redis.call('HGET', KEYS[5], id) or '?'
   redis.call('HDEL', KEYS[5], id)
@@ -46,6 +47,8 @@ local offset = tonumber(ARGV[6]) % count
 local lease_until = now + tonumber(ARGV[3])
 local parts_left = tonumber(ARGV[7])
 local blocked = {}
+-- each shard's flow state, read once, kept up to date as this claim takes its tasks
+local flows = {}
 local got = 0
 local progress = true
 -- one task per shard per pass, so a deep shard does not starve the others
@@ -55,6 +58,10 @@ while got < want and progress do
     if got >= want then break end
     local shard = shards[((offset + i) % count) + 1]
     local queue = prefix .. ':q:' .. shard
+    if not flows[shard] then flows[shard] = flow_get(shard) end
+    local admit = flow_admit(flows[shard], now)
+    -- a throttled shard at its limit (or waiting for its probe) is left alone
+    if admit == 'no' then blocked[shard] = true end
     local id = not blocked[shard] and redis.call('RPOP', queue)
     if id and string.sub(id, -2) == ':p' and parts_left <= 0 then
       -- put it back where it was, and leave this shard alone for the rest of the claim
@@ -67,6 +74,13 @@ while got < want and progress do
       local payload = redis.call('HGET', KEYS[1], id)
       if payload then
         if string.sub(id, -2) == ':p' then parts_left = parts_left - 1 end
+        local f = flows[shard]
+        f.n = f.n + 1
+        if admit == 'probe' then
+          f.po = id
+          blocked[shard] = true
+        end
+        flow_put(shard, f)
         local token = string.format('%d', redis.call('INCR', KEYS[9]))
         redis.call('ZADD', KEYS[4], lease_until, id)
         redis.call('HSET', KEYS[5], id, ARGV[2] .. '|' .. token)

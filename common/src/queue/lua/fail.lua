@@ -9,6 +9,7 @@ local prefix, id = ARGV[1], ARGV[3]
 if not holds(id, ARGV[2], ARGV[4]) then return 'lost' end
 if ARGV[11] ~= '1' then intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4]) end
 local now = now_ms()
+flow_event(id, 'ended', now)
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)
 local attempts = redis.call('HINCRBY', KEYS[2], id, 1)

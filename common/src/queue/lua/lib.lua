@@ -1,6 +1,6 @@
 -- Shared by the task scripts (prepended to each when it is loaded).
 -- KEYS of every task script: [1] tasks  [2] attempts  [3] errors  [4] leases  [5] owners
--- [6] delayed  [7] dead  [8] shards  [9] fence  [10] intents.
+-- [6] delayed  [7] dead  [8] shards  [9] fence  [10] intents  [11] flow.
 
 -- Refuses a coordinator write whose leader token is not the rule's current lease (a former
 -- leader, paused or partitioned past its lease). An empty token (tools, tests) is not fenced.
@@ -22,8 +22,95 @@ local function holds(id, worker, token)
   return redis.call('HGET', KEYS[5], id) == worker .. '|' .. token
 end
 
+-- Flow control per shard: the rules of common/src/flow.rs, in the same order, on the state
+-- kept in KEYS[11] as SHARD:n (in flight), :l (limit, 0 = not throttled), :c (ceiling),
+-- :p (probing), :po (the probe's task id), :np (next probe, ms), :b (backoff, ms),
+-- :t (throttle answers in all).
+local FIRST_BACKOFF, MAX_BACKOFF = 1000, 4000
+local FLOW_FIELDS = {'n', 'l', 'c', 'p', 'po', 'np', 'b', 't'}
+
+local function shard_of(id)
+  return string.match(id, '^%d+:(%d+):')
+end
+
+local function flow_get(shard)
+  local names = {}
+  for i, f in ipairs(FLOW_FIELDS) do names[i] = shard .. ':' .. f end
+  local v = redis.call('HMGET', KEYS[11], unpack(names))
+  return {
+    n = tonumber(v[1] or '0'), l = tonumber(v[2] or '0'), c = tonumber(v[3] or '0'),
+    p = v[4] == '1', po = v[5] or '', np = tonumber(v[6] or '0'), b = tonumber(v[7] or '0'),
+    t = tonumber(v[8] or '0'),
+  }
+end
+
+local function flow_put(shard, f)
+  redis.call('HSET', KEYS[11],
+    shard .. ':n', f.n, shard .. ':l', f.l, shard .. ':c', f.c, shard .. ':p', f.p and 1 or 0,
+    shard .. ':po', f.po, shard .. ':np', string.format('%d', f.np),
+    shard .. ':b', f.b, shard .. ':t', f.t)
+end
+
+-- 'yes', 'probe' or 'no': what may be claimed from the shard now.
+local function flow_admit(f, now)
+  if f.l == 0 then return 'yes' end
+  if f.p then
+    if f.po == '' and now >= f.np then return 'probe' end
+    return 'no'
+  end
+  if f.n < f.l then return 'yes' end
+  return 'no'
+end
+
+-- Applies one event to the flow state of task `id`'s shard: 'succeeded', 'throttled' or
+-- 'ended' (claims are counted by claim.lua itself).
+local function flow_event(id, kind, now)
+  local shard = shard_of(id)
+  if not shard then return end
+  local f = flow_get(shard)
+  local probe = f.po == id
+  local before = f.n
+  if f.n > 0 then f.n = f.n - 1 end
+  if kind == 'succeeded' then
+    if probe then
+      f.po = ''
+      f.p = false
+      f.b = FIRST_BACKOFF
+    end
+    if f.l > 0 and not f.p then
+      f.l = f.l + 1
+      if f.l >= f.c then
+        f.l, f.c, f.p, f.po, f.np, f.b = 0, 0, false, '', 0, 0
+      end
+    end
+  elseif kind == 'throttled' then
+    f.t = f.t + 1
+    if probe then f.po = '' end
+    if f.l == 0 then
+      f.c = math.max(before, 1)
+      f.l = math.max(math.floor(before / 2), 1)
+      f.b = FIRST_BACKOFF
+      f.p = true
+      f.np = now + f.b
+    elseif probe or not f.p then
+      f.l = math.max(math.floor(f.l / 2), 1)
+      if f.p then
+        f.b = math.min(f.b * 2, MAX_BACKOFF)
+      else
+        f.b = FIRST_BACKOFF
+        f.p = true
+      end
+      f.np = now + f.b
+    end
+  else
+    if probe then f.po = '' end
+  end
+  flow_put(shard, f)
+end
+
 -- Removes a held task and counts `outcome` (and its bytes) in the task's iteration.
 local function finish(prefix, id, outcome, bytes)
+  flow_event(id, 'succeeded', now_ms())
   redis.call('ZREM', KEYS[4], id)
   redis.call('HDEL', KEYS[5], id)
   redis.call('HDEL', KEYS[1], id)

@@ -7,6 +7,7 @@
 local id = ARGV[3]
 if not holds(id, ARGV[2], ARGV[4]) then return 0 end
 if ARGV[5] ~= '1' then intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4]) end
+flow_event(id, 'ended', now_ms())
 redis.call('ZREM', KEYS[4], id)
 redis.call('HDEL', KEYS[5], id)
 local delay = tonumber(ARGV[6]) or 0
