@@ -379,7 +379,12 @@ async fn one_run(options: &Options, seed: u64, netns: bool) -> Result<Report, Fa
     let mut rng = StdRng::seed_from_u64(seed);
     let faults = schedule(&mut rng, netns);
     let dir = TempDir::new(&format!("chaos-{seed}"));
-    let result = drive(options, seed, netns, &faults, dir.path(), &mut rng).await;
+    let result = tokio::time::timeout(
+        RUN_TIMEOUT,
+        drive(options, seed, netns, &faults, dir.path(), &mut rng),
+    )
+    .await
+    .unwrap_or_else(|_| Err(format!("the run did not finish within {RUN_TIMEOUT:?}")));
     match result {
         Ok((objects, copied)) => Ok(Report {
             faults,
@@ -416,6 +421,13 @@ fn copy_logs(from: &Path, to: &Path) -> bool {
     true
 }
 
+/// How long one run may take in all: its waits have deadlines of their own, this is the
+/// backstop for a request that never returns.
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How long seeding the source may take before the run is abandoned.
+const SEED_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs one schedule; returns the objects checked and what iterations 1 and 2 copied.
 async fn drive(
     options: &Options,
@@ -447,7 +459,14 @@ async fn drive(
     src.create_bucket(sb).await;
     dst.create_bucket(db).await;
     let client = src.client();
-    let total = seed_dataset(&client, sb, options.objects, rng).await;
+    // The servers are not under test while seeding: a request that hangs here is the
+    // server's (Garage on SQLite once locked up for good), and is reported as such.
+    let total = tokio::time::timeout(
+        SEED_TIMEOUT,
+        seed_dataset(&client, sb, options.objects, rng),
+    )
+    .await
+    .map_err(|_| format!("seeding the source did not finish within {SEED_TIMEOUT:?}"))?;
     let ns = format!("chaos{seed}");
     let rule = format!(
         "[[rules]]\nname = \"chaos\"\nstop = \"once\"\nmultipart_threshold = \"5MiB\"\n\

@@ -12,7 +12,7 @@
 //! Every request is recorded as an [`Event`] (time, method, path, rule, status), so a test or
 //! a benchmark can count, say, the SlowDown answers one prefix received per second.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +233,8 @@ struct State {
     events: Mutex<Vec<Event>>,
     requests: Mutex<u64>,
     kms: Mutex<KmsTable>,
+    /// Bytes of passed-through request bodies, by the 10 ms slot they arrived in.
+    received: Mutex<BTreeMap<u64, u64>>,
     started: Instant,
     started_epoch_ms: u64,
 }
@@ -283,6 +285,7 @@ impl FaultProxy {
             events: Mutex::new(Vec::new()),
             requests: Mutex::new(0),
             kms: Mutex::new(KmsTable::default()),
+            received: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             started_epoch_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -337,6 +340,16 @@ impl FaultProxy {
     /// When the proxy started, in ms since the Unix epoch ([`Event::at_ms`] counts from it).
     pub fn started_at_ms(&self) -> u64 {
         self.state.started_epoch_ms
+    }
+
+    /// Bytes of the bodies of passed-through requests as they arrived: `(ms, bytes)` per
+    /// [`RECEIVED_SLOT_MS`] slot that saw any, oldest first, `ms` counted like
+    /// [`Event::at_ms`]. An upload's bytes are counted as they flow, not all at its start.
+    pub fn received_bytes(&self) -> Vec<(u64, u64)> {
+        lock(&self.state.received)
+            .iter()
+            .map(|(slot, n)| (*slot, *n))
+            .collect()
     }
 
     /// Every request seen so far, oldest first.
@@ -588,9 +601,15 @@ async fn handle(
     let action = rule.map_or(Action::Pass, |r| r.action);
     let (parts, body) = req.into_parts();
     let result: Result<Response<Body>, BoxError> = match action {
-        Action::Pass => forward(&state, Request::from_parts(parts, boxed(body)))
-            .await
-            .map(relay),
+        Action::Pass => {
+            let body = Counted {
+                inner: boxed(body),
+                state: state.clone(),
+            };
+            forward(&state, Request::from_parts(parts, body.boxed()))
+                .await
+                .map(relay)
+        }
         Action::Delay { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             forward(&state, Request::from_parts(parts, boxed(body)))
@@ -754,6 +773,42 @@ impl http_body::Body for CutBody {
             }
             other => other,
         }
+    }
+}
+
+/// Granularity of [`FaultProxy::received_bytes`].
+pub const RECEIVED_SLOT_MS: u64 = 10;
+
+/// A request body whose bytes are counted in [`State::received`] as they arrive.
+struct Counted {
+    inner: Body,
+    state: Arc<State>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let slot = self.state.elapsed_ms() / RECEIVED_SLOT_MS * RECEIVED_SLOT_MS;
+            *lock(&self.state.received).entry(slot).or_default() += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -383,7 +383,7 @@ impl S3Server {
         std::fs::write(
             &conf,
             format!(
-                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"lmdb\"\n\
                  replication_factor = 1\nconsistency_mode = \"consistent\"\n\
                  metadata_fsync = false\ndata_fsync = false\n\
                  rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
