@@ -99,9 +99,12 @@ class Process:
 
     def stop(self, timeout=60):
         if self.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+            # os.kill, not Popen.send_signal: that one polls first, and so reaps a child that
+            # has already exited, taking its rusage with it. Until wait4 reaps it here, the pid
+            # is ours (at worst a zombie), so signalling it is safe.
+            os.kill(self.proc.pid, signal.SIGTERM)
             if self.wait(timeout) is None:
-                self.proc.kill()
+                os.kill(self.proc.pid, signal.SIGKILL)
                 self.wait()
         return self.returncode
 

