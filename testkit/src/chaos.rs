@@ -445,7 +445,7 @@ async fn drive(
         Some(n) => Redis::start_aof_on(&n.host_ip),
         None => Redis::start_aof(),
     };
-    let (src, dst) = (S3Server::garage(), S3Server::garage());
+    let (src, dst) = (S3Server::garage_on("lmdb"), S3Server::garage_on("lmdb"));
     let bind = |port: u16| -> std::net::SocketAddr {
         format!("{host}:{port}").parse().expect("an address")
     };
