@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::{Queue, QueueError};
+use super::{Queue, QueueError, reply};
 
 /// A rule's leader lease as one coordinator holds it: `coordinator-id#epoch`. Every
 /// coordinator write carries it, and Redis refuses it once the lease has passed to another
 /// acquisition, even if the same coordinator leads again.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderToken(String);
+pub struct LeaderToken(pub(super) String);
 
 impl LeaderToken {
     /// A token that is not fenced (tools and tests that write without leading).
@@ -101,12 +101,8 @@ impl Queue {
             .arg("acquire")
             .arg(id)
             .arg(lease.as_millis() as u64);
-        let reply: redis::Value = self.invoke(inv).await?;
-        Ok(match reply {
-            redis::Value::BulkString(b) => Some(LeaderToken(String::from_utf8_lossy(&b).into())),
-            redis::Value::SimpleString(s) => Some(LeaderToken(s)),
-            _ => None,
-        })
+        let answer: redis::Value = self.invoke(inv).await?;
+        reply::acquired(answer)
     }
 
     /// Extends the lease, if `token` still holds it.
@@ -143,7 +139,7 @@ impl Queue {
             .arg(token.as_str())
             .arg(lease.as_millis() as u64);
         let held: i64 = self.invoke(inv).await?;
-        Ok(held == 1)
+        reply::still_ours(held)
     }
 
     /// Which coordinator leads `rule` now, if any.

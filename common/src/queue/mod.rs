@@ -22,6 +22,7 @@ pub mod keys;
 mod leader;
 mod ledger;
 mod multipart;
+mod reply;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -70,6 +71,15 @@ pub enum QueueError {
     Fenced {
         /// The rule.
         rule: String,
+    },
+    /// A script answered something it never answers (see `reply.rs`): an error, never read
+    /// as one of its meanings.
+    #[error("{script}: unexpected reply {reply}")]
+    Reply {
+        /// The script.
+        script: &'static str,
+        /// What it answered (cut at 200 characters).
+        reply: String,
     },
     /// A coordinator write found the iteration other than it left it: Redis lost its last
     /// writes in a restart. The caller plans again from what Redis holds.
@@ -333,17 +343,7 @@ impl Queue {
             .arg(rand::random::<u32>())
             .arg(max_parts);
         let flat: Vec<Vec<u8>> = self.invoke(inv).await?;
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        Ok(flat
-            .chunks_exact(4)
-            .map(|c| Claimed {
-                rule: rule.to_string(),
-                id: text(&c[0]),
-                token: text(&c[1]).parse().unwrap_or(0),
-                attempts: text(&c[2]).parse().unwrap_or(0),
-                task: codec::decode_task(&c[3]),
-            })
-            .collect())
+        reply::claimed(rule, &flat)
     }
 
     /// Requeues expired leases and due retries of `rule` without claiming anything.
@@ -409,7 +409,7 @@ impl Queue {
         ledger.add_args(&mut inv);
         inv.arg(upload.unwrap_or(""));
         let done: i64 = self.invoke(inv).await?;
-        Ok(done == 1)
+        reply::held("ack.lua", done)
     }
 
     /// Records a failed attempt: retried after `delay`, or dead when `permanent` or out of
@@ -448,11 +448,7 @@ impl Queue {
             )
             .arg(if wrote { "1" } else { "0" });
         let outcome: String = self.invoke(inv).await?;
-        Ok(match outcome.as_str() {
-            "retry" => FailOutcome::Retry,
-            "dead" => FailOutcome::Dead,
-            _ => FailOutcome::Lost,
-        })
+        reply::fail_outcome(&outcome)
     }
 
     /// Reports a task refused with SlowDown or 429: its shard's fleet-wide limit is cut (see
@@ -475,11 +471,8 @@ impl Queue {
             .arg(error)
             .arg(delay.as_millis() as u64)
             .arg(if wrote { "1" } else { "0" });
-        let reply: Vec<u64> = self.invoke(inv).await?;
-        Ok(match reply[..] {
-            [limit, probing, _] => Some((limit as u32, probing == 1)),
-            _ => None,
-        })
+        let answer: Vec<u64> = self.invoke(inv).await?;
+        reply::throttled(&answer)
     }
 
     /// The flow control state of every shard of `rule` that has one.
@@ -540,7 +533,7 @@ impl Queue {
             .arg(if wrote { "1" } else { "0" })
             .arg(delay.as_millis() as u64);
         let done: i64 = self.invoke(inv).await?;
-        Ok(done == 1)
+        reply::held("release.lua", done)
     }
 
     /// Registers rules (buckets only) so every process and later checks can see them.

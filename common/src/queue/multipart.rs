@@ -13,7 +13,7 @@
 //! ETags in `NS:{R}:up:RID` (part number -> ETag). The record id is the id of the object task
 //! that created the upload, so a retried object task finds and reuses its own upload.
 
-use super::{Claimed, Queue, QueueError};
+use super::{Claimed, Queue, QueueError, reply};
 use crate::codec;
 use crate::task::{PartTask, Task, UploadRecord};
 
@@ -83,7 +83,7 @@ impl Queue {
             .arg(claimed.token)
             .arg(codec::encode(record));
         let done: i64 = self.invoke(inv).await?;
-        Ok(done == 1)
+        reply::held("upload.lua", done)
     }
 
     /// Replaces held task `claimed` by `tasks` on its shard and in its iteration, counting it
@@ -110,7 +110,7 @@ impl Queue {
             inv.arg(codec::encode_task(task));
         }
         let done: i64 = self.invoke(inv).await?;
-        Ok(done == 1)
+        reply::held("replace.lua", done)
     }
 
     /// Records the ETag of the part that held task `claimed` uploaded, and finds out whether
@@ -132,20 +132,8 @@ impl Queue {
             .arg(etag)
             .arg(part.parts)
             .arg(part.len());
-        let reply: Vec<String> = self.invoke(inv).await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("cancelled") => PartRecorded::Cancelled,
-            Some("more") => PartRecorded::More,
-            Some("last") => {
-                let mut parts: Vec<(u32, String)> = reply[1..]
-                    .chunks_exact(2)
-                    .filter_map(|c| Some((c[0].parse().ok()?, c[1].clone())))
-                    .collect();
-                parts.sort_unstable_by_key(|(n, _)| *n);
-                PartRecorded::Last(parts)
-            }
-            _ => PartRecorded::Lost,
-        })
+        let answer: Vec<String> = self.invoke(inv).await?;
+        reply::part_recorded(&answer)
     }
 
     /// Every upload record of `rule` still open, read in pages (see [`Queue::forget_upload`]).
