@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 
 use crate::proxy::{Action, FaultProxy, Match, Rule};
-use crate::servers::{NetNs, Proc, Redis, S3Server, TempDir, free_port, spawn_logged};
+use crate::servers::{NetNs, Proc, Redis, S3Server, TempDir, spawn_logged};
 
 /// What a chaos run is made of.
 #[derive(Clone, Debug)]
@@ -446,13 +446,13 @@ async fn drive(
         None => Redis::start_aof(),
     };
     let (src, dst) = (S3Server::garage_on("lmdb"), S3Server::garage_on("lmdb"));
-    let bind = |port: u16| -> std::net::SocketAddr {
-        format!("{host}:{port}").parse().expect("an address")
-    };
-    let src_proxy = FaultProxy::bind(bind(free_port()), &src.authority())
+    // Port 0: the kernel picks a free port as it binds. A port picked first and bound later
+    // can be taken in between (seed 7021 once failed so: "Address already in use").
+    let any_port: std::net::SocketAddr = format!("{host}:0").parse().expect("an address");
+    let src_proxy = FaultProxy::bind(any_port, &src.authority())
         .await
         .map_err(|e| format!("proxy: {e}"))?;
-    let dst_proxy = FaultProxy::bind(bind(free_port()), &dst.authority())
+    let dst_proxy = FaultProxy::bind(any_port, &dst.authority())
         .await
         .map_err(|e| format!("proxy: {e}"))?;
     let (sb, db) = ("chaos-src", "chaos-dst");

@@ -1175,6 +1175,22 @@ async fn control(proxy: &FaultProxy, req: Request<Incoming>) -> Result<Response<
 mod tests {
     use super::*;
 
+    /// The chaos runner once picked a free port, then bound it after something else had
+    /// (seed 7021: "Address already in use"); it binds port 0 now, as this does.
+    #[tokio::test]
+    async fn proxies_bound_to_port_zero_on_one_address_each_get_their_own_port() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = FaultProxy::bind(any, "127.0.0.1:9")
+            .await
+            .expect("first proxy");
+        let b = FaultProxy::bind(any, "127.0.0.1:9")
+            .await
+            .expect("second proxy");
+        assert_ne!(a.addr().port(), 0);
+        assert_ne!(a.addr().port(), b.addr().port());
+        assert_eq!(a.addr().ip(), any.ip());
+    }
+
     #[test]
     fn xml_etags_are_rewritten_with_their_quotes() {
         let xml = "<a><ETag>&quot;abc&quot;</ETag><ETag>\"d-2\"</ETag><ETag>e</ETag></a>";
