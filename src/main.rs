@@ -424,7 +424,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let stores = Stores::connect(&config, timeouts)
                 .await
                 .with_limits(&config, &queue);
-            ferry_worker::run(config, stores, queue, options, cancel)
+            ferry_worker::run(config, stores, Arc::new(queue), options, cancel)
                 .await
                 .context("worker failed")?;
             Ok(())
@@ -456,7 +456,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 handles.push(tokio::spawn(ferry_worker::run(
                     config.clone(),
                     stores.clone(),
-                    queue.clone(),
+                    Arc::new(queue.clone()),
                     options,
                     workers_stop.clone(),
                 )));

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ferry_common::config::RedisConfig;
-use ferry_common::queue::{Abandon, Queue};
+use ferry_common::queue::{Abandon, Queue, WorkerQueue};
 use ferry_common::shard::shard_of;
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::data::{Seed, head, list_keys, seed};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_common::config::RedisConfig;
 use ferry_common::flow::{Admit, Event, Flow};
-use ferry_common::queue::{Abandon, Claimed, LedgerOp, Persistence, Queue};
+use ferry_common::queue::{Abandon, Claimed, LedgerOp, Persistence, Queue, WorkerQueue};
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::{Redis, unique};
 use rand::{Rng, SeedableRng};

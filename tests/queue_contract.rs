@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
-use ferry_common::queue::{Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue};
+use ferry_common::queue::{
+    Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue, WorkerQueue,
+};
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::{Redis, unique};
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_common::queue::{Claimed, Queue};
+use ferry_common::queue::{Claimed, WorkerQueue};
 use ferry_common::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -30,7 +30,7 @@ struct Held {
 /// The leases a worker holds, renewed together.
 #[derive(Clone)]
 pub(crate) struct Leases {
-    queue: Queue,
+    queue: Arc<dyn WorkerQueue>,
     worker: String,
     lease: Duration,
     held: Arc<Mutex<HashMap<String, Held>>>,
@@ -52,7 +52,7 @@ impl Guard {
 }
 
 impl Leases {
-    pub(crate) fn new(queue: Queue, worker: String, lease: Duration) -> Self {
+    pub(crate) fn new(queue: Arc<dyn WorkerQueue>, worker: String, lease: Duration) -> Self {
         Leases {
             queue,
             worker,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
 use ferry_common::queue::{
-    Abandon, Claimed, FailOutcome, HEARTBEAT, LedgerOp, Queue, QueueError, WorkerInfo,
+    Abandon, Claimed, FailOutcome, HEARTBEAT, LedgerOp, QueueError, WorkerInfo, WorkerQueue,
 };
 use ferry_common::retry::RetryPolicy;
 use ferry_common::storage::{ErrorKind, StorageError, Stores};
@@ -66,7 +66,7 @@ pub enum WorkerError {
 struct Shared {
     config: Arc<Config>,
     stores: Stores,
-    queue: Queue,
+    queue: Arc<dyn WorkerQueue>,
     options: WorkerOptions,
     leases: Leases,
     /// Part tasks held now.
@@ -119,10 +119,11 @@ fn is_part(claimed: &Claimed) -> bool {
 
 /// Claims and copies until `shutdown` is cancelled, then drains: in-flight tasks get
 /// `options.drain` to finish, after which the rest are released back to their queues.
+/// `queue` is any backend (Redis: `Arc::new(queue)` of a [`ferry_common::queue::Queue`]).
 pub async fn run(
     config: Arc<Config>,
     stores: Stores,
-    queue: Queue,
+    queue: Arc<dyn WorkerQueue>,
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {

@@ -118,36 +118,10 @@ fn shard_of(id: &str) -> Option<u32> {
 }
 
 impl Queue {
-    fn workers_key(&self) -> (String, String) {
+    pub(super) fn workers_key(&self) -> (String, String) {
         let base = self.keys.workers();
         let seen = format!("{base}:seen");
         (base, seen)
-    }
-
-    /// Registers or refreshes `info` (a heartbeat), and forgets workers silent for longer
-    /// than [`WORKER_FORGOTTEN_AFTER`].
-    pub async fn heartbeat(&self, info: &WorkerInfo) -> Result<(), QueueError> {
-        let (workers, seen) = self.workers_key();
-        let mut inv = self.scripts.heartbeat.prepare_invoke();
-        inv.key(&workers)
-            .key(&seen)
-            .arg(&info.id)
-            .arg(codec::encode(info))
-            .arg(WORKER_FORGOTTEN_AFTER.as_millis() as u64);
-        self.invoke::<()>(inv).await
-    }
-
-    /// Removes a worker from the registry (on a clean stop).
-    pub async fn deregister(&self, id: &str) -> Result<(), QueueError> {
-        let (workers, seen) = self.workers_key();
-        redis::pipe()
-            .hdel(&workers, id)
-            .ignore()
-            .zrem(&seen, id)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
     }
 
     /// Every registered worker, live ones first.

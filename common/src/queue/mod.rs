@@ -23,6 +23,7 @@ mod leader;
 mod ledger;
 mod multipart;
 mod reply;
+mod worker_api;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub use keys::{Keys, RuleKeys};
 pub use leader::{LeaderToken, RuleRecord, RuleState};
 pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
 pub use multipart::{Abandon, PartRecorded};
+pub use worker_api::WorkerQueue;
 
 /// Default lease length.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -323,27 +325,17 @@ impl Queue {
         inv
     }
 
-    /// Claims up to `max` ready tasks of `rule` for `worker`, under a lease of `lease`, of
-    /// which at most `max_parts` part tasks. Also returns due retries to their queues and
-    /// requeues expired leases.
-    pub async fn claim(
-        &self,
-        rule: &str,
+    /// [`Queue::task_invocation`] for a script that acts on the task `claimed`, fenced by its
+    /// lease: after the rule's prefix come the worker, the task id and the lease token.
+    fn held_invocation<'a>(
+        &'a self,
+        script: &'a Script,
         worker: &str,
-        lease: Duration,
-        (max, max_parts): (usize, usize),
-        max_attempts: u32,
-    ) -> Result<Vec<Claimed>, QueueError> {
-        let rk = self.keys.rule(rule);
-        let mut inv = self.task_invocation(&self.scripts.claim, &rk);
-        inv.arg(worker)
-            .arg(lease.as_millis() as u64)
-            .arg(max)
-            .arg(max_attempts)
-            .arg(rand::random::<u32>())
-            .arg(max_parts);
-        let flat: Vec<Vec<u8>> = self.invoke(inv).await?;
-        reply::claimed(rule, &flat)
+        claimed: &Claimed,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut inv = self.task_invocation(script, &self.keys.rule(&claimed.rule));
+        inv.arg(worker).arg(&claimed.id).arg(claimed.token);
+        inv
     }
 
     /// Requeues expired leases and due retries of `rule` without claiming anything.
@@ -351,27 +343,6 @@ impl Queue {
         self.claim(rule, "upkeep", DEFAULT_LEASE, (0, 0), max_attempts)
             .await
             .map(drop)
-    }
-
-    /// Extends the leases `worker` holds on `held` (id, token) tasks of `rule`; returns the
-    /// ids it no longer holds.
-    pub async fn renew(
-        &self,
-        rule: &str,
-        worker: &str,
-        lease: Duration,
-        held: &[(String, u64)],
-    ) -> Result<Vec<String>, QueueError> {
-        if held.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rk = self.keys.rule(rule);
-        let mut inv = self.task_invocation(&self.scripts.renew, &rk);
-        inv.arg(worker).arg(lease.as_millis() as u64);
-        for (id, token) in held {
-            inv.arg(id).arg(*token);
-        }
-        self.invoke(inv).await
     }
 
     /// Completes a claimed task, counts `outcome` (and `bytes`) in its iteration and applies
@@ -386,93 +357,6 @@ impl Queue {
     ) -> Result<bool, QueueError> {
         self.ack_upload(worker, claimed, outcome, bytes, ledger, None)
             .await
-    }
-
-    /// [`Queue::ack`] that also forgets the record of the multipart upload `upload` (the
-    /// worker just completed it).
-    pub async fn ack_upload(
-        &self,
-        worker: &str,
-        claimed: &Claimed,
-        outcome: &str,
-        bytes: u64,
-        ledger: &LedgerOp,
-        upload: Option<&str>,
-    ) -> Result<bool, QueueError> {
-        let rk = self.keys.rule(&claimed.rule);
-        let mut inv = self.task_invocation(&self.scripts.ack, &rk);
-        inv.arg(worker)
-            .arg(&claimed.id)
-            .arg(claimed.token)
-            .arg(outcome)
-            .arg(bytes);
-        ledger.add_args(&mut inv);
-        inv.arg(upload.unwrap_or(""));
-        let done: i64 = self.invoke(inv).await?;
-        reply::held("ack.lua", done)
-    }
-
-    /// Records a failed attempt: retried after `delay`, or dead when `permanent` or out of
-    /// attempts. `error` must not contain secrets (storage errors never do).
-    /// When the task is buried, `abandon` says which upload record to forget and what the
-    /// dead letter keeps instead of the task (a part's object, say). `wrote` says whether the
-    /// attempt may have written to the destination: if not, its write intent is forgotten.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn fail(
-        &self,
-        worker: &str,
-        claimed: &Claimed,
-        error: &str,
-        delay: Duration,
-        max_attempts: u32,
-        permanent: bool,
-        abandon: &Abandon,
-        wrote: bool,
-    ) -> Result<FailOutcome, QueueError> {
-        let rk = self.keys.rule(&claimed.rule);
-        let mut inv = self.task_invocation(&self.scripts.fail, &rk);
-        inv.arg(worker)
-            .arg(&claimed.id)
-            .arg(claimed.token)
-            .arg(error)
-            .arg(delay.as_millis() as u64)
-            .arg(max_attempts)
-            .arg(if permanent { "1" } else { "0" })
-            .arg(abandon.upload.as_deref().unwrap_or(""))
-            .arg(
-                abandon
-                    .replacement
-                    .as_ref()
-                    .map(codec::encode_task)
-                    .unwrap_or_default(),
-            )
-            .arg(if wrote { "1" } else { "0" });
-        let outcome: String = self.invoke(inv).await?;
-        reply::fail_outcome(&outcome)
-    }
-
-    /// Reports a task refused with SlowDown or 429: its shard's fleet-wide limit is cut (see
-    /// [`crate::flow`]) and the task goes back, without counting an attempt, claimable after
-    /// `delay` once the shard admits it. Returns the shard's limit (0 = not throttled) and
-    /// whether it is being probed, or `None` when the lease was lost.
-    pub async fn throttle(
-        &self,
-        worker: &str,
-        claimed: &Claimed,
-        error: &str,
-        delay: Duration,
-        wrote: bool,
-    ) -> Result<Option<(u32, bool)>, QueueError> {
-        let rk = self.keys.rule(&claimed.rule);
-        let mut inv = self.task_invocation(&self.scripts.throttle, &rk);
-        inv.arg(worker)
-            .arg(&claimed.id)
-            .arg(claimed.token)
-            .arg(error)
-            .arg(delay.as_millis() as u64)
-            .arg(if wrote { "1" } else { "0" });
-        let answer: Vec<u64> = self.invoke(inv).await?;
-        reply::throttled(&answer)
     }
 
     /// The flow control state of every shard of `rule` that has one.
@@ -501,39 +385,6 @@ impl Queue {
             }
         }
         Ok(out)
-    }
-
-    /// Gives a task back to the front of its queue without counting an attempt. `wrote` says
-    /// whether the attempt may have written to the destination (then its intent stays).
-    pub async fn release(
-        &self,
-        worker: &str,
-        claimed: &Claimed,
-        wrote: bool,
-    ) -> Result<bool, QueueError> {
-        self.release_after(worker, claimed, wrote, Duration::ZERO)
-            .await
-    }
-
-    /// Gives a task back without counting an attempt, to be claimed again after `delay`:
-    /// one this worker cannot work on (written by a newer ferry, or of a rule it does not
-    /// know) is left for another worker, and never buried.
-    pub async fn release_after(
-        &self,
-        worker: &str,
-        claimed: &Claimed,
-        wrote: bool,
-        delay: Duration,
-    ) -> Result<bool, QueueError> {
-        let rk = self.keys.rule(&claimed.rule);
-        let mut inv = self.task_invocation(&self.scripts.release, &rk);
-        inv.arg(worker)
-            .arg(&claimed.id)
-            .arg(claimed.token)
-            .arg(if wrote { "1" } else { "0" })
-            .arg(delay.as_millis() as u64);
-        let done: i64 = self.invoke(inv).await?;
-        reply::held("release.lua", done)
     }
 
     /// Registers rules (buckets only) so every process and later checks can see them.
