@@ -20,30 +20,58 @@ fn exits_ok(p: &mut Proc, timeout: Duration) {
     assert!(status.success(), "{} exited with {status}", p.name);
 }
 
-fn workers(env: &Env, config: &str, ports: &[u16]) -> Vec<Proc> {
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            let id = format!("w{i}");
-            let m = format!("127.0.0.1:{port}");
-            spawn_ferry(
-                env.dir.path(),
-                &id,
-                &[
-                    "worker",
-                    "--config",
-                    config,
-                    "--id",
+/// Two workers (each with a metrics port) and a coordinator, on `config`.
+struct Fleet {
+    ports: [u16; 2],
+    workers: Vec<Proc>,
+    coordinator: Proc,
+}
+
+impl Fleet {
+    fn start(env: &Env, config: &str) -> Fleet {
+        let ports = [free_port(), free_port()];
+        let workers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let id = format!("w{i}");
+                let m = format!("127.0.0.1:{port}");
+                spawn_ferry(
+                    env.dir.path(),
                     &id,
-                    "--concurrency",
-                    "8",
-                    "--metrics-listen",
-                    &m,
-                ],
-            )
-        })
-        .collect()
+                    &[
+                        "worker",
+                        "--config",
+                        config,
+                        "--id",
+                        &id,
+                        "--concurrency",
+                        "8",
+                        "--metrics-listen",
+                        &m,
+                    ],
+                )
+            })
+            .collect();
+        let coordinator = spawn_ferry(
+            env.dir.path(),
+            "coordinator",
+            &["coordinator", "--config", config],
+        );
+        Fleet {
+            ports,
+            workers,
+            coordinator,
+        }
+    }
+
+    /// Stops the workers with SIGTERM; each must exit cleanly.
+    fn stop_workers(&mut self) {
+        for w in &mut self.workers {
+            w.sigterm();
+            exits_ok(w, Duration::from_secs(30));
+        }
+    }
 }
 
 /// The largest number of `events` in any window of `window` ms, weighted by `weight`, between
@@ -114,13 +142,7 @@ async fn a_throttled_prefix_is_probed_not_hammered_and_recovers_at_once() {
         &proxy.url(),
         &rule_toml("slow", &sb, &db, "stop = \"once\""),
     );
-    let ports = [free_port(), free_port()];
-    let mut fleet = workers(&env, &config, &ports);
-    let mut coordinator = spawn_ferry(
-        env.dir.path(),
-        "coordinator",
-        &["coordinator", "--config", &config],
-    );
+    let mut fleet = Fleet::start(&env, &config);
     // Other prefixes are not slowed: they are all copied while the episode lasts.
     let dst = env.dst.client();
     let cold_total = 200 * cold.len();
@@ -144,7 +166,7 @@ async fn a_throttled_prefix_is_probed_not_hammered_and_recovers_at_once() {
     proxy.set_rules(vec![watch]);
     let ended = Instant::now();
     let ended_ms = proxy.events().last().map_or(0, |e| e.at_ms);
-    exits_ok(&mut coordinator, Duration::from_secs(120));
+    exits_ok(&mut fleet.coordinator, Duration::from_secs(120));
     let recovery = ended.elapsed();
 
     let events = proxy.events();
@@ -187,17 +209,15 @@ async fn a_throttled_prefix_is_probed_not_hammered_and_recovers_at_once() {
         None,
         "throttling is not failing: {record:?}"
     );
-    let throttled: f64 = ports
+    let throttled: f64 = fleet
+        .ports
         .iter()
         .flat_map(|p| samples(&scrape(*p), "ferry_throttled_total"))
         .filter(|(l, _)| l.contains(&format!("shard=\"{hot_shard}\"")))
         .map(|(_, v)| v)
         .sum();
     assert_eq!(throttled, f64::from(total_refused));
-    for w in &mut fleet {
-        w.sigterm();
-        exits_ok(w, Duration::from_secs(30));
-    }
+    fleet.stop_workers();
     proxy.clear();
     assert_same_objects(&env.src.client(), &sb, &dst, &db).await;
 }
@@ -227,14 +247,8 @@ async fn max_requests_per_second_holds_for_the_fleet() {
             "stop = \"once\"\nmax_requests_per_second = 50",
         ),
     );
-    let ports = [free_port(), free_port()];
-    let mut fleet = workers(&env, &config, &ports);
-    let mut coordinator = spawn_ferry(
-        env.dir.path(),
-        "coordinator",
-        &["coordinator", "--config", &config],
-    );
-    exits_ok(&mut coordinator, Duration::from_secs(120));
+    let mut fleet = Fleet::start(&env, &config);
+    exits_ok(&mut fleet.coordinator, Duration::from_secs(120));
     // Both proxies count from their own start: align them on the first request of each.
     let mut events: Vec<Event> = src_proxy.events();
     let mut dst_events = dst_proxy.events();
@@ -264,10 +278,7 @@ async fn max_requests_per_second_holds_for_the_fleet() {
     );
     let record = iteration_record(&env.redis, &env.ns, "rps", 1).await;
     assert_eq!(record.get("copied"), Some(&400), "{record:?}");
-    for w in &mut fleet {
-        w.sigterm();
-        exits_ok(w, Duration::from_secs(30));
-    }
+    fleet.stop_workers();
 }
 
 /// The two proxies were started a few milliseconds apart; their clocks differ by that much.
@@ -297,14 +308,8 @@ async fn max_bandwidth_holds_for_the_fleet() {
         &proxy.url(),
         &rule_toml("bw", &sb, &db, "stop = \"once\"\nmax_bandwidth = \"2MiB\""),
     );
-    let ports = [free_port(), free_port()];
-    let mut fleet = workers(&env, &config, &ports);
-    let mut coordinator = spawn_ferry(
-        env.dir.path(),
-        "coordinator",
-        &["coordinator", "--config", &config],
-    );
-    exits_ok(&mut coordinator, Duration::from_secs(120));
+    let mut fleet = Fleet::start(&env, &config);
+    exits_ok(&mut fleet.coordinator, Duration::from_secs(120));
     // Bytes as they arrived, not each upload's all at its start: 16 uploads in flight
     // would otherwise put 1.6 MiB at a window's edge.
     let received: Vec<Event> = proxy
@@ -337,9 +342,6 @@ async fn max_bandwidth_holds_for_the_fleet() {
         (most as f64) >= limit as f64 * 0.8,
         "the limit slowed the rule far below it: {most} bytes in the busiest 5 s"
     );
-    for w in &mut fleet {
-        w.sigterm();
-        exits_ok(w, Duration::from_secs(30));
-    }
+    fleet.stop_workers();
     assert_same_objects(&env.src.client(), &sb, &env.dst.client(), &db).await;
 }
