@@ -1,5 +1,7 @@
-//! The queue's contract, against a real redis-server: claims, leases and fencing, retries,
-//! dead letters, release, iteration records and history.
+//! The queue's contract, against both backends: a real redis-server, and the embedded store
+//! in a state dir. Claims, leases and fencing, retries, dead letters, release, parts,
+//! iteration records and history, the ledger and the leader lease: every test runs on both
+//! (see `contract!` at the end), so the two cannot drift apart.
 
 mod harness;
 
@@ -11,6 +13,7 @@ use ferry_common::queue::{
     Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue, WorkerQueue,
 };
 use ferry_common::task::{Expected, ObjectVersion, Task};
+use ferry_testkit::servers::TempDir;
 use harness::{Redis, unique};
 
 fn task(key: &str, size: u64) -> Task {
@@ -26,16 +29,36 @@ fn task(key: &str, size: u64) -> Task {
     }
 }
 
-async fn queue(redis: &Redis) -> Queue {
-    Queue::connect(
-        &RedisConfig {
-            url: redis.url(),
-            namespace: unique("q"),
-        },
-        ferry_common::queue::Persistence::FailFast,
-    )
-    .await
-    .expect("connecting")
+/// Where a test's queue lives; it stays alive as long as the test holds it.
+enum Backend {
+    Redis(Redis),
+    Embedded(TempDir),
+}
+
+impl Backend {
+    fn redis() -> Backend {
+        Backend::Redis(Redis::start())
+    }
+
+    fn embedded() -> Backend {
+        Backend::Embedded(TempDir::new("contract"))
+    }
+
+    async fn queue(&self) -> Queue {
+        match self {
+            Backend::Redis(redis) => Queue::connect(
+                &RedisConfig {
+                    url: redis.url(),
+                    namespace: unique("q"),
+                },
+                ferry_common::queue::Persistence::FailFast,
+            )
+            .await
+            .expect("connecting"),
+            Backend::Embedded(dir) => Queue::open_embedded(&dir.path().join("state"), "ferry")
+                .expect("opening the state dir"),
+        }
+    }
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -50,10 +73,8 @@ async fn entries(q: &Queue, keys: &[&str]) -> Vec<Option<LedgerEntry>> {
         .collect()
 }
 
-#[tokio::test]
-async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -118,10 +139,8 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record() {
     assert_eq!(q.depth("r").await.unwrap(), Default::default());
 }
 
-#[tokio::test]
-async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -183,10 +202,8 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off() {
     );
 }
 
-#[tokio::test]
-async fn renewal_keeps_a_lease_alive_past_its_length() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn renewal_keeps_a_lease_alive_past_its_length(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -219,10 +236,8 @@ async fn renewal_keeps_a_lease_alive_past_its_length() {
     );
 }
 
-#[tokio::test]
-async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn failures_retry_with_attempt_counts_then_go_to_dead_letters(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -300,10 +315,8 @@ async fn failures_retry_with_attempt_counts_then_go_to_dead_letters() {
     assert!(record.settled());
 }
 
-#[tokio::test]
-async fn a_retry_waits_for_its_delay() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn a_retry_waits_for_its_delay(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -337,10 +350,8 @@ async fn a_retry_waits_for_its_delay() {
     assert_eq!(q.claim("r", "w", LEASE, (1, 0), 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn expired_leases_at_max_attempts_go_to_dead_letters() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn expired_leases_at_max_attempts_go_to_dead_letters(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -355,10 +366,8 @@ async fn expired_leases_at_max_attempts_go_to_dead_letters() {
     assert_eq!(q.iteration("r", n).await.unwrap().dead, 1);
 }
 
-#[tokio::test]
-async fn release_returns_a_task_without_counting_an_attempt() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn release_returns_a_task_without_counting_an_attempt(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -381,10 +390,8 @@ async fn release_returns_a_task_without_counting_an_attempt() {
     assert_eq!(again.attempts, 0);
 }
 
-#[tokio::test]
-async fn history_keeps_the_last_hundred_iterations() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn history_keeps_the_last_hundred_iterations(backend: Backend) {
+    let q = backend.queue().await;
     for _ in 0..HISTORY + 2 {
         let n = q
             .begin_iteration("r", &LeaderToken::unfenced())
@@ -405,10 +412,8 @@ async fn history_keeps_the_last_hundred_iterations() {
     );
 }
 
-#[tokio::test]
-async fn registered_rules_round_trip_without_credentials() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn registered_rules_round_trip_without_credentials(backend: Backend) {
+    let q = backend.queue().await;
     let rules = vec![BucketRef {
         rule: "a".into(),
         source: "http://s/x".into(),
@@ -452,10 +457,8 @@ async fn undecodable_payloads_are_reported_not_dropped() {
     assert!(err.contains("version 99"), "{err}");
 }
 
-#[tokio::test]
-async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -524,10 +527,8 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries() {
     assert_eq!(entries(&q, &["k"]).await, vec![None]);
 }
 
-#[tokio::test]
-async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically(backend: Backend) {
+    let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
         .await
@@ -568,10 +569,8 @@ async fn a_plan_batch_enqueues_counts_and_checkpoints_atomically() {
     }
 }
 
-#[tokio::test]
-async fn one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out(backend: Backend) {
+    let q = backend.queue().await;
     let lease = Duration::from_millis(400);
     let c1 = q
         .acquire_leader("r", "c1", lease)
@@ -604,10 +603,8 @@ async fn one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out() 
 /// A coordinator that lost its lease (paused past it, partitioned) cannot begin, plan, seal
 /// or finish iterations, nor record the rule's state, even after the same process leads
 /// again: its writes carry the old token.
-#[tokio::test]
-async fn a_former_leader_is_fenced_off_every_coordinator_write() {
-    let redis = Redis::start();
-    let q = queue(&redis).await;
+async fn a_former_leader_is_fenced_off_every_coordinator_write(backend: Backend) {
+    let q = backend.queue().await;
     let lease = Duration::from_millis(300);
     let old = q.acquire_leader("r", "c1", lease).await.unwrap().unwrap();
     let n = q.begin_iteration("r", &old).await.unwrap();
@@ -653,3 +650,41 @@ async fn a_former_leader_is_fenced_off_every_coordinator_write() {
     assert_eq!(q.iteration("r", n).await.unwrap().planned, 1);
     drop(now);
 }
+
+/// Runs each named contract test once per backend: `redis::NAME` and `embedded::NAME`.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod redis_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::redis()).await
+                }
+            )*
+        }
+        mod embedded_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::embedded()).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record,
+    an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off,
+    renewal_keeps_a_lease_alive_past_its_length,
+    failures_retry_with_attempt_counts_then_go_to_dead_letters,
+    a_retry_waits_for_its_delay,
+    expired_leases_at_max_attempts_go_to_dead_letters,
+    release_returns_a_task_without_counting_an_attempt,
+    history_keeps_the_last_hundred_iterations,
+    registered_rules_round_trip_without_credentials,
+    only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries,
+    a_plan_batch_enqueues_counts_and_checkpoints_atomically,
+    one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out,
+    a_former_leader_is_fenced_off_every_coordinator_write,
+);

@@ -123,11 +123,46 @@ pub(crate) fn unreachable(e: &RedisError) -> bool {
         )
 }
 
+/// What a queue talks to: a Redis server, or the embedded store in this process.
+#[derive(Clone)]
+pub(crate) enum Link {
+    Redis(ConnectionManager),
+    Embedded(super::embedded::Embedded),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Redis(c) => c.req_packed_command(cmd),
+            Link::Embedded(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Redis(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Embedded(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Redis(c) => c.get_db(),
+            Link::Embedded(c) => c.get_db(),
+        }
+    }
+}
+
 /// A connection whose every round trip is counted and, when its queue rides outages out,
 /// resent until Redis answers.
 #[derive(Clone)]
 pub(crate) struct Connection {
-    pub(crate) inner: ConnectionManager,
+    pub(crate) inner: Link,
     pub(crate) health: Arc<Health>,
 }
 

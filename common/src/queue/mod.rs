@@ -16,6 +16,7 @@
 
 mod budget;
 mod connection;
+mod embedded;
 mod fleet;
 mod iteration;
 pub mod keys;
@@ -38,7 +39,8 @@ use crate::task::Task;
 
 pub use budget::{Budget, BudgetKind};
 pub use connection::Persistence;
-use connection::{Connection, Health};
+use connection::{Connection, Health, Link};
+pub use embedded::{STATE_FORMAT, StateError};
 pub use fleet::{
     DeadLetter, HEARTBEAT, ShardView, THROUGHPUT_WINDOW, Throughput, WORKER_DEAD_AFTER,
     WORKER_FORGOTTEN_AFTER, WorkerInfo, WorkerSeen,
@@ -57,7 +59,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// Redis could not be reached or answered with an error.
-    #[error("redis at {url}: {source}")]
+    #[error("{place}: {source}", place = place(.url))]
     Redis {
         /// The URL without its password.
         url: String,
@@ -65,6 +67,9 @@ pub enum QueueError {
         #[source]
         source: redis::RedisError,
     },
+    /// The embedded backend's state directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// A stored value could not be decoded.
     #[error("decoding a stored value: {0}")]
     Codec(#[from] CodecError),
@@ -92,6 +97,15 @@ pub enum QueueError {
         /// What was found.
         detail: String,
     },
+}
+
+/// Where a queue's data lives, for messages: `redis at URL`, or the embedded state dir.
+fn place(url: &str) -> String {
+    if url.starts_with("state dir ") {
+        url.to_string()
+    } else {
+        format!("redis at {url}")
+    }
 }
 
 /// A task claimed under a lease.
@@ -140,24 +154,33 @@ struct Scripts {
     rule: Script,
     throttle: Script,
     tokens: Script,
+    /// Every script's code, for a backend that must know them up front (the embedded one).
+    sources: Vec<String>,
 }
 
 impl Scripts {
     fn load() -> Self {
         // The task scripts share the helpers of lib.lua (fencing check, finishing a task).
-        let with_lib = |body: &str| Script::new(&format!("{}{body}", include_str!("lua/lib.lua")));
-        Scripts {
+        let sources = std::cell::RefCell::new(Vec::new());
+        let script = |code: String| {
+            let s = Script::new(&code);
+            sources.borrow_mut().push(code);
+            s
+        };
+        let with_lib = |body: &str| script(format!("{}{body}", include_str!("lua/lib.lua")));
+        let plain = |body: &str| script(body.to_string());
+        let scripts = Scripts {
             plan: with_lib(include_str!("lua/plan.lua")),
             claim: with_lib(include_str!("lua/claim.lua")),
             renew: with_lib(include_str!("lua/renew.lua")),
             ack: with_lib(include_str!("lua/ack.lua")),
             fail: with_lib(include_str!("lua/fail.lua")),
             release: with_lib(include_str!("lua/release.lua")),
-            leader: Script::new(include_str!("lua/leader.lua")),
+            leader: plain(include_str!("lua/leader.lua")),
             upload: with_lib(include_str!("lua/upload.lua")),
             replace: with_lib(include_str!("lua/replace.lua")),
             part: with_lib(include_str!("lua/part.lua")),
-            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+            heartbeat: plain(include_str!("lua/heartbeat.lua")),
             dead: with_lib(include_str!("lua/dead.lua")),
             prune: with_lib(include_str!("lua/prune.lua")),
             begin: with_lib(include_str!("lua/begin.lua")),
@@ -165,7 +188,12 @@ impl Scripts {
             finish: with_lib(include_str!("lua/finish.lua")),
             rule: with_lib(include_str!("lua/rule.lua")),
             throttle: with_lib(include_str!("lua/throttle.lua")),
-            tokens: Script::new(include_str!("lua/tokens.lua")),
+            tokens: plain(include_str!("lua/tokens.lua")),
+            sources: Vec::new(),
+        };
+        Scripts {
+            sources: sources.into_inner(),
+            ..scripts
         }
     }
 }
@@ -202,11 +230,36 @@ impl Queue {
         let health = Health::new(url.clone(), persistence);
         let inner = connection::connect(&client, &health).await.map_err(wrap)?;
         Ok(Queue {
-            conn: Connection { inner, health },
+            conn: Connection {
+                inner: Link::Redis(inner),
+                health,
+            },
             keys: Keys::new(&config.namespace),
             url,
             scripts: std::sync::Arc::new(Scripts::load()),
         })
+    }
+
+    /// Opens the embedded backend's state in `dir` (created if needed), for this process
+    /// alone: a second process on the same directory is refused with the holder's pid.
+    pub fn open_embedded(dir: &std::path::Path, namespace: &str) -> Result<Queue, QueueError> {
+        let scripts = Scripts::load();
+        let store = embedded::Embedded::open(dir, &scripts.sources)?;
+        let url = format!("state dir {}", store.path().display());
+        Ok(Queue {
+            conn: Connection {
+                inner: Link::Embedded(store),
+                health: Health::new(url.clone(), Persistence::FailFast),
+            },
+            keys: Keys::new(namespace),
+            url,
+            scripts: std::sync::Arc::new(scripts),
+        })
+    }
+
+    /// Whether this queue is the embedded one (one process, no Redis).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.conn.inner, Link::Embedded(_))
     }
 
     /// The key builder for this namespace.
