@@ -17,6 +17,7 @@ use tracing::{error, info};
 
 mod queues;
 mod status;
+mod sync;
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +93,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy SRC to DST (ENDPOINT:BUCKET[/PREFIX], endpoints from the config file) in this
+    /// process, with a progress display; a second run copies only what changed.
+    Sync(Box<sync::SyncArgs>),
     /// Coordinator and workers in one process.
     Run {
         #[command(flatten)]
@@ -128,6 +132,10 @@ struct Common {
     /// Redis URL; overrides `[redis] url` in the config.
     #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
+    /// With no `[redis]`: where the embedded queue keeps its state (default:
+    /// ~/.local/state/ferry). One process at a time may use it.
+    #[arg(long, env = "FERRY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -228,7 +236,12 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `sync` draws progress on stderr: only warnings and errors go there besides.
+    init_logging(if matches!(cli.command, Command::Sync(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -253,9 +266,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -284,7 +297,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Status { common, rule, json } => {
             let config = load(&common)?;
             check_rule(&config, rule.as_deref())?;
-            let queue = connect(&config, Persistence::FailFast).await?;
+            let queue = connect(&common, &config, Persistence::FailFast).await?;
             let statuses = status::gather(&config, &queue, rule.as_deref())
                 .await
                 .context("reading status from redis")?;
@@ -312,7 +325,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let config = load(&common)?;
             check_rule(&config, rule.as_deref())?;
-            let queue = connect(&config, Persistence::FailFast).await?;
+            let queue = connect(&common, &config, Persistence::FailFast).await?;
             loop {
                 let view = queues::gather(&config, &queue, rule.as_deref())
                     .await
@@ -346,7 +359,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let config = load(&common)?;
             check_rule(&config, rule.as_deref())?;
-            let queue = connect(&config, Persistence::FailFast).await?;
+            let queue = connect(&common, &config, Persistence::FailFast).await?;
             let mut listed = Vec::new();
             for r in config
                 .rules
@@ -390,6 +403,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Sync(args) => sync::run(*args).await,
         Command::Coordinator {
             common,
             coordinator,
@@ -403,7 +417,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
             };
-            let (config, queue) = start(&common, role, stop).await?;
+            let (config, queue) = start(&common, role, stop, "ferry coordinator").await?;
             let stores = Stores::connect(&config, timeouts)
                 .await
                 .with_limits(&config, &queue);
@@ -420,7 +434,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let options = worker_options(&worker, None)?;
             let cancel = ferry_common::shutdown::on_signal();
             let stop = hard_stop(&cancel, options.drain);
-            let (config, queue) = start(&common, Role::Worker, stop).await?;
+            let (config, queue) = start(&common, Role::Worker, stop, "ferry worker").await?;
             let stores = Stores::connect(&config, timeouts)
                 .await
                 .with_limits(&config, &queue);
@@ -444,7 +458,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
             };
-            let (config, queue) = start(&common, role, stop).await?;
+            let (config, queue) = start(&common, role, stop, "").await?;
             let stores = Stores::connect(&config, timeouts)
                 .await
                 .with_limits(&config, &queue);
@@ -552,32 +566,68 @@ fn hard_stop(shutdown: &CancellationToken, grace: Duration) -> CancellationToken
 /// Loads the config, connects to Redis (riding out a Redis that is not there yet), and
 /// checks the rules against those already registered there (pairing across config files,
 /// and the buckets of rules of the same name); a coordinator then registers them.
+///
+/// `needs_redis` names a command that only works with Redis (its process shares the queue
+/// with others); empty for one that may use the embedded queue.
 async fn start(
     common: &Common,
     role: Role,
     stop: CancellationToken,
+    needs_redis: &str,
 ) -> Result<(Arc<Config>, Queue), Failure> {
     let config = load(common)?;
-    let queue = connect(&config, Persistence::RideOut(stop)).await?;
+    if config.redis.is_none() && !needs_redis.is_empty() {
+        return Err(Failure::Config(ConfigError {
+            problems: vec![Problem {
+                path: "redis".into(),
+                message: format!(
+                    "{needs_redis} shares its queue with other processes, so it needs a [redis] \
+                     section (or --redis URL); without Redis, `ferry run` or `ferry sync` runs \
+                     the coordinator and workers in one process on the embedded queue"
+                ),
+            }],
+        }));
+    }
+    let queue = connect(common, &config, Persistence::RideOut(stop)).await?;
     register(&config, &queue, role).await?;
     Ok((Arc::new(config), queue))
 }
 
-/// Connects to the configured Redis (a `[redis]` section or `--redis` is required).
-async fn connect(config: &Config, persistence: Persistence) -> Result<Queue, Failure> {
-    let Some(redis) = &config.redis else {
-        return Err(Failure::Config(ConfigError {
-            problems: vec![Problem {
-                path: "redis".into(),
-                message: "a [redis] section (or --redis URL) is required: the embedded \
-                          single-process queue is not available yet"
-                    .into(),
-            }],
-        }));
-    };
-    Ok(Queue::connect(redis, persistence)
-        .await
-        .context("connecting to the queue")?)
+/// Connects to the configured Redis, or with no `[redis]`, opens the embedded queue in the
+/// state dir.
+async fn connect(
+    common: &Common,
+    config: &Config,
+    persistence: Persistence,
+) -> Result<Queue, Failure> {
+    let dir = sync::state_dir(common.state_dir.as_deref())?;
+    open_queue(config, persistence, &dir).await
+}
+
+/// [`connect`] with the state dir resolved.
+async fn open_queue(
+    config: &Config,
+    persistence: Persistence,
+    state_dir: &std::path::Path,
+) -> Result<Queue, Failure> {
+    match &config.redis {
+        Some(redis) => Ok(Queue::connect(redis, persistence)
+            .await
+            .context("connecting to the queue")?),
+        None => Queue::open_embedded(state_dir, "ferry")
+            .await
+            .map_err(|e| match e {
+                ferry_common::queue::QueueError::State(e) => Failure::Config(ConfigError {
+                    problems: vec![Problem {
+                        path: "--state-dir".into(),
+                        message: e.to_string(),
+                    }],
+                }),
+                other => {
+                    Failure::Runtime(anyhow::Error::new(other).context("opening the state dir"))
+                }
+            }),
+    }
 }
 
 /// Checks the rules against those already registered in Redis; a coordinator then registers
@@ -594,7 +644,10 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
         .registered_rules()
         .await
         .context("reading registered rules")?;
-    let namespace = config.redis.as_ref().map_or("", |r| r.namespace.as_str());
+    let place = match &config.redis {
+        Some(r) => format!("redis namespace {:?}", r.namespace),
+        None => "the state dir".to_string(),
+    };
     let mut taken = Vec::new();
     for old in &registered {
         let Some(new) = mine.iter().find(|m| m.rule == old.rule) else {
@@ -604,7 +657,7 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
             continue;
         }
         let message = format!(
-            "rule {:?} is registered in redis namespace {namespace:?} as {} -> {}, but this              config pairs {} -> {}; use another rule name or namespace, or pass --replace-rule              to take it over (forgetting the old pairing's queues, ledger and history)",
+            "rule {:?} is registered in {place} as {} -> {}, but this              config pairs {} -> {}; use another rule name or namespace, or pass --replace-rule              to take it over (forgetting the old pairing's queues, ledger and history)",
             old.rule, old.source, old.destination, new.source, new.destination
         );
         match role {
@@ -637,7 +690,7 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
             problems: conflicts
                 .into_iter()
                 .map(|message| Problem {
-                    path: "rules (against rules registered in redis)".into(),
+                    path: format!("rules (against rules registered in {place})"),
                     message,
                 })
                 .collect(),

@@ -56,6 +56,7 @@ impl Backend {
             .await
             .expect("connecting"),
             Backend::Embedded(dir) => Queue::open_embedded(&dir.path().join("state"), "ferry")
+                .await
                 .expect("opening the state dir"),
         }
     }

@@ -14,10 +14,12 @@ use tracing::{debug, info, warn};
 
 use crate::diff::{MergeJoin, Step};
 use crate::leader::Leadership;
-use crate::planner::Planner;
+use crate::planner::{DryRun, DrySink, Planner};
 use crate::{Context, CoordinatorError};
 use ferry_common::policy::Policy;
+use ferry_common::queue::LeaderToken;
 use ferry_common::queue::STRAY_HORIZON;
+use ferry_common::task::Task;
 
 /// Listing pages fetched ahead of the diff, per side.
 const PREFETCH_PAGES: usize = 2;
@@ -68,7 +70,7 @@ async fn attempt_iteration(
 
     if !resumed.as_ref().is_some_and(|r| r.sealed) {
         let checkpoint = resumed.and_then(|r| r.checkpoint);
-        if let Err(e) = plan(ctx, rule, n, checkpoint, lead).await {
+        if let Err(e) = plan(ctx, rule, (n, checkpoint), (token, cancel), None).await {
             if matches!(e, CoordinatorError::Storage(_)) {
                 warn!(rule = %rule.name, iteration = n, error = %e, "planning failed");
                 if rule.stop == Stop::Once {
@@ -98,15 +100,32 @@ async fn attempt_iteration(
     Ok(finished)
 }
 
-/// Lists and diffs every rule prefix in order, starting after `checkpoint` when resuming.
-async fn plan(
+/// Lists and diffs every rule prefix as a new iteration would, reporting each task it would
+/// plan to `each`, and writes nothing: no iteration, no task, no ledger change.
+pub(crate) async fn dry_run(
     ctx: &Context,
     rule: &Rule,
-    n: u64,
-    checkpoint: Option<(usize, String)>,
-    lead: &Leadership,
-) -> Result<(), CoordinatorError> {
-    let cancel = &lead.lost;
+    each: &mut (dyn FnMut(&Task) + Send),
+) -> Result<DryRun, CoordinatorError> {
+    let sink = DrySink {
+        found: DryRun::default(),
+        each,
+    };
+    let unfenced = LeaderToken::unfenced();
+    plan(ctx, rule, (0, None), (&unfenced, &ctx.cancel), Some(sink))
+        .await
+        .map(|found| found.unwrap_or_default())
+}
+
+/// Lists and diffs every rule prefix in order, starting after `checkpoint` when resuming,
+/// for iteration `n` (or, with `dry`, for a dry run: returns what it found).
+async fn plan<'a>(
+    ctx: &'a Context,
+    rule: &'a Rule,
+    (n, checkpoint): (u64, Option<(usize, String)>),
+    (token, cancel): (&'a LeaderToken, &'a CancellationToken),
+    dry: Option<DrySink<'a>>,
+) -> Result<Option<DryRun>, CoordinatorError> {
     let policy = Policy {
         overwrite: rule.overwrite,
         overwrite_unmanaged: rule.overwrite_unmanaged,
@@ -120,12 +139,15 @@ async fn plan(
     let mut planner = Planner::new(
         &ctx.queue,
         rule,
-        (n, &lead.token),
+        (n, token),
         policy,
         cancel,
         ctx.max_outstanding,
         (prune_before, checkpoint.clone()),
     );
+    if let Some(sink) = dry {
+        planner = planner.dry(sink);
+    }
     for (index, prefix) in rule.listing_prefixes().into_iter().enumerate() {
         let start_after = match &checkpoint {
             Some((done, _)) if *done > index => continue,
@@ -165,7 +187,7 @@ async fn plan(
         }
         planner.flush().await?;
     }
-    Ok(())
+    Ok(planner.dry_found())
 }
 
 /// Polls the iteration record until every planned task is acked or dead, doing the queue's

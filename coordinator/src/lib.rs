@@ -18,6 +18,18 @@ use tracing::{info, warn};
 
 use crate::iteration::run_iteration;
 
+pub use crate::planner::DryRun;
+
+/// Lists and diffs `rule` as its next iteration would, and reports each task that
+/// iteration would plan (copies and deletes) to `each`; changes nothing anywhere.
+pub async fn dry_run(
+    ctx: &Context,
+    rule: &Rule,
+    mut each: impl FnMut(&ferry_common::task::Task) + Send,
+) -> Result<DryRun, CoordinatorError> {
+    iteration::dry_run(ctx, rule, &mut each).await
+}
+
 pub use ferry_common::policy;
 
 /// Why the coordinator stopped with an error.

@@ -21,8 +21,31 @@ use crate::diff::Joined;
 /// Keys decided per batch: one ledger round trip and one plan round trip each.
 pub(crate) const BATCH: usize = 1000;
 
+/// What a dry run found: the work an iteration would plan now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DryRun {
+    /// Source objects listed.
+    pub listed: u64,
+    /// Source objects the diff skipped.
+    pub skipped: u64,
+    /// Objects it would copy.
+    pub copies: u64,
+    /// Bytes those copies would move.
+    pub copy_bytes: u64,
+    /// Destination objects it would delete.
+    pub deletes: u64,
+}
+
+/// Where a dry run's planned tasks go instead of the queue.
+pub(crate) struct DrySink<'a> {
+    pub(crate) found: DryRun,
+    pub(crate) each: &'a mut (dyn FnMut(&Task) + Send),
+}
+
 pub(crate) struct Planner<'a> {
     queue: &'a Queue,
+    /// Set for a dry run: tasks are reported here, and nothing is written.
+    dry: Option<DrySink<'a>>,
     rule: &'a Rule,
     iteration: u64,
     leader: &'a LeaderToken,
@@ -55,6 +78,7 @@ impl<'a> Planner<'a> {
     ) -> Self {
         Planner {
             queue,
+            dry: None,
             rule,
             iteration,
             leader,
@@ -69,6 +93,17 @@ impl<'a> Planner<'a> {
             settled_floor: 0,
             prune_before_ms,
         }
+    }
+
+    /// Makes this planner a dry run's: tasks go to `sink`, nothing to the queue.
+    pub(crate) fn dry(mut self, sink: DrySink<'a>) -> Self {
+        self.dry = Some(sink);
+        self
+    }
+
+    /// What the dry run found so far.
+    pub(crate) fn dry_found(&self) -> Option<DryRun> {
+        self.dry.as_ref().map(|d| d.found)
     }
 
     /// Starts a rule prefix (flush the previous one first).
@@ -155,6 +190,21 @@ impl<'a> Planner<'a> {
                 .entry(shard_of(&self.prefix, task.key()))
                 .or_default()
                 .push(task);
+        }
+        if let Some(dry) = &mut self.dry {
+            dry.found.listed += listed;
+            dry.found.skipped += skipped;
+            for task in tasks.values().flatten() {
+                match task {
+                    Task::DeleteObject { .. } => dry.found.deletes += 1,
+                    _ => {
+                        dry.found.copies += 1;
+                        dry.found.copy_bytes += task.bytes();
+                    }
+                }
+                (dry.each)(task);
+            }
+            return Ok(());
         }
         self.wait_for_room().await?;
         let batch = PlanBatch {

@@ -383,9 +383,21 @@ async fn reusable_part(job: &Job<'_>, part: &PartTask) -> Result<Option<String>,
         return Ok(Some(etag));
     }
     let destination = shared.stores.destination(rule);
-    let uploaded = destination
+    // ListParts only saves an upload: a part uploaded again is overwritten with the same
+    // bytes. So a ListParts that fails (moto 5 answers it with a `ListPartsResponse` root no
+    // SDK parses) means uploading the part again, never a failed task; a real problem with
+    // the upload shows in that UploadPart.
+    let uploaded = match destination
         .list_parts(&rule.destination.bucket, &part.source.key, &part.upload_id)
-        .await?;
+        .await
+    {
+        Ok(uploaded) => uploaded,
+        Err(e) => {
+            tracing::warn!(rule = %rule.name, key = %part.source.key, part = part.number,
+                error = %e, "cannot list the upload's parts; uploading this part again");
+            return Ok(None);
+        }
+    };
     Ok(uploaded
         .into_iter()
         .find(|u| u.number == part.number && u.size == part.len())

@@ -26,6 +26,8 @@ pub struct IterationRecord {
     pub skipped: u64,
     /// Tasks enqueued.
     pub planned: u64,
+    /// Bytes the planned tasks move.
+    pub planned_bytes: u64,
     /// Tasks acked (any outcome).
     pub done: u64,
     /// Objects copied.
@@ -56,6 +58,7 @@ impl IterationRecord {
             listed: n("listed"),
             skipped: n("skipped"),
             planned: n("planned"),
+            planned_bytes: n("planned_bytes"),
             done: n("done"),
             copied: n("copied"),
             copied_bytes: n("copied_bytes"),

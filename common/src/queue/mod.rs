@@ -242,7 +242,40 @@ impl Queue {
 
     /// Opens the embedded backend's state in `dir` (created if needed), for this process
     /// alone: a second process on the same directory is refused with the holder's pid.
-    pub fn open_embedded(dir: &std::path::Path, namespace: &str) -> Result<Queue, QueueError> {
+    ///
+    /// Whatever a process that used the directory before held when it died (`kill -9`,
+    /// a power cut) is released at once: no process but this one can be alive on it, so its
+    /// task leases are expired (their tasks go back to the queue, with an attempt counted, as
+    /// after any expiry) and its leader leases deleted, instead of waiting for them to run
+    /// out.
+    pub async fn open_embedded(
+        dir: &std::path::Path,
+        namespace: &str,
+    ) -> Result<Queue, QueueError> {
+        let queue = Queue::open_embedded_store(dir, namespace)?;
+        for rule in queue.registered_rules().await? {
+            let rk = queue.keys.rule(&rule.rule);
+            queue
+                .query::<()>(redis::cmd("DEL").arg(rk.leader()))
+                .await?;
+            let held: Vec<String> = queue
+                .query(redis::cmd("ZRANGE").arg(rk.leases()).arg(0).arg(-1))
+                .await?;
+            if !held.is_empty() {
+                let mut expire = redis::cmd("ZADD");
+                expire.arg(rk.leases()).arg("XX");
+                for id in &held {
+                    expire.arg(0).arg(id);
+                }
+                queue.query::<()>(&mut expire).await?;
+                tracing::info!(rule = %rule.rule, tasks = held.len(),
+                    "requeued the tasks a previous process held when it stopped");
+            }
+        }
+        Ok(queue)
+    }
+
+    fn open_embedded_store(dir: &std::path::Path, namespace: &str) -> Result<Queue, QueueError> {
         let scripts = Scripts::load();
         let store = embedded::Embedded::open(dir, &scripts.sources)?;
         let url = format!("state dir {}", store.path().display());
@@ -351,7 +384,15 @@ impl Queue {
             };
         }
         inv.arg(leader.as_str());
-        inv.arg(batch.prune_before_ms).arg(batch.prune.len());
+        let bytes: u64 = batch
+            .tasks
+            .iter()
+            .flat_map(|(_, t)| t)
+            .map(Task::bytes)
+            .sum();
+        inv.arg(batch.prune_before_ms)
+            .arg(batch.prune.len())
+            .arg(bytes);
         for slot in &batch.prune {
             inv.arg(&slot[..]);
         }

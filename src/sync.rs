@@ -1,0 +1,739 @@
+//! `ferry sync SRC DST`: one rule made from the command line, run to its stop condition in
+//! this process, with a progress display and a summary.
+//!
+//! Endpoints come from the config file (as rclone names remotes); its rules are ignored.
+//! Without `[redis]` the queue is the embedded one in `--state-dir`, so a second sync of the
+//! same pair copies only what changed. With `[redis]`, the same command run on other machines
+//! joins in: the rule's name comes from SRC and DST, so they all serve the same rule, one
+//! leading its iterations and all of them copying.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use ferry_common::config::{Config, ConfigError, Problem};
+use ferry_common::queue::{DeadLetter, IterationRecord, Persistence, Queue};
+use ferry_common::storage::Stores;
+use ferry_common::task::Task;
+use serde::Serialize;
+
+use crate::{Failure, Role, S3Args};
+
+/// `ferry sync` arguments.
+#[derive(Args)]
+pub(crate) struct SyncArgs {
+    /// Source, as ENDPOINT:BUCKET[/PREFIX] (ENDPOINT named in the config file).
+    src: String,
+    /// Destination, as ENDPOINT:BUCKET[/PREFIX] (the prefix, if any, must be the source's:
+    /// keys keep their names).
+    dst: String,
+    /// The config file with the endpoints (default: ./ferry.toml, else
+    /// ~/.config/ferry/ferry.toml). Its rules are ignored.
+    #[arg(long, short, env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Redis URL; overrides `[redis] url` in the config (and means: use Redis).
+    #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// Where the embedded queue keeps its state when there is no `[redis]` (default:
+    /// ~/.local/state/ferry).
+    #[arg(long, env = "FERRY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Tasks copied at once.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// One iteration, then exit (the default).
+    #[arg(long, conflicts_with = "stop")]
+    once: bool,
+    /// When to stop: `once`, `empty:N` (after N iterations in a row that change nothing) or
+    /// `never`.
+    #[arg(long)]
+    stop: Option<String>,
+    /// Pause between iterations (with `--stop empty:N` or `never`).
+    #[arg(long)]
+    interval: Option<String>,
+    /// When an existing destination object is replaced.
+    #[arg(long, value_parser = ["never", "if-newer", "if-different", "always"])]
+    overwrite: Option<String>,
+    /// Also replace destination objects ferry did not write.
+    #[arg(long)]
+    overwrite_unmanaged: bool,
+    /// Delete destination objects ferry wrote whose source is gone.
+    #[arg(long)]
+    delete: bool,
+    /// Objects at or above this size are copied in parts (default 100MiB).
+    #[arg(long)]
+    multipart_threshold: Option<String>,
+    /// Size of each part (default 50MiB).
+    #[arg(long)]
+    part_size: Option<String>,
+    /// Storage class of every copy (default: the source object's).
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// List what would be copied or deleted, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// No progress display.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print one JSON summary on stdout at the end.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// One side of the pair, as given on the command line.
+#[derive(Debug, PartialEq, Eq)]
+struct Side {
+    endpoint: String,
+    bucket: String,
+    /// Empty, or ending in `/`.
+    prefix: String,
+}
+
+fn problem(path: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn config_error(problems: Vec<Problem>) -> Failure {
+    Failure::Config(ConfigError { problems })
+}
+
+/// Parses `ENDPOINT:BUCKET[/PREFIX]`; a prefix names a directory (`a/b` means `a/b/`).
+fn parse_side(arg: &str, value: &str) -> Result<Side, Problem> {
+    let Some((endpoint, rest)) = value.split_once(':') else {
+        return Err(problem(
+            arg,
+            format!("{value:?} is not ENDPOINT:BUCKET[/PREFIX] (no ':')"),
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if endpoint.is_empty() || bucket.is_empty() {
+        return Err(problem(
+            arg,
+            format!("{value:?} is not ENDPOINT:BUCKET[/PREFIX] (empty endpoint or bucket)"),
+        ));
+    }
+    let mut prefix = prefix.to_string();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(Side {
+        endpoint: endpoint.into(),
+        bucket: bucket.into(),
+        prefix,
+    })
+}
+
+/// The rule's name: readable, and the same for the same pair of buckets on every machine.
+/// The prefix is not part of it: syncing a prefix of a pair synced before is the same rule
+/// (one ledger per pair; a bucket belongs to one pairing only).
+fn rule_name(src: &Side, dst: &Side) -> String {
+    let spec = format!(
+        "{}:{} {}:{}",
+        src.endpoint, src.bucket, dst.endpoint, dst.bucket
+    );
+    let hash = xxhash_rust::xxh3::xxh3_64(spec.as_bytes());
+    let readable: String = format!("sync-{}-{}", src.bucket, dst.bucket)
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(54)
+        .collect();
+    format!("{readable}-{:08x}", hash as u32)
+}
+
+/// The config file to read endpoints from.
+fn config_path(given: Option<&Path>) -> Result<PathBuf, Failure> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let mut tried = vec![PathBuf::from("ferry.toml")];
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+    {
+        tried.push(dir.join("ferry").join("ferry.toml"));
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let names: Vec<_> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(config_error(vec![problem(
+        "--config",
+        format!(
+            "no config file: give --config F (its [endpoints.NAME] name SRC's and DST's endpoints); looked for {}",
+            names.join(" and ")
+        ),
+    )]))
+}
+
+/// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments.
+/// A bad flag value is reported under the flag's name.
+fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
+    let src = parse_side("SRC", &args.src);
+    let dst = parse_side("DST", &args.dst);
+    let (src, dst) = match (src, dst) {
+        (Ok(s), Ok(d)) => (s, d),
+        (s, d) => {
+            return Err(config_error(
+                [s.err(), d.err()].into_iter().flatten().collect(),
+            ));
+        }
+    };
+    if !dst.prefix.is_empty() && dst.prefix != src.prefix {
+        return Err(config_error(vec![problem(
+            "DST",
+            format!(
+                "prefix {:?} differs from the source's {:?}: ferry copies keys under the same names, so a destination prefix must be empty or the source's",
+                dst.prefix, src.prefix
+            ),
+        )]));
+    }
+    let path = config_path(args.config.as_deref())?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        config_error(vec![problem(
+            &path.display().to_string(),
+            format!("cannot read the config file: {e}"),
+        )])
+    })?;
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        config_error(vec![problem(
+            &path.display().to_string(),
+            e.message().to_string(),
+        )])
+    })?;
+    let known: Vec<String> = table
+        .get("endpoints")
+        .and_then(|e| e.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut missing = Vec::new();
+    for (arg, side) in [("SRC", &src), ("DST", &dst)] {
+        if !known.contains(&side.endpoint) {
+            missing.push(problem(
+                arg,
+                format!(
+                    "no endpoint {:?} in {} (endpoints: {})",
+                    side.endpoint,
+                    path.display(),
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(config_error(missing));
+    }
+    let name = rule_name(&src, &dst);
+    let mut rule = toml::Table::new();
+    rule.insert("name".into(), name.clone().into());
+    let mut source = toml::Table::new();
+    source.insert("endpoint".into(), src.endpoint.clone().into());
+    source.insert("bucket".into(), src.bucket.clone().into());
+    if !src.prefix.is_empty() {
+        source.insert(
+            "prefixes".into(),
+            toml::Value::Array(vec![src.prefix.clone().into()]),
+        );
+    }
+    let mut destination = toml::Table::new();
+    destination.insert("endpoint".into(), dst.endpoint.clone().into());
+    destination.insert("bucket".into(), dst.bucket.clone().into());
+    if let Some(class) = &args.storage_class {
+        destination.insert("storage_class".into(), class.clone().into());
+    }
+    rule.insert("source".into(), source.into());
+    rule.insert("destination".into(), destination.into());
+    let stop = match (&args.stop, args.once) {
+        (Some(s), _) => s.clone(),
+        (None, _) => "once".into(),
+    };
+    rule.insert("stop".into(), stop.into());
+    if let Some(i) = &args.interval {
+        rule.insert("interval".into(), i.clone().into());
+    }
+    if let Some(o) = &args.overwrite {
+        rule.insert("overwrite".into(), o.clone().into());
+    }
+    for (field, value) in [
+        ("multipart_threshold", &args.multipart_threshold),
+        ("part_size", &args.part_size),
+    ] {
+        if let Some(v) = value {
+            rule.insert(field.into(), v.clone().into());
+        }
+    }
+    rule.insert(
+        "overwrite_unmanaged".into(),
+        args.overwrite_unmanaged.into(),
+    );
+    rule.insert("delete".into(), args.delete.into());
+    table.insert("rules".into(), toml::Value::Array(vec![rule.into()]));
+    if let Some(url) = &args.redis {
+        let redis = table
+            .entry("redis")
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(r) = redis.as_table_mut() {
+            r.insert("url".into(), url.clone().into());
+        }
+    }
+    let rendered = toml::to_string(&table).map_err(|e| Failure::Runtime(e.into()))?;
+    let rule_at = format!("rules[0] ({name}).");
+    let config = Config::from_toml(&rendered).map_err(|e| {
+        config_error(
+            e.problems
+                .into_iter()
+                .map(|p| match p.path.strip_prefix(&rule_at) {
+                    // A rule field came from a flag: name the flag.
+                    Some(field) => {
+                        let field = field.rsplit('.').next().unwrap_or(field);
+                        Problem {
+                            path: format!("--{}", field.replace('_', "-")),
+                            message: p.message,
+                        }
+                    }
+                    None => Problem {
+                        path: format!("{} ({})", p.path, path.display()),
+                        message: p.message,
+                    },
+                })
+                .collect(),
+        )
+    })?;
+    Ok((config, name))
+}
+
+/// The state dir: the flag, else `$XDG_STATE_HOME/ferry`, else `~/.local/state/ferry`.
+pub(crate) fn state_dir(given: Option<&Path>) -> Result<PathBuf, Failure> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("ferry"))
+        .ok_or_else(|| {
+            config_error(vec![problem(
+                "--state-dir",
+                "no HOME to put the default state dir in; give --state-dir DIR",
+            )])
+        })
+}
+
+/// What one sync did, as `--json` prints it.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    rule: String,
+    backend: &'static str,
+    iterations: u64,
+    listed: u64,
+    skipped: u64,
+    copied: u64,
+    bytes: u64,
+    deleted: u64,
+    failed: u64,
+    seconds: f64,
+    failures: Vec<FailedObject>,
+}
+
+#[derive(Debug, Serialize)]
+struct FailedObject {
+    key: String,
+    error: String,
+    attempts: u32,
+}
+
+pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (config, rule) = build_config(&args)?;
+    if args.concurrency == 0 {
+        return Err(config_error(vec![problem(
+            "--concurrency",
+            "must be at least 1",
+        )]));
+    }
+    let timeouts = args.s3.timeouts()?;
+    let shutdown = ferry_common::shutdown::on_signal();
+    let stop = crate::hard_stop(&shutdown, Duration::from_secs(20));
+    let state_dir = state_dir(args.state_dir.as_deref())?;
+    let queue = crate::open_queue(&config, Persistence::RideOut(stop), &state_dir).await?;
+    let config = Arc::new(config);
+    let stores = Stores::connect(&config, timeouts)
+        .await
+        .with_limits(&config, &queue);
+    let rule_cfg = config.rules[0].clone();
+    let coordinator = ferry_coordinator::Context {
+        config: config.clone(),
+        stores: stores.clone(),
+        queue: queue.clone(),
+        cancel: shutdown.clone(),
+        id: crate::default_process_id(),
+        leader_lease: Duration::from_secs(30),
+        max_outstanding: 50_000,
+    };
+    if args.dry_run {
+        crate::register(&config, &queue, Role::Worker).await?;
+        return dry_run(&args, &coordinator, &rule_cfg).await;
+    }
+    crate::register(&config, &queue, Role::Coordinator { replace: false }).await?;
+
+    // The iterations this run works on: one left running (resumed), and all after it.
+    let first = match queue
+        .latest_iteration(&rule)
+        .await
+        .context("reading the rule")?
+    {
+        Some(r) if r.state == "running" => r.number,
+        Some(r) => r.number + 1,
+        None => 1,
+    };
+    let workers_stop = shutdown.child_token();
+    let options = ferry_worker::WorkerOptions {
+        id: crate::default_process_id(),
+        concurrency: args.concurrency,
+        lease: ferry_common::queue::DEFAULT_LEASE,
+        drain: Duration::from_secs(20),
+        part_concurrency: ferry_worker::DEFAULT_PART_CONCURRENCY.min(args.concurrency),
+    };
+    let worker = tokio::spawn(ferry_worker::run(
+        config.clone(),
+        stores.clone(),
+        Arc::new(queue.clone()),
+        options,
+        workers_stop.clone(),
+    ));
+    let progress_stop = tokio_util::sync::CancellationToken::new();
+    let progress = tokio::spawn(show_progress(
+        queue.clone(),
+        rule.clone(),
+        first,
+        Display::choose(&args),
+        progress_stop.clone(),
+    ));
+    let result = ferry_coordinator::run(coordinator).await;
+    workers_stop.cancel();
+    progress_stop.cancel();
+    let _ = progress.await;
+    let worker_result = worker.await;
+
+    let mut summary = summarize(&queue, &rule, first).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.backend = if queue.is_embedded() {
+        "embedded"
+    } else {
+        "redis"
+    };
+    report(&args, &summary)?;
+    match worker_result {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(Failure::Runtime(
+                anyhow::Error::new(e).context("worker failed"),
+            ));
+        }
+        Err(e) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "worker task panicked: {e}"
+            )));
+        }
+    }
+    match result {
+        Ok(()) if summary.failed == 0 => Ok(()),
+        Ok(()) | Err(ferry_coordinator::CoordinatorError::Rules(_)) if summary.failed > 0 => {
+            Err(Failure::Runtime(anyhow::anyhow!(
+                "{} object(s) failed (listed above); `ferry dead-letters retry` puts them back, or run the sync again",
+                summary.failed
+            )))
+        }
+        Ok(()) => Ok(()),
+        Err(ferry_coordinator::CoordinatorError::Cancelled) => Err(Failure::Runtime(
+            anyhow::anyhow!("interrupted; run the same sync again to resume"),
+        )),
+        Err(e) => Err(Failure::Runtime(
+            anyhow::Error::new(e).context("sync failed"),
+        )),
+    }
+}
+
+async fn dry_run(
+    args: &SyncArgs,
+    ctx: &ferry_coordinator::Context,
+    rule: &ferry_common::config::Rule,
+) -> Result<(), Failure> {
+    let json = args.json;
+    let found = ferry_coordinator::dry_run(ctx, rule, |task| {
+        if json {
+            return;
+        }
+        match task {
+            Task::DeleteObject { key, .. } => println!("would delete {key}"),
+            other => println!("would copy {} ({} bytes)", other.key(), other.bytes()),
+        }
+    })
+    .await
+    .map_err(|e| Failure::Runtime(anyhow::Error::new(e).context("dry run failed")))?;
+    if json {
+        let value = serde_json::json!({
+            "rule": rule.name,
+            "dry_run": true,
+            "listed": found.listed,
+            "skipped": found.skipped,
+            "would_copy": found.copies,
+            "would_copy_bytes": found.copy_bytes,
+            "would_delete": found.deletes,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "dry run: {} listed, {} would be copied ({} bytes), {} deleted, {} skipped; nothing was changed",
+            found.listed, found.copies, found.copy_bytes, found.deletes, found.skipped
+        );
+    }
+    Ok(())
+}
+
+/// Adds up the iterations from `first` on, and lists their dead letters.
+async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Failure> {
+    let history = queue
+        .history(rule)
+        .await
+        .context("reading the iterations")?;
+    let mut summary = Summary {
+        rule: rule.to_string(),
+        ..Summary::default()
+    };
+    let mine: Vec<&IterationRecord> = history.iter().filter(|r| r.number >= first).collect();
+    for r in &mine {
+        summary.iterations += 1;
+        summary.listed += r.listed;
+        summary.skipped += r.skipped;
+        summary.copied += r.copied;
+        summary.bytes += r.copied_bytes;
+        summary.deleted += r.deleted;
+    }
+    let dead: Vec<DeadLetter> = queue
+        .dead_letters(rule)
+        .await
+        .context("reading dead letters")?;
+    summary.failures = dead
+        .into_iter()
+        .filter(|d| {
+            d.id.split(':')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= first)
+        })
+        .map(|d| FailedObject {
+            key: d.key.unwrap_or_else(|| format!("(task {})", d.id)),
+            error: d.error,
+            attempts: d.attempts,
+        })
+        .collect();
+    summary.failed = summary.failures.len() as u64;
+    Ok(summary)
+}
+
+fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(s).context("encoding the summary")?
+        );
+        return Ok(());
+    }
+    for f in &s.failures {
+        eprintln!("failed: {} ({} attempts): {}", f.key, f.attempts, f.error);
+    }
+    eprintln!(
+        "{}: {} listed, {} copied ({}), {} skipped, {} deleted, {} failed in {:.1}s ({} iteration(s), {} queue)",
+        s.rule,
+        s.listed,
+        s.copied,
+        human_bytes(s.bytes),
+        s.skipped,
+        s.deleted,
+        s.failed,
+        s.seconds,
+        s.iterations,
+        s.backend
+    );
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Display {
+    /// A bar redrawn in place (stderr is a terminal).
+    Bar,
+    /// A line every few seconds (stderr is a file or pipe).
+    Lines,
+    None,
+}
+
+impl Display {
+    fn choose(args: &SyncArgs) -> Display {
+        if args.no_progress || args.json {
+            Display::None
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+/// Between plain progress lines.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Shows the current iteration's progress until `stop`: objects and bytes done of those
+/// planned so far, rate, ETA.
+async fn show_progress(
+    queue: Queue,
+    rule: String,
+    first: u64,
+    display: Display,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    if display == Display::None {
+        return;
+    }
+    let bar = (display == Display::Bar).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    loop {
+        let record = queue.latest_iteration(&rule).await.ok().flatten();
+        if let Some(r) = record.filter(|r| r.number >= first) {
+            let done_bytes = r.copied_bytes;
+            let objects = format!(
+                "{}/{} objects{}",
+                r.done + r.dead,
+                r.planned,
+                if r.sealed { "" } else { " (listing)" }
+            );
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(r.planned_bytes.max(done_bytes));
+                    bar.set_position(done_bytes);
+                    bar.set_message(format!("iteration {} {objects}", r.number));
+                }
+                None if last_line.elapsed() >= LINE_EVERY => {
+                    last_line = Instant::now();
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    eprintln!(
+                        "progress: iteration {}, {objects}, {} of {} copied, {:.0} objects/s",
+                        r.number,
+                        human_bytes(done_bytes),
+                        human_bytes(r.planned_bytes),
+                        r.done as f64 / secs
+                    );
+                }
+                None => {}
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sides_parse_endpoint_bucket_and_a_directory_prefix() {
+        assert_eq!(
+            parse_side("SRC", "east:photos/2024").unwrap(),
+            Side {
+                endpoint: "east".into(),
+                bucket: "photos".into(),
+                prefix: "2024/".into()
+            }
+        );
+        assert_eq!(parse_side("SRC", "east:photos").unwrap().prefix, "");
+        assert_eq!(parse_side("SRC", "east:photos/a/").unwrap().prefix, "a/");
+        for bad in ["photos", ":photos", "east:", "east:/x"] {
+            let p = parse_side("SRC", bad).unwrap_err();
+            assert_eq!(p.path, "SRC");
+            assert!(p.message.contains(bad), "{}", p.message);
+        }
+    }
+
+    #[test]
+    fn rule_names_are_valid_stable_and_tell_pairs_apart() {
+        let side = |e: &str, b: &str, p: &str| Side {
+            endpoint: e.into(),
+            bucket: b.into(),
+            prefix: p.into(),
+        };
+        let a = rule_name(&side("east", "photos", ""), &side("west", "photos-dr", ""));
+        assert_eq!(
+            a,
+            rule_name(&side("east", "photos", ""), &side("west", "photos-dr", ""))
+        );
+        assert!(a.starts_with("sync-photos-photos-dr-"), "{a}");
+        let b = rule_name(
+            &side("east", "photos", "x/"),
+            &side("west", "photos-dr", "x/"),
+        );
+        assert_eq!(a, b, "a prefix of the pair is the same rule");
+        let c = rule_name(&side("east", "photos", ""), &side("north", "photos-dr", ""));
+        assert_ne!(a, c);
+        let long = rule_name(
+            &side("e", &"b".repeat(63), ""),
+            &side("w", &"c".repeat(63), ""),
+        );
+        assert!(long.len() <= 63, "{long}");
+        assert!(
+            long.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        );
+    }
+}

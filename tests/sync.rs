@@ -1,0 +1,624 @@
+//! `ferry sync SRC DST` on one machine with no Redis (the embedded queue in a state dir),
+//! against moto and Garage: a full copy, a second run that only lists (counted at the
+//! servers, through proxies), a changed object, a prefix, `--dry-run`, `kill -9` and a rerun,
+//! the progress display under a pseudo-terminal, `--json`, the state dir's lock and errors;
+//! and `ferry run` with no `[redis]`.
+
+mod harness;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule};
+use ferry_testkit::servers::{Kind, S3Server, TempDir, wait_until};
+use harness::data::{Seed, assert_same_objects, list_keys, open_uploads, put, seed};
+use harness::{ferry_bin, spawn_ferry, unique};
+
+/// Two S3 servers behind counting proxies, a config naming them `src` and `dst` (no
+/// `[redis]`), a bucket on each, and a state dir.
+struct Pair {
+    src: S3Server,
+    dst: S3Server,
+    src_proxy: FaultProxy,
+    dst_proxy: FaultProxy,
+    dir: TempDir,
+    config: String,
+    state: PathBuf,
+    sb: String,
+    db: String,
+}
+
+/// What one `ferry sync` printed.
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn json(&self) -> serde_json::Value {
+        let last = self.stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| {
+            panic!(
+                "no JSON summary ({e}):\nstdout:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Pair {
+    async fn start(kind: Kind) -> Pair {
+        let (src, dst) = (S3Server::of(kind), S3Server::of(kind));
+        let src_proxy = FaultProxy::start(&src.authority()).await.expect("proxy");
+        let dst_proxy = FaultProxy::start(&dst.authority()).await.expect("proxy");
+        let dir = TempDir::new("sync");
+        let text = src.endpoint_toml_at("src", &src_proxy.url())
+            + &dst.endpoint_toml_at("dst", &dst_proxy.url());
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(&config, text).expect("writing config");
+        let (sb, db) = (unique("s"), unique("d"));
+        src.create_bucket(&sb).await;
+        dst.create_bucket(&db).await;
+        Pair {
+            state: dir.path().join("state"),
+            config: config.to_str().expect("utf-8").to_string(),
+            src,
+            dst,
+            src_proxy,
+            dst_proxy,
+            dir,
+            sb,
+            db,
+        }
+    }
+
+    fn src_arg(&self, prefix: &str) -> String {
+        format!("src:{}{prefix}", self.sb)
+    }
+
+    fn dst_arg(&self) -> String {
+        format!("dst:{}", self.db)
+    }
+
+    /// The common arguments: SRC DST --config --state-dir.
+    fn args(&self, prefix: &str) -> Vec<String> {
+        vec![
+            "sync".into(),
+            self.src_arg(prefix),
+            self.dst_arg(),
+            "--config".into(),
+            self.config.clone(),
+            "--state-dir".into(),
+            self.state.to_str().expect("utf-8").into(),
+        ]
+    }
+
+    /// Runs `ferry sync` to completion (at most two minutes) with `extra` arguments.
+    async fn sync(&self, prefix: &str, extra: &[&str]) -> Output {
+        let mut args = self.args(prefix);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_ferry(args).await
+    }
+
+    /// Requests the two servers have seen, as (method, query) pairs, since `from` of each.
+    fn requests_since(&self, from: (usize, usize)) -> Vec<(String, String)> {
+        let (s, d) = (self.src_proxy.events(), self.dst_proxy.events());
+        s[from.0..]
+            .iter()
+            .chain(&d[from.1..])
+            .map(|e| (e.method.clone(), e.query.clone()))
+            .collect()
+    }
+
+    fn marks(&self) -> (usize, usize) {
+        (self.src_proxy.events().len(), self.dst_proxy.events().len())
+    }
+}
+
+async fn run_ferry(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let child = std::process::Command::new(ferry_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running ferry");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        });
+        let out = child.wait_with_output().expect("waiting for ferry");
+        let _ = tx.send(());
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("ferry runner")
+}
+
+fn seeds(prefix: &str, n: usize) -> Vec<Seed> {
+    (0..n)
+        .map(|i| {
+            let mut s = Seed::new(
+                format!("{prefix}{i:05}.txt"),
+                format!("object {i};").repeat(i % 23),
+            );
+            if i % 10 == 0 {
+                s.content_type = Some("text/plain".into());
+                s.metadata.insert("n".into(), i.to_string());
+            }
+            s
+        })
+        .collect()
+}
+
+fn assert_ok(out: &Output) {
+    assert_eq!(
+        out.code, 0,
+        "ferry sync failed:\nstdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+}
+
+async fn full_copy_then_a_second_run_that_only_lists(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    let n = 1_500; // two listing pages per side
+    seed(&pair.src.client(), &pair.sb, &seeds("a/", n)).await;
+
+    let first = pair.sync("", &["--json"]).await;
+    assert_ok(&first);
+    let summary = first.json();
+    assert_eq!(summary["copied"], n, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["backend"], "embedded", "{summary}");
+    assert_eq!(
+        assert_same_objects(&pair.src.client(), &pair.sb, &pair.dst.client(), &pair.db).await,
+        n
+    );
+
+    let mark = pair.marks();
+    let second = pair.sync("", &["--json"]).await;
+    assert_ok(&second);
+    let summary = second.json();
+    assert_eq!(
+        (&summary["copied"], &summary["skipped"], &summary["listed"]),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(n),
+            &serde_json::json!(n)
+        ),
+        "{summary}"
+    );
+    let requests = pair.requests_since(mark);
+    let lists = requests
+        .iter()
+        .filter(|(m, q)| m == "GET" && q.contains("list-type=2"))
+        .count();
+    assert_eq!(
+        lists, 4,
+        "one ListObjectsV2 per page per side: {requests:?}"
+    );
+    assert_eq!(
+        requests.len(),
+        lists,
+        "the second run made requests besides listing: {requests:?}"
+    );
+}
+
+async fn a_changed_object_and_a_prefix(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("in/", 40)).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("out/", 10)).await;
+
+    let first = pair.sync("/in", &["--json"]).await;
+    assert_ok(&first);
+    assert_eq!(first.json()["copied"], 40);
+    let keys: Vec<String> = list_keys(&pair.dst.client(), &pair.db)
+        .await
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    assert_eq!(keys.len(), 40);
+    assert!(keys.iter().all(|k| k.starts_with("in/")), "{keys:?}");
+
+    // Later than the copy, so `if-newer` replaces it (Last-Modified has 1 s granularity on
+    // some servers).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put(&pair.src.client(), &pair.sb, "in/00003.txt", b"changed").await;
+    let second = pair.sync("/in", &["--json"]).await;
+    assert_ok(&second);
+    let summary = second.json();
+    assert_eq!(
+        (&summary["copied"], &summary["skipped"]),
+        (&serde_json::json!(1), &serde_json::json!(39)),
+        "{summary}"
+    );
+    assert_eq!(
+        harness::data::bytes(&pair.dst.client(), &pair.db, "in/00003.txt").await,
+        b"changed"
+    );
+
+    // The whole bucket now: the same pair, so the same rule and ledger; only out/ is new.
+    let whole = pair.sync("", &["--json"]).await;
+    assert_ok(&whole);
+    assert_eq!(whole.json()["copied"], 10);
+    assert_eq!(
+        assert_same_objects(&pair.src.client(), &pair.sb, &pair.dst.client(), &pair.db).await,
+        50
+    );
+}
+
+async fn a_dry_run_changes_nothing(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("d/", 30)).await;
+    let mark = pair.marks();
+    let dry = pair.sync("", &["--dry-run"]).await;
+    assert_ok(&dry);
+    let would: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("would copy d/"))
+        .collect();
+    assert_eq!(would.len(), 30, "{}", dry.stdout);
+    assert!(list_keys(&pair.dst.client(), &pair.db).await.is_empty());
+    let writes: Vec<_> = pair
+        .requests_since(mark)
+        .into_iter()
+        .filter(|(m, _)| m != "GET")
+        .collect();
+    assert!(writes.is_empty(), "a dry run wrote: {writes:?}");
+    let json = pair.sync("", &["--dry-run", "--json"]).await;
+    assert_ok(&json);
+    let v = json.json();
+    assert_eq!(
+        (&v["would_copy"], &v["dry_run"]),
+        (&serde_json::json!(30), &serde_json::json!(true)),
+        "{v}"
+    );
+    // Nothing was planned either: the real sync still copies everything.
+    let real = pair.sync("", &["--json"]).await;
+    assert_ok(&real);
+    assert_eq!(real.json()["copied"], 30);
+}
+
+async fn killed_mid_sync_then_a_rerun_completes(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    let client = pair.src.client();
+    seed(&client, &pair.sb, &seeds("k/", 200)).await;
+    for i in 0..2 {
+        harness::data::put_multipart(
+            &client,
+            &pair.sb,
+            &format!("big/{i}"),
+            &[5 << 20, 5 << 20, 1 << 20],
+            i,
+        )
+        .await;
+    }
+    // Slow the destination down so the kill lands mid-copy.
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "slow",
+        Match::default(),
+        Action::Throttle {
+            bytes_per_sec: 2 << 20,
+        },
+    )]);
+    let args: Vec<String> = pair
+        .args("")
+        .into_iter()
+        .chain(
+            [
+                "--multipart-threshold",
+                "5MiB",
+                "--part-size",
+                "5MiB",
+                "--no-progress",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut doomed = spawn_ferry(pair.dir.path(), "doomed", &argv);
+    let dst = pair.dst.client();
+    let db = pair.db.clone();
+    wait_until(Duration::from_secs(60), "some objects copied", || {
+        let (dst, db) = (dst.clone(), db.clone());
+        async move { list_keys(&dst, &db).await.len() >= 20 }
+    })
+    .await;
+    wait_until(Duration::from_secs(60), "a multipart upload open", || {
+        let (dst, db) = (dst.clone(), db.clone());
+        async move { !open_uploads(&dst, &db).await.is_empty() }
+    })
+    .await;
+    doomed.kill9();
+    pair.dst_proxy.clear();
+    let copied_before = list_keys(&dst, &db).await.len();
+    assert!(
+        copied_before < 202,
+        "the kill came too late to test anything"
+    );
+
+    let rerun = pair
+        .sync(
+            "",
+            &[
+                "--json",
+                "--multipart-threshold",
+                "5MiB",
+                "--part-size",
+                "5MiB",
+            ],
+        )
+        .await;
+    assert_ok(&rerun);
+    let summary = rerun.json();
+    // The rerun finished the iteration the killed run began: its counts are the
+    // iteration's, each object once.
+    assert_eq!(summary["iterations"], 1, "{summary}");
+    assert_eq!(summary["copied"], 202, "no duplicate counts: {summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(assert_same_objects(&client, &pair.sb, &dst, &db).await, 202);
+    assert!(
+        open_uploads(&dst, &db).await.is_empty(),
+        "uploads left open"
+    );
+}
+
+async fn progress_under_a_terminal(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("p/", 300)).await;
+    // Slow enough that the bar is drawn a few times.
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "slow",
+        Match::default(),
+        Action::Delay { ms: 20 },
+    )]);
+    let command: Vec<String> = std::iter::once(ferry_bin().to_string())
+        .chain(pair.args(""))
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let out = run_under_pty(command.join(" ")).await;
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("objects"),
+        "no progress bar:\n{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("ETA"), "no ETA:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains('\r') || out.stdout.contains("\x1b["),
+        "the bar is not redrawn in place:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("300 copied"),
+        "no summary:\n{}",
+        out.stdout
+    );
+
+    // Not on a terminal: plain lines, no control characters.
+    let again = pair.sync("", &[]).await;
+    assert_ok(&again);
+    assert!(
+        !again.stderr.contains('\r') && !again.stderr.contains("\x1b["),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("0 copied"), "{}", again.stderr);
+}
+
+/// Runs a shell command line under a pseudo-terminal (`script`), returning what the
+/// terminal showed.
+async fn run_under_pty(command: String) -> Output {
+    run_cmd(
+        "script",
+        vec![
+            "-q".into(),
+            "-e".into(),
+            "-c".into(),
+            command,
+            "/dev/null".into(),
+        ],
+    )
+    .await
+}
+
+async fn run_cmd(bin: &str, args: Vec<String>) -> Output {
+    let bin = bin.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(&bin)
+            .args(&args)
+            .env("TERM", "xterm")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running under a pty");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("pty runner")
+}
+
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod moto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(ferry_testkit::servers::Kind::Moto).await
+                }
+            )*
+        }
+        mod garage {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(ferry_testkit::servers::Kind::Garage).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_servers!(
+    full_copy_then_a_second_run_that_only_lists,
+    a_changed_object_and_a_prefix,
+    a_dry_run_changes_nothing,
+    killed_mid_sync_then_a_rerun_completes,
+    progress_under_a_terminal,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_state_dir_is_refused_naming_the_holder() {
+    let pair = Pair::start(Kind::Moto).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("l/", 50)).await;
+    // A long-running holder: --stop never keeps it on the state dir.
+    let args: Vec<String> = pair
+        .args("")
+        .into_iter()
+        .chain(["--stop", "never", "--interval", "1h", "--no-progress"].map(String::from))
+        .collect();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut holder = spawn_ferry(pair.dir.path(), "holder", &argv);
+    let lock = pair.state.join("lock");
+    let holder_pid = holder.child.id().to_string();
+    wait_until(Duration::from_secs(30), "the holder took the lock", || {
+        let (lock, pid) = (lock.clone(), holder_pid.clone());
+        async move { std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == pid) }
+    })
+    .await;
+    let second = pair.sync("", &[]).await;
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("pid {holder_pid}"))
+            && second.stderr.contains(pair.state.to_str().unwrap()),
+        "{}",
+        second.stderr
+    );
+    holder.kill9();
+    // Once the holder is gone (however it went), the lock is free again.
+    let after = pair.sync("", &["--json"]).await;
+    assert_ok(&after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_state_dirs_and_arguments_exit_2_naming_what_is_wrong() {
+    let pair = Pair::start(Kind::Moto).await;
+    // A state dir that cannot be created: under a regular file.
+    let file = pair.dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut args = pair.args("");
+    let at = args.iter().position(|a| a == "--state-dir").unwrap() + 1;
+    args[at] = file.join("state").to_str().unwrap().into();
+    let out = run_ferry(args).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--state-dir") && out.stderr.contains("a-file"),
+        "{}",
+        out.stderr
+    );
+
+    // A state dir written in another format is refused, not misread.
+    let other = pair.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    {
+        let db = redb_fixture(&other);
+        drop(db);
+    }
+    let mut args = pair.args("");
+    args[at] = other.to_str().unwrap().into();
+    let out = run_ferry(args).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("state format 999"), "{}", out.stderr);
+
+    for (argv, needle) in [
+        (vec!["sync", "nowhere", "dst:x"], "SRC"),
+        (vec!["sync", "src:b", "mars:x"], "no endpoint \"mars\""),
+        (vec!["sync", "src:b/p", "dst:x/q"], "DST"),
+        (
+            vec!["sync", "src:b", "dst:x", "--stop", "sometimes"],
+            "--stop",
+        ),
+        (
+            vec!["sync", "src:b", "dst:x", "--interval", "soon"],
+            "--interval",
+        ),
+    ] {
+        let mut args: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--config".into(),
+            pair.config.clone(),
+            "--state-dir".into(),
+            pair.state.to_str().unwrap().into(),
+        ]);
+        let out = run_ferry(args).await;
+        assert_eq!(out.code, 2, "{argv:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{argv:?}: {}", out.stderr);
+    }
+}
+
+/// A state file marked as written in format 999.
+fn redb_fixture(dir: &std::path::Path) -> redb::Database {
+    const SYS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sys");
+    let db = redb::Database::create(dir.join("state.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut sys = txn.open_table(SYS).unwrap();
+        sys.insert("format", &999u64.to_be_bytes()[..]).unwrap();
+        sys.insert("written_by", &b"9.9.9"[..]).unwrap();
+    }
+    txn.commit().unwrap();
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_run_without_redis_uses_the_embedded_queue() {
+    let pair = Pair::start(Kind::Garage).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("r/", 120)).await;
+    let config = std::fs::read_to_string(&pair.config).unwrap()
+        + &format!(
+            "[[rules]]\nname = \"plain\"\nstop = \"once\"\n\
+             source = {{ endpoint = \"src\", bucket = \"{}\" }}\n\
+             destination = {{ endpoint = \"dst\", bucket = \"{}\" }}\n",
+            pair.sb, pair.db
+        );
+    let path = pair.dir.path().join("run.toml");
+    std::fs::write(&path, config).unwrap();
+    let state = pair.state.to_str().unwrap().to_string();
+    let path = path.to_str().unwrap().to_string();
+    let args: Vec<String> = ["run", "--config", &path, "--state-dir", &state]
+        .map(String::from)
+        .to_vec();
+    let out = run_ferry(args.clone()).await;
+    assert_ok(&out);
+    assert_eq!(
+        assert_same_objects(&pair.src.client(), &pair.sb, &pair.dst.client(), &pair.db).await,
+        120
+    );
+    // The state is durable: `ferry status` reads the finished iteration from it.
+    let status = run_ferry(
+        ["status", "--config", &path, "--state-dir", &state]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    assert_ok(&status);
+    assert!(status.stdout.contains("plain"), "{}", status.stdout);
+    // And a worker alone, which would share the queue with other processes, needs Redis.
+    let worker = run_ferry(["worker", "--config", &path].map(String::from).to_vec()).await;
+    assert_eq!(worker.code, 2, "{}", worker.stderr);
+    assert!(worker.stderr.contains("[redis]"), "{}", worker.stderr);
+}
