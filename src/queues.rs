@@ -2,7 +2,6 @@
 //! dead), the oldest pending task's age, the last minute's throughput, and the worker fleet.
 //! It reads Redis only and changes nothing. `ferry dead-letters` lives here too.
 
-use ferry_common::config::Config;
 use ferry_common::queue::{
     DeadLetter, Queue, QueueError, ShardView, THROUGHPUT_WINDOW, Throughput, WorkerSeen,
 };
@@ -28,27 +27,23 @@ struct RuleQueues {
     shards: Vec<ShardView>,
 }
 
-/// Reads the queues of `only` (or every rule of the config) and the worker registry.
+/// Reads the queues of `only` (or every rule of `names`) and the worker registry.
 pub(crate) async fn gather(
-    config: &Config,
+    names: &[String],
     queue: &Queue,
     only: Option<&str>,
 ) -> Result<QueuesView, QueueError> {
     let mut rules = Vec::new();
-    for rule in config
-        .rules
-        .iter()
-        .filter(|r| only.is_none_or(|o| o == r.name))
-    {
-        let shards = queue.shard_views(&rule.name).await?;
+    for name in names.iter().filter(|r| only.is_none_or(|o| o == r.as_str())) {
+        let shards = queue.shard_views(name).await?;
         let sum = |f: fn(&ShardView) -> u64| shards.iter().map(f).sum();
         rules.push(RuleQueues {
-            rule: rule.name.clone(),
+            rule: name.clone(),
             pending: sum(|s| s.pending),
             leased: sum(|s| s.leased),
             retrying: sum(|s| s.retrying),
             dead: sum(|s| s.dead),
-            last_minute: queue.throughput(&rule.name).await?,
+            last_minute: queue.throughput(name).await?,
             shards,
         });
     }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_common::config::Config;
 use ferry_common::queue::{IterationRecord, Queue, QueueDepth, QueueError, RuleState};
 use serde::Serialize;
 
@@ -79,9 +78,9 @@ impl From<&IterationRecord> for Iteration {
     }
 }
 
-/// Gathers the status of `rules` (all of the config's when empty).
+/// Gathers the status of `only` (or every rule of `rules`).
 pub(crate) async fn gather(
-    config: &Config,
+    rules: &[String],
     queue: &Queue,
     only: Option<&str>,
 ) -> Result<Vec<RuleStatus>, QueueError> {
@@ -89,12 +88,7 @@ pub(crate) async fn gather(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut out = Vec::new();
-    for rule in config
-        .rules
-        .iter()
-        .filter(|r| only.is_none_or(|o| o == r.name))
-    {
-        let name = &rule.name;
+    for name in rules.iter().filter(|r| only.is_none_or(|o| o == r.as_str())) {
         let leader = queue.leader_of(name).await?;
         let latest = queue.latest_iteration(name).await?;
         let history = queue.history(name).await?;

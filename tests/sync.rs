@@ -212,6 +212,22 @@ async fn full_copy_then_a_second_run_that_only_lists(kind: Kind) {
         lists,
         "the second run made requests besides listing: {requests:?}"
     );
+    // `ferry status` finds the sync's rule in the state dir (no config file names it).
+    let rule = summary["rule"].as_str().unwrap().to_string();
+    let status = run_ferry(
+        [
+            "status",
+            "--config",
+            &pair.config,
+            "--state-dir",
+            pair.state.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_ok(&status);
+    assert!(status.stdout.contains(&rule), "{}", status.stdout);
 }
 
 async fn a_changed_object_and_a_prefix(kind: Kind) {
@@ -621,4 +637,90 @@ async fn ferry_run_without_redis_uses_the_embedded_queue() {
     let worker = run_ferry(["worker", "--config", &path].map(String::from).to_vec()).await;
     assert_eq!(worker.code, 2, "{}", worker.stderr);
     assert!(worker.stderr.contains("[redis]"), "{}", worker.stderr);
+}
+
+/// A tmpfs mounted for one test (these machines run the tests as root), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs at {} failed: this test fills a disk for real and needs root",
+            at.display()
+        );
+        Tmpfs(at)
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "remounting {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_that_fills_up_stops_the_run_and_a_rerun_resumes() {
+    let pair = Pair::start(Kind::Moto).await;
+    let n = 3_000;
+    seed(&pair.src.client(), &pair.sb, &seeds("f/", n)).await;
+    // Room for the store's first pages, not for the whole iteration's.
+    let disk = Tmpfs::mount(pair.dir.path().join("small"), "600k");
+    let state = disk.0.join("state");
+    let mut args = pair.args("");
+    let at = args.iter().position(|a| a == "--state-dir").unwrap() + 1;
+    args[at] = state.to_str().unwrap().into();
+    args.push("--json".into());
+
+    let full = run_ferry(args.clone()).await;
+    assert_eq!(full.code, 1, "{}", full.stderr);
+    assert!(
+        full.stderr.contains("No space left on device")
+            && full.stderr.contains(state.to_str().unwrap())
+            && full.stderr.contains("run again to resume"),
+        "{}",
+        full.stderr
+    );
+    assert!(!full.stderr.contains("panicked"), "{}", full.stderr);
+    let copied_before = list_keys(&pair.dst.client(), &pair.db).await.len();
+    assert!(
+        copied_before < n,
+        "the disk filled too late to test anything"
+    );
+
+    disk.resize("64m");
+    let rerun = run_ferry(args).await;
+    assert_ok(&rerun);
+    let summary = rerun.json();
+    // The rerun finished the iteration the full disk stopped: each object counted once,
+    // copied or (already there) skipped.
+    assert_eq!(summary["iterations"], 1, "{summary}");
+    assert_eq!(summary["listed"], n, "{summary}");
+    assert_eq!(
+        summary["copied"].as_u64().unwrap() + summary["skipped"].as_u64().unwrap(),
+        n as u64,
+        "{summary}"
+    );
+    assert_eq!(
+        assert_same_objects(&pair.src.client(), &pair.sb, &pair.dst.client(), &pair.db).await,
+        n
+    );
 }

@@ -192,15 +192,15 @@ impl Queue {
         result: Result<T, QueueError>,
     ) -> Result<T, QueueError> {
         match result {
-            Err(QueueError::Redis { source, .. }) if source.code() == Some("FENCED") => {
+            Err(QueueError::Redis { cause, .. }) if cause.code() == Some("FENCED") => {
                 Err(QueueError::Fenced {
                     rule: rule.to_string(),
                 })
             }
-            Err(QueueError::Redis { source, .. }) if source.code() == Some("STALE") => {
+            Err(QueueError::Redis { cause, .. }) if cause.code() == Some("STALE") => {
                 Err(QueueError::Stale {
                     rule: rule.to_string(),
-                    detail: source.detail().unwrap_or("stale").to_string(),
+                    detail: cause.detail().unwrap_or("stale").to_string(),
                 })
             }
             other => other,

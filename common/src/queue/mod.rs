@@ -59,13 +59,13 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// Redis could not be reached or answered with an error.
-    #[error("{place}: {source}", place = place(.url))]
+    #[error("{place}: {cause}", place = place(.url))]
     Redis {
         /// The URL without its password.
         url: String,
-        /// The client's error.
-        #[source]
-        source: redis::RedisError,
+        /// The client's error. Not the error's `source`: the message holds it already, so
+        /// an error chain prints it once.
+        cause: redis::RedisError,
     },
     /// The embedded backend's state directory cannot be used.
     #[error(transparent)]
@@ -222,9 +222,9 @@ impl Queue {
         persistence: Persistence,
     ) -> Result<Queue, QueueError> {
         let url = config.redacted_url();
-        let wrap = |source| QueueError::Redis {
+        let wrap = |cause| QueueError::Redis {
             url: url.clone(),
-            source,
+            cause,
         };
         let client = redis::Client::open(config.connection_url().as_str()).map_err(wrap)?;
         let health = Health::new(url.clone(), persistence);
@@ -300,10 +300,10 @@ impl Queue {
         &self.keys
     }
 
-    fn err(&self, source: redis::RedisError) -> QueueError {
+    fn err(&self, cause: redis::RedisError) -> QueueError {
         QueueError::Redis {
             url: self.url.clone(),
-            source,
+            cause,
         }
     }
 

@@ -199,6 +199,7 @@ impl Embedded {
         let (requests, rx) = mpsc::unbounded_channel();
         let (started, start) = std::sync::mpsc::channel();
         let scripts = scripts.to_vec();
+        let dir_owned = dir.to_path_buf();
         // The Lua state is not Send: it is made, and lives, on the store's thread.
         std::thread::Builder::new()
             .name("ferry-state".into())
@@ -217,6 +218,8 @@ impl Embedded {
                     next_id,
                     cursors: HashMap::new(),
                     next_cursor: 1,
+                    broken: None,
+                    path: dir_owned,
                     _lock: lock,
                 }
                 .serve(rx)
@@ -299,6 +302,10 @@ struct Server {
     /// `SCAN`/`HSCAN` cursors: where each left off.
     cursors: HashMap<u64, Vec<u8>>,
     next_cursor: u64,
+    /// Set once a write failed (a full disk): every later request fails with it, so the
+    /// process stops instead of carrying on from state it could not save.
+    broken: Option<CmdError>,
+    path: PathBuf,
     _lock: File,
 }
 
@@ -312,18 +319,38 @@ impl Server {
                     Err(_) => break,
                 }
             }
-            match self.run(&batch) {
+            if let Some(e) = &self.broken {
+                for req in batch {
+                    let _ = req
+                        .reply
+                        .send(Err(CmdError::new(&e.code, e.detail.clone())));
+                }
+                continue;
+            }
+            let result = self.run(&batch);
+            match result {
                 Ok(replies) => {
                     for (req, reply) in batch.into_iter().zip(replies) {
                         let _ = req.reply.send(reply);
                     }
                 }
                 Err(e) => {
+                    // Nothing of the batch was saved, and nothing after it will be.
+                    let e = CmdError::new(
+                        "STORAGE",
+                        format!(
+                            "{} cannot be written ({}), so this run stops; free space (or fix the directory), then run again to resume",
+                            self.path.display(),
+                            e.detail
+                        ),
+                    );
+                    tracing::error!(error = %e.detail, "the embedded state store stopped");
                     for req in batch {
                         let _ = req
                             .reply
                             .send(Err(CmdError::new(&e.code, e.detail.clone())));
                     }
+                    self.broken = Some(e);
                 }
             }
         }
@@ -347,6 +374,8 @@ impl Server {
                 for cmd in &req.commands {
                     match self.command(&mut tx, cmd) {
                         Ok(v) => values.push(v),
+                        // The store itself failed: the whole batch is dropped.
+                        Err(e) if e.code == "STORAGE" => return Err(e),
                         Err(e) => {
                             failed = Some(e);
                             break;
