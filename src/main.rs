@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ferry_common::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
-use ferry_common::queue::{Persistence, Queue};
+use ferry_common::queue::{Persistence, Queue, ViewQueue};
 use ferry_common::storage::{Stores, Timeouts};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -507,7 +507,7 @@ async fn run_coordinator(
     let ctx = ferry_coordinator::Context {
         config,
         stores,
-        queue,
+        queue: Arc::new(queue),
         cancel,
         id: args
             .coordinator_id
@@ -715,9 +715,10 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
 /// The rules the views show: the config's, and with the embedded queue (one user's state
 /// dir) also those registered there by `ferry sync`, whose rules no config file names.
 async fn rule_names(config: &Config, queue: &Queue) -> Result<Vec<String>, Failure> {
+    let view: &dyn ViewQueue = queue;
     let mut names: Vec<String> = config.rules.iter().map(|r| r.name.clone()).collect();
     if queue.is_embedded() {
-        for r in queue
+        for r in view
             .registered_rules()
             .await
             .context("reading registered rules")?

@@ -3,7 +3,7 @@
 //! It reads Redis only and changes nothing. `ferry dead-letters` lives here too.
 
 use ferry_common::queue::{
-    DeadLetter, Queue, QueueError, ShardView, THROUGHPUT_WINDOW, Throughput, WorkerSeen,
+    DeadLetter, QueueError, ShardView, THROUGHPUT_WINDOW, Throughput, ViewQueue, WorkerSeen,
 };
 use serde::Serialize;
 
@@ -30,11 +30,14 @@ struct RuleQueues {
 /// Reads the queues of `only` (or every rule of `names`) and the worker registry.
 pub(crate) async fn gather(
     names: &[String],
-    queue: &Queue,
+    queue: &dyn ViewQueue,
     only: Option<&str>,
 ) -> Result<QueuesView, QueueError> {
     let mut rules = Vec::new();
-    for name in names.iter().filter(|r| only.is_none_or(|o| o == r.as_str())) {
+    for name in names
+        .iter()
+        .filter(|r| only.is_none_or(|o| o == r.as_str()))
+    {
         let shards = queue.shard_views(name).await?;
         let sum = |f: fn(&ShardView) -> u64| shards.iter().map(f).sum();
         rules.push(RuleQueues {

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_common::queue::{IterationRecord, Queue, QueueDepth, QueueError, RuleState};
+use ferry_common::queue::{
+    IterationRecord, IterationState, QueueDepth, QueueError, RuleState, ViewQueue,
+};
 use serde::Serialize;
 
 /// Iterations shown per rule in the human-readable form (JSON has all that are kept).
@@ -60,7 +62,7 @@ impl From<&IterationRecord> for Iteration {
         let ended = (r.ended_ms > 0).then_some(r.ended_ms);
         Iteration {
             number: r.number,
-            state: r.state.clone(),
+            state: r.state_name().to_string(),
             empty: r.ended_ms > 0 && r.is_empty(),
             started: time(r.started_ms),
             ended: ended.map(time),
@@ -81,19 +83,24 @@ impl From<&IterationRecord> for Iteration {
 /// Gathers the status of `only` (or every rule of `rules`).
 pub(crate) async fn gather(
     rules: &[String],
-    queue: &Queue,
+    queue: &dyn ViewQueue,
     only: Option<&str>,
 ) -> Result<Vec<RuleStatus>, QueueError> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut out = Vec::new();
-    for name in rules.iter().filter(|r| only.is_none_or(|o| o == r.as_str())) {
+    for name in rules
+        .iter()
+        .filter(|r| only.is_none_or(|o| o == r.as_str()))
+    {
         let leader = queue.leader_of(name).await?;
         let latest = queue.latest_iteration(name).await?;
         let history = queue.history(name).await?;
         let record = queue.rule_record(name).await?;
-        let last_failed = history.first().is_some_and(|r| r.state == "failed");
+        let last_failed = history
+            .first()
+            .is_some_and(|r| r.state == Some(IterationState::Failed));
         let state = match (&leader, record.state) {
             (Some(_), Some(s @ (RuleState::Running | RuleState::Waiting | RuleState::Failed))) => s,
             (Some(_), _) => RuleState::Running,
@@ -121,7 +128,7 @@ pub(crate) async fn gather(
             leader,
             current: latest
                 .as_ref()
-                .filter(|r| r.state == "running")
+                .filter(|r| r.is_running())
                 .map(Iteration::from),
             last_iterations: history.iter().map(Iteration::from).collect(),
             queue: Depth {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use ferry_common::config::{Config, ConfigError, Problem};
-use ferry_common::queue::{DeadLetter, IterationRecord, Persistence, Queue};
+use ferry_common::queue::{DeadLetter, IterationRecord, Persistence, Queue, TaskId};
 use ferry_common::storage::Stores;
 use ferry_common::task::Task;
 use serde::Serialize;
@@ -382,7 +382,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let coordinator = ferry_coordinator::Context {
         config: config.clone(),
         stores: stores.clone(),
-        queue: queue.clone(),
+        queue: Arc::new(queue.clone()),
         cancel: shutdown.clone(),
         id: crate::default_process_id(),
         leader_lease: Duration::from_secs(30),
@@ -400,7 +400,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         .await
         .context("reading the rule")?
     {
-        Some(r) if r.state == "running" => r.number,
+        Some(r) if r.is_running() => r.number,
         Some(r) => r.number + 1,
         None => 1,
     };
@@ -534,12 +534,7 @@ async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Fai
         .context("reading dead letters")?;
     summary.failures = dead
         .into_iter()
-        .filter(|d| {
-            d.id.split(':')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n >= first)
-        })
+        .filter(|d| TaskId::parse(&d.id).is_some_and(|id| id.iteration() >= first))
         .map(|d| FailedObject {
             key: d.key.unwrap_or_else(|| format!("(task {})", d.id)),
             error: d.error,

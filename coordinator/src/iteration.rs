@@ -55,7 +55,7 @@ async fn attempt_iteration(
 ) -> Result<IterationRecord, CoordinatorError> {
     let (queue, token, cancel) = (&ctx.queue, &lead.token, &lead.lost);
     let (n, resumed) = match queue.latest_iteration(&rule.name).await? {
-        Some(record) if record.state == "running" => {
+        Some(record) if record.is_running() => {
             info!(rule = %rule.name, iteration = record.number, sealed = record.sealed,
                 checkpoint = ?record.checkpoint, "resuming an unfinished iteration");
             (record.number, Some(record))
@@ -86,7 +86,7 @@ async fn attempt_iteration(
     let finished = queue
         .finish_iteration(&rule.name, n, record.dead == 0, token)
         .await?;
-    if finished.state == "succeeded" {
+    if finished.succeeded() {
         // This iteration saw (and repaired) every key written before it began; intents
         // older than the horizon before that can go.
         let cutoff = finished
@@ -137,7 +137,7 @@ async fn plan<'a>(
     let now = ctx.queue.redis_time_ms().await?;
     let prune_before = now.saturating_sub(STRAY_HORIZON.as_millis() as u64);
     let mut planner = Planner::new(
-        &ctx.queue,
+        ctx.queue.as_ref(),
         rule,
         (n, token),
         policy,

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ferry_common::queue::{LeaderToken, Queue};
+use std::sync::Arc;
+
+use ferry_common::queue::{CoordinatorQueue, LeaderToken};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -15,13 +17,13 @@ pub(crate) struct Leadership {
     pub(crate) lost: CancellationToken,
     pub(crate) token: LeaderToken,
     renewer: tokio::task::JoinHandle<()>,
-    queue: Queue,
+    queue: Arc<dyn CoordinatorQueue>,
     rule: String,
 }
 
 /// Waits until coordinator `id` leads `rule`, polling a few times per lease.
 pub(crate) async fn acquire(
-    queue: &Queue,
+    queue: &Arc<dyn CoordinatorQueue>,
     rule: &str,
     id: &str,
     lease: Duration,
@@ -61,7 +63,7 @@ pub(crate) async fn acquire(
 }
 
 async fn renew(
-    queue: Queue,
+    queue: Arc<dyn CoordinatorQueue>,
     rule: String,
     token: LeaderToken,
     lease: Duration,

@@ -10,7 +10,7 @@ mod uploads;
 use std::sync::Arc;
 
 use ferry_common::config::{Config, Rule, Stop};
-use ferry_common::queue::{Queue, QueueError, RuleState};
+use ferry_common::queue::{CoordinatorQueue, QueueError, RuleState};
 use ferry_common::storage::{StorageError, Stores};
 use ferry_common::telemetry;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,7 @@ pub struct Context {
     /// Connected stores by endpoint name.
     pub stores: Stores,
     /// The Redis queue.
-    pub queue: Queue,
+    pub queue: Arc<dyn CoordinatorQueue>,
     /// Cancelled on shutdown.
     pub cancel: CancellationToken,
     /// This coordinator's id, as its leader leases name it.
@@ -236,7 +236,7 @@ async fn iterate(
         .history(&rule.name)
         .await?
         .iter()
-        .take_while(|r| r.started_ms >= run_start && r.state == "succeeded" && r.is_empty())
+        .take_while(|r| r.started_ms >= run_start && r.succeeded() && r.is_empty())
         .count() as u32;
     loop {
         let failure = match run_iteration(ctx, rule, lead).await {
@@ -247,17 +247,17 @@ async fn iterate(
                 metrics::gauge!(telemetry::ITERATION_EMPTY, "rule" => rule.name.clone())
                     .set(if record.is_empty() { 1.0 } else { 0.0 });
                 info!(
-                    rule = %rule.name, iteration = record.number, state = %record.state,
+                    rule = %rule.name, iteration = record.number, state = %record.state_name(),
                     listed = record.listed, skipped = record.skipped, archived = record.archived,
                     copied = record.copied, bytes = record.copied_bytes, failed = record.dead,
                     seconds, "iteration finished"
                 );
-                if record.state == "succeeded" && record.is_empty() {
+                if record.succeeded() && record.is_empty() {
                     empty_streak += 1;
                 } else {
                     empty_streak = 0;
                 }
-                (record.state != "succeeded").then(|| {
+                (!record.succeeded()).then(|| {
                     format!(
                         "iteration {} failed: {} task(s) in dead letters",
                         record.number, record.dead

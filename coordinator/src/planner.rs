@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry_common::codec::slot_bytes;
 use ferry_common::config::Rule;
 use ferry_common::policy::{Action, Policy, decide, is_managed};
-use ferry_common::queue::{LeaderToken, LedgerView, PlanBatch, Queue};
+use ferry_common::queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch};
 use ferry_common::shard::{ShardId, shard_of};
 use ferry_common::storage::ObjectMeta;
 use ferry_common::task::{Expected, ObjectVersion, Task};
@@ -43,7 +43,7 @@ pub(crate) struct DrySink<'a> {
 }
 
 pub(crate) struct Planner<'a> {
-    queue: &'a Queue,
+    queue: &'a dyn CoordinatorQueue,
     /// Set for a dry run: tasks are reported here, and nothing is written.
     dry: Option<DrySink<'a>>,
     rule: &'a Rule,
@@ -68,7 +68,7 @@ impl<'a> Planner<'a> {
     /// A planner for `iteration` of `rule`, writing as `leader`; `resume` is the intent
     /// pruning cutoff and the checkpoint planning resumes after.
     pub(crate) fn new(
-        queue: &'a Queue,
+        queue: &'a dyn CoordinatorQueue,
         rule: &'a Rule,
         (iteration, leader): (u64, &'a LeaderToken),
         policy: Policy,

@@ -70,7 +70,7 @@ impl Leases {
     pub(crate) fn hold(&self, claimed: &Claimed) -> Guard {
         let token = CancellationToken::new();
         self.lock().insert(
-            claimed.id.clone(),
+            claimed.id.to_string(),
             Held {
                 rule: claimed.rule.clone(),
                 token: claimed.token,
@@ -80,7 +80,7 @@ impl Leases {
         );
         Guard {
             leases: self.clone(),
-            id: claimed.id.clone(),
+            id: claimed.id.to_string(),
             token,
         }
     }

@@ -114,7 +114,7 @@ enum TaskError {
 }
 
 fn is_part(claimed: &Claimed) -> bool {
-    claimed.id.ends_with(":p")
+    claimed.id.is_part()
 }
 
 /// Claims and copies until `shutdown` is cancelled, then drains: in-flight tasks get
@@ -446,7 +446,7 @@ async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, TaskError> {
 /// admits it (a short jitter spreads the returns).
 async fn report_throttle(job: &Job<'_>, error: &str) {
     let (shared, claimed) = (job.shared, job.claimed);
-    let shard = claimed.id.split(':').nth(1).unwrap_or("?").to_string();
+    let shard = claimed.id.shard().to_string();
     metrics::counter!(telemetry::THROTTLED, "rule" => claimed.rule.clone(), "shard" => shard.clone())
         .increment(1);
     let delay = Duration::from_millis(rand::random_range(0..500));

@@ -231,7 +231,7 @@ async fn split(
         return Err(archived_error(job, key).into());
     }
 
-    let recorded = shared.queue.upload(&rule.name, &claimed.id).await?;
+    let recorded = shared.queue.upload(&rule.name, claimed.id.as_str()).await?;
     let upload_id = match recorded {
         Some(r) if r.source_etag == version.etag && r.parts as usize == layout.count() => {
             r.upload_id
@@ -280,7 +280,7 @@ async fn split(
         .zip(&layout.ranges)
         .map(|(number, range)| {
             Task::CopyPart(Box::new(PartTask {
-                upload: claimed.id.clone(),
+                upload: claimed.id.to_string(),
                 upload_id: upload_id.clone(),
                 source: version.clone(),
                 number,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Queue, QueueError, keys};
+use super::{Queue, QueueError, TaskId};
 use crate::codec;
 use crate::task::Task;
 
@@ -185,7 +185,7 @@ impl Queue {
                     shard: *s,
                     pending: parse(&values[2 * i]).map_err(|e| self.err(e))?,
                     oldest_pending_ms: oldest
-                        .and_then(|id| keys::enqueued_ms(&id))
+                        .and_then(|id| TaskId::parse(&id)?.enqueued_ms())
                         .map(|t| now.saturating_sub(t)),
                     ..ShardView::default()
                 },

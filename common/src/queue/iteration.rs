@@ -7,6 +7,38 @@ use super::{LeaderToken, Queue, QueueError};
 /// Finished iterations kept per rule.
 pub const HISTORY: usize = 100;
 
+/// Where an iteration is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IterationState {
+    /// Listing, planning or waiting for its tasks.
+    Running,
+    /// Every task done, none dead.
+    Succeeded,
+    /// Done, with tasks in dead letters (or its listing failed for good).
+    Failed,
+}
+
+impl IterationState {
+    /// The name stored in the record (and shown).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IterationState::Running => "running",
+            IterationState::Succeeded => "succeeded",
+            IterationState::Failed => "failed",
+        }
+    }
+
+    /// The state a stored name means; `None` for anything the scripts never write.
+    pub fn parse(s: &str) -> Option<IterationState> {
+        match s {
+            "running" => Some(IterationState::Running),
+            "succeeded" => Some(IterationState::Succeeded),
+            "failed" => Some(IterationState::Failed),
+            _ => None,
+        }
+    }
+}
+
 /// One iteration's record as stored in `NS:{R}:it:N`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IterationRecord {
@@ -16,8 +48,9 @@ pub struct IterationRecord {
     pub started_ms: u64,
     /// End, ms since the Unix epoch; 0 while running.
     pub ended_ms: u64,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    /// Its state; `None` when there is no such record (or it holds a state this version
+    /// does not know, which is then never read as one it does).
+    pub state: Option<IterationState>,
     /// Set once every task of the iteration has been enqueued.
     pub sealed: bool,
     /// Source objects listed.
@@ -53,7 +86,7 @@ impl IterationRecord {
             number,
             started_ms: n("started_ms"),
             ended_ms: n("ended_ms"),
-            state: f.get("state").cloned().unwrap_or_default(),
+            state: f.get("state").and_then(|s| IterationState::parse(s)),
             sealed: n("sealed") == 1,
             listed: n("listed"),
             skipped: n("skipped"),
@@ -74,6 +107,21 @@ impl IterationRecord {
                 )),
             },
         }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&self) -> bool {
+        self.state == Some(IterationState::Running)
+    }
+
+    /// Whether it finished and succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.state == Some(IterationState::Succeeded)
+    }
+
+    /// Its state's name (`unknown` for none).
+    pub fn state_name(&self) -> &'static str {
+        self.state.map_or("unknown", IterationState::as_str)
     }
 
     /// Whether every planned task has been acked or buried.

@@ -204,11 +204,6 @@ impl RuleKeys {
     }
 }
 
-/// When a task was enqueued (ms, Redis clock), read from its id.
-pub fn enqueued_ms(task_id: &str) -> Option<u64> {
-    task_id.split(':').nth(3)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,10 +217,5 @@ mod tests {
         assert_eq!(k.queue(3), "ferry:{photos-dr}:q:3");
         assert_eq!(k.iteration(7), "ferry:{photos-dr}:it:7");
         assert_eq!(k.ledger(42), "ferry:{photos-dr}:l:42");
-        assert_eq!(enqueued_ms("3:7:19:1763700000123"), Some(1_763_700_000_123));
-        assert_eq!(
-            enqueued_ms("3:7:20:1763700000124:p"),
-            Some(1_763_700_000_124)
-        );
     }
 }

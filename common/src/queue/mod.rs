@@ -14,6 +14,7 @@
 //! Leases carry a fencing token: renew, ack, fail and release succeed only for the worker and
 //! token of the current lease, so a worker that lost its lease cannot commit.
 
+mod api;
 mod budget;
 mod connection;
 mod embedded;
@@ -24,6 +25,7 @@ mod leader;
 mod ledger;
 mod multipart;
 mod reply;
+mod task_id;
 mod worker_api;
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +39,7 @@ use crate::flow::Flow;
 use crate::shard::ShardId;
 use crate::task::Task;
 
+pub use api::{CoordinatorQueue, ViewQueue};
 pub use budget::{Budget, BudgetKind};
 pub use connection::Persistence;
 use connection::{Connection, Health, Link};
@@ -45,11 +48,12 @@ pub use fleet::{
     DeadLetter, HEARTBEAT, ShardView, THROUGHPUT_WINDOW, Throughput, WORKER_DEAD_AFTER,
     WORKER_FORGOTTEN_AFTER, WorkerInfo, WorkerSeen,
 };
-pub use iteration::{HISTORY, IterationRecord};
+pub use iteration::{HISTORY, IterationRecord, IterationState};
 pub use keys::{Keys, RuleKeys};
 pub use leader::{LeaderToken, RuleRecord, RuleState};
 pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
 pub use multipart::{Abandon, PartRecorded};
+pub use task_id::TaskId;
 pub use worker_api::WorkerQueue;
 
 /// Default lease length.
@@ -113,8 +117,8 @@ fn place(url: &str) -> String {
 pub struct Claimed {
     /// The rule it belongs to.
     pub rule: String,
-    /// Its id (`ITERATION:SHARD:SEQ`).
-    pub id: String,
+    /// Its id.
+    pub id: TaskId,
     /// The lease's fencing token.
     pub token: u64,
     /// Failed attempts before this one.
@@ -588,7 +592,7 @@ impl Queue {
             .flatten()
             .chain(leased)
             .chain(delayed)
-            .filter_map(|id| keys::enqueued_ms(&id))
+            .filter_map(|id| TaskId::parse(&id)?.enqueued_ms())
             .min())
     }
 }

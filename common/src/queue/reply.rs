@@ -44,7 +44,9 @@ pub(super) fn claimed(rule: &str, reply: &[Vec<u8>]) -> Result<Vec<Claimed>, Que
         .map(|c| {
             let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
             let bad = || unexpected("claim.lua", (text(&c[0]), text(&c[1]), text(&c[2])));
-            let id = text(&c[0]).filter(|id| !id.is_empty()).ok_or_else(bad)?;
+            let id = text(&c[0])
+                .and_then(|id| super::TaskId::parse(&id))
+                .ok_or_else(bad)?;
             let token = text(&c[1])
                 .and_then(|t| t.parse::<u64>().ok())
                 .filter(|t| *t > 0)
@@ -174,25 +176,27 @@ mod tests {
                 payload.clone(),
             ]
         };
-        let got = claimed("r", &row("1:a:7", "42", "2")).unwrap();
+        let got = claimed("r", &row("1:3:7:1763700000123", "42", "2")).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(
             (got[0].id.as_str(), got[0].token, got[0].attempts),
-            ("1:a:7", 42, 2)
+            ("1:3:7:1763700000123", 42, 2)
         );
         assert!(got[0].task.is_ok());
         // An undecodable payload is the task's own error, not the reply's.
-        let mut newer = row("1:a:8", "43", "0");
+        let mut newer = row("1:3:8:1763700000123", "43", "0");
         newer[3] = b"\xffnot a task".to_vec();
         assert!(claimed("r", &newer).unwrap()[0].task.is_err());
         assert!(claimed("r", &[]).unwrap().is_empty());
+        let id = "1:3:7:1763700000123";
         for bad in [
-            row("1:a:7", "", "0"),
-            row("1:a:7", "0", "0"),
-            row("1:a:7", "x", "0"),
-            row("1:a:7", "42", "-1"),
+            row(id, "", "0"),
+            row(id, "0", "0"),
+            row(id, "x", "0"),
+            row(id, "42", "-1"),
             row("", "42", "0"),
-            row("1:a:7", "42", "0")[..3].to_vec(),
+            row("1:a:7", "42", "0"),
+            row(id, "42", "0")[..3].to_vec(),
         ] {
             assert!(is_reply_error(claimed("r", &bad), "claim.lua"), "{bad:?}");
         }
