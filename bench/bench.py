@@ -288,15 +288,16 @@ class Bench:
         for p in [self.src.proc, self.redis] + ([self.dst.proc] if self.dst else []):
             p.stop()
 
-    def config(self, namespace, rule, source_bucket, destination_bucket):
+    def config(self, namespace, rule, source_bucket, destination_bucket, redis=True):
         path = self.workdir / f"{namespace}.toml"
         endpoints = "".join(
             f'[endpoints.{name}]\nurl = "{g.url}"\nregion = "garage"\npath_style = true\n'
             f'access_key_id = "{g.access_key}"\nsecret_access_key = "{g.secret_key}"\n\n'
             for name, g in (("src", self.src), ("dst", self.dst or self.src)))
+        redis_section = (f'[redis]\nurl = "redis://127.0.0.1:{self.redis_port}"\n'
+                         f'namespace = "{namespace}"\n\n') if redis else ""
         path.write_text(
-            f'[redis]\nurl = "redis://127.0.0.1:{self.redis_port}"\n'
-            f'namespace = "{namespace}"\n\n{endpoints}'
+            f'{redis_section}{endpoints}'
             f'[[rules]]\nname = "{rule}"\nstop = "never"\ninterval = "1h"\n'
             f'source = {{ endpoint = "src", bucket = "{source_bucket}" }}\n'
             f'destination = {{ endpoint = "dst", bucket = "{destination_bucket}" }}\n')
@@ -383,6 +384,38 @@ class Bench:
             "destination": destination_bucket,
         }
 
+    def sync(self, dataset, source_bucket, destination_bucket=None, state=None):
+        """One `ferry sync` (coordinator and worker in one process, the embedded queue in a
+        state dir: no Redis)."""
+        self.runs += 1
+        destination_bucket = destination_bucket or self.dst.bucket(
+            f"sync-{dataset}-{self.runs}")
+        state = state or self.workdir / f"state-{dataset}-{self.runs}"
+        config = self.config(f"sync-{self.runs}", dataset, source_bucket, destination_bucket,
+                             redis=False)
+        window = Window(self)
+        proc = Process("sync", [FERRY, "sync", f"src:{source_bucket}", f"dst:{destination_bucket}",
+                                "--config", config, "--state-dir", state, "--json",
+                                *self.args.ferry_args.split()],
+                       self.workdir / f"sync-{self.runs}.log")
+        if proc.wait(self.args.timeout) is None:
+            proc.stop(10)
+            raise SystemExit("bench: ferry sync did not finish in time")
+        window.close()
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: ferry sync failed:\n{proc.text()[-3000:]}")
+        summary = json.loads(next(line for line in reversed(proc.text().splitlines())
+                                  if line.startswith("{")))
+        state_bytes = (Path(state) / "state.redb").stat().st_size
+        return {
+            "tool": "ferry sync", "workers": None, "wall": window.wall,
+            "copied": summary["copied"], "bytes": summary["bytes"],
+            "rss": [("sync", proc.peak_rss_kib)], "requests": window.requests(), "redis": None,
+            "cpu": proc.cpu, "server_cpu": window.server_cpu,
+            "destination": destination_bucket, "config": config, "state": state,
+            "state_bytes": state_bytes,
+        }
+
     def rclone(self, dataset, source_bucket, destination_bucket=None):
         self.runs += 1
         destination_bucket = destination_bucket or self.dst.bucket(
@@ -433,18 +466,23 @@ def table(title, info, rows, ratio_of):
     base = statistics.median(r[ratio_of] for r in rclone) if rclone else None
     out = [f"### {title}", "",
            f"{info['objects']} objects, {info['bytes'] / 1e6:.0f} MB.", "",
-           "| tool | workers | wall s | objects/s | MB/s | ferry/rclone | CPU s "
+           "| tool | workers | wall s | objects/s | MB/s | ferry/rclone | CPU s | CPU ms/object "
            "| servers' CPU s: source / destination / Redis | peak RSS MiB | S3 requests | Redis round trips per object |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = f"{r[ratio_of] / base:.2f}x" if base and r["tool"] == "ferry" else ""
+        ratio = f"{r[ratio_of] / base:.2f}x" if base and r["tool"] != "rclone" else ""
         redis = (f"{r['redis'] / r['copied']:.1f}" if r["redis"] is not None and r["copied"]
                  else ("—" if r["redis"] is None else f"{r['redis']:.0f} in all"))
         ops = f"{r['ops']:.0f}" if r["ops"] >= 10 else f"{r['ops']:.2f}"
         out.append(
             f"| {r['tool']} | {r['workers'] or ''} | {r['wall']:.2f} | {ops} "
-            f"| {r['mbps']:.1f} | {ratio} | {r['cpu']:.1f} | {r['server_cpu']} "
+            f"| {r['mbps']:.1f} | {ratio} | {r['cpu']:.1f} "
+            f"| {r['cpu'] * 1000 / info['objects']:.2f} | {r['server_cpu']} "
             f"| {fmt_rss(r['rss'])} | {fmt_requests(r['requests'])} | {redis} |")
+    for r in rows:
+        if r.get("state_bytes"):
+            out.append(f"\nferry sync's state dir after the copy: {r['state_bytes']} bytes, "
+                       f"{r['state_bytes'] / info['objects']:.0f} bytes per object.")
     return "\n".join(out) + "\n"
 
 
@@ -453,6 +491,10 @@ def main():
     ap.add_argument("--datasets", default="small,medium,large",
                     help="comma-separated: small, medium, large (default: all three)")
     ap.add_argument("--workers", default="1,2", help="ferry worker counts (default 1,2)")
+    ap.add_argument("--tools", default="ferry,rclone",
+                    help="comma-separated: ferry (coordinator + worker processes on Redis), "
+                         "sync (`ferry sync`, the embedded queue, one process), rclone "
+                         "(default ferry,rclone)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of every tool (default 1)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="fraction of each dataset, for a quick run (default 1)")
@@ -477,6 +519,10 @@ def main():
         ap.error(f"--workers: {args.workers!r} is not a comma-separated list of numbers")
     if any(w < 1 for w in workers) or args.repeat < 1:
         ap.error("--workers and --repeat must be at least 1")
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    for t in tools:
+        if t not in ("ferry", "sync", "rclone"):
+            ap.error(f"--tools: unknown tool {t!r} (ferry, sync, rclone)")
 
     workdir = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     report = [
@@ -505,13 +551,16 @@ def main():
             source, info = bench.seed(dataset)
             rows, again_rows = [], []
             for _ in range(args.repeat):
-                order = [("ferry", workers[0])] + [("rclone", None)] + \
-                        [("ferry", w) for w in workers[1:]]
+                order = ([("ferry", workers[0])] if "ferry" in tools else []) + \
+                        ([("sync", None)] if "sync" in tools else []) + \
+                        ([("rclone", None)] if "rclone" in tools else []) + \
+                        ([("ferry", w) for w in workers[1:]] if "ferry" in tools else [])
                 for tool, w in order:
                     log(f"bench: {dataset}: {tool} {w or ''}")
                     bench.fresh_destination()
-                    r = bench.ferry(dataset, source, w) if tool == "ferry" \
-                        else bench.rclone(dataset, source)
+                    r = (bench.ferry(dataset, source, w) if tool == "ferry"
+                         else bench.sync(dataset, source) if tool == "sync"
+                         else bench.rclone(dataset, source))
                     config = r.get("config") or bench.config("verify", "v", source, source)
                     check = bench.verify(config, source, r["destination"])
                     if not (check["missing"] == check["extra"] == check["different"] == 0):
@@ -552,7 +601,10 @@ def main():
 def again(bench, source, r):
     """The same tool again into the destination it just filled: a table row."""
     log(f"bench: small, no change: {r['tool']} {r['workers'] or ''}")
-    if r["tool"] == "ferry":
+    if r["tool"] == "ferry sync":
+        again = bench.sync("small", source, r["destination"], r["state"])
+        name = "ferry sync"
+    elif r["tool"] == "ferry":
         again = bench.ferry("small", source, r["workers"], r["destination"], r["namespace"])
         name = f"ferry, {r['workers']} worker(s)"
     else:
