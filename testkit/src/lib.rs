@@ -7,9 +7,11 @@
 //!
 //! - [`servers`]: real servers on free ports (Redis, moto, Garage) and child processes.
 //! - [`chaos`]: randomized fault schedules against a real cluster (`scripts/chaos.sh`).
+//! - [`memstore`]: an in-memory object store, for unit tests of the coordinator and worker.
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
 pub mod chaos;
+pub mod memstore;
 pub mod proxy;
 pub mod servers;
