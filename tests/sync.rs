@@ -724,3 +724,112 @@ async fn a_state_dir_that_fills_up_stops_the_run_and_a_rerun_resumes() {
         n
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_that_fail_are_listed_and_the_sync_exits_1() {
+    let pair = Pair::start(Kind::Moto).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("ok/", 5)).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("denied/", 2)).await;
+    // The destination refuses writes under denied/ for good.
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "deny",
+        Match {
+            method: Some("PUT".into()),
+            path_contains: Some("/denied/".into()),
+            ..Match::default()
+        },
+        Action::Status {
+            status: 403,
+            code: "AccessDenied".into(),
+        },
+    )]);
+    let out = pair.sync("", &[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for key in ["denied/00000.txt", "denied/00001.txt"] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("failed: {key}")) && l.contains("AccessDenied")),
+            "{key} not listed:\n{}",
+            out.stderr
+        );
+    }
+    assert!(out.stderr.contains("5 copied"), "{}", out.stderr);
+    let json = pair.sync("", &["--json"]).await;
+    assert_eq!(json.code, 1, "{}", json.stderr);
+    let v = json.json();
+    assert_eq!(v["failed"], 2, "{v}");
+    assert_eq!(v["failures"].as_array().map(Vec::len), Some(2), "{v}");
+    // Once the destination accepts them, a rerun copies them and exits 0.
+    pair.dst_proxy.clear();
+    let fixed = pair.sync("", &["--json"]).await;
+    assert_ok(&fixed);
+    assert_eq!(fixed.json()["copied"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_in_the_config_sync_uses_redis_and_a_second_machine_joins() {
+    let pair = Pair::start(Kind::Moto).await;
+    let redis = harness::Redis::start();
+    seed(&pair.src.client(), &pair.sb, &seeds("x/", 400)).await;
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nnamespace = \"syncs\"\n\n",
+        redis.url()
+    ) + &std::fs::read_to_string(&pair.config).unwrap();
+    let config = pair.dir.path().join("redis.toml");
+    std::fs::write(&config, text).unwrap();
+    // Slow enough that the second process starts while the first still copies.
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "slow",
+        Match {
+            method: Some("PUT".into()),
+            ..Match::default()
+        },
+        Action::Delay { ms: 30 },
+    )]);
+    let args = |state: &str| -> Vec<String> {
+        vec![
+            "sync".into(),
+            pair.src_arg(""),
+            pair.dst_arg(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--state-dir".into(),
+            pair.dir.path().join(state).to_str().unwrap().into(),
+            "--json".into(),
+            "--concurrency".into(),
+            "4".into(),
+        ]
+    };
+    let (a, b) = tokio::join!(run_ferry(args("a")), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run_ferry(args("b")).await
+    });
+    assert_ok(&a);
+    assert_ok(&b);
+    let (a, b) = (a.json(), b.json());
+    assert_eq!(
+        (&a["backend"], &b["backend"]),
+        (&serde_json::json!("redis"), &serde_json::json!("redis"))
+    );
+    // One iteration, shared: both report its counts, each object copied once.
+    assert_eq!(a["iterations"], 1, "{a}");
+    assert_eq!(a["copied"], 400, "{a}");
+    assert_eq!(b["copied"], 400, "{b}");
+    assert_eq!(
+        assert_same_objects(&pair.src.client(), &pair.sb, &pair.dst.client(), &pair.db).await,
+        400
+    );
+    // Neither used a state dir.
+    assert!(!pair.dir.path().join("a").exists() && !pair.dir.path().join("b").exists());
+    // b joined a's iteration (its summary is that iteration's), and nothing was written
+    // twice.
+    assert_eq!(b["iterations"], 1, "{b}");
+    let puts = pair
+        .dst_proxy
+        .events()
+        .iter()
+        .filter(|e| e.method == "PUT" && !e.path.contains(".ferry-probe"))
+        .count();
+    assert_eq!(puts, 400, "each object written once");
+}
