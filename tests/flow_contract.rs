@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ferry_common::config::RedisConfig;
 use ferry_common::flow::{Admit, Event, Flow};
+use ferry_common::queue::Counted;
 use ferry_common::queue::{Abandon, Claimed, LedgerOp, Persistence, Queue, WorkerQueue};
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use harness::{Redis, unique};
@@ -90,7 +91,11 @@ async fn the_scripts_and_the_model_agree_on_every_event() {
                 let (c, probe) = held.swap_remove(rng.random_range(0..held.len()));
                 let event = match choice {
                     4..=6 => {
-                        assert!(q.ack("w", &c, "copied", 0, &LedgerOp::None).await.unwrap());
+                        assert!(
+                            q.ack("w", &c, Counted::Copied, 0, &LedgerOp::None)
+                                .await
+                                .unwrap()
+                        );
                         Event::Succeeded { probe }
                     }
                     7 | 8 => {

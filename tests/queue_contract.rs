@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
+use ferry_common::queue::Counted;
 use ferry_common::queue::{
     Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue, WorkerQueue,
 };
@@ -111,17 +112,25 @@ async fn enqueued_tasks_are_claimed_once_and_acked_into_the_iteration_record(bac
 
     for c in a.iter().chain(&b) {
         assert!(
-            !q.ack("intruder", c, "copied", 5, &LedgerOp::None)
+            !q.ack("intruder", c, Counted::Copied, 5, &LedgerOp::None)
                 .await
                 .unwrap(),
             "a foreign worker must not ack"
         );
     }
     for c in &a {
-        assert!(q.ack("a", c, "copied", 5, &LedgerOp::None).await.unwrap());
+        assert!(
+            q.ack("a", c, Counted::Copied, 5, &LedgerOp::None)
+                .await
+                .unwrap()
+        );
     }
     for c in &b {
-        assert!(q.ack("b", c, "copied", 5, &LedgerOp::None).await.unwrap());
+        assert!(
+            q.ack("b", c, Counted::Copied, 5, &LedgerOp::None)
+                .await
+                .unwrap()
+        );
     }
     q.seal_iteration("r", n, &LeaderToken::unfenced())
         .await
@@ -176,7 +185,7 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off(backend:
         vec![old.id.to_string()]
     );
     assert!(
-        !q.ack("old", &old, "copied", 1, &LedgerOp::None)
+        !q.ack("old", &old, Counted::Copied, 1, &LedgerOp::None)
             .await
             .unwrap()
     );
@@ -197,7 +206,7 @@ async fn an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced_off(backend:
     );
     assert!(!q.release("old", &old, false).await.unwrap());
     assert!(
-        q.ack("new", &new, "copied", 1, &LedgerOp::None)
+        q.ack("new", &new, Counted::Copied, 1, &LedgerOp::None)
             .await
             .unwrap()
     );
@@ -231,7 +240,7 @@ async fn renewal_keeps_a_lease_alive_past_its_length(backend: Backend) {
         );
     }
     assert!(
-        q.ack("w", &held, "copied", 1, &LedgerOp::None)
+        q.ack("w", &held, Counted::Copied, 1, &LedgerOp::None)
             .await
             .unwrap()
     );
@@ -486,7 +495,7 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries(back
         !q.ack(
             "old",
             &old,
-            "copied",
+            Counted::Copied,
             1,
             &LedgerOp::Put("k".into(), entry("stale"))
         )
@@ -502,7 +511,7 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries(back
         q.ack(
             "new",
             &new,
-            "copied",
+            Counted::Copied,
             1,
             &LedgerOp::Put("k".into(), entry("fresh"))
         )
@@ -521,9 +530,15 @@ async fn only_the_lease_holder_writes_the_ledger_and_deletes_remove_entries(back
         .unwrap()
         .remove(0);
     assert!(
-        q.ack("new", &del, "deleted", 0, &LedgerOp::Delete("k".into()))
-            .await
-            .unwrap()
+        q.ack(
+            "new",
+            &del,
+            Counted::Deleted,
+            0,
+            &LedgerOp::Delete("k".into())
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(entries(&q, &["k"]).await, vec![None]);
 }

@@ -5,6 +5,7 @@
 use ferry_common::config::Rule;
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::policy::{Action, Joined, Policy, Reason, decide};
+use ferry_common::queue::Counted;
 use ferry_common::storage::{
     ErrorKind, ObjectMeta, PutOptions, StorageError, WriteCondition, Written, etag_is_md5,
 };
@@ -50,26 +51,27 @@ pub enum Outcome {
     Archived,
     /// The part's upload had been abandoned; there is nothing left to do.
     Cancelled,
-    /// A script already recorded the outcome (a split, a part, a re-plan), under this name.
-    Recorded(&'static str),
+    /// A script already recorded the outcome (a split, a part, a re-plan), as this.
+    Recorded(Counted),
     /// The lease was lost before the outcome could be recorded; another worker redoes it.
     LeaseLost,
 }
 
 impl Outcome {
-    /// The name counted in the iteration record.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Copied { .. } | Outcome::Completed { .. } => "copied",
-            Outcome::Gone => "gone",
-            Outcome::Deleted => "deleted",
-            Outcome::Kept => "kept",
-            Outcome::Skipped { .. } => "skipped",
-            Outcome::Archived => "archived",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Recorded(name) => name,
-            Outcome::LeaseLost => "lost",
-        }
+    /// What it counts as in the iteration record; `None` for a lost lease, which counts
+    /// nothing (another worker redoes the task).
+    pub fn counted(&self) -> Option<Counted> {
+        Some(match self {
+            Outcome::Copied { .. } | Outcome::Completed { .. } => Counted::Copied,
+            Outcome::Gone => Counted::Gone,
+            Outcome::Deleted => Counted::Deleted,
+            Outcome::Kept => Counted::Kept,
+            Outcome::Skipped { .. } => Counted::Skipped,
+            Outcome::Archived => Counted::Archived,
+            Outcome::Cancelled => Counted::Cancelled,
+            Outcome::Recorded(counted) => *counted,
+            Outcome::LeaseLost => return None,
+        })
     }
 
     /// Bytes moved.

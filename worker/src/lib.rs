@@ -382,12 +382,16 @@ async fn acknowledge(
         Outcome::Skipped { upload, .. } => upload.as_deref(),
         _ => None,
     };
+    let Some(counted) = outcome.counted() else {
+        warn!(task = %claimed.id, "lease lost; abandoned without committing");
+        return;
+    };
     let acked = shared
         .queue
         .ack_upload(
             &shared.options.id,
             claimed,
-            outcome.name(),
+            counted,
             outcome.bytes(),
             &ledger,
             upload,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use ferry_common::config::Archived;
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::parts::{Layout, MAX_PART, etag_parts, multipart_etag};
-use ferry_common::queue::PartRecorded;
+use ferry_common::queue::{Counted, PartRecorded};
 use ferry_common::storage::{
     ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written, etag_is_md5,
 };
@@ -294,13 +294,13 @@ async fn split(
     debug!(key = %key, parts, from_source = layout.from_source, "split into part tasks");
     if !shared
         .queue
-        .replace(&shared.options.id, claimed, "split", None, &tasks)
+        .replace(&shared.options.id, claimed, Counted::Split, None, &tasks)
         .await?
     {
         // The upload stays recorded: whoever holds the object task now resumes it.
         return Ok(Outcome::LeaseLost);
     }
-    Ok(Outcome::Recorded("split"))
+    Ok(Outcome::Recorded(Counted::Split))
 }
 
 /// Aborts uploads of `key` at the destination that no record in Redis knows: left by a worker
@@ -363,8 +363,8 @@ pub(crate) async fn copy_part(job: &Job<'_>, part: &PartTask) -> Result<Outcome,
         .await?
     {
         PartRecorded::Lost => Ok(Outcome::LeaseLost),
-        PartRecorded::Cancelled => Ok(Outcome::Recorded("cancelled")),
-        PartRecorded::More => Ok(Outcome::Recorded("part")),
+        PartRecorded::Cancelled => Ok(Outcome::Recorded(Counted::Cancelled)),
+        PartRecorded::More => Ok(Outcome::Recorded(Counted::Part)),
         PartRecorded::Last(parts) => complete(job, part, &record, parts).await,
     }
 }
@@ -500,13 +500,13 @@ async fn replan(job: &Job<'_>, part: &PartTask) -> Result<Outcome, TaskError> {
     abort(job, &part.source.key, &part.upload_id).await?;
     let (outcome, tasks) = match current {
         Some(source) => (
-            "replanned",
+            Counted::Replanned,
             vec![Task::CopyObject {
                 source,
                 destination: part.destination.clone(),
             }],
         ),
-        None => ("gone", Vec::new()),
+        None => (Counted::Gone, Vec::new()),
     };
     if !job
         .shared

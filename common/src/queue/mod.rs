@@ -127,6 +127,50 @@ pub struct Claimed {
     pub task: Result<Task, CodecError>,
 }
 
+/// What a finished task counts as in its iteration's record (the record's field of that
+/// name is incremented).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// Copied (whole or, completing an upload, in parts).
+    Copied,
+    /// Its source was gone by the time it was copied.
+    Gone,
+    /// A destination object deleted (`delete = true`).
+    Deleted,
+    /// The destination already held something newer, or the same; left as it is.
+    Kept,
+    /// Skipped on a second look (already equal).
+    Skipped,
+    /// Its source is archived and not restored (`archived = "skip"`).
+    Archived,
+    /// A part of an upload that had been abandoned.
+    Cancelled,
+    /// An object task split into part tasks.
+    Split,
+    /// One part uploaded (the upload is not complete yet).
+    Part,
+    /// A part task replaced by an object task for the source's new version.
+    Replanned,
+}
+
+impl Counted {
+    /// The iteration record's field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counted::Copied => "copied",
+            Counted::Gone => "gone",
+            Counted::Deleted => "deleted",
+            Counted::Kept => "kept",
+            Counted::Skipped => "skipped",
+            Counted::Archived => "archived",
+            Counted::Cancelled => "cancelled",
+            Counted::Split => "split",
+            Counted::Part => "part",
+            Counted::Replanned => "replanned",
+        }
+    }
+}
+
 /// What became of a failed task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -449,7 +493,7 @@ impl Queue {
         &self,
         worker: &str,
         claimed: &Claimed,
-        outcome: &str,
+        outcome: Counted,
         bytes: u64,
         ledger: &LedgerOp,
     ) -> Result<bool, QueueError> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Abandon, Claimed, FailOutcome, LedgerOp, LedgerView, PartRecorded, Queue, QueueError,
+    Abandon, Claimed, Counted, FailOutcome, LedgerOp, LedgerView, PartRecorded, Queue, QueueError,
     WORKER_FORGOTTEN_AFTER, WorkerInfo, reply,
 };
 use crate::codec;
@@ -47,7 +47,7 @@ pub trait WorkerQueue: Send + Sync {
         &self,
         worker: &str,
         claimed: &Claimed,
-        outcome: &str,
+        outcome: Counted,
         bytes: u64,
         ledger: &LedgerOp,
         upload: Option<&str>,
@@ -127,7 +127,7 @@ pub trait WorkerQueue: Send + Sync {
         &self,
         worker: &str,
         claimed: &Claimed,
-        outcome: &str,
+        outcome: Counted,
         drop_upload: Option<&str>,
         tasks: &[Task],
     ) -> Result<bool, QueueError>;
@@ -195,13 +195,13 @@ impl WorkerQueue for Queue {
         &self,
         worker: &str,
         claimed: &Claimed,
-        outcome: &str,
+        outcome: Counted,
         bytes: u64,
         ledger: &LedgerOp,
         upload: Option<&str>,
     ) -> Result<bool, QueueError> {
         let mut inv = self.held_invocation(&self.scripts.ack, worker, claimed);
-        inv.arg(outcome).arg(bytes);
+        inv.arg(outcome.as_str()).arg(bytes);
         ledger.add_args(&mut inv);
         inv.arg(upload.unwrap_or(""));
         let done: i64 = self.invoke(inv).await?;
@@ -359,13 +359,13 @@ impl WorkerQueue for Queue {
         &self,
         worker: &str,
         claimed: &Claimed,
-        outcome: &str,
+        outcome: Counted,
         drop_upload: Option<&str>,
         tasks: &[Task],
     ) -> Result<bool, QueueError> {
         let mut inv = self.held_invocation(&self.scripts.replace, worker, claimed);
         let parts = tasks.iter().any(|t| matches!(t, Task::CopyPart(_)));
-        inv.arg(outcome)
+        inv.arg(outcome.as_str())
             .arg(drop_upload.unwrap_or(""))
             .arg(if parts { ":p" } else { "" });
         for task in tasks {
