@@ -63,6 +63,47 @@ pub(super) type Reply = Result<Value, CmdError>;
 /// A sub key and its value.
 type Row = (Vec<u8>, Vec<u8>);
 
+/// `Meta::head` of a hash kept packed: all its fields in one value under its id, as Redis
+/// keeps a small hash in one listpack. The ledger's buckets, iteration records and flow
+/// state stay packed; a hash that grows past [`PACKED_MAX_FIELDS`] fields, or gets a field
+/// or value over [`PACKED_MAX_BYTES`], is unpacked into one row per field.
+const PACKED: i64 = 1;
+const PACKED_MAX_FIELDS: usize = 128;
+const PACKED_MAX_BYTES: usize = 128;
+
+fn is_packed(m: &Meta) -> bool {
+    m.kind == Kind::Hash && m.head == PACKED
+}
+
+/// Fields in order, each `len(u16) field len(u16) value`.
+fn pack(rows: &[Row]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.iter().map(|(f, v)| 4 + f.len() + v.len()).sum());
+    for (f, v) in rows {
+        for part in [f, v] {
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+fn unpack(mut blob: &[u8]) -> Option<Vec<Row>> {
+    let mut rows = Vec::new();
+    let take = |blob: &mut &[u8]| -> Option<Vec<u8>> {
+        let (len, rest) = blob.split_first_chunk::<2>()?;
+        let len = u16::from_be_bytes(*len) as usize;
+        let (part, rest) = (rest.get(..len)?, rest.get(len..)?);
+        *blob = rest;
+        Some(part.to_vec())
+    };
+    while !blob.is_empty() {
+        let f = take(&mut blob)?;
+        let v = take(&mut blob)?;
+        rows.push((f, v));
+    }
+    Some(rows)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Str = 0,
@@ -279,6 +320,119 @@ impl<'t> Tx<'t> {
         }
     }
 
+    /// A hash's fields, in field order (the packed blob, or the rows), after `after`, at
+    /// most `limit`.
+    fn hash_rows(
+        &self,
+        m: &Meta,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, CmdError> {
+        if !is_packed(m) {
+            return self.rows(&m.id.to_be_bytes(), after, limit);
+        }
+        Ok(self
+            .packed(m)?
+            .into_iter()
+            .filter(|(f, _)| after.is_none_or(|a| f.as_slice() > a))
+            .take(limit)
+            .collect())
+    }
+
+    fn packed(&self, m: &Meta) -> Result<Vec<Row>, CmdError> {
+        let blob = self.data_get(&m.id.to_be_bytes())?.unwrap_or_default();
+        unpack(&blob).ok_or_else(|| CmdError::new("CORRUPT", "a packed hash does not decode"))
+    }
+
+    fn hash_get(&self, m: &Meta, field: &[u8]) -> Result<Option<Vec<u8>>, CmdError> {
+        if !is_packed(m) {
+            return self.data_get(&sub_key(m.id, field));
+        }
+        let rows = self.packed(m)?;
+        Ok(rows
+            .binary_search_by(|(f, _)| f.as_slice().cmp(field))
+            .ok()
+            .map(|i| rows[i].1.clone()))
+    }
+
+    /// Sets fields; returns how many were new. A packed hash that outgrows the packed form
+    /// is unpacked into one row per field, for good.
+    fn hash_set(&mut self, m: &mut Meta, pairs: &[(&[u8], &[u8])]) -> Result<u64, CmdError> {
+        let mut added = 0;
+        if is_packed(m) {
+            let mut rows = self.packed(m)?;
+            for (f, v) in pairs {
+                match rows.binary_search_by(|(k, _)| k.as_slice().cmp(f)) {
+                    Ok(i) => rows[i].1 = v.to_vec(),
+                    Err(i) => {
+                        rows.insert(i, (f.to_vec(), v.to_vec()));
+                        added += 1;
+                    }
+                }
+            }
+            m.count = rows.len() as u64;
+            let fits = rows.len() <= PACKED_MAX_FIELDS
+                && rows
+                    .iter()
+                    .all(|(f, v)| f.len() <= PACKED_MAX_BYTES && v.len() <= PACKED_MAX_BYTES);
+            if fits {
+                self.data_put(&m.id.to_be_bytes(), &pack(&rows))?;
+            } else {
+                self.data_del(&m.id.to_be_bytes())?;
+                for (f, v) in &rows {
+                    self.data_put(&sub_key(m.id, f), v)?;
+                }
+                m.head = 0;
+            }
+            return Ok(added);
+        }
+        for (f, v) in pairs {
+            if self.data_put(&sub_key(m.id, f), v)? {
+                added += 1;
+            }
+        }
+        m.count += added;
+        Ok(added)
+    }
+
+    /// Deletes fields; returns how many there were.
+    fn hash_del(&mut self, m: &mut Meta, fields: &[Vec<u8>]) -> Result<u64, CmdError> {
+        let mut removed = 0;
+        if is_packed(m) {
+            let mut rows = self.packed(m)?;
+            for f in fields {
+                if let Ok(i) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(f)) {
+                    rows.remove(i);
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                if rows.is_empty() {
+                    self.data_del(&m.id.to_be_bytes())?;
+                } else {
+                    self.data_put(&m.id.to_be_bytes(), &pack(&rows))?;
+                }
+            }
+        } else {
+            for f in fields {
+                if self.data_del(&sub_key(m.id, f))?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        m.count -= removed;
+        Ok(removed)
+    }
+
+    /// A hash's header, created empty (packed) if missing.
+    fn hash_or_new(&mut self, key: &[u8]) -> Result<Meta, CmdError> {
+        let mut m = self.typed_or_new(key, Kind::Hash)?;
+        if m.count == 0 {
+            m.head = PACKED;
+        }
+        Ok(m)
+    }
+
     /// The key's header, created empty if missing.
     fn typed_or_new(&mut self, key: &[u8], kind: Kind) -> Result<Meta, CmdError> {
         if let Some(m) = self.typed(key, kind)? {
@@ -480,31 +634,26 @@ impl<'t> Tx<'t> {
                         "wrong number of arguments for 'hset' command",
                     ));
                 }
-                let mut m = self.typed_or_new(&a[0], Kind::Hash)?;
-                let mut added = 0;
-                for pair in a[1..].chunks(2) {
-                    if self.data_put(&sub_key(m.id, &pair[0]), &pair[1])? {
-                        added += 1;
-                    }
-                }
-                m.count += added;
+                let mut m = self.hash_or_new(&a[0])?;
+                let pairs: Vec<(&[u8], &[u8])> = a[1..]
+                    .chunks(2)
+                    .map(|p| (p[0].as_slice(), p[1].as_slice()))
+                    .collect();
+                let added = self.hash_set(&mut m, &pairs)?;
                 self.put_meta(&a[0], &m)?;
                 Ok(int_reply(added))
             }
             "HGET" => {
                 arity(2)?;
                 Ok(match self.typed(&a[0], Kind::Hash)? {
-                    Some(m) => self
-                        .data_get(&sub_key(m.id, &a[1]))?
-                        .map(bulk)
-                        .unwrap_or(Value::Nil),
+                    Some(m) => self.hash_get(&m, &a[1])?.map(bulk).unwrap_or(Value::Nil),
                     None => Value::Nil,
                 })
             }
             "HEXISTS" => {
                 arity(2)?;
                 Ok(Value::Int(match self.typed(&a[0], Kind::Hash)? {
-                    Some(m) => i64::from(self.data_get(&sub_key(m.id, &a[1]))?.is_some()),
+                    Some(m) => i64::from(self.hash_get(&m, &a[1])?.is_some()),
                     None => 0,
                 }))
             }
@@ -513,11 +662,8 @@ impl<'t> Tx<'t> {
                 let m = self.typed(&a[0], Kind::Hash)?;
                 let mut out = Vec::with_capacity(a.len() - 1);
                 for f in &a[1..] {
-                    out.push(match m {
-                        Some(m) => self
-                            .data_get(&sub_key(m.id, f))?
-                            .map(bulk)
-                            .unwrap_or(Value::Nil),
+                    out.push(match &m {
+                        Some(m) => self.hash_get(m, f)?.map(bulk).unwrap_or(Value::Nil),
                         None => Value::Nil,
                     });
                 }
@@ -528,34 +674,25 @@ impl<'t> Tx<'t> {
                 let Some(mut m) = self.typed(&a[0], Kind::Hash)? else {
                     return Ok(Value::Int(0));
                 };
-                let mut removed = 0;
-                for f in &a[1..] {
-                    if self.data_del(&sub_key(m.id, f))?.is_some() {
-                        removed += 1;
-                    }
-                }
-                m.count -= removed;
+                let removed = self.hash_del(&mut m, &a[1..])?;
                 self.put_meta(&a[0], &m)?;
                 Ok(int_reply(removed))
             }
             "HINCRBY" => {
                 arity(3)?;
                 let by = int(&a[2])?;
-                let mut m = self.typed_or_new(&a[0], Kind::Hash)?;
-                let k = sub_key(m.id, &a[1]);
-                let old = match self.data_get(&k)? {
+                let mut m = self.hash_or_new(&a[0])?;
+                let old = match self.hash_get(&m, &a[1])? {
                     Some(v) => {
                         int(&v).map_err(|_| CmdError::err("hash value is not an integer"))?
                     }
-                    None => {
-                        m.count += 1;
-                        0
-                    }
+                    None => 0,
                 };
                 let n = old
                     .checked_add(by)
                     .ok_or_else(|| CmdError::err("increment or decrement would overflow"))?;
-                self.data_put(&k, n.to_string().as_bytes())?;
+                let text = n.to_string();
+                self.hash_set(&mut m, &[(&a[1], text.as_bytes())])?;
                 self.put_meta(&a[0], &m)?;
                 Ok(Value::Int(n))
             }
@@ -570,7 +707,7 @@ impl<'t> Tx<'t> {
                 let Some(m) = self.typed(&a[0], Kind::Hash)? else {
                     return Ok(Value::Array(vec![]));
                 };
-                let rows = self.rows(&m.id.to_be_bytes(), None, usize::MAX)?;
+                let rows = self.hash_rows(&m, None, usize::MAX)?;
                 let mut out = Vec::new();
                 for (f, v) in rows {
                     match name.as_str() {
@@ -1006,7 +1143,7 @@ impl<'t> Tx<'t> {
                 let Some(m) = self.typed(key, Kind::Hash)? else {
                     return Ok((out, None));
                 };
-                let rows = self.rows(&m.id.to_be_bytes(), after, count)?;
+                let rows = self.hash_rows(&m, after, count)?;
                 let last = (rows.len() >= count)
                     .then(|| rows.last().map(|r| r.0.clone()))
                     .flatten();
@@ -1087,6 +1224,19 @@ mod tests {
                 w[1]
             );
         }
+    }
+
+    #[test]
+    fn packed_hashes_round_trip_and_refuse_torn_blobs() {
+        let rows: Vec<Row> = vec![
+            (b"a".to_vec(), b"".to_vec()),
+            (b"field".to_vec(), vec![0, 1, 2, 255]),
+            (vec![], b"empty field".to_vec()),
+        ];
+        assert_eq!(unpack(&pack(&rows)), Some(rows.clone()));
+        assert_eq!(unpack(&[]), Some(vec![]));
+        let blob = pack(&rows);
+        assert_eq!(unpack(&blob[..blob.len() - 1]), None);
     }
 
     #[test]
