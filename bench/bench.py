@@ -611,6 +611,9 @@ def again(bench, source, r):
         again = bench.rclone("small", source, r["destination"])
         again["copied"] = again["requests"].get("PutObject", 0)
         name = "rclone"
+    if again.get("state_bytes"):
+        # The rerun compacted the state file at start: what the state holds, settled.
+        name += f" (state dir after it: {again['state_bytes'] / max(r['copied'], 1):.0f} bytes/object)"
     return (f"| {name} | {again['wall']:.2f} | {again['copied']} "
             f"| {fmt_requests(again['requests'])} |\n")
 
