@@ -261,10 +261,8 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
     }
     rule.insert("source".into(), source.into());
     rule.insert("destination".into(), destination.into());
-    let stop = match (&args.stop, args.once) {
-        (Some(s), _) => s.clone(),
-        (None, _) => "once".into(),
-    };
+    // `--once` is the default (and conflicts with `--stop`).
+    let stop = args.stop.clone().unwrap_or_else(|| "once".into());
     rule.insert("stop".into(), stop.into());
     if let Some(i) = &args.interval {
         rule.insert("interval".into(), i.clone().into());
