@@ -384,6 +384,16 @@ class Bench:
             "destination": destination_bucket,
         }
 
+    def finish(self, proc, window, what):
+        """Waits for a one-shot tool to exit, closes its measuring window, and stops the
+        benchmark if it timed out or failed."""
+        if proc.wait(self.args.timeout) is None:
+            proc.stop(10)
+            raise SystemExit(f"bench: {what} did not finish in time")
+        window.close()
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: {what} failed:\n{proc.text()[-3000:]}")
+
     def sync(self, dataset, source_bucket, destination_bucket=None, state=None):
         """One `ferry sync` (coordinator and worker in one process, the embedded queue in a
         state dir: no Redis)."""
@@ -398,12 +408,7 @@ class Bench:
                                 "--config", config, "--state-dir", state, "--json",
                                 *self.args.ferry_args.split()],
                        self.workdir / f"sync-{self.runs}.log")
-        if proc.wait(self.args.timeout) is None:
-            proc.stop(10)
-            raise SystemExit("bench: ferry sync did not finish in time")
-        window.close()
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: ferry sync failed:\n{proc.text()[-3000:]}")
+        self.finish(proc, window, "ferry sync")
         summary = json.loads(next(line for line in reversed(proc.text().splitlines())
                                   if line.startswith("{")))
         state_bytes = (Path(state) / "state.redb").stat().st_size
@@ -436,12 +441,7 @@ class Bench:
                                   f"dst:{destination_bucket}", *RCLONE_FLAGS,
                                   "--stats", "0", "--log-level", "NOTICE"],
                        self.workdir / f"rclone-{self.runs}.log", env=env)
-        if proc.wait(self.args.timeout) is None:
-            proc.stop(10)
-            raise SystemExit("bench: rclone did not finish in time")
-        window.close()
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: rclone failed:\n{proc.text()[-3000:]}")
+        self.finish(proc, window, "rclone")
         requests = window.requests()
         copied = requests.get("PutObject", 0) + requests.get("CompleteMultipartUpload", 0)
         return {

@@ -117,13 +117,21 @@ impl Pair {
 }
 
 async fn run_ferry(args: Vec<String>) -> Output {
+    run_cmd(ferry_bin(), args).await
+}
+
+/// Runs `bin ARGS` to completion (killed after two minutes), off the async runtime.
+async fn run_cmd(bin: &str, args: Vec<String>) -> Output {
+    let bin = bin.to_string();
     tokio::task::spawn_blocking(move || {
-        let child = std::process::Command::new(ferry_bin())
+        let child = std::process::Command::new(&bin)
             .args(&args)
+            .env("TERM", "xterm")
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("running ferry");
+            .unwrap_or_else(|e| panic!("running {bin}: {e}"));
         let (tx, rx) = std::sync::mpsc::channel();
         let pid = child.id();
         std::thread::spawn(move || {
@@ -133,7 +141,9 @@ async fn run_ferry(args: Vec<String>) -> Output {
                     .status();
             }
         });
-        let out = child.wait_with_output().expect("waiting for ferry");
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for {bin}: {e}"));
         let _ = tx.send(());
         Output {
             code: out.status.code().unwrap_or(-1),
@@ -142,7 +152,7 @@ async fn run_ferry(args: Vec<String>) -> Output {
         }
     })
     .await
-    .expect("ferry runner")
+    .expect("command runner")
 }
 
 fn seeds(prefix: &str, n: usize) -> Vec<Seed> {
@@ -447,25 +457,6 @@ async fn run_under_pty(command: String) -> Output {
         ],
     )
     .await
-}
-
-async fn run_cmd(bin: &str, args: Vec<String>) -> Output {
-    let bin = bin.to_string();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(&bin)
-            .args(&args)
-            .env("TERM", "xterm")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("running under a pty");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .expect("pty runner")
 }
 
 macro_rules! on_both_servers {

@@ -151,6 +151,34 @@ impl MemStore {
         }
     }
 
+    /// A copy of `bucket/key`, or 404 for `operation`.
+    fn object(
+        &self,
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Object, StorageError> {
+        self.lock_objects()
+            .get(&(bucket.to_string(), key.to_string()))
+            .cloned()
+            .ok_or_else(|| self.not_found(operation, bucket, key))
+    }
+
+    fn precondition_failed(
+        &self,
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+    ) -> StorageError {
+        self.error(
+            operation,
+            &format!("{bucket}/{key}"),
+            412,
+            "PreconditionFailed",
+            ErrorKind::PreconditionFailed,
+        )
+    }
+
     fn not_found(&self, operation: &'static str, bucket: &str, key: &str) -> StorageError {
         self.error(
             operation,
@@ -197,13 +225,7 @@ impl MemStore {
         if holds {
             Ok(())
         } else {
-            Err(self.error(
-                operation,
-                &format!("{bucket}/{key}"),
-                412,
-                "PreconditionFailed",
-                ErrorKind::PreconditionFailed,
-            ))
+            Err(self.precondition_failed(operation, bucket, key))
         }
     }
 
@@ -280,20 +302,11 @@ impl ObjectStore for MemStore {
         if_match: Option<&str>,
     ) -> Result<ObjectHead, StorageError> {
         self.count("HeadObject");
-        let objects = self.lock_objects();
-        let o = objects
-            .get(&(bucket.to_string(), key.to_string()))
-            .ok_or_else(|| self.not_found("HeadObject", bucket, key))?;
+        let o = self.object("HeadObject", bucket, key)?;
         if if_match.is_some_and(|e| e != o.etag) {
-            return Err(self.error(
-                "HeadObject",
-                &format!("{bucket}/{key}"),
-                412,
-                "PreconditionFailed",
-                ErrorKind::PreconditionFailed,
-            ));
+            return Err(self.precondition_failed("HeadObject", bucket, key));
         }
-        Ok(MemStore::head_of(o))
+        Ok(MemStore::head_of(&o))
     }
 
     async fn head_part(
@@ -303,10 +316,7 @@ impl ObjectStore for MemStore {
         number: u32,
     ) -> Result<PartHead, StorageError> {
         self.count("HeadObject");
-        let objects = self.lock_objects();
-        let o = objects
-            .get(&(bucket.to_string(), key.to_string()))
-            .ok_or_else(|| self.not_found("HeadObject", bucket, key))?;
+        let o = self.object("HeadObject", bucket, key)?;
         let length = match o.parts.get(number.saturating_sub(1) as usize) {
             Some(len) => *len,
             None if number == 1 => o.body.len() as u64,
@@ -335,12 +345,12 @@ impl ObjectStore for MemStore {
         if_match: Option<&str>,
     ) -> Result<GetObject, StorageError> {
         self.count("GetObject");
-        let head = self.head(bucket, key, if_match).await?;
-        let body = self
-            .lock_objects()
-            .get(&(bucket.to_string(), key.to_string()))
-            .map(|o| o.body.clone())
-            .ok_or_else(|| self.not_found("GetObject", bucket, key))?;
+        let o = self.object("GetObject", bucket, key)?;
+        if if_match.is_some_and(|e| e != o.etag) {
+            return Err(self.precondition_failed("GetObject", bucket, key));
+        }
+        let head = MemStore::head_of(&o);
+        let body = o.body;
         let body = match range {
             Some(r) => body.slice(r.first as usize..=(r.last as usize).min(body.len() - 1)),
             None => body,
@@ -407,20 +417,11 @@ impl ObjectStore for MemStore {
     ) -> Result<Written, StorageError> {
         self.count("CopyObject");
         self.check_write("CopyObject", bucket, key)?;
-        let objects = self.lock_objects();
-        let source = objects
-            .get(&(source_bucket.to_string(), source_key.to_string()))
-            .ok_or_else(|| self.not_found("CopyObject", source_bucket, source_key))?
-            .clone();
+        let source = self.object("CopyObject", source_bucket, source_key)?;
         if if_match.is_some_and(|e| e != source.etag) {
-            return Err(self.error(
-                "CopyObject",
-                &format!("{source_bucket}/{source_key}"),
-                412,
-                "PreconditionFailed",
-                ErrorKind::PreconditionFailed,
-            ));
+            return Err(self.precondition_failed("CopyObject", source_bucket, source_key));
         }
+        let objects = self.lock_objects();
         self.check_condition("CopyObject", &objects, bucket, key, condition)?;
         drop(objects);
         let mut copy = source;
@@ -433,11 +434,7 @@ impl ObjectStore for MemStore {
 
     async fn get_tagging(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
         self.count("GetObjectTagging");
-        let objects = self.lock_objects();
-        let o = objects
-            .get(&(bucket.to_string(), key.to_string()))
-            .ok_or_else(|| self.not_found("GetObjectTagging", bucket, key))?;
-        Ok(o.tagging.clone())
+        Ok(self.object("GetObjectTagging", bucket, key)?.tagging)
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {

@@ -209,40 +209,43 @@ struct Scripts {
 impl Scripts {
     fn load() -> Self {
         // The task scripts share the helpers of lib.lua (fencing check, finishing a task).
-        let sources = std::cell::RefCell::new(Vec::new());
-        let script = |code: String| {
+        // `true`: prefixed with lib.lua. Every code is kept for the embedded backend.
+        let mut sources = Vec::new();
+        let mut script = |with_lib: bool, body: &str| {
+            let lib = if with_lib {
+                include_str!("lua/lib.lua")
+            } else {
+                ""
+            };
+            let code = format!("{lib}{body}");
             let s = Script::new(&code);
-            sources.borrow_mut().push(code);
+            sources.push(code);
             s
         };
-        let with_lib = |body: &str| script(format!("{}{body}", include_str!("lua/lib.lua")));
-        let plain = |body: &str| script(body.to_string());
-        let scripts = Scripts {
-            plan: with_lib(include_str!("lua/plan.lua")),
-            claim: with_lib(include_str!("lua/claim.lua")),
-            renew: with_lib(include_str!("lua/renew.lua")),
-            ack: with_lib(include_str!("lua/ack.lua")),
-            fail: with_lib(include_str!("lua/fail.lua")),
-            release: with_lib(include_str!("lua/release.lua")),
-            leader: plain(include_str!("lua/leader.lua")),
-            upload: with_lib(include_str!("lua/upload.lua")),
-            replace: with_lib(include_str!("lua/replace.lua")),
-            part: with_lib(include_str!("lua/part.lua")),
-            heartbeat: plain(include_str!("lua/heartbeat.lua")),
-            dead: with_lib(include_str!("lua/dead.lua")),
-            prune: with_lib(include_str!("lua/prune.lua")),
-            begin: with_lib(include_str!("lua/begin.lua")),
-            seal: with_lib(include_str!("lua/seal.lua")),
-            finish: with_lib(include_str!("lua/finish.lua")),
-            rule: with_lib(include_str!("lua/rule.lua")),
-            throttle: with_lib(include_str!("lua/throttle.lua")),
-            tokens: plain(include_str!("lua/tokens.lua")),
+        let mut scripts = Scripts {
+            plan: script(true, include_str!("lua/plan.lua")),
+            claim: script(true, include_str!("lua/claim.lua")),
+            renew: script(true, include_str!("lua/renew.lua")),
+            ack: script(true, include_str!("lua/ack.lua")),
+            fail: script(true, include_str!("lua/fail.lua")),
+            release: script(true, include_str!("lua/release.lua")),
+            leader: script(false, include_str!("lua/leader.lua")),
+            upload: script(true, include_str!("lua/upload.lua")),
+            replace: script(true, include_str!("lua/replace.lua")),
+            part: script(true, include_str!("lua/part.lua")),
+            heartbeat: script(false, include_str!("lua/heartbeat.lua")),
+            dead: script(true, include_str!("lua/dead.lua")),
+            prune: script(true, include_str!("lua/prune.lua")),
+            begin: script(true, include_str!("lua/begin.lua")),
+            seal: script(true, include_str!("lua/seal.lua")),
+            finish: script(true, include_str!("lua/finish.lua")),
+            rule: script(true, include_str!("lua/rule.lua")),
+            throttle: script(true, include_str!("lua/throttle.lua")),
+            tokens: script(false, include_str!("lua/tokens.lua")),
             sources: Vec::new(),
         };
-        Scripts {
-            sources: sources.into_inner(),
-            ..scripts
-        }
+        scripts.sources = sources;
+        scripts
     }
 }
 

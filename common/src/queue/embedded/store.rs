@@ -507,12 +507,8 @@ impl<'t> Tx<'t> {
             None => Bound::Included(prefix.to_vec()),
         };
         let mut out = Vec::new();
-        let start_ref = match &start {
-            Bound::Included(v) => Bound::Included(&v[..]),
-            Bound::Excluded(v) => Bound::Excluded(&v[..]),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        for row in self.data.range::<&[u8]>((start_ref, Bound::Unbounded))? {
+        let start = start.as_ref().map(Vec::as_slice);
+        for row in self.data.range::<&[u8]>((start, Bound::Unbounded))? {
             let (k, v) = row?;
             let Some(sub) = k.value().strip_prefix(prefix) else {
                 break;
