@@ -153,6 +153,9 @@ struct CoordinatorArgs {
     /// the old pairing left there (its queues, ledger and history).
     #[arg(long, env = "FERRY_REPLACE_RULE")]
     replace_rule: bool,
+    /// Serve `POST http://ADDR/events/RULE` for rules with `events = { webhook = true }`.
+    #[arg(long, env = "FERRY_EVENTS_LISTEN")]
+    events_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -516,7 +519,41 @@ async fn run_coordinator(
         leader_lease: args.leader_lease,
         max_outstanding: args.max_outstanding,
     };
-    match ferry_coordinator::run(ctx).await {
+    let webhooks: Vec<&str> = ctx
+        .config
+        .rules
+        .iter()
+        .filter(|r| r.events == Some(ferry_common::config::Events::Webhook))
+        .map(|r| r.name.as_str())
+        .collect();
+    let listener = match args.events_listen {
+        Some(addr) => {
+            let listener = ferry_coordinator::events::Listener::bind(addr)
+                .await
+                .with_context(|| format!("binding --events-listen {addr}"))?;
+            let bound = listener
+                .local_addr()
+                .context("reading the events address")?;
+            tracing::info!(address = %bound, rules = ?webhooks,
+                "serving event notifications at POST /events/RULE");
+            Some(tokio::spawn(ferry_coordinator::events::serve(
+                ctx.clone(),
+                listener,
+            )))
+        }
+        None => {
+            if !webhooks.is_empty() {
+                tracing::warn!(rules = ?webhooks,
+                    "these rules take webhook events, but this coordinator has no --events-listen");
+            }
+            None
+        }
+    };
+    let result = ferry_coordinator::run(ctx).await;
+    if let Some(listener) = listener {
+        listener.abort();
+    }
+    match result {
         Ok(()) | Err(ferry_coordinator::CoordinatorError::Cancelled) => Ok(()),
         Err(e) => Err(Failure::Runtime(
             anyhow::Error::new(e).context("coordinator failed"),
@@ -801,6 +838,15 @@ fn default_process_id() -> String {
 fn serve_metrics(args: &MetricsArgs) -> Result<(), Failure> {
     if let Some(addr) = args.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    ferry_common::telemetry::EVENT_LAG.to_string(),
+                ),
+                &[
+                    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                ],
+            )
+            .context("setting the event lag's buckets")?
             .with_http_listener(addr)
             .install()
             .with_context(|| format!("serving metrics on {addr}"))?;

@@ -24,6 +24,32 @@ pub(crate) struct RuleStatus {
     queue: Depth,
     /// Age of the oldest unfinished task, in seconds.
     lag_seconds: Option<f64>,
+    /// Event-driven copies, for a rule that has had events.
+    events: Option<Events>,
+}
+
+/// What events did, and what iterations found that they missed.
+#[derive(Serialize)]
+struct Events {
+    /// Event tasks enqueued, done, copied, deleted, failed.
+    tasks: u64,
+    done: u64,
+    copied: u64,
+    deleted: u64,
+    failed: u64,
+    /// Copies whose lag from their event was measured, and that lag.
+    measured: u64,
+    within_1s: u64,
+    within_5s: u64,
+    within_30s: u64,
+    over_30s: u64,
+    lag_mean_seconds: Option<f64>,
+    lag_max_seconds: Option<f64>,
+    lag_last_seconds: Option<f64>,
+    /// Changes the last finished iteration found that no event had announced, and over
+    /// the iterations kept.
+    missed_last_iteration: u64,
+    missed_total: u64,
 }
 
 #[derive(Serialize)]
@@ -51,6 +77,7 @@ struct Iteration {
     copied_bytes: u64,
     deleted: u64,
     failed: u64,
+    missed: u64,
 }
 
 pub(crate) fn time(ms: u64) -> String {
@@ -76,6 +103,7 @@ impl From<&IterationRecord> for Iteration {
             copied_bytes: r.copied_bytes,
             deleted: r.deleted,
             failed: r.dead,
+            missed: r.missed,
         }
     }
 }
@@ -121,6 +149,27 @@ pub(crate) async fn gather(
             .oldest_pending_ms(name)
             .await?
             .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
+        let record = queue.events_record(name).await?;
+        let missed_total = history.iter().map(|r| r.missed).sum::<u64>();
+        let measured = record.measured();
+        let seconds = |ms: u64| (measured > 0).then(|| ms as f64 / 1000.0);
+        let events = (record.tasks.planned > 0 || missed_total > 0).then(|| Events {
+            tasks: record.tasks.planned,
+            done: record.tasks.done,
+            copied: record.tasks.copied,
+            deleted: record.tasks.deleted,
+            failed: record.tasks.dead,
+            measured,
+            within_1s: record.lag_bands[0],
+            within_5s: record.lag_bands[1],
+            within_30s: record.lag_bands[2],
+            over_30s: record.lag_bands[3],
+            lag_mean_seconds: seconds(record.lag_sum_ms / measured.max(1)),
+            lag_max_seconds: seconds(record.lag_max_ms),
+            lag_last_seconds: seconds(record.lag_last_ms),
+            missed_last_iteration: history.first().map_or(0, |r| r.missed),
+            missed_total,
+        });
         out.push(RuleStatus {
             rule: name.clone(),
             state: state.as_str().to_string(),
@@ -138,6 +187,7 @@ pub(crate) async fn gather(
                 dead,
             },
             lag_seconds,
+            events,
         });
     }
     Ok(out)
@@ -178,6 +228,30 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
         );
         if let Some(reason) = &s.reason {
             out += &format!("  failed: {reason}\n");
+        }
+        if let Some(e) = &s.events {
+            let lag = |v: Option<f64>| v.map_or("-".to_string(), |l| format!("{l:.2}s"));
+            out += &format!(
+                "  events: {} tasks, {} done, {} copied, {} deleted, {} failed; lag from event to copy: mean {}, max {}, last {} ({} within 1s, {} within 5s, {} within 30s, {} later)\n",
+                e.tasks,
+                e.done,
+                e.copied,
+                e.deleted,
+                e.failed,
+                lag(e.lag_mean_seconds),
+                lag(e.lag_max_seconds),
+                lag(e.lag_last_seconds),
+                e.within_1s,
+                e.within_5s,
+                e.within_30s,
+                e.over_30s
+            );
+            out += &format!(
+                "  missed events: {} found by the last iteration, {} over the last {} iterations\n",
+                e.missed_last_iteration,
+                e.missed_total,
+                s.last_iterations.len()
+            );
         }
         if let Some(c) = &s.current {
             out += &format!(

@@ -17,6 +17,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod events;
 pub mod flow;
 pub mod ledger;
 pub mod parts;

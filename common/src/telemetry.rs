@@ -50,6 +50,14 @@ pub const REDIS_DISCONNECTED_SECONDS: &str = "ferry_redis_disconnected_seconds";
 pub const TASKS: &str = "ferry_tasks";
 /// Age of the oldest unfinished task of a rule, in seconds (0 when there is none).
 pub const REPLICATION_LAG: &str = "ferry_replication_lag_seconds";
+/// Event notifications, by rule and outcome: received, enqueued, skipped (nothing to do),
+/// stale (an older or repeated sequencer), ignored (another bucket, outside the prefixes, or
+/// not a create or remove), invalid (not an event).
+pub const EVENTS: &str = "ferry_events_total";
+/// Seconds from an event to its copy being acked, by rule (histogram).
+pub const EVENT_LAG: &str = "ferry_event_lag_seconds";
+/// Changes an iteration found to copy or delete that no event had announced, by rule.
+pub const EVENTS_MISSED: &str = "ferry_events_missed_total";
 /// S3 requests, by operation.
 pub const S3_REQUESTS: &str = "ferry_s3_requests_total";
 /// S3 errors, by operation and status.

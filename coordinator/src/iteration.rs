@@ -21,6 +21,9 @@ use ferry_common::queue::LeaderToken;
 use ferry_common::queue::STRAY_HORIZON;
 use ferry_common::task::Task;
 
+/// How long the sequencer of an applied event is kept past the next successful iteration.
+const SEQUENCER_MEMORY: Duration = Duration::from_secs(3600);
+
 /// Listing pages fetched ahead of the diff, per side.
 const PREFETCH_PAGES: usize = 2;
 
@@ -96,6 +99,14 @@ async fn attempt_iteration(
         if pruned > 0 {
             debug!(rule = %rule.name, pruned, "forgot old write intents");
         }
+        // An event older than this iteration's start, by more than any delivery takes, is
+        // no longer expected; what it would have changed, this iteration saw.
+        if rule.events.is_some() {
+            let forgotten = finished
+                .started_ms
+                .saturating_sub(SEQUENCER_MEMORY.as_millis() as u64);
+            queue.prune_sequencers(&rule.name, forgotten).await?;
+        }
     }
     Ok(finished)
 }
@@ -132,6 +143,7 @@ async fn plan<'a>(
         delete: rule.delete,
         last_success_start_ms: ctx.queue.last_success_start(&rule.name).await?,
     };
+    let last_success = policy.last_success_start_ms;
     let source = ctx.stores.source(rule);
     let destination = ctx.stores.destination(rule);
     let now = ctx.queue.redis_time_ms().await?;
@@ -147,6 +159,16 @@ async fn plan<'a>(
     );
     if let Some(sink) = dry {
         planner = planner.dry(sink);
+    }
+    // After the first success, a change an iteration finds to copy, made since the last
+    // success began (less 2 s for stores with whole-second times) and older than the grace,
+    // was missed by the events.
+    if rule.events.is_some()
+        && let Some(start) = last_success
+    {
+        let from = (start.max(0) as u64).saturating_sub(2000);
+        let to = now.saturating_sub(crate::planner::MISSED_GRACE.as_millis() as u64);
+        planner = planner.count_missed(Some((from, to)));
     }
     for (index, prefix) in rule.listing_prefixes().into_iter().enumerate() {
         let start_after = match &checkpoint {

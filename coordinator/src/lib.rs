@@ -2,6 +2,7 @@
 //! then waiting until every task is acked or dead, and recording the outcome.
 
 pub mod diff;
+pub mod events;
 mod iteration;
 mod leader;
 mod planner;
@@ -92,6 +93,15 @@ pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
         .iter()
         .map(|rule| tokio::spawn(publish_queue_metrics(ctx.clone(), rule.name.clone())))
         .collect();
+    // Events need no leader lease: every coordinator follows them (the sequencer check makes
+    // a second delivery harmless).
+    let followers: Vec<_> = ctx
+        .config
+        .rules
+        .iter()
+        .filter(|r| matches!(r.events, Some(ferry_common::config::Events::Sqs { .. })))
+        .map(|rule| tokio::spawn(events::follow_queue(ctx.clone(), rule.clone())))
+        .collect();
     for rule in ctx.config.rules.clone() {
         let ctx = ctx.clone();
         handles.push(tokio::spawn(async move {
@@ -111,6 +121,7 @@ pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
         }
     }
     publishers.iter().for_each(tokio::task::JoinHandle::abort);
+    followers.iter().for_each(tokio::task::JoinHandle::abort);
     if failures.is_empty() {
         Ok(())
     } else {

@@ -62,7 +62,14 @@ pub(crate) struct Planner<'a> {
     /// Write intents made before this (ms, Redis clock) can no longer land; they are
     /// forgotten for keys found just as the ledger says.
     prune_before_ms: u64,
+    /// For a rule with events, after its first success: source changes made in this window
+    /// (ms, from..to) that the iteration finds to copy were missed by the events.
+    missed_window: Option<(u64, u64)>,
 }
+
+/// How long after a change its event may still be on its way: an iteration that finds a
+/// change younger than this does not count it as missed.
+pub(crate) const MISSED_GRACE: Duration = Duration::from_secs(10);
 
 impl<'a> Planner<'a> {
     /// A planner for `iteration` of `rule`, writing as `leader`; `resume` is the intent
@@ -92,7 +99,15 @@ impl<'a> Planner<'a> {
             enqueued: 0,
             settled_floor: 0,
             prune_before_ms,
+            missed_window: None,
         }
+    }
+
+    /// Counts what this iteration plans that events should have copied: changes made in
+    /// `window` (see [`Planner::missed_window`]), and deletions.
+    pub(crate) fn count_missed(mut self, window: Option<(u64, u64)>) -> Self {
+        self.missed_window = window;
+        self
     }
 
     /// Makes this planner a dry run's: tasks go to `sink`, nothing to the queue.
@@ -138,7 +153,7 @@ impl<'a> Planner<'a> {
             .await?
             .into_iter();
         let mut tasks: BTreeMap<ShardId, Vec<Task>> = BTreeMap::new();
-        let (mut listed, mut skipped) = (0u64, 0u64);
+        let (mut listed, mut skipped, mut missed) = (0u64, 0u64, 0u64);
         let mut skip_reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut prune = Vec::new();
         for joined in self.batch.drain(..) {
@@ -163,6 +178,15 @@ impl<'a> Planner<'a> {
                     .all(|i| i.claimed_ms < self.prune_before_ms)
             {
                 prune.push(slot_bytes(&destination.key));
+            }
+            if let Some((from, to)) = self.missed_window {
+                missed += u64::from(match (&action, &joined) {
+                    (Action::Copy(_), Joined::SourceOnly(s) | Joined::Both { source: s, .. }) => {
+                        (from..=to).contains(&(s.last_modified_ms.max(0) as u64))
+                    }
+                    (Action::Delete, _) => true,
+                    _ => false,
+                });
             }
             let task = match (action, joined) {
                 (Action::Copy(_), Joined::SourceOnly(source)) => {
@@ -215,6 +239,7 @@ impl<'a> Planner<'a> {
             after: self.after.take(),
             prune,
             prune_before_ms: self.prune_before_ms,
+            missed,
         };
         // `None`: the batch was applied already, and its reply lost in a Redis outage.
         let applied = self
@@ -225,6 +250,9 @@ impl<'a> Planner<'a> {
         self.after = Some(checkpoint);
         let rule = self.rule.name.clone();
         metrics::counter!(telemetry::OBJECTS_LISTED, "rule" => rule.clone()).increment(listed);
+        if missed > 0 {
+            metrics::counter!(telemetry::EVENTS_MISSED, "rule" => rule.clone()).increment(missed);
+        }
         for (reason, n) in skip_reasons {
             metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => rule.clone(), "reason" => reason)
                 .increment(n);
@@ -256,7 +284,7 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn copy_task(object: ObjectMeta, destination: Expected) -> Task {
+pub(crate) fn copy_task(object: ObjectMeta, destination: Expected) -> Task {
     Task::CopyObject {
         source: ObjectVersion {
             key: object.key,

@@ -19,6 +19,14 @@ pub(crate) async fn abort_abandoned(ctx: &Context, rule: &Rule) -> Result<(), Co
     if open.is_empty() {
         return Ok(());
     }
+    // An event's copy may be under way, its upload open: wait for a quiet moment.
+    if rule.events.is_some() {
+        let events = ctx.queue.events_record(&rule.name).await?;
+        if !events.tasks.settled() {
+            info!(rule = %rule.name, "event copies under way; abandoned uploads are aborted after a later iteration");
+            return Ok(());
+        }
+    }
     let destination = ctx.stores.destination(rule);
     let mut aborted = 0u64;
     for (rid, record) in open {

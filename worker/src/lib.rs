@@ -401,6 +401,17 @@ async fn acknowledge(
         Ok(true) => {
             shared.completed.fetch_add(1, Ordering::Relaxed);
             let name = rule.name.clone();
+            // An event's copy: its id carries the event's time.
+            if claimed.id.iteration() == ferry_common::queue::EVENTS_ITERATION
+                && matches!(outcome, Outcome::Copied { .. } | Outcome::Completed { .. })
+                && let Some(event_ms) = claimed.id.enqueued_ms()
+            {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                metrics::histogram!(telemetry::EVENT_LAG, "rule" => name.clone())
+                    .record(now_ms.saturating_sub(event_ms) as f64 / 1000.0);
+            }
             match outcome {
                 Outcome::Copied { bytes, .. } => {
                     metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => name.clone())

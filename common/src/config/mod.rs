@@ -258,6 +258,24 @@ pub struct Rule {
     pub max_requests_per_second: u64,
     /// Bytes per second the rule copies, every worker together (0 = no limit).
     pub max_bandwidth: ByteSize,
+    /// Change notifications the rule follows between iterations; `None` = iterations only.
+    pub events: Option<Events>,
+    /// The bearer token a webhook request must carry (from `events_token_env`).
+    pub events_token: Option<Secret>,
+}
+
+/// Where a rule's change notifications come from (see PRODUCT.md, "Events").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Events {
+    /// An SQS queue that receives the source bucket's notifications.
+    Sqs {
+        /// The queue's URL.
+        queue_url: String,
+        /// The endpoint whose credentials and region reach the queue (default: the source's).
+        endpoint: String,
+    },
+    /// `POST /events/RULE` on the coordinator's `--events-listen` address.
+    Webhook,
 }
 
 /// What to do with a source object in an archive class that is not restored.

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::{
     Archived, Config, ConfigError, Credentials, DEFAULT_MAX_ATTEMPTS, Destination, Endpoint,
-    Overwrite, Problem, RedisConfig, Rule, Secret, Source, Stop, StorageClass,
+    Events, Overwrite, Problem, RedisConfig, Rule, Secret, Source, Stop, StorageClass,
 };
 use crate::units::{ByteSize, parse_duration};
 
@@ -312,6 +312,19 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         }
     };
     let max_bandwidth = t.size("max_bandwidth", problems).unwrap_or(ByteSize(0));
+    let source_endpoint = source.as_ref().and_then(|(e, _, _)| e.clone());
+    let events = t
+        .table("events", problems)
+        .and_then(|e| parse_events(&e, source_endpoint, problems));
+    let events_token = t.string("events_token_env", problems).and_then(|var| {
+        if events != Some(Events::Webhook) {
+            problems.push(Problem::new(
+                t.path("events_token_env"),
+                "only applies with events = { webhook = true }",
+            ));
+        }
+        read_env(&var, &t.path("events_token_env"), problems).map(Secret::new)
+    });
 
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
@@ -338,7 +351,59 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         archived,
         max_requests_per_second,
         max_bandwidth,
+        events,
+        events_token,
     })
+}
+
+/// `events = { sqs = "URL" [, endpoint = "NAME"] }` or `events = { webhook = true }`.
+fn parse_events(
+    e: &Fields<'_>,
+    source_endpoint: Option<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Events> {
+    let sqs = e.string("sqs", problems);
+    let webhook = e.bool("webhook", problems);
+    let endpoint = e.string("endpoint", problems);
+    e.finish(problems);
+    match (sqs, webhook) {
+        (Some(url), None | Some(false)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(Problem::new(
+                    e.path("sqs"),
+                    format!("{url:?} is not an SQS queue URL (expected http:// or https://)"),
+                ));
+            }
+            Some(Events::Sqs {
+                queue_url: url,
+                endpoint: endpoint.or(source_endpoint)?,
+            })
+        }
+        (None, Some(true)) => {
+            if endpoint.is_some() {
+                problems.push(Problem::new(
+                    e.path("endpoint"),
+                    "only applies with sqs (a webhook needs no credentials)",
+                ));
+            }
+            Some(Events::Webhook)
+        }
+        (None, Some(false)) => None,
+        (Some(_), Some(true)) => {
+            problems.push(Problem::new(
+                e.path(""),
+                "give one source of events: sqs = \"QUEUE_URL\" or webhook = true, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            problems.push(Problem::new(
+                e.path(""),
+                "needs sqs = \"QUEUE_URL\" or webhook = true",
+            ));
+            None
+        }
+    }
 }
 
 fn parse_stop(s: &str) -> Result<Stop, String> {

@@ -53,6 +53,14 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
                 ));
             }
         }
+        if let Some(super::Events::Sqs { endpoint, .. }) = &rule.events
+            && !config.endpoints.contains_key(endpoint)
+        {
+            problems.push(Problem::new(
+                format!("{at}.events.endpoint"),
+                format!("unknown endpoint {endpoint:?}"),
+            ));
+        }
         check_prefixes(rule, &at, &mut problems);
         check_sizes(rule, &at, &mut problems);
     }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    DeadLetter, IterationRecord, LeaderToken, LedgerView, PlanBatch, Queue, QueueDepth, QueueError,
-    RuleRecord, RuleState, ShardView, Throughput, WorkerSeen,
+    DeadLetter, EventApplied, EventTask, EventsRecord, IterationRecord, LeaderToken, LedgerView,
+    PlanBatch, Queue, QueueDepth, QueueError, RuleRecord, RuleState, ShardView, Throughput,
+    WorkerSeen,
 };
 use crate::config::BucketRef;
 use crate::task::UploadRecord;
@@ -116,6 +117,14 @@ queue_trait! {
         fn open_uploads(&self, rule: &str) -> Vec<(String, UploadRecord)>;
         /// Forgets an upload record and its parts.
         fn forget_upload(&self, rule: &str, rid: &str) -> ();
+        /// The sequencers last applied for `keys`.
+        fn applied_sequencers(&self, rule: &str, keys: &[&str]) -> Vec<Option<String>>;
+        /// Applies decided events: per event, the sequencer check and its task, at once.
+        fn apply_events(&self, rule: &str, events: &[EventTask]) -> Vec<EventApplied>;
+        /// Forgets sequencers applied before `cutoff_ms`.
+        fn prune_sequencers(&self, rule: &str, cutoff_ms: u64) -> u64;
+        /// The events record.
+        fn events_record(&self, rule: &str) -> EventsRecord;
     }
 }
 
@@ -139,6 +148,8 @@ queue_trait! {
         fn oldest_pending_ms(&self, rule: &str) -> Option<u64>;
         /// Each shard's tasks by state and flow control.
         fn shard_views(&self, rule: &str) -> Vec<ShardView>;
+        /// The events record.
+        fn events_record(&self, rule: &str) -> EventsRecord;
         /// The last minute's outcomes.
         fn throughput(&self, rule: &str) -> Throughput;
         /// The registered workers, live and dead.

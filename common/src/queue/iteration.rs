@@ -75,12 +75,14 @@ pub struct IterationRecord {
     pub dead: u64,
     /// Destination objects deleted (`delete = true`).
     pub deleted: u64,
+    /// Changes this iteration found that no event announced (rules with `events`).
+    pub missed: u64,
     /// Planning resumes after this (prefix index, key): all up to it is enqueued.
     pub checkpoint: Option<(usize, String)>,
 }
 
 impl IterationRecord {
-    fn from_fields(number: u64, f: &HashMap<String, String>) -> Self {
+    pub(super) fn from_fields(number: u64, f: &HashMap<String, String>) -> Self {
         let n = |k: &str| f.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         IterationRecord {
             number,
@@ -99,6 +101,7 @@ impl IterationRecord {
             archived: n("archived"),
             dead: n("dead"),
             deleted: n("deleted"),
+            missed: n("missed"),
             checkpoint: match n("ckpt_prefix") {
                 0 => None,
                 p => Some((

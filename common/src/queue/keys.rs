@@ -25,6 +25,8 @@
 //! | `NS:{R}:leader` | string | token (`id#epoch`) of the coordinator leading the rule (expiring lease) |
 //! | `NS:{R}:leader_epoch` | string | counter of lease acquisitions |
 //! | `NS:{R}:rule` | hash | `state` (`running`, `waiting`, `stopped`, `failed`), `reason`, `since_ms`, `stopped_ms` |
+//! | `NS:{R}:evseq` | hash | 12-byte ledger slot -> `SEQUENCER@ms` of the last event applied to that key |
+//! | `NS:{R}:it:0` | hash | the events record: event tasks' counts and lag from event to copy |
 //! | `NS:{R}:intents` | hash | 12-byte ledger slot -> `token@ms,...`: claims that may write that key and have not acked |
 //! | `NS:{R}:flow` | hash | `SHARD:field` -> flow control state of each shard (in flight, limit, probing, ...) |
 //! | `NS:{R}:budget:KIND` | hash | token bucket of `max_requests_per_second` (`requests`) or `max_bandwidth` (`bytes`) |
@@ -128,6 +130,10 @@ impl RuleKeys {
     /// Current iteration number.
     pub fn current(&self) -> String {
         self.key("current")
+    }
+    /// The sequencer of the last event applied, per ledger slot.
+    pub fn sequencers(&self) -> String {
+        self.key("evseq")
     }
     /// One iteration's record.
     pub fn iteration(&self, n: u64) -> String {

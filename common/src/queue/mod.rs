@@ -18,6 +18,7 @@ mod api;
 mod budget;
 mod connection;
 mod embedded;
+mod events;
 mod fleet;
 mod iteration;
 pub mod keys;
@@ -44,6 +45,7 @@ pub use budget::{Budget, BudgetKind};
 pub use connection::Persistence;
 use connection::{Connection, Health, Link};
 pub use embedded::{STATE_FORMAT, StateError};
+pub use events::{EVENTS_ITERATION, EventApplied, EventTask, EventsRecord};
 pub use fleet::{
     DeadLetter, HEARTBEAT, ShardView, THROUGHPUT_WINDOW, Throughput, WORKER_DEAD_AFTER,
     WORKER_FORGOTTEN_AFTER, WorkerInfo, WorkerSeen,
@@ -184,6 +186,7 @@ pub enum FailOutcome {
 
 struct Scripts {
     plan: Script,
+    event: Script,
     claim: Script,
     renew: Script,
     ack: Script,
@@ -224,6 +227,7 @@ impl Scripts {
         };
         let mut scripts = Scripts {
             plan: script(true, include_str!("lua/plan.lua")),
+            event: script(true, include_str!("lua/event.lua")),
             claim: script(true, include_str!("lua/claim.lua")),
             renew: script(true, include_str!("lua/renew.lua")),
             ack: script(true, include_str!("lua/ack.lua")),
@@ -443,7 +447,8 @@ impl Queue {
             .sum();
         inv.arg(batch.prune_before_ms)
             .arg(batch.prune.len())
-            .arg(bytes);
+            .arg(bytes)
+            .arg(batch.missed);
         for slot in &batch.prune {
             inv.arg(&slot[..]);
         }
@@ -664,6 +669,8 @@ pub struct PlanBatch {
     pub prune: Vec<Vec<u8>>,
     /// See `prune`.
     pub prune_before_ms: u64,
+    /// Changes in this batch that no event announced (rules with `events`).
+    pub missed: u64,
 }
 
 /// How many tasks of a rule are in each state.

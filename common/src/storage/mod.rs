@@ -19,7 +19,7 @@ use futures::Stream;
 pub use capabilities::{Capabilities, probe};
 pub use error::{ErrorKind, StorageError, classify};
 pub use limited::LimitedStore;
-pub use s3::{S3Store, Timeouts};
+pub use s3::{S3Store, Timeouts, sdk_config};
 pub use stores::Stores;
 
 /// A streamed object body. `Sync` because the SDK's request bodies must be.

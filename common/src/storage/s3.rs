@@ -57,6 +57,30 @@ impl Default for Timeouts {
 }
 
 /// An S3-compatible endpoint reached through aws-sdk-s3.
+/// The AWS SDK's shared config for `endpoint`: its region and credentials (any AWS SDK
+/// client, S3's or SQS's, is built from it).
+pub async fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(endpoint.region.clone()));
+    match &endpoint.credentials {
+        Credentials::Static {
+            access_key_id,
+            secret_access_key,
+        } => {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                access_key_id.clone(),
+                secret_access_key.expose().to_string(),
+                None,
+                None,
+                "ferry-config",
+            ));
+        }
+        Credentials::Profile(profile) => loader = loader.profile_name(profile),
+        Credentials::DefaultChain => {}
+    }
+    loader.load().await
+}
+
 #[derive(Clone, Debug)]
 pub struct S3Store {
     name: String,
@@ -76,25 +100,7 @@ impl S3Store {
     /// ferry checks integrity itself (Content-MD5, the source's checksum, CRC32C trailers,
     /// ETag comparison).
     pub async fn connect(endpoint: &Endpoint, timeouts: Timeouts) -> S3Store {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(endpoint.region.clone()));
-        match &endpoint.credentials {
-            Credentials::Static {
-                access_key_id,
-                secret_access_key,
-            } => {
-                loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    access_key_id.clone(),
-                    secret_access_key.expose().to_string(),
-                    None,
-                    None,
-                    "ferry-config",
-                ));
-            }
-            Credentials::Profile(profile) => loader = loader.profile_name(profile),
-            Credentials::DefaultChain => {}
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config(endpoint).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(endpoint.path_style)
             .retry_config(RetryConfig::disabled())

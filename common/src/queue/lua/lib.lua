@@ -119,6 +119,21 @@ local function finish(prefix, id, outcome, bytes)
   local record = prefix .. ':it:' .. string.match(id, '^(%d+):')
   redis.call('HINCRBY', record, 'done', 1)
   redis.call('HINCRBY', record, outcome, 1)
+  -- an event's copy (iteration 0): its id carries the event's time; record the lag
+  local event_ms = string.match(id, '^0:%d+:%d+:(%d+)')
+  if event_ms and outcome == 'copied' then
+    local lag = math.max(now_ms() - tonumber(event_ms), 0)
+    local band = 'lag_over_30s'
+    if lag <= 1000 then band = 'lag_le_1s'
+    elseif lag <= 5000 then band = 'lag_le_5s'
+    elseif lag <= 30000 then band = 'lag_le_30s' end
+    redis.call('HINCRBY', record, band, 1)
+    redis.call('HINCRBY', record, 'lag_sum_ms', string.format('%d', lag))
+    if lag > tonumber(redis.call('HGET', record, 'lag_max_ms') or '0') then
+      redis.call('HSET', record, 'lag_max_ms', string.format('%d', lag))
+    end
+    redis.call('HSET', record, 'lag_last_ms', string.format('%d', lag))
+  end
   if bytes > 0 then
     redis.call('HINCRBY', record, outcome .. '_bytes', string.format('%d', bytes))
   end

@@ -13,7 +13,8 @@
 -- ARGV[10] prune cutoff (ms)  ARGV[11] number P of slots whose intents made before the
 -- cutoff are forgotten (the planner saw their keys consistent with the ledger)
 -- ARGV[12] bytes the batch's tasks move (for progress: bytes planned)
--- ARGV[13..12+P] slots, then groups: shard, count, then count payloads
+-- ARGV[13] changes planned that no event announced (rules with events; see planner.rs)
+-- ARGV[14..13+P] slots, then groups: shard, count, then count payloads
 -- Returns the number of tasks enqueued, or -1 when this batch was applied already.
 local prefix, iter = ARGV[1], ARGV[2]
 if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
@@ -35,10 +36,10 @@ if ARGV[5] ~= '0' then
 end
 local now = string.format('%d', now_ms())
 local cutoff, prunes = tonumber(ARGV[10]), tonumber(ARGV[11])
-if not cutoff or not prunes or not tonumber(ARGV[12]) then return redis.error_reply('ERR bad prune list') end
-for j = 13, 12 + prunes do intent_prune(KEYS[5], ARGV[j], cutoff) end
+if not cutoff or not prunes or not tonumber(ARGV[12]) or not tonumber(ARGV[13]) then return redis.error_reply('ERR bad prune list') end
+for j = 14, 13 + prunes do intent_prune(KEYS[5], ARGV[j], cutoff) end
 local total = 0
-local i = 13 + prunes
+local i = 14 + prunes
 while i <= #ARGV do
   local shard, n = ARGV[i], tonumber(ARGV[i + 1])
   if not string.match(shard, '^%d+$') or not n then return redis.error_reply('ERR bad group') end
@@ -57,6 +58,7 @@ while i <= #ARGV do
 end
 if total > 0 then redis.call('HINCRBY', KEYS[4], 'planned', total) end
 if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[4], 'planned_bytes', ARGV[12]) end
+if tonumber(ARGV[13]) > 0 then redis.call('HINCRBY', KEYS[4], 'missed', ARGV[13]) end
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[4], 'listed', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', ARGV[4]) end
 if ARGV[5] ~= '0' then

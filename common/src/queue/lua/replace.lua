@@ -16,6 +16,8 @@ local n = #ARGV - 7
 if n > 0 then
   local last = redis.call('INCRBY', prefix .. ':seq', n)
   local now = string.format('%d', now_ms())
+  -- an event's parts keep the event's time, so the copy's lag is measured from the event
+  if iter == '0' then now = string.match(id, '^%d+:%d+:%d+:(%d+)') or now end
   local queue = prefix .. ':q:' .. shard
   -- to the claiming end, first payload claimed first: an object under way finishes before
   -- the shard's backlog, which bounds the uploads open at once

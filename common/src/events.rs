@@ -1,0 +1,340 @@
+//! S3 event notifications, as AWS, SNS, SQS, MinIO and Ceph RGW deliver them, normalized to
+//! one record per object change.
+//!
+//! Bodies accepted (see PRODUCT.md, "Events"):
+//! - AWS's `{"Records": [...]}`, which MinIO's webhook and Ceph's HTTP push also send (MinIO
+//!   adds top-level `EventName` and `Key`, and names events `s3:ObjectCreated:Put`);
+//! - the same inside an SNS envelope (`"Type": "Notification"`, the records as a JSON string
+//!   in `Message`), and SNS's `SubscriptionConfirmation`;
+//! - S3's test event (`"Event": "s3:TestEvent"`), sent when a notification is configured.
+
+use serde_json::Value;
+
+/// The largest body the webhook reads.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `ObjectCreated:*`, or `ObjectRestore:Completed` (an archived object readable again).
+    Created,
+    /// `ObjectRemoved:*`, or a lifecycle expiration.
+    Removed,
+    /// Anything else (tagging, ACLs, replication, restore started...): counted and dropped.
+    Other,
+}
+
+/// One object change, whatever delivered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    /// The bucket it happened in.
+    pub bucket: String,
+    /// The object key, decoded (notifications URL-encode it, `+` for a space).
+    pub key: String,
+    /// What changed.
+    pub kind: EventKind,
+    /// The event name without MinIO's `s3:` prefix, e.g. `ObjectCreated:Put`.
+    pub name: String,
+    /// The object's size, when given.
+    pub size: Option<u64>,
+    /// The object's ETag (unquoted), when given.
+    pub etag: Option<String>,
+    /// Orders the events of one key: upper-case hex, compared after right-padding the
+    /// shorter with zeros ([`sequencer_cmp`]).
+    pub sequencer: Option<String>,
+    /// When the change happened, ms since the Unix epoch.
+    pub time_ms: Option<u64>,
+}
+
+/// What a notification body holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Object changes (possibly none).
+    Records(Vec<EventRecord>),
+    /// S3's test event: nothing to do.
+    Test,
+    /// SNS asks to confirm a subscription by fetching `subscribe_url`.
+    SubscriptionConfirmation {
+        /// The URL that confirms it.
+        subscribe_url: String,
+        /// The topic, for the log.
+        topic_arn: String,
+    },
+    /// An SNS message of another type (`UnsubscribeConfirmation`): nothing to do.
+    OtherSns(String),
+}
+
+/// Why a body is not a notification.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAnEvent(pub String);
+
+fn bad(why: impl Into<String>) -> NotAnEvent {
+    NotAnEvent(why.into())
+}
+
+/// Parses a notification body: an S3 event, S3's test event, or either inside an SNS envelope.
+pub fn parse(body: &[u8]) -> Result<Notice, NotAnEvent> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    parse_value(&value, true)
+}
+
+fn parse_value(value: &Value, may_be_sns: bool) -> Result<Notice, NotAnEvent> {
+    let Some(object) = value.as_object() else {
+        return Err(bad("not a JSON object"));
+    };
+    if let Some(records) = object.get("Records") {
+        let Some(items) = records.as_array() else {
+            return Err(bad("Records is not an array"));
+        };
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, r)| record(r).map_err(|e| bad(format!("Records[{i}]: {}", e.0))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Notice::Records);
+    }
+    if object.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Notice::Test);
+    }
+    if may_be_sns && let Some(kind) = object.get("Type").and_then(Value::as_str) {
+        let field = |name: &str| {
+            object
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("SNS {kind} without {name}")))
+        };
+        return match kind {
+            "Notification" => {
+                let message = field("Message")?;
+                let inner: Value = serde_json::from_str(message)
+                    .map_err(|e| bad(format!("SNS Message is not JSON: {e}")))?;
+                parse_value(&inner, false)
+            }
+            "SubscriptionConfirmation" => Ok(Notice::SubscriptionConfirmation {
+                subscribe_url: field("SubscribeURL")?.to_string(),
+                topic_arn: field("TopicArn")?.to_string(),
+            }),
+            other => Ok(Notice::OtherSns(other.to_string())),
+        };
+    }
+    Err(bad(
+        "neither S3 event records, an S3 test event nor an SNS message",
+    ))
+}
+
+fn record(r: &Value) -> Result<EventRecord, NotAnEvent> {
+    let text = |v: Option<&Value>, what: &str| -> Result<String, NotAnEvent> {
+        v.and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("{what} is missing or not a string")))
+    };
+    let name = text(r.get("eventName"), "eventName")?;
+    let name = name.strip_prefix("s3:").unwrap_or(&name).to_string();
+    let s3 = r.get("s3").ok_or_else(|| bad("s3 is missing"))?;
+    let bucket = text(s3.pointer("/bucket/name"), "s3.bucket.name")?;
+    let object = s3
+        .get("object")
+        .ok_or_else(|| bad("s3.object is missing"))?;
+    let raw_key = text(object.get("key"), "s3.object.key")?;
+    let key = decode_key(&raw_key).ok_or_else(|| {
+        bad(format!(
+            "s3.object.key {raw_key:?} is not a URL-encoded UTF-8 key"
+        ))
+    })?;
+    if key.is_empty() {
+        return Err(bad("s3.object.key is empty"));
+    }
+    // AWS sends numbers; some gateways send the size as a string.
+    let size = match object.get("size") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or_else(|| bad("s3.object.size is not a size"))?,
+        ),
+        Some(Value::String(s)) => Some(s.parse().map_err(|_| bad("s3.object.size is not a size"))?),
+        Some(_) => return Err(bad("s3.object.size is not a size")),
+    };
+    let etag = object
+        .get("eTag")
+        .and_then(Value::as_str)
+        .map(|e| e.trim_matches('"').to_string())
+        .filter(|e| !e.is_empty());
+    let sequencer = match object.get("sequencer").and_then(Value::as_str) {
+        None | Some("") => None,
+        Some(s) if s.bytes().all(|b| b.is_ascii_hexdigit()) => Some(s.to_ascii_uppercase()),
+        Some(s) => return Err(bad(format!("s3.object.sequencer {s:?} is not hexadecimal"))),
+    };
+    let time_ms = match r.get("eventTime").and_then(Value::as_str) {
+        None => None,
+        Some(t) => Some(
+            parse_time(t).ok_or_else(|| bad(format!("eventTime {t:?} is not an ISO-8601 time")))?,
+        ),
+    };
+    let kind = if name.starts_with("ObjectCreated:") || name == "ObjectRestore:Completed" {
+        EventKind::Created
+    } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
+        EventKind::Removed
+    } else {
+        EventKind::Other
+    };
+    Ok(EventRecord {
+        bucket,
+        key,
+        kind,
+        name,
+        size,
+        etag,
+        sequencer,
+        time_ms,
+    })
+}
+
+/// An ISO-8601 UTC time (`2026-12-02T15:22:15.123Z`, any fraction) in ms since the epoch.
+fn parse_time(t: &str) -> Option<u64> {
+    let time = humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()?;
+    time.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
+}
+
+/// Decodes a notification's key: `+` is a space, `%XX` a byte; the result must be UTF-8.
+pub fn decode_key(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Orders two sequencers of one key as S3 says to: right-pad the shorter with zeros, then
+/// compare as strings.
+pub fn sequencer_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let width = a.len().max(b.len());
+    let pad = |s: &str| format!("{s:0<width$}");
+    pad(a).cmp(&pad(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Ordering;
+
+    fn aws(name: &str, key: &str, seq: &str) -> String {
+        format!(
+            r#"{{"Records":[{{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
+            "eventTime":"2026-12-02T15:22:15.123Z","eventName":"{name}",
+            "s3":{{"s3SchemaVersion":"1.0","bucket":{{"name":"photos"}},
+            "object":{{"key":"{key}","size":42,"eTag":"0123abcd","sequencer":"{seq}"}}}}}}]}}"#
+        )
+    }
+
+    fn one(body: &str) -> EventRecord {
+        match parse(body.as_bytes()) {
+            Ok(Notice::Records(mut r)) if r.len() == 1 => r.remove(0),
+            other => panic!("expected one record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_aws_record_is_normalized() {
+        let r = one(&aws(
+            "ObjectCreated:Put",
+            "a/b+c%2Bd%C3%A9.txt",
+            "0055aed6dcd90281e5",
+        ));
+        assert_eq!(r.bucket, "photos");
+        assert_eq!(r.key, "a/b c+dé.txt");
+        assert_eq!(r.kind, EventKind::Created);
+        assert_eq!(r.size, Some(42));
+        assert_eq!(r.etag.as_deref(), Some("0123abcd"));
+        assert_eq!(r.sequencer.as_deref(), Some("0055AED6DCD90281E5"));
+        assert_eq!(r.time_ms, Some(1_796_224_935_123));
+    }
+
+    #[test]
+    fn minio_and_removals_and_others() {
+        assert_eq!(
+            one(&aws("s3:ObjectCreated:Put", "k", "1")).name,
+            "ObjectCreated:Put"
+        );
+        assert_eq!(
+            one(&aws("ObjectRemoved:DeleteMarkerCreated", "k", "1")).kind,
+            EventKind::Removed
+        );
+        assert_eq!(
+            one(&aws("LifecycleExpiration:Delete", "k", "1")).kind,
+            EventKind::Removed
+        );
+        assert_eq!(
+            one(&aws("ObjectTagging:Put", "k", "1")).kind,
+            EventKind::Other
+        );
+    }
+
+    #[test]
+    fn an_sns_envelope_is_opened() {
+        let inner = aws("ObjectCreated:Copy", "x", "2");
+        let body = serde_json::json!({"Type": "Notification", "Message": inner}).to_string();
+        assert_eq!(one(&body).key, "x");
+        let confirm = serde_json::json!({"Type": "SubscriptionConfirmation",
+            "SubscribeURL": "http://h/confirm", "TopicArn": "arn:t", "Token": "x"});
+        assert_eq!(
+            parse(confirm.to_string().as_bytes()),
+            Ok(Notice::SubscriptionConfirmation {
+                subscribe_url: "http://h/confirm".into(),
+                topic_arn: "arn:t".into()
+            })
+        );
+        let test = serde_json::json!({"Type": "Notification",
+            "Message": r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#});
+        assert_eq!(parse(test.to_string().as_bytes()), Ok(Notice::Test));
+    }
+
+    #[test]
+    fn bad_bodies_say_why() {
+        for (body, why) in [
+            ("nope", "not JSON"),
+            ("[]", "not a JSON object"),
+            (r#"{"Records": 3}"#, "Records is not an array"),
+            (
+                r#"{"Records": [{"eventName": "ObjectCreated:Put"}]}"#,
+                "Records[0]: s3 is missing",
+            ),
+            (r#"{"hello": 1}"#, "neither"),
+            (&aws("ObjectCreated:Put", "%ZZ", "1"), "not a URL-encoded"),
+            (&aws("ObjectCreated:Put", "k", "xyz"), "not hexadecimal"),
+        ] {
+            let e = parse(body.as_bytes()).unwrap_err();
+            assert!(e.0.contains(why), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn sequencers_compare_right_padded() {
+        assert_eq!(
+            sequencer_cmp("0055AED6DCD90281E5", "0055AED6DCD90281E6"),
+            Ordering::Less
+        );
+        assert_eq!(
+            sequencer_cmp("0055AED6DCD9028", "0055AED6DCD90281E5"),
+            Ordering::Less
+        );
+        assert_eq!(
+            sequencer_cmp("0056", "0055AED6DCD90281E5"),
+            Ordering::Greater
+        );
+        assert_eq!(sequencer_cmp("AB", "AB00"), Ordering::Equal);
+    }
+}

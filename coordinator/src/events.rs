@@ -1,0 +1,256 @@
+//! From event notifications to tasks: the same decision table and ledger as an iteration,
+//! applied to what each event's key holds now on both sides.
+//!
+//! Per event: is it this rule's (bucket, prefixes, a create or a remove)? Is its sequencer
+//! newer than the last one applied for its key? Then a HEAD of the key on each side, the
+//! ledger's entry, and [`decide`], exactly as a listing would feed it; the task it gives (a
+//! copy, or a fenced delete of a managed object with `delete = true`) is enqueued with the
+//! sequencer's compare-and-set in one step. Iterations and events share the ledger and the
+//! conditional writes, so neither can undo the other, and an event that lost a race to an
+//! iteration finds nothing left to do.
+
+mod sqs;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferry_common::config::Rule;
+use ferry_common::events::{EventKind, EventRecord, sequencer_cmp};
+use ferry_common::policy::{Action, Joined, Policy, decide};
+use ferry_common::queue::{EventApplied, EventTask};
+use ferry_common::shard::shard_of;
+use ferry_common::storage::{ErrorKind, ObjectHead, ObjectMeta, ObjectStore, StorageError};
+use ferry_common::task::{Expected, Task};
+use ferry_common::telemetry;
+use futures::{StreamExt, TryStreamExt};
+use tracing::debug;
+
+use crate::planner::copy_task;
+use crate::{Context, CoordinatorError};
+
+pub use sqs::follow_queue;
+pub use webhook::{Listener, serve};
+
+/// HEADs in flight while one batch of events is decided.
+const CONCURRENT_HEADS: usize = 32;
+
+/// What became of a batch of events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Records received.
+    pub received: u64,
+    /// Records that became a task.
+    pub enqueued: u64,
+    /// Records whose key needed nothing (already replicated, or not to be touched).
+    pub skipped: u64,
+    /// Records older than (or the same as) one already applied for their key.
+    pub stale: u64,
+    /// Records for another bucket, outside the rule's prefixes, or neither a create nor a
+    /// remove.
+    pub ignored: u64,
+    /// Bodies that were not events.
+    pub invalid: u64,
+}
+
+impl Tally {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Tally) {
+        self.received += other.received;
+        self.enqueued += other.enqueued;
+        self.skipped += other.skipped;
+        self.stale += other.stale;
+        self.ignored += other.ignored;
+        self.invalid += other.invalid;
+    }
+
+    /// Counts these into `ferry_events_total{rule,outcome}`.
+    pub fn publish(&self, rule: &str) {
+        for (outcome, n) in [
+            ("received", self.received),
+            ("enqueued", self.enqueued),
+            ("skipped", self.skipped),
+            ("stale", self.stale),
+            ("ignored", self.ignored),
+            ("invalid", self.invalid),
+        ] {
+            if n > 0 {
+                metrics::counter!(telemetry::EVENTS, "rule" => rule.to_string(), "outcome" => outcome)
+                    .increment(n);
+            }
+        }
+    }
+}
+
+/// Whether `record` concerns `rule` at all: its source bucket, one of its prefixes, and a
+/// create or a remove.
+fn concerns(rule: &Rule, record: &EventRecord) -> bool {
+    record.bucket == rule.source.bucket
+        && record.kind != EventKind::Other
+        && (rule.source.prefixes.is_empty()
+            || rule
+                .source
+                .prefixes
+                .iter()
+                .any(|p| record.key.starts_with(p.as_str())))
+}
+
+/// The rule prefix `key` falls under (its shard is chosen within it, as a listing's is).
+fn prefix_of<'a>(rule: &'a Rule, key: &str) -> &'a str {
+    rule.source
+        .prefixes
+        .iter()
+        .find(|p| key.starts_with(p.as_str()))
+        .map_or("", String::as_str)
+}
+
+/// Decides and enqueues `records` for `rule`; returns what became of each. Nothing is
+/// enqueued for a record that is not the rule's, or stale; an error (Redis, or a HEAD that
+/// failed other than with 404) leaves the rest undone, to be delivered again.
+pub async fn apply(
+    ctx: &Context,
+    rule: &Rule,
+    records: Vec<EventRecord>,
+) -> Result<Tally, CoordinatorError> {
+    let mut tally = Tally {
+        received: records.len() as u64,
+        ..Tally::default()
+    };
+    let (mine, others): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| concerns(rule, r));
+    tally.ignored = others.len() as u64;
+    for r in &others {
+        debug!(rule = %rule.name, bucket = %r.bucket, key = %r.key, event = %r.name,
+            "an event this rule does not follow");
+    }
+    if mine.is_empty() {
+        tally.publish(&rule.name);
+        return Ok(tally);
+    }
+    // Stale already: no need to look at the stores.
+    let keys: Vec<&str> = mine.iter().map(|r| r.key.as_str()).collect();
+    let held = ctx.queue.applied_sequencers(&rule.name, &keys).await?;
+    let (fresh, stale): (Vec<_>, Vec<_>) =
+        mine.into_iter()
+            .zip(held)
+            .partition(|(r, held)| match (&r.sequencer, held) {
+                (Some(seq), Some(held)) => sequencer_cmp(seq, held).is_gt(),
+                _ => true,
+            });
+    tally.stale = stale.len() as u64;
+    let fresh: Vec<EventRecord> = fresh.into_iter().map(|(r, _)| r).collect();
+
+    // What each key holds now, on both sides.
+    let source = ctx.stores.source(rule);
+    let destination = ctx.stores.destination(rule);
+    let heads: Vec<_> = fresh
+        .iter()
+        .map(|r| {
+            head_both(
+                (source.clone(), rule.source.bucket.clone()),
+                (destination.clone(), rule.destination.bucket.clone()),
+                r.key.clone(),
+            )
+        })
+        .collect();
+    let sides: Vec<(Option<ObjectMeta>, Option<ObjectMeta>)> = futures::stream::iter(heads)
+        .buffered(CONCURRENT_HEADS)
+        .try_collect()
+        .await?;
+    let with_destination: Vec<&str> = fresh
+        .iter()
+        .zip(&sides)
+        .filter(|(_, (_, d))| d.is_some())
+        .map(|(r, _)| r.key.as_str())
+        .collect();
+    let mut views: HashMap<&str, _> = with_destination
+        .iter()
+        .copied()
+        .zip(ctx.queue.ledger_get(&rule.name, &with_destination).await?)
+        .collect();
+    // Every check, with no shortcut from the last iteration's start: an event is about a
+    // change, however old the object's Last-Modified claims to be.
+    let policy = Policy {
+        overwrite: rule.overwrite,
+        overwrite_unmanaged: rule.overwrite_unmanaged,
+        delete: rule.delete,
+        last_success_start_ms: None,
+    };
+    let now_ms = ctx.queue.redis_time_ms().await?;
+    let decided: Vec<EventTask> = fresh
+        .iter()
+        .zip(sides)
+        .map(|(record, sides)| {
+            let view = views.remove(record.key.as_str()).unwrap_or_default();
+            let joined = match sides {
+                (Some(source), Some(destination)) => Some(Joined::Both {
+                    source,
+                    destination,
+                }),
+                (Some(source), None) => Some(Joined::SourceOnly(source)),
+                (None, Some(destination)) => Some(Joined::DestinationOnly(destination)),
+                (None, None) => None,
+            };
+            let task = joined.and_then(|joined| {
+                let action = decide(&joined, view.entry.as_ref(), view.stray_besides(None), &policy);
+                debug!(rule = %rule.name, key = %record.key, event = %record.name, ?action, "event decided");
+                match (action, joined) {
+                    (Action::Copy(_), Joined::SourceOnly(s)) => Some(copy_task(s, Expected::Absent)),
+                    (Action::Copy(_), Joined::Both { source, destination }) => {
+                        Some(copy_task(source, Expected::Etag(destination.etag)))
+                    }
+                    (Action::Delete, Joined::DestinationOnly(d)) => Some(Task::DeleteObject {
+                        key: d.key,
+                        destination_etag: d.etag,
+                    }),
+                    _ => None,
+                }
+            });
+            EventTask {
+                key: record.key.clone(),
+                sequencer: record.sequencer.clone(),
+                time_ms: record.time_ms.unwrap_or(now_ms),
+                task: task.map(|t| (shard_of(prefix_of(rule, &record.key), &record.key), t)),
+            }
+        })
+        .collect();
+    for applied in ctx.queue.apply_events(&rule.name, &decided).await? {
+        match applied {
+            EventApplied::Enqueued => tally.enqueued += 1,
+            EventApplied::Recorded => tally.skipped += 1,
+            EventApplied::Stale => tally.stale += 1,
+        }
+    }
+    tally.publish(&rule.name);
+    Ok(tally)
+}
+
+/// What `key` holds on each side, as listing entries.
+async fn head_both(
+    (source, source_bucket): (Arc<dyn ObjectStore>, String),
+    (destination, destination_bucket): (Arc<dyn ObjectStore>, String),
+    key: String,
+) -> Result<(Option<ObjectMeta>, Option<ObjectMeta>), StorageError> {
+    let (s, d) = tokio::join!(
+        source.head(&source_bucket, &key, None),
+        destination.head(&destination_bucket, &key, None),
+    );
+    Ok((present(&key, s)?, present(&key, d)?))
+}
+
+/// A HEAD's answer as a listing entry; `None` when there is no such object.
+fn present(
+    key: &str,
+    head: Result<ObjectHead, StorageError>,
+) -> Result<Option<ObjectMeta>, StorageError> {
+    match head {
+        Ok(h) => Ok(Some(ObjectMeta {
+            key: key.to_string(),
+            size: h.size,
+            etag: h.etag,
+            last_modified_ms: h.last_modified_ms,
+            storage_class: h.attrs.storage_class,
+        })),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

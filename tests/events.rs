@@ -1,0 +1,715 @@
+//! Event-driven replication: S3 notifications through moto's own SQS, SNS HTTP subscriptions
+//! and direct webhook posts become copies within seconds, with no iteration in between; bad
+//! input enqueues nothing; deletes follow `delete`; iterations count what events missed; and
+//! a coordinator killed holding received events loses none of them.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule as ProxyRule};
+use harness::data::{bytes, list_keys, put};
+use harness::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn sqs(server: &S3Server) -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(server.url())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+/// Creates an SQS queue on moto (messages visible again `visibility` seconds after a receive)
+/// and has `bucket` notify it of creations and removals; returns the queue's URL.
+async fn notify_sqs(server: &S3Server, bucket: &str, visibility: u32) -> String {
+    let client = sqs(server);
+    let url = client
+        .create_queue()
+        .queue_name(unique("events"))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
+        .send()
+        .await
+        .expect("creating the queue")
+        .queue_url
+        .expect("a queue url");
+    let arn = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("reading the queue's arn")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("a queue arn");
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    server
+        .client()
+        .put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::S3ObjectCreated)
+                        .events(Event::S3ObjectRemoved)
+                        .build()
+                        .expect("a queue configuration"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("configuring notifications");
+    url
+}
+
+/// Messages in the queue, visible or in flight.
+async fn queued_messages(server: &S3Server, url: &str) -> u64 {
+    let attrs = sqs(server)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("reading the queue's depth")
+        .attributes
+        .unwrap_or_default();
+    [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .map(|k| {
+        attrs
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
+}
+
+/// An HTTP/1.1 POST to `127.0.0.1:port`; returns the status and body.
+fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the webhook");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    // A body refused early (413) may be answered before it is all sent.
+    let _ = s.write_all(body);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// An AWS S3 event body of one record.
+fn event(name: &str, bucket: &str, raw_key: &str, sequencer: &str) -> String {
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-12-02T10:00:00.000Z", "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket},
+               "object": {"key": raw_key, "size": 1, "sequencer": sequencer}}
+    }]})
+    .to_string()
+}
+
+fn tally(body: &str) -> serde_json::Value {
+    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{body:?}: {e}"))
+}
+
+async fn events_record(env: &Env, rule: &str) -> std::collections::HashMap<String, u64> {
+    iteration_record(&env.redis, &env.ns, rule, 0).await
+}
+
+async fn has(env: &Env, bucket: &str, key: &str, body: &[u8]) -> bool {
+    list_keys(&env.dst.client(), bucket)
+        .await
+        .iter()
+        .any(|k| k.0 == key)
+        && bytes(&env.dst.client(), bucket, key).await == body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
+    let env = Env::start_on("ev-sqs", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let queue = notify_sqs(&env.src, &src, 30).await;
+    let rule = format!(
+        "[[rules]]\nname = \"ev\"\ninterval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}\n\
+         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
+         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
+    );
+    let config = env.write_config("ferry.toml", &rule);
+    let metrics = free_port();
+    let mut run = spawn_ferry(
+        env.dir.path(),
+        "run",
+        &[
+            "run",
+            "--config",
+            &config,
+            "--workers",
+            "2",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics}"),
+        ],
+    );
+    wait_until(RUN_TIMEOUT, "the first iteration", || async {
+        history(&env.redis, &env.ns, "ev").await.len() == 1
+    })
+    .await;
+    let client = env.src.client();
+    let keys: Vec<String> = (0..20).map(|i| format!("photos/{i:02} a+b%.txt")).collect();
+    for key in &keys {
+        put(&client, &src, key, key.as_bytes()).await;
+    }
+    wait_until(RUN_TIMEOUT, "every event's copy", || async {
+        list_keys(&env.dst.client(), &dst).await.len() == keys.len()
+    })
+    .await;
+    for key in &keys {
+        assert_eq!(bytes(&env.dst.client(), &dst, key).await, key.as_bytes());
+    }
+    // Copied by events alone: still the one iteration of the start.
+    assert_eq!(history(&env.redis, &env.ns, "ev").await, vec![1]);
+    let record = events_record(&env, "ev").await;
+    assert_eq!(record.get("copied"), Some(&20), "{record:?}");
+    assert_eq!(record.get("planned"), record.get("done"), "{record:?}");
+    wait_until(RUN_TIMEOUT, "every message deleted", || async {
+        queued_messages(&env.src, &queue).await == 0
+    })
+    .await;
+    let text = scrape(metrics);
+    let enqueued: f64 = samples(&text, "ferry_events_total")
+        .iter()
+        .filter(|(l, _)| l.contains("outcome=\"enqueued\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(enqueued, 20.0, "{text}");
+    let lags = samples(&text, "ferry_event_lag_seconds_count");
+    assert_eq!(lags.iter().map(|(_, v)| v).sum::<f64>(), 20.0, "{text}");
+    let (code, out, _) = ferry_output(&["status", "--config", &config]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("events: 20 tasks, 20 done, 20 copied"),
+        "{out}"
+    );
+    run.sigterm();
+    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_posts_direct_sns_tokens_keys_stale_and_duplicates_on_moto() {
+    let env = Env::start_on("ev-hook", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let rule = format!(
+        "[[rules]]\nname = \"hook\"\ninterval = \"1h\"\nevents = {{ webhook = true }}\n\
+         events_token_env = \"FERRY_TEST_EVENTS_TOKEN\"\n\
+         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
+         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
+    );
+    let config = env.write_config("ferry.toml", &rule);
+    let port = free_port();
+    let token = "s3cr3t-token";
+    let mut run = spawn_logged_with(
+        std::path::Path::new(ferry_bin()),
+        env.dir.path(),
+        "run",
+        &[
+            "run",
+            "--config",
+            &config,
+            "--events-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[("FERRY_TEST_EVENTS_TOKEN", token)],
+    );
+    wait_for_port(port, RUN_TIMEOUT, "the events listener");
+    wait_until(RUN_TIMEOUT, "the first iteration", || async {
+        history(&env.redis, &env.ns, "hook").await.len() == 1
+    })
+    .await;
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let client = env.src.client();
+    let key = "dir/a b+c.txt";
+    put(&client, &src, key, b"one").await;
+    let body = event("ObjectCreated:Put", &src, "dir/a+b%2Bc.txt", "0A");
+
+    // Refused: nothing enqueued.
+    assert_eq!(post(port, "/events/hook", &[], body.as_bytes()).0, 401);
+    let wrong = [("Authorization", "Bearer nope")];
+    assert_eq!(post(port, "/events/hook", &wrong, body.as_bytes()).0, 401);
+    let (code, why) = post(port, "/events/nosuch", &auth, body.as_bytes());
+    assert_eq!(code, 404, "{why}");
+    let (code, why) = post(port, "/events/hook", &auth, b"{\"hello\": 1}");
+    assert_eq!(code, 400);
+    assert!(why.contains("neither S3 event records"), "{why}");
+    let big = vec![b' '; 2 * 1024 * 1024];
+    assert_eq!(post(port, "/events/hook", &auth, &big).0, 413);
+    assert_eq!(events_record(&env, "hook").await.get("planned"), None);
+    assert!(list_keys(&env.dst.client(), &dst).await.is_empty());
+
+    // A direct post: the URL-encoded key, decoded, is copied.
+    let (code, out) = post(port, "/events/hook", &auth, body.as_bytes());
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(tally(&out)["enqueued"], 1, "{out}");
+    wait_until(RUN_TIMEOUT, "the direct event's copy", || {
+        has(&env, &dst, key, b"one")
+    })
+    .await;
+    // The same again: a duplicate, dropped.
+    let (code, out) = post(port, "/events/hook", &auth, body.as_bytes());
+    assert_eq!(
+        (code, tally(&out)["stale"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
+
+    // An older sequencer after a newer one: ignored, the replica stays at what it was.
+    put(&client, &src, key, b"two").await;
+    let older = event("ObjectCreated:Put", &src, "dir/a+b%2Bc.txt", "09FF");
+    let (_, out) = post(port, "/events/hook", &auth, older.as_bytes());
+    assert_eq!(tally(&out)["stale"], 1, "{out}");
+    assert_eq!(tally(&out)["enqueued"], 0, "{out}");
+    let newer = event("ObjectCreated:Put", &src, "dir/a+b%2Bc.txt", "0A01");
+    let (_, out) = post(port, "/events/hook", &auth, newer.as_bytes());
+    assert_eq!(tally(&out)["enqueued"], 1, "{out}");
+    wait_until(RUN_TIMEOUT, "the newer event's copy", || {
+        has(&env, &dst, key, b"two")
+    })
+    .await;
+
+    // Another bucket's event is counted and dropped.
+    let other = event("ObjectCreated:Put", "another-bucket", "x", "01");
+    let (_, out) = post(port, "/events/hook", &auth, other.as_bytes());
+    assert_eq!(tally(&out)["ignored"], 1, "{out}");
+
+    // Wrapped in an SNS envelope, with the token as Basic auth's password (as SNS sends a
+    // URL's user:password).
+    put(&client, &src, "sns/k", b"wrapped").await;
+    let inner = event("ObjectCreated:Put", &src, "sns/k", "01");
+    let wrapped = serde_json::json!({"Type": "Notification", "Message": inner}).to_string();
+    let basic = format!("Basic {}", base64_encode(format!("sns:{token}").as_bytes()));
+    let (code, out) = post(
+        port,
+        "/events/hook",
+        &[("Authorization", basic.as_str())],
+        wrapped.as_bytes(),
+    );
+    assert_eq!(
+        (code, tally(&out)["enqueued"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
+    wait_until(RUN_TIMEOUT, "the SNS event's copy", || {
+        has(&env, &dst, "sns/k", b"wrapped")
+    })
+    .await;
+
+    // A subscription confirmation: its SubscribeURL is fetched.
+    let confirmations = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let confirm_url = format!(
+        "http://{}/confirm?Token=abc",
+        confirmations.local_addr().unwrap()
+    );
+    let confirmed = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = confirmations.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let confirmation = serde_json::json!({"Type": "SubscriptionConfirmation",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Token": "abc",
+        "SubscribeURL": confirm_url})
+    .to_string();
+    let header = bearer.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        post(
+            port,
+            "/events/hook",
+            &[("Authorization", header.as_str())],
+            confirmation.as_bytes(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{out}");
+    let request = tokio::time::timeout(Duration::from_secs(10), confirmed)
+        .await
+        .expect("SubscribeURL fetched")
+        .unwrap();
+    assert!(request.starts_with("GET /confirm?Token=abc "), "{request}");
+
+    // A real SNS HTTP subscription from moto: the bucket notifies a topic, the topic posts.
+    put_through_sns(&env, &src, port, token).await;
+    wait_until(RUN_TIMEOUT, "the SNS subscription's copy", || {
+        has(&env, &dst, "via-sns/real", b"real")
+    })
+    .await;
+
+    let record = events_record(&env, "hook").await;
+    assert_eq!(record.get("copied"), Some(&4), "{record:?}");
+    assert_eq!(history(&env.redis, &env.ns, "hook").await, vec![1]);
+    run.sigterm();
+    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+}
+
+/// Subscribes the webhook (with the token in the URL) to a moto SNS topic the source bucket
+/// notifies, then puts `via-sns/real`.
+async fn put_through_sns(env: &Env, bucket: &str, port: u16, token: &str) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
+    let sns_topic = sns_call(
+        env,
+        &[("Action", "CreateTopic"), ("Name", &unique("topic"))],
+        "TopicArn",
+    )
+    .await;
+    let endpoint = format!("http://sns:{token}@127.0.0.1:{port}/events/hook");
+    sns_call(
+        env,
+        &[
+            ("Action", "Subscribe"),
+            ("TopicArn", &sns_topic),
+            ("Protocol", "http"),
+            ("Endpoint", &endpoint),
+        ],
+        "SubscriptionArn",
+    )
+    .await;
+    env.src
+        .client()
+        .put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .topic_configurations(
+                    TopicConfiguration::builder()
+                        .topic_arn(sns_topic)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("notifying the topic");
+    put(&env.src.client(), bucket, "via-sns/real", b"real").await;
+}
+
+/// One call of moto's SNS query API (no SNS SDK needed); returns the text of `<field>`.
+async fn sns_call(env: &Env, params: &[(&str, &str)], field: &str) -> String {
+    let body: String = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let port = env.src.url().rsplit(':').next().unwrap().parse().unwrap();
+    let auth = "AWS4-HMAC-SHA256 Credential=testing/20261202/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0";
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        post(
+            port,
+            "/",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Authorization", auth),
+            ],
+            body.as_bytes(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{out}");
+    let open = format!("<{field}>");
+    let start = out.find(&open).unwrap_or_else(|| panic!("{out}")) + open.len();
+    let end = out[start..].find('<').unwrap() + start;
+    out[start..end].to_string()
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_events_remove_only_managed_objects_and_only_with_delete_on_moto() {
+    let env = Env::start_on("ev-del", S3Server::moto(), S3Server::moto());
+    let (src_a, dst_a) = env.bucket_pair().await;
+    let (src_b, dst_b) = env.bucket_pair().await;
+    let rule = |name: &str, delete: bool, s: &str, d: &str| {
+        format!(
+            "[[rules]]\nname = \"{name}\"\ninterval = \"1h\"\ndelete = {delete}\n\
+             events = {{ webhook = true }}\n\
+             source = {{ endpoint = \"src\", bucket = \"{s}\" }}\n\
+             destination = {{ endpoint = \"dst\", bucket = \"{d}\" }}\n\n"
+        )
+    };
+    let config = env.write_config(
+        "ferry.toml",
+        &(rule("deleting", true, &src_a, &dst_a) + &rule("keeping", false, &src_b, &dst_b)),
+    );
+    let port = free_port();
+    let mut run = spawn_ferry(
+        env.dir.path(),
+        "run",
+        &[
+            "run",
+            "--config",
+            &config,
+            "--events-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    wait_for_port(port, RUN_TIMEOUT, "the events listener");
+    let (src, dst) = (env.src.client(), env.dst.client());
+    for (rule, s, d) in [("deleting", &src_a, &dst_a), ("keeping", &src_b, &dst_b)] {
+        wait_until(RUN_TIMEOUT, "the first iteration", || async {
+            history(&env.redis, &env.ns, rule).await.len() == 1
+        })
+        .await;
+        put(&src, s, "managed", b"m").await;
+        let created = event("ObjectCreated:Put", s, "managed", "01");
+        let path = format!("/events/{rule}");
+        assert_eq!(post(port, &path, &[], created.as_bytes()).0, 200);
+        wait_until(RUN_TIMEOUT, "the copy", || async {
+            list_keys(&dst, d).await.iter().any(|k| k.0 == "managed")
+        })
+        .await;
+        // Someone else's object at the destination, never ferry's.
+        put(&dst, d, "unmanaged", b"u").await;
+        src.delete_object()
+            .bucket(s)
+            .key("managed")
+            .send()
+            .await
+            .unwrap();
+        for key in ["managed", "unmanaged"] {
+            let removed = event("ObjectRemoved:Delete", s, key, "02");
+            let (code, out) = post(port, &path, &[], removed.as_bytes());
+            assert_eq!(code, 200, "{out}");
+        }
+    }
+    wait_until(RUN_TIMEOUT, "the managed replica deleted", || async {
+        list_keys(&dst, &dst_a)
+            .await
+            .iter()
+            .all(|k| k.0 != "managed")
+    })
+    .await;
+    let names = |v: Vec<(String, String, i64)>| v.into_iter().map(|k| k.0).collect::<Vec<_>>();
+    assert_eq!(names(list_keys(&dst, &dst_a).await), vec!["unmanaged"]);
+    let record = events_record(&env, "keeping").await;
+    wait_until(RUN_TIMEOUT, "the keeping rule's events settled", || async {
+        let r = events_record(&env, "keeping").await;
+        r.get("planned") == r.get("done")
+    })
+    .await;
+    assert_eq!(
+        names(list_keys(&dst, &dst_b).await),
+        vec!["managed", "unmanaged"],
+        "{record:?}"
+    );
+    assert_eq!(
+        events_record(&env, "deleting").await.get("deleted"),
+        Some(&1)
+    );
+    assert_eq!(events_record(&env, "keeping").await.get("deleted"), None);
+    run.sigterm();
+    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missed_event_is_caught_by_the_next_iteration_and_counted_on_moto() {
+    let env = Env::start_on("ev-miss", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let rule = format!(
+        "[[rules]]\nname = \"miss\"\ninterval = \"14s\"\nevents = {{ webhook = true }}\n\
+         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
+         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
+    );
+    let config = env.write_config("ferry.toml", &rule);
+    let port = free_port();
+    let mut run = spawn_ferry(
+        env.dir.path(),
+        "run",
+        &[
+            "run",
+            "--config",
+            &config,
+            "--events-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    wait_for_port(port, RUN_TIMEOUT, "the events listener");
+    wait_until(RUN_TIMEOUT, "the first iteration", || async {
+        history(&env.redis, &env.ns, "miss").await.len() == 1
+    })
+    .await;
+    let client = env.src.client();
+    // One change announced, one not.
+    put(&client, &src, "announced", b"a").await;
+    let created = event("ObjectCreated:Put", &src, "announced", "01");
+    assert_eq!(post(port, "/events/miss", &[], created.as_bytes()).0, 200);
+    put(&client, &src, "unannounced", b"u").await;
+    wait_until(RUN_TIMEOUT, "the announced copy", || {
+        has(&env, &dst, "announced", b"a")
+    })
+    .await;
+    wait_until(Duration::from_secs(90), "the second iteration", || async {
+        history(&env.redis, &env.ns, "miss").await.len() >= 2
+    })
+    .await;
+    assert!(has(&env, &dst, "unannounced", b"u").await);
+    let second = iteration_record(&env.redis, &env.ns, "miss", 2).await;
+    assert_eq!(second.get("missed"), Some(&1), "{second:?}");
+    assert_eq!(second.get("copied"), Some(&1), "{second:?}");
+    let (code, out, _) = ferry_output(&["status", "--config", &config]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("missed events: 1 found by the last iteration"),
+        "{out}"
+    );
+    run.sigterm();
+    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_killed_holding_received_events_loses_none_on_moto() {
+    let env = Env::start_on("ev-kill", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let queue = notify_sqs(&env.src, &src, 3).await;
+    // The coordinator reaches the source through a proxy that holds its HEADs: it has
+    // received the events and not enqueued them when it is killed.
+    let proxy = FaultProxy::start(&env.src.authority()).await.unwrap();
+    proxy.set_rules(vec![ProxyRule::new(
+        "hold-heads",
+        Match {
+            method: Some("HEAD".into()),
+            ..Match::default()
+        },
+        Action::Hold,
+    )]);
+    let rule = format!(
+        "[[rules]]\nname = \"kill\"\ninterval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}\n\
+         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
+         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
+    );
+    let config = env.write_config_at(
+        "ferry.toml",
+        &format!("http://{}", proxy.addr()),
+        &env.dst.url(),
+        &rule,
+    );
+    let mut worker = spawn_ferry(env.dir.path(), "worker", &["worker", "--config", &config]);
+    let mut coordinator = spawn_ferry(
+        env.dir.path(),
+        "coordinator-1",
+        &["coordinator", "--config", &config],
+    );
+    wait_until(RUN_TIMEOUT, "the first iteration", || async {
+        history(&env.redis, &env.ns, "kill").await.len() == 1
+    })
+    .await;
+    let client = env.src.client();
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        put(&client, &src, key, key.as_bytes()).await;
+    }
+    wait_until(RUN_TIMEOUT, "the coordinator deciding an event", || async {
+        proxy.events().iter().any(|e| e.method == "HEAD")
+    })
+    .await;
+    coordinator.kill9();
+    assert!(list_keys(&env.dst.client(), &dst).await.is_empty());
+    assert_eq!(events_record(&env, "kill").await.get("planned"), None);
+    // The dead coordinator's HEADs go on (and nowhere), and nothing is held any more.
+    proxy.clear();
+    proxy.release_held();
+    let mut coordinator = spawn_ferry(
+        env.dir.path(),
+        "coordinator-2",
+        &["coordinator", "--config", &config],
+    );
+    wait_until(
+        RUN_TIMEOUT,
+        "every event redelivered and copied",
+        || async { list_keys(&env.dst.client(), &dst).await.len() == keys.len() },
+    )
+    .await;
+    for key in &keys {
+        assert_eq!(bytes(&env.dst.client(), &dst, key).await, key.as_bytes());
+    }
+    wait_until(RUN_TIMEOUT, "every message deleted", || async {
+        queued_messages(&env.src, &queue).await == 0
+    })
+    .await;
+    let record = events_record(&env, "kill").await;
+    assert_eq!(record.get("copied"), Some(&5), "{record:?}");
+    assert_eq!(history(&env.redis, &env.ns, "kill").await, vec![1]);
+    coordinator.sigterm();
+    worker.sigterm();
+    coordinator
+        .wait_timeout(RUN_TIMEOUT)
+        .expect("the coordinator stops");
+    worker.wait_timeout(RUN_TIMEOUT).expect("the worker stops");
+}
