@@ -163,7 +163,15 @@ async fn has(env: &Env, bucket: &str, key: &str, body: &[u8]) -> bool {
 async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
     let env = Env::start_on("ev-sqs", S3Server::moto(), S3Server::moto());
     let (src, dst) = env.bucket_pair().await;
-    let queue = notify_sqs(&env.src, &src, 30).await;
+    let queue = notify_sqs(&env.src, &src, 2).await;
+    // A poison message: counted as invalid, logged once, deleted after 3 deliveries.
+    sqs(&env.src)
+        .send_message()
+        .queue_url(&queue)
+        .message_body("this is not an event")
+        .send()
+        .await
+        .expect("sending a poison message");
     let rule = format!(
         "[[rules]]\nname = \"ev\"\ninterval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}\n\
          source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
@@ -216,6 +224,18 @@ async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(enqueued, 20.0, "{text}");
+    let invalid: Vec<_> = samples(&text, "ferry_events_total")
+        .into_iter()
+        .filter(|(l, _)| l.contains("outcome=\"invalid\""))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(invalid, vec![1.0], "{text}");
+    assert_eq!(
+        run.log_text()
+            .matches("an SQS message that is not an S3 event")
+            .count(),
+        1
+    );
     let lags = samples(&text, "ferry_event_lag_seconds_count");
     assert_eq!(lags.iter().map(|(_, v)| v).sum::<f64>(), 20.0, "{text}");
     let (code, out, _) = ferry_output(&["status", "--config", &config]);
@@ -492,8 +512,8 @@ fn base64_encode(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn delete_events_remove_only_managed_objects_and_only_with_delete_on_moto() {
-    let env = Env::start_on("ev-del", S3Server::moto(), S3Server::moto());
+async fn delete_events_remove_only_managed_objects_and_only_with_delete_to_garage() {
+    let env = Env::start_on("ev-del", S3Server::moto(), S3Server::garage());
     let (src_a, dst_a) = env.bucket_pair().await;
     let (src_b, dst_b) = env.bucket_pair().await;
     let rule = |name: &str, delete: bool, s: &str, d: &str| {

@@ -225,3 +225,49 @@ fn a_missing_file_is_a_configuration_error() {
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read the config file"), "{stderr}");
 }
+
+#[test]
+fn bad_events_settings_are_rejected_with_where_and_why() {
+    let sides = "source = { endpoint = \"east\", bucket = \"photos\" }\n\
+                 destination = { endpoint = \"west\", bucket = \"photos-dr\" }";
+    for (events, expected) in [
+        (
+            "events = { sqs = \"queue\", webhook = true }",
+            "rules[0] (a).events: give one source of events",
+        ),
+        ("events = { }", "rules[0] (a).events: needs sqs = \"QUEUE_URL\" or webhook = true"),
+        (
+            "events = { sqs = \"queue\" }",
+            "rules[0] (a).events.sqs: \"queue\" is not an SQS queue URL",
+        ),
+        (
+            "events = { sqs = \"https://sqs.us-east-1.amazonaws.com/1/q\", endpoint = \"nowhere\" }",
+            "rules[0] (a).events.endpoint: unknown endpoint \"nowhere\"",
+        ),
+        (
+            "events = { webhook = true, endpoint = \"east\" }",
+            "rules[0] (a).events.endpoint: only applies with sqs",
+        ),
+        (
+            "events = { webhook = true, queue = 1 }",
+            "rules[0] (a).events.queue: unknown key",
+        ),
+        (
+            "events = { webhook = true }\nevents_token_env = \"FERRY_TEST_UNSET_TOKEN\"",
+            "rules[0] (a).events_token_env: environment variable FERRY_TEST_UNSET_TOKEN is not set",
+        ),
+        (
+            "events_token_env = \"HOME\"",
+            "rules[0] (a).events_token_env: only applies with events = { webhook = true }",
+        ),
+    ] {
+        let (code, out) = validate(&rule(&format!("name = \"a\"\n{events}\n{sides}")));
+        assert_eq!(code, 2, "{events}: {out}");
+        assert!(out.contains(expected), "{events}: expected {expected:?} in {out}");
+    }
+    let ok = rule(&format!(
+        "name = \"a\"\nevents = {{ sqs = \"https://sqs.us-east-1.amazonaws.com/1/q\" }}\n{sides}"
+    ));
+    let (code, out) = validate(&ok);
+    assert_eq!(code, 0, "{out}");
+}
