@@ -666,6 +666,79 @@ async fn a_former_leader_is_fenced_off_every_coordinator_write(backend: Backend)
     drop(now);
 }
 
+async fn events_apply_their_sequencer_and_task_at_once_and_measure_the_lag(backend: Backend) {
+    use ferry_common::queue::{EVENTS_ITERATION, EventApplied, EventTask};
+    let q = backend.queue().await;
+    let now = q.redis_time_ms().await.unwrap();
+    let event = |key: &str, seq: Option<&str>, with_task: bool| EventTask {
+        key: key.into(),
+        sequencer: seq.map(str::to_string),
+        time_ms: now - 1500,
+        task: with_task.then(|| (5, task(key, 3))),
+    };
+    let applied = q
+        .apply_events(
+            "r",
+            &[
+                event("a", Some("0A"), true),
+                // the same event again in the same batch: a duplicate
+                event("a", Some("0A"), true),
+                // an older one, right-padded: 09FF < 0A00
+                event("a", Some("09FF"), true),
+                event("b", Some("01"), false),
+                event("c", None, true),
+            ],
+        )
+        .await
+        .unwrap();
+    use EventApplied::*;
+    assert_eq!(applied, vec![Enqueued, Stale, Stale, Recorded, Enqueued]);
+    let held = q.applied_sequencers("r", &["a", "b", "c"]).await.unwrap();
+    assert_eq!(held, vec![Some("0A".into()), Some("01".into()), None]);
+    // A newer one after all that, in a later batch.
+    assert_eq!(
+        q.apply_events("r", &[event("a", Some("0A01"), true)])
+            .await
+            .unwrap(),
+        vec![Enqueued]
+    );
+    let claimed = q.claim("r", "w", LEASE, (10, 0), 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    for c in &claimed {
+        assert_eq!(c.id.iteration(), EVENTS_ITERATION);
+        assert_eq!(
+            c.id.enqueued_ms(),
+            Some(now - 1500),
+            "the id carries the event's time"
+        );
+        assert!(
+            q.ack("w", c, Counted::Copied, 3, &LedgerOp::None)
+                .await
+                .unwrap()
+        );
+    }
+    let record = q.events_record("r").await.unwrap();
+    assert_eq!(
+        (record.tasks.planned, record.tasks.done, record.tasks.copied),
+        (3, 3, 3)
+    );
+    assert_eq!(record.lag_bands.iter().sum::<u64>(), 3);
+    assert_eq!(
+        record.lag_bands[1], 3,
+        "1.5 s lags fall within 5 s: {record:?}"
+    );
+    assert!((1500..5000).contains(&record.lag_max_ms), "{record:?}");
+    // No iteration is touched, and forgetting old sequencers makes nothing stale.
+    assert_eq!(q.latest_iteration("r").await.unwrap(), None);
+    assert_eq!(q.prune_sequencers("r", now + 60_000).await.unwrap(), 2);
+    assert_eq!(
+        q.apply_events("r", &[event("a", Some("01"), false)])
+            .await
+            .unwrap(),
+        vec![Recorded]
+    );
+}
+
 /// Runs each named contract test once per backend: `redis::NAME` and `embedded::NAME`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -702,4 +775,5 @@ contract!(
     a_plan_batch_enqueues_counts_and_checkpoints_atomically,
     one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out,
     a_former_leader_is_fenced_off_every_coordinator_write,
+    events_apply_their_sequencer_and_task_at_once_and_measure_the_lag,
 );

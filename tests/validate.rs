@@ -235,7 +235,10 @@ fn bad_events_settings_are_rejected_with_where_and_why() {
             "events = { sqs = \"queue\", webhook = true }",
             "rules[0] (a).events: give one source of events",
         ),
-        ("events = { }", "rules[0] (a).events: needs sqs = \"QUEUE_URL\" or webhook = true"),
+        (
+            "events = { }",
+            "rules[0] (a).events: needs sqs = \"QUEUE_URL\" or webhook = true",
+        ),
         (
             "events = { sqs = \"queue\" }",
             "rules[0] (a).events.sqs: \"queue\" is not an SQS queue URL",
@@ -263,7 +266,10 @@ fn bad_events_settings_are_rejected_with_where_and_why() {
     ] {
         let (code, out) = validate(&rule(&format!("name = \"a\"\n{events}\n{sides}")));
         assert_eq!(code, 2, "{events}: {out}");
-        assert!(out.contains(expected), "{events}: expected {expected:?} in {out}");
+        assert!(
+            out.contains(expected),
+            "{events}: expected {expected:?} in {out}"
+        );
     }
     let ok = rule(&format!(
         "name = \"a\"\nevents = {{ sqs = \"https://sqs.us-east-1.amazonaws.com/1/q\" }}\n{sides}"

@@ -262,7 +262,10 @@ mod tests {
         assert_eq!(r.sequencer.as_deref(), Some("0055AED6DCD90281E5"));
         assert_eq!(r.time_ms, Some(1_796_224_935_123));
         // moto writes microseconds and no zone.
-        assert_eq!(parse_time("2026-12-02T15:22:15.123456"), Some(1_796_224_935_123));
+        assert_eq!(
+            parse_time("2026-12-02T15:22:15.123456"),
+            Some(1_796_224_935_123)
+        );
     }
 
     #[test]

@@ -254,3 +254,62 @@ fn present(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_common::config::Config;
+
+    fn rule(prefixes: &str) -> Rule {
+        let config = Config::from_toml(&format!(
+            "[endpoints.a]\nregion = \"us-east-1\"\n[endpoints.b]\nregion = \"us-east-1\"\n\
+             [[rules]]\nname = \"r\"\nevents = {{ webhook = true }}\n\
+             source = {{ endpoint = \"a\", bucket = \"photos\", prefixes = [{prefixes}] }}\n\
+             destination = {{ endpoint = \"b\", bucket = \"copy\" }}\n"
+        ))
+        .expect("a valid config");
+        config.rules[0].clone()
+    }
+
+    fn record(bucket: &str, key: &str, kind: EventKind) -> EventRecord {
+        EventRecord {
+            bucket: bucket.into(),
+            key: key.into(),
+            kind,
+            name: String::new(),
+            size: None,
+            etag: None,
+            sequencer: None,
+            time_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_the_rules_bucket_prefixes_and_kinds_concern_it() {
+        let r = rule("\"2024/\", \"2025/\"");
+        assert!(concerns(
+            &r,
+            &record("photos", "2024/a", EventKind::Created)
+        ));
+        assert!(concerns(
+            &r,
+            &record("photos", "2025/b", EventKind::Removed)
+        ));
+        assert!(!concerns(
+            &r,
+            &record("photos", "2023/a", EventKind::Created)
+        ));
+        assert!(!concerns(
+            &r,
+            &record("other", "2024/a", EventKind::Created)
+        ));
+        assert!(!concerns(&r, &record("photos", "2024/a", EventKind::Other)));
+        assert_eq!(prefix_of(&r, "2025/x/y"), "2025/");
+        let whole = rule("");
+        assert!(concerns(
+            &whole,
+            &record("photos", "any", EventKind::Created)
+        ));
+        assert_eq!(prefix_of(&whole, "any"), "");
+    }
+}

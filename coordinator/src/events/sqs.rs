@@ -44,7 +44,12 @@ pub async fn follow_queue(ctx: Context, rule: Rule) {
         return;
     };
     let shared = sdk_config(&endpoint).await;
-    let mut builder = aws_sdk_sqs::config::Builder::from(&shared);
+    // A long poll answers within WAIT_SECONDS; one that does not is given up and retried.
+    let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(WAIT_SECONDS as u64 + 15))
+        .build();
+    let mut builder = aws_sdk_sqs::config::Builder::from(&shared).timeout_config(timeouts);
     if let Some(url) = &endpoint.url {
         builder = builder.endpoint_url(url);
     }
