@@ -23,10 +23,8 @@ import re
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,31 +33,12 @@ from pathlib import Path
 
 import boto3
 
+from bench import free_port, log, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 FERRY = Path(os.environ.get("FERRY_BIN", ROOT / "target" / "release" / "ferry"))
 CREDS = dict(region_name="us-east-1", aws_access_key_id="testing",
              aws_secret_access_key="testing")
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"bench: {what} did not open port {port} within {timeout}s")
 
 
 def cpu_seconds(pid):

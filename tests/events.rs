@@ -147,6 +147,55 @@ fn tally(body: &str) -> serde_json::Value {
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{body:?}: {e}"))
 }
 
+/// `ferry run` on `config` with the events listener and metrics on free ports (and `vars`
+/// in its environment), once every rule of `rules` has finished its first iteration.
+struct Running {
+    proc: Proc,
+    port: u16,
+    metrics: u16,
+}
+
+impl Running {
+    async fn start(env: &Env, config: &str, rules: &[&str], vars: &[(&str, &str)]) -> Running {
+        let (port, metrics) = (free_port(), free_port());
+        let (listen, serve) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{metrics}"));
+        let proc = spawn_logged_with(
+            std::path::Path::new(ferry_bin()),
+            env.dir.path(),
+            "run",
+            &[
+                "run",
+                "--config",
+                config,
+                "--events-listen",
+                &listen,
+                "--metrics-listen",
+                &serve,
+            ],
+            vars,
+        );
+        wait_for_port(port, RUN_TIMEOUT, "the events listener");
+        for rule in rules {
+            wait_until(RUN_TIMEOUT, "the first iteration", || async {
+                history(&env.redis, &env.ns, rule).await.len() == 1
+            })
+            .await;
+        }
+        Running {
+            proc,
+            port,
+            metrics,
+        }
+    }
+
+    fn stop(mut self) {
+        self.proc.sigterm();
+        self.proc
+            .wait_timeout(RUN_TIMEOUT)
+            .expect("ferry run stops");
+    }
+}
+
 async fn events_record(env: &Env, rule: &str) -> std::collections::HashMap<String, u64> {
     iteration_record(&env.redis, &env.ns, rule, 0).await
 }
@@ -172,30 +221,9 @@ async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
         .send()
         .await
         .expect("sending a poison message");
-    let rule = format!(
-        "[[rules]]\nname = \"ev\"\ninterval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}\n\
-         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
-         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
-    );
-    let config = env.write_config("ferry.toml", &rule);
-    let metrics = free_port();
-    let mut run = spawn_ferry(
-        env.dir.path(),
-        "run",
-        &[
-            "run",
-            "--config",
-            &config,
-            "--workers",
-            "2",
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics}"),
-        ],
-    );
-    wait_until(RUN_TIMEOUT, "the first iteration", || async {
-        history(&env.redis, &env.ns, "ev").await.len() == 1
-    })
-    .await;
+    let events = format!("interval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}");
+    let config = env.write_config("ferry.toml", &rule_toml("ev", &src, &dst, &events));
+    let run = Running::start(&env, &config, &["ev"], &[]).await;
     let client = env.src.client();
     let keys: Vec<String> = (0..20).map(|i| format!("photos/{i:02} a+b%.txt")).collect();
     for key in &keys {
@@ -217,7 +245,7 @@ async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
         queued_messages(&env.src, &queue).await == 0
     })
     .await;
-    let text = scrape(metrics);
+    let text = scrape(run.metrics);
     let enqueued: f64 = samples(&text, "ferry_events_total")
         .iter()
         .filter(|(l, _)| l.contains("outcome=\"enqueued\""))
@@ -231,7 +259,8 @@ async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
         .collect();
     assert_eq!(invalid, vec![1.0], "{text}");
     assert_eq!(
-        run.log_text()
+        run.proc
+            .log_text()
             .matches("an SQS message that is not an S3 event")
             .count(),
         1
@@ -244,41 +273,25 @@ async fn sqs_events_are_copied_with_no_iteration_between_on_moto() {
         out.contains("events: 20 tasks, 20 done, 20 copied"),
         "{out}"
     );
-    run.sigterm();
-    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+    run.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_posts_direct_sns_tokens_keys_stale_and_duplicates_on_moto() {
     let env = Env::start_on("ev-hook", S3Server::moto(), S3Server::moto());
     let (src, dst) = env.bucket_pair().await;
-    let rule = format!(
-        "[[rules]]\nname = \"hook\"\ninterval = \"1h\"\nevents = {{ webhook = true }}\n\
-         events_token_env = \"FERRY_TEST_EVENTS_TOKEN\"\n\
-         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
-         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
-    );
-    let config = env.write_config("ferry.toml", &rule);
-    let port = free_port();
+    let events = "interval = \"1h\"\nevents = { webhook = true }\n\
+                  events_token_env = \"FERRY_TEST_EVENTS_TOKEN\"";
+    let config = env.write_config("ferry.toml", &rule_toml("hook", &src, &dst, events));
     let token = "s3cr3t-token";
-    let mut run = spawn_logged_with(
-        std::path::Path::new(ferry_bin()),
-        env.dir.path(),
-        "run",
-        &[
-            "run",
-            "--config",
-            &config,
-            "--events-listen",
-            &format!("127.0.0.1:{port}"),
-        ],
+    let run = Running::start(
+        &env,
+        &config,
+        &["hook"],
         &[("FERRY_TEST_EVENTS_TOKEN", token)],
-    );
-    wait_for_port(port, RUN_TIMEOUT, "the events listener");
-    wait_until(RUN_TIMEOUT, "the first iteration", || async {
-        history(&env.redis, &env.ns, "hook").await.len() == 1
-    })
+    )
     .await;
+    let port = run.port;
     let bearer = format!("Bearer {token}");
     let auth = [("Authorization", bearer.as_str())];
     let client = env.src.client();
@@ -405,8 +418,7 @@ async fn webhook_posts_direct_sns_tokens_keys_stale_and_duplicates_on_moto() {
     let record = events_record(&env, "hook").await;
     assert_eq!(record.get("copied"), Some(&4), "{record:?}");
     assert_eq!(history(&env.redis, &env.ns, "hook").await, vec![1]);
-    run.sigterm();
-    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+    run.stop();
 }
 
 /// Subscribes the webhook (with the token in the URL) to a moto SNS topic the source bucket
@@ -516,37 +528,18 @@ async fn delete_events_remove_only_managed_objects_and_only_with_delete_to_garag
     let env = Env::start_on("ev-del", S3Server::moto(), S3Server::garage());
     let (src_a, dst_a) = env.bucket_pair().await;
     let (src_b, dst_b) = env.bucket_pair().await;
-    let rule = |name: &str, delete: bool, s: &str, d: &str| {
-        format!(
-            "[[rules]]\nname = \"{name}\"\ninterval = \"1h\"\ndelete = {delete}\n\
-             events = {{ webhook = true }}\n\
-             source = {{ endpoint = \"src\", bucket = \"{s}\" }}\n\
-             destination = {{ endpoint = \"dst\", bucket = \"{d}\" }}\n\n"
-        )
+    let events = |delete: bool| {
+        format!("interval = \"1h\"\ndelete = {delete}\nevents = {{ webhook = true }}")
     };
     let config = env.write_config(
         "ferry.toml",
-        &(rule("deleting", true, &src_a, &dst_a) + &rule("keeping", false, &src_b, &dst_b)),
+        &(rule_toml("deleting", &src_a, &dst_a, &events(true))
+            + &rule_toml("keeping", &src_b, &dst_b, &events(false))),
     );
-    let port = free_port();
-    let mut run = spawn_ferry(
-        env.dir.path(),
-        "run",
-        &[
-            "run",
-            "--config",
-            &config,
-            "--events-listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-    );
-    wait_for_port(port, RUN_TIMEOUT, "the events listener");
+    let run = Running::start(&env, &config, &["deleting", "keeping"], &[]).await;
+    let port = run.port;
     let (src, dst) = (env.src.client(), env.dst.client());
     for (rule, s, d) in [("deleting", &src_a, &dst_a), ("keeping", &src_b, &dst_b)] {
-        wait_until(RUN_TIMEOUT, "the first iteration", || async {
-            history(&env.redis, &env.ns, rule).await.len() == 1
-        })
-        .await;
         put(&src, s, "managed", b"m").await;
         let created = event("ObjectCreated:Put", s, "managed", "01");
         let path = format!("/events/{rule}");
@@ -563,11 +556,19 @@ async fn delete_events_remove_only_managed_objects_and_only_with_delete_to_garag
             .send()
             .await
             .unwrap();
-        for key in ["managed", "unmanaged"] {
-            let removed = event("ObjectRemoved:Delete", s, key, "02");
-            let (code, out) = post(port, &path, &[], removed.as_bytes());
-            assert_eq!(code, 200, "{out}");
-        }
+        // A batch delete: one body, a record per key.
+        let records: Vec<serde_json::Value> = ["managed", "unmanaged"]
+            .iter()
+            .map(|key| {
+                let one: serde_json::Value =
+                    serde_json::from_str(&event("ObjectRemoved:Delete", s, key, "02")).unwrap();
+                one["Records"][0].clone()
+            })
+            .collect();
+        let removed = serde_json::json!({ "Records": records }).to_string();
+        let (code, out) = post(port, &path, &[], removed.as_bytes());
+        assert_eq!(code, 200, "{out}");
+        assert_eq!(tally(&out)["received"], 2, "{out}");
     }
     wait_until(RUN_TIMEOUT, "the managed replica deleted", || async {
         list_keys(&dst, &dst_a)
@@ -594,37 +595,17 @@ async fn delete_events_remove_only_managed_objects_and_only_with_delete_to_garag
         Some(&1)
     );
     assert_eq!(events_record(&env, "keeping").await.get("deleted"), None);
-    run.sigterm();
-    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+    run.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missed_event_is_caught_by_the_next_iteration_and_counted_on_moto() {
     let env = Env::start_on("ev-miss", S3Server::moto(), S3Server::moto());
     let (src, dst) = env.bucket_pair().await;
-    let rule = format!(
-        "[[rules]]\nname = \"miss\"\ninterval = \"14s\"\nevents = {{ webhook = true }}\n\
-         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
-         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
-    );
-    let config = env.write_config("ferry.toml", &rule);
-    let port = free_port();
-    let mut run = spawn_ferry(
-        env.dir.path(),
-        "run",
-        &[
-            "run",
-            "--config",
-            &config,
-            "--events-listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-    );
-    wait_for_port(port, RUN_TIMEOUT, "the events listener");
-    wait_until(RUN_TIMEOUT, "the first iteration", || async {
-        history(&env.redis, &env.ns, "miss").await.len() == 1
-    })
-    .await;
+    let events = "interval = \"14s\"\nevents = { webhook = true }";
+    let config = env.write_config("ferry.toml", &rule_toml("miss", &src, &dst, events));
+    let run = Running::start(&env, &config, &["miss"], &[]).await;
+    let port = run.port;
     let client = env.src.client();
     // One change announced, one not.
     put(&client, &src, "announced", b"a").await;
@@ -649,8 +630,7 @@ async fn a_missed_event_is_caught_by_the_next_iteration_and_counted_on_moto() {
         out.contains("missed events: 1 found by the last iteration"),
         "{out}"
     );
-    run.sigterm();
-    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+    run.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -669,11 +649,8 @@ async fn a_coordinator_killed_holding_received_events_loses_none_on_moto() {
         },
         Action::Hold,
     )]);
-    let rule = format!(
-        "[[rules]]\nname = \"kill\"\ninterval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}\n\
-         source = {{ endpoint = \"src\", bucket = \"{src}\" }}\n\
-         destination = {{ endpoint = \"dst\", bucket = \"{dst}\" }}\n"
-    );
+    let events = format!("interval = \"1h\"\nevents = {{ sqs = \"{queue}\" }}");
+    let rule = rule_toml("kill", &src, &dst, &events);
     let config = env.write_config_at(
         "ferry.toml",
         &format!("http://{}", proxy.addr()),

@@ -134,15 +134,7 @@ impl Queue {
         let mut cursor = 0u64;
         let mut pruned = 0;
         loop {
-            let (next, page): (u64, Vec<(Vec<u8>, String)>) = self
-                .query(
-                    redis::cmd("HSCAN")
-                        .arg(&key)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(500),
-                )
-                .await?;
+            let (next, page) = self.hash_page(&key, cursor).await?;
             let old: Vec<Vec<u8>> = page
                 .into_iter()
                 .filter(|(_, v)| {

@@ -134,15 +134,7 @@ impl Queue {
         let mut cursor = 0u64;
         let mut pruned = 0;
         loop {
-            let (next, page): (u64, Vec<(Vec<u8>, String)>) = self
-                .query(
-                    redis::cmd("HSCAN")
-                        .arg(rk.intents())
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(500),
-                )
-                .await?;
+            let (next, page) = self.hash_page(&rk.intents(), cursor).await?;
             let old: Vec<Vec<u8>> = page
                 .into_iter()
                 .filter(|(_, v)| parse_intents(v).iter().any(|i| i.claimed_ms < cutoff_ms))
@@ -162,6 +154,23 @@ impl Queue {
             }
             cursor = next;
         }
+    }
+
+    /// One page of a hash's fields and values (HSCAN from `cursor`), and the next cursor (0
+    /// at the end).
+    pub(super) async fn hash_page(
+        &self,
+        key: &str,
+        cursor: u64,
+    ) -> Result<(u64, Vec<(Vec<u8>, String)>), QueueError> {
+        self.query(
+            redis::cmd("HSCAN")
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(500),
+        )
+        .await
     }
 
     /// The time on Redis's clock, in ms (the clock leases and intents are measured by).
