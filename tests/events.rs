@@ -710,3 +710,30 @@ async fn a_coordinator_killed_holding_received_events_loses_none_on_moto() {
         .expect("the coordinator stops");
     worker.wait_timeout(RUN_TIMEOUT).expect("the worker stops");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_answers_only_once_its_tasks_are_in_redis_on_moto() {
+    let env = Env::start_on("ev-stop", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let events = "interval = \"1h\"\nevents = { webhook = true }";
+    let config = env.write_config("ferry.toml", &rule_toml("frozen", &src, &dst, events));
+    let run = Running::start(&env, &config, &["frozen"], &[]).await;
+    put(&env.src.client(), &src, "k", b"v").await;
+    // Redis frozen: the event cannot be enqueued, so it is not acknowledged.
+    env.redis.signal("STOP");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = run.port;
+    let body = event("ObjectCreated:Put", &src, "k", "01");
+    std::thread::spawn(move || {
+        let _ = tx.send(post(port, "/events/frozen", &[], body.as_bytes()));
+    });
+    let early = rx.recv_timeout(Duration::from_secs(3));
+    env.redis.signal("CONT");
+    assert!(early.is_err(), "answered while Redis was frozen: {early:?}");
+    let (code, out) = rx
+        .recv_timeout(RUN_TIMEOUT)
+        .expect("an answer once Redis is back");
+    assert_eq!((code, tally(&out)["enqueued"].as_u64()), (200, Some(1)), "{out}");
+    wait_until(RUN_TIMEOUT, "the copy", || has(&env, &dst, "k", b"v")).await;
+    run.stop();
+}
