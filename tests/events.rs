@@ -733,7 +733,11 @@ async fn a_webhook_answers_only_once_its_tasks_are_in_redis_on_moto() {
     let (code, out) = rx
         .recv_timeout(RUN_TIMEOUT)
         .expect("an answer once Redis is back");
-    assert_eq!((code, tally(&out)["enqueued"].as_u64()), (200, Some(1)), "{out}");
+    assert_eq!(
+        (code, tally(&out)["enqueued"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
     wait_until(RUN_TIMEOUT, "the copy", || has(&env, &dst, "k", b"v")).await;
     run.stop();
 }
