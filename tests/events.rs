@@ -741,3 +741,50 @@ async fn a_webhook_answers_only_once_its_tasks_are_in_redis_on_moto() {
     wait_until(RUN_TIMEOUT, "the copy", || has(&env, &dst, "k", b"v")).await;
     run.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_followed_on_one_machine_without_redis_on_moto() {
+    let env = Env::start_on("ev-solo", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let config = env.dir.path().join("solo.toml");
+    let text = env.src.endpoint_toml("src")
+        + &env.dst.endpoint_toml("dst")
+        + &rule_toml(
+            "solo",
+            &src,
+            &dst,
+            "interval = \"1h\"\nevents = { webhook = true }",
+        );
+    std::fs::write(&config, text).unwrap();
+    let (state, port) = (env.dir.path().join("state"), free_port());
+    let mut run = spawn_ferry(
+        env.dir.path(),
+        "run",
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--events-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+    );
+    wait_for_port(port, RUN_TIMEOUT, "the events listener");
+    put(&env.src.client(), &src, "solo/k", b"embedded").await;
+    let body = event("ObjectCreated:Put", &src, "solo/k", "01");
+    let (code, out) = post(port, "/events/solo", &[], body.as_bytes());
+    assert_eq!(
+        (code, tally(&out)["enqueued"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
+    wait_until(RUN_TIMEOUT, "the copy", || {
+        has(&env, &dst, "solo/k", b"embedded")
+    })
+    .await;
+    let (_, out) = post(port, "/events/solo", &[], body.as_bytes());
+    assert_eq!(tally(&out)["stale"], 1, "{out}");
+    run.sigterm();
+    run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
+}

@@ -137,7 +137,14 @@ fn record(r: &Value) -> Result<EventRecord, NotAnEvent> {
         .get("object")
         .ok_or_else(|| bad("s3.object is missing"))?;
     let raw_key = text(object.get("key"), "s3.object.key")?;
-    let key = decode_key(&raw_key).ok_or_else(|| {
+    // Ceph RGW sends keys as they are; AWS, MinIO and the rest URL-encode them.
+    let raw = r.get("eventSource").and_then(Value::as_str) == Some("ceph:s3");
+    let decoded = if raw {
+        Some(raw_key.clone())
+    } else {
+        decode_key(&raw_key)
+    };
+    let key = decoded.ok_or_else(|| {
         bad(format!(
             "s3.object.key {raw_key:?} is not a URL-encoded UTF-8 key"
         ))
@@ -305,6 +312,38 @@ mod tests {
         let test = serde_json::json!({"Type": "Notification",
             "Message": r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#});
         assert_eq!(parse(test.to_string().as_bytes()), Ok(Notice::Test));
+    }
+
+    #[test]
+    fn minio_and_ceph_bodies_are_read() {
+        // MinIO's webhook: top-level EventName and Key, records named with "s3:".
+        let minio = r#"{"EventName":"s3:ObjectRemoved:Delete","Key":"photos/a%20b.jpg",
+            "Records":[{"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"",
+            "eventTime":"2026-12-02T10:00:00.123Z","eventName":"s3:ObjectRemoved:Delete",
+            "userIdentity":{"principalId":"minioadmin"},"s3":{"s3SchemaVersion":"1.0",
+            "configurationId":"Config","bucket":{"name":"photos","arn":"arn:aws:s3:::photos"},
+            "object":{"key":"a%20b.jpg","sequencer":"17C2D1B8A3E2F001"}}}]}"#;
+        let r = one(minio);
+        assert_eq!(
+            (r.kind, r.key.as_str(), r.size),
+            (EventKind::Removed, "a b.jpg", None)
+        );
+        assert_eq!(r.sequencer.as_deref(), Some("17C2D1B8A3E2F001"));
+        // Ceph RGW's HTTP push: microseconds, opaque data, size as a number.
+        let ceph = r#"{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3",
+            "awsRegion":"default","eventTime":"2026-12-02T10:00:00.123456Z",
+            "eventName":"ObjectCreated:CompleteMultipartUpload","userIdentity":{"principalId":"u"},
+            "s3":{"s3SchemaVersion":"1.0","configurationId":"ferry","bucket":{"name":"photos",
+            "ownerIdentity":{"principalId":"u"},"arn":"arn:aws:s3:::photos","id":"x"},
+            "object":{"key":"dir/a+b%.bin","size":104857600,"eTag":"\"abc-2\"","versionId":"",
+            "sequencer":"F7E6D75DC742D108","metadata":[],"tags":[]}},"eventId":"1","opaqueData":""}]}"#;
+        let r = one(ceph);
+        assert_eq!(
+            (r.kind, r.size, r.etag.as_deref()),
+            (EventKind::Created, Some(104_857_600), Some("abc-2"))
+        );
+        assert_eq!(r.time_ms, Some(1_796_205_600_123));
+        assert_eq!(r.key, "dir/a+b%.bin", "Ceph's keys are not URL-encoded");
     }
 
     #[test]
