@@ -1,8 +1,10 @@
 //! ferry's benchmark tools, driven by `bench/run`: reproducible datasets ([`dataset`]), the
-//! replica check ([`verify`]) and the listing-diff benchmark ([`diff`]).
+//! replica check ([`verify`]), the listing-diff benchmark ([`diff`]) and the queue's fleet
+//! simulation ([`fleet`]).
 
 pub mod dataset;
 pub mod diff;
+pub mod fleet;
 pub mod pattern;
 pub mod verify;
 

@@ -3,7 +3,8 @@
 //!
 //! - `seed`: uploads a dataset, reproducibly, to one endpoint of a ferry config;
 //! - `verify`: checks that a destination bucket is an exact replica of a source bucket;
-//! - `diff`: benchmarks the coordinator's listing diff over synthetic keys.
+//! - `diff`: benchmarks the coordinator's listing diff over synthetic keys;
+//! - `queue`: simulates a fleet of workers against a Redis, with no S3.
 //!
 //! Each prints one JSON object on stdout.
 
@@ -68,6 +69,25 @@ enum Command {
         #[arg(long, default_value_t = 10_000_000)]
         keys: u64,
     },
+    /// Drives simulated workers' real claim, renew and ack traffic through the queue against
+    /// a Redis (no S3): tasks/s, Redis CPU per task, claim latency.
+    Queue {
+        /// The Redis to use (a private one: the simulation adds and removes its own keys).
+        #[arg(long)]
+        redis: String,
+        /// Simulated workers.
+        #[arg(long, default_value_t = 100)]
+        workers: usize,
+        /// Tasks each worker holds at most at once (a worker's free slots).
+        #[arg(long, default_value_t = 8)]
+        slots: usize,
+        /// Tasks run through the queue.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// How long a worker holds each claimed batch before acking it (simulated S3 time).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        work: std::time::Duration,
+    },
 }
 
 fn split(location: &str) -> anyhow::Result<(&str, &str)> {
@@ -121,6 +141,21 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         }
         Command::Diff { keys } => {
             println!("{}", serde_json::to_string(&diff::run(keys))?);
+            Ok(true)
+        }
+        Command::Queue {
+            redis,
+            workers,
+            slots,
+            tasks,
+            work,
+        } => {
+            anyhow::ensure!(
+                workers > 0 && slots > 0 && tasks > 0,
+                "--workers, --slots and --tasks must be above 0"
+            );
+            let report = ferry_bench::fleet::run(&redis, workers, slots, tasks, work).await?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(true)
         }
     }

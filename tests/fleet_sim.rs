@@ -1,0 +1,25 @@
+//! The fleet simulation (`ferry-bench queue`) against a real redis-server: every task is
+//! claimed, renewed and acked exactly once, and the report accounts for each round trip.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::Redis;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_simulation_runs_every_task_once_and_reports_it() {
+    let redis = Redis::start();
+    let report = ferry_bench::fleet::run(&redis.url(), 7, 4, 3000, Duration::ZERO)
+        .await
+        .expect("the simulation runs");
+    assert_eq!((report.workers, report.tasks), (7, 3000));
+    // Each task costs its ack, its share of a claim and of a renewal: more than 1, and at
+    // most 3 (one claim and one renewal for a single task), plus the empty claims at the end.
+    assert!(
+        report.round_trips_per_task > 1.0 && report.round_trips_per_task < 3.5,
+        "{report:?}"
+    );
+    assert!(report.claim_p99_ms >= report.claim_p50_ms, "{report:?}");
+    assert!(report.redis_cpu_us_per_task > 0.0, "{report:?}");
+}
