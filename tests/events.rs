@@ -788,3 +788,28 @@ async fn events_are_followed_on_one_machine_without_redis_on_moto() {
     run.sigterm();
     run.wait_timeout(RUN_TIMEOUT).expect("ferry run stops");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_event_never_undoes_a_newer_copy_by_an_iteration_on_moto() {
+    let env = Env::start_on("ev-late", S3Server::moto(), S3Server::moto());
+    let (src, dst) = env.bucket_pair().await;
+    let events = "interval = \"2s\"\nevents = { webhook = true }";
+    let config = env.write_config("ferry.toml", &rule_toml("late", &src, &dst, events));
+    let run = Running::start(&env, &config, &["late"], &[]).await;
+    let client = env.src.client();
+    put(&client, &src, "k", b"version 1").await;
+    // moto sends no sequencers: neither does this event, which is delivered late.
+    let late = event("ObjectCreated:Put", &src, "k", "");
+    put(&client, &src, "k", b"version 2").await;
+    wait_until(RUN_TIMEOUT, "an iteration copying version 2", || {
+        has(&env, &dst, "k", b"version 2")
+    })
+    .await;
+    let (code, out) = post(run.port, "/events/late", &[], late.as_bytes());
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(tally(&out)["skipped"], 1, "{out}");
+    assert_eq!(tally(&out)["enqueued"], 0, "{out}");
+    assert!(has(&env, &dst, "k", b"version 2").await);
+    assert_eq!(events_record(&env, "late").await.get("planned"), None);
+    run.stop();
+}
