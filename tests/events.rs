@@ -811,5 +811,18 @@ async fn a_late_event_never_undoes_a_newer_copy_by_an_iteration_on_moto() {
     assert_eq!(tally(&out)["enqueued"], 0, "{out}");
     assert!(has(&env, &dst, "k", b"version 2").await);
     assert_eq!(events_record(&env, "late").await.get("planned"), None);
+    // The same record twice in one body (no sequencer to tell them apart): decided once.
+    let one: serde_json::Value = serde_json::from_str(&late).unwrap();
+    let twice = serde_json::json!({"Records": [one["Records"][0], one["Records"][0]]});
+    let (code, out) = post(run.port, "/events/late", &[], twice.to_string().as_bytes());
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        (
+            tally(&out)["skipped"].as_u64(),
+            tally(&out)["stale"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{out}"
+    );
     run.stop();
 }

@@ -138,6 +138,9 @@ pub async fn apply(
             });
     tally.stale = stale.len() as u64;
     let fresh: Vec<EventRecord> = fresh.into_iter().map(|(r, _)| r).collect();
+    let before = fresh.len();
+    let fresh = newest_per_key(fresh);
+    tally.stale += (before - fresh.len()) as u64;
 
     // What each key holds now, on both sides.
     let source = ctx.stores.source(rule);
@@ -224,6 +227,27 @@ pub async fn apply(
     Ok(tally)
 }
 
+/// Of several records of one key in a batch, the newest (by sequencer; the last one when
+/// they cannot be told apart) stands for them all: one decision, one task, per key.
+fn newest_per_key(records: Vec<EventRecord>) -> Vec<EventRecord> {
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let replaces = newest.get(r.key.as_str()).is_none_or(|&j| {
+            match (&r.sequencer, &records[j].sequencer) {
+                (Some(a), Some(b)) => sequencer_cmp(a, b).is_ge(),
+                _ => true,
+            }
+        });
+        if replaces {
+            newest.insert(r.key.as_str(), i);
+        }
+    }
+    let mut kept: Vec<usize> = newest.into_values().collect();
+    kept.sort_unstable();
+    let mut records: Vec<Option<EventRecord>> = records.into_iter().map(Some).collect();
+    kept.into_iter().filter_map(|i| records[i].take()).collect()
+}
+
 /// What `key` holds on each side, as listing entries.
 async fn head_both(
     (source, source_bucket): (Arc<dyn ObjectStore>, String),
@@ -282,6 +306,29 @@ mod tests {
             sequencer: None,
             time_ms: None,
         }
+    }
+
+    #[test]
+    fn a_key_twice_in_one_batch_is_decided_once_on_its_newest_record() {
+        let with = |key: &str, seq: Option<&str>| EventRecord {
+            sequencer: seq.map(str::to_string),
+            ..record("photos", key, EventKind::Created)
+        };
+        let kept = newest_per_key(vec![
+            with("a", Some("0B")),
+            with("b", None),
+            with("a", Some("0A")),
+            with("b", None),
+            with("c", Some("01")),
+        ]);
+        let view: Vec<_> = kept
+            .iter()
+            .map(|r| (r.key.as_str(), r.sequencer.as_deref()))
+            .collect();
+        assert_eq!(
+            view,
+            vec![("a", Some("0B")), ("b", None), ("c", Some("01"))]
+        );
     }
 
     #[test]
