@@ -10,7 +10,7 @@ use harness::Redis;
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fleet_simulation_runs_every_task_once_and_reports_it() {
     let redis = Redis::start();
-    let report = ferry_bench::fleet::run(&redis.url(), 7, 4, 3000, Duration::ZERO)
+    let report = ferry_bench::fleet::run(&redis.url(), (7, 4), 3000, Duration::ZERO, false)
         .await
         .expect("the simulation runs");
     assert_eq!((report.workers, report.tasks), (7, 3000));
@@ -22,4 +22,13 @@ async fn the_fleet_simulation_runs_every_task_once_and_reports_it() {
     );
     assert!(report.claim_p99_ms >= report.claim_p50_ms, "{report:?}");
     assert!(report.redis_cpu_us_per_task > 0.0, "{report:?}");
+    // Acked in batches: one claim, one renewal and one ack per claimed batch of up to 4.
+    let batched = ferry_bench::fleet::run(&redis.url(), (7, 4), 3000, Duration::ZERO, true)
+        .await
+        .expect("the batched simulation runs");
+    assert_eq!(batched.tasks, 3000);
+    assert!(
+        batched.round_trips_per_task >= 0.75 && batched.round_trips_per_task < 1.0,
+        "{batched:?}"
+    );
 }

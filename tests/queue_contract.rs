@@ -739,6 +739,70 @@ async fn events_apply_their_sequencer_and_task_at_once_and_measure_the_lag(backe
     );
 }
 
+async fn acks_in_one_batch_are_each_fenced_by_their_own_lease(backend: Backend) {
+    use ferry_common::queue::AckItem;
+    let q = backend.queue().await;
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
+    let tasks: Vec<Task> = (0..4).map(|i| task(&format!("b{i}"), 10)).collect();
+    q.enqueue("r", n, 2, &tasks).await.unwrap();
+    let claimed = q.claim("r", "w", LEASE, (4, 0), 10).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    let entry = LedgerEntry {
+        source_etag: "e".into(),
+        size: 10,
+        source_last_modified_ms: 1,
+        destination_etag: "d".into(),
+    };
+    let item = |i: usize, token: u64| AckItem {
+        id: claimed[i].id.clone(),
+        token,
+        outcome: Counted::Copied,
+        bytes: 10,
+        ledger: LedgerOp::Put(key_of(&claimed[i]), entry.clone()),
+        upload: None,
+    };
+    // The third carries a token that is not its lease's: only it is refused.
+    let items = vec![
+        item(0, claimed[0].token),
+        item(1, claimed[1].token),
+        item(2, claimed[2].token + 1000),
+        item(3, claimed[3].token),
+    ];
+    assert_eq!(
+        q.ack_many("w", "r", &items).await.unwrap(),
+        vec![true, true, false, true]
+    );
+    // Acked again: the leases are gone, nothing is counted twice.
+    assert_eq!(
+        q.ack_many("w", "r", &items[..2]).await.unwrap(),
+        vec![false, false]
+    );
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!(
+        (record.done, record.copied, record.copied_bytes),
+        (3, 3, 30)
+    );
+    let keys: Vec<String> = claimed.iter().map(key_of).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let written: Vec<bool> = entries(&q, &refs)
+        .await
+        .iter()
+        .map(Option::is_some)
+        .collect();
+    assert_eq!(written, vec![true, true, false, true]);
+    assert!(q.ack_many("w", "r", &[]).await.unwrap().is_empty());
+}
+
+fn key_of(c: &ferry_common::queue::Claimed) -> String {
+    match c.task.as_ref().unwrap() {
+        Task::CopyObject { source, .. } => source.key.clone(),
+        other => panic!("unexpected task {other:?}"),
+    }
+}
+
 /// Runs each named contract test once per backend: `redis::NAME` and `embedded::NAME`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -776,4 +840,5 @@ contract!(
     one_coordinator_leads_a_rule_until_it_releases_or_its_lease_runs_out,
     a_former_leader_is_fenced_off_every_coordinator_write,
     events_apply_their_sequencer_and_task_at_once_and_measure_the_lag,
+    acks_in_one_batch_are_each_fenced_by_their_own_lease,
 );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ferry_common::config::RedisConfig;
 use ferry_common::queue::{
-    Counted, LeaderToken, LedgerOp, Persistence, PlanBatch, Queue, WorkerQueue,
+    AckItem, Counted, LeaderToken, LedgerOp, Persistence, PlanBatch, Queue, WorkerQueue,
 };
 use ferry_common::shard::SHARDS;
 use ferry_common::task::{Expected, ObjectVersion, Task};
@@ -25,6 +25,8 @@ pub struct FleetReport {
     pub workers: usize,
     /// Tasks each worker holds at most at once.
     pub slots: usize,
+    /// Whether each claimed batch was acked in one round trip (`ack_many`), as workers do.
+    pub batch_acks: bool,
     /// Tasks run through the queue.
     pub tasks: u64,
     /// From the first claim to the last ack.
@@ -67,13 +69,14 @@ async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resu
 
 /// Enqueues `tasks` tasks, then runs `workers` simulated workers until every one is acked.
 /// Each worker claims up to `slots` tasks, renews their leases once (as a worker does for a
-/// task that outlives a third of its lease), holds them for `work`, and acks each.
+/// task that outlives a third of its lease), holds them for `work`, and acks them: each on
+/// its own, or with `batch_acks` all in one round trip.
 pub async fn run(
     url: &str,
-    workers: usize,
-    slots: usize,
+    (workers, slots): (usize, usize),
     tasks: u64,
     work: Duration,
+    batch_acks: bool,
 ) -> anyhow::Result<FleetReport> {
     let namespace = format!("fleet-sim-{}", std::process::id());
     let queue = Queue::connect(
@@ -113,10 +116,11 @@ pub async fn run(
         .map(|w| {
             let (queue, acked, trips) = (queue.clone(), acked.clone(), trips.clone());
             tokio::spawn(async move {
+                let id = format!("sim-{w}");
                 simulate(
                     &queue,
-                    &format!("sim-{w}"),
-                    slots,
+                    &id,
+                    (slots, batch_acks),
                     work,
                     tasks,
                     (&acked, &trips),
@@ -149,6 +153,7 @@ pub async fn run(
     Ok(FleetReport {
         workers,
         slots,
+        batch_acks,
         tasks,
         seconds,
         tasks_per_second: tasks as f64 / seconds,
@@ -163,7 +168,7 @@ pub async fn run(
 async fn simulate(
     queue: &Queue,
     id: &str,
-    slots: usize,
+    (slots, batch_acks): (usize, bool),
     work: Duration,
     total: u64,
     (acked, trips): (&AtomicU64, &AtomicU64),
@@ -192,13 +197,31 @@ async fn simulate(
         if !work.is_zero() {
             tokio::time::sleep(work).await;
         }
-        let acks = claimed
-            .iter()
-            .map(|c| queue.ack(id, c, Counted::Copied, 4096, &LedgerOp::None));
-        for ok in futures::future::join_all(acks).await {
-            anyhow::ensure!(ok?, "{id} lost a lease before its ack");
-        }
-        trips.fetch_add(claimed.len() as u64, Ordering::Relaxed);
+        let done: Vec<bool> = if batch_acks {
+            let items: Vec<AckItem> = claimed
+                .iter()
+                .map(|c| AckItem {
+                    id: c.id.clone(),
+                    token: c.token,
+                    outcome: Counted::Copied,
+                    bytes: 4096,
+                    ledger: LedgerOp::None,
+                    upload: None,
+                })
+                .collect();
+            trips.fetch_add(1, Ordering::Relaxed);
+            queue.ack_many(id, RULE, &items).await?
+        } else {
+            let acks = claimed
+                .iter()
+                .map(|c| queue.ack(id, c, Counted::Copied, 4096, &LedgerOp::None));
+            trips.fetch_add(claimed.len() as u64, Ordering::Relaxed);
+            futures::future::join_all(acks)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?
+        };
+        anyhow::ensure!(done.iter().all(|d| *d), "{id} lost a lease before its ack");
         acked.fetch_add(claimed.len() as u64, Ordering::Relaxed);
     }
     Ok(latencies)

@@ -87,6 +87,9 @@ enum Command {
         /// How long a worker holds each claimed batch before acking it (simulated S3 time).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         work: std::time::Duration,
+        /// Ack each claimed batch in one round trip, as workers do (else one per task).
+        #[arg(long)]
+        batch_acks: bool,
     },
 }
 
@@ -135,7 +138,8 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         } => {
             let ((se, sb), (de, db)) = (split(&source)?, split(&destination)?);
             let stores = stores(&config, &[se, de]).await?;
-            let report = verify::verify((stores.get(se), sb), (stores.get(de), db)).await?;
+            let report =
+                ferry_bench::fleet::run(&redis, (workers, slots), tasks, work, batch_acks).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(report.ok())
         }
@@ -149,6 +153,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             slots,
             tasks,
             work,
+            batch_acks,
         } => {
             anyhow::ensure!(
                 workers > 0 && slots > 0 && tasks > 0,

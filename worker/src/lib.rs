@@ -1,6 +1,7 @@
 //! The worker: claim tasks under leases, keep the leases alive while copying, and report each
 //! outcome (ack, retry later, or dead letter). Bounded by a semaphore of `concurrency` permits.
 
+mod acks;
 mod copy;
 mod leases;
 mod multipart;
@@ -64,6 +65,8 @@ pub enum WorkerError {
 
 /// Everything a task needs, shared by all of a worker's tasks.
 struct Shared {
+    /// Where finished tasks are acked, in batches.
+    acks: acks::Acker,
     config: Arc<Config>,
     stores: Stores,
     queue: Arc<dyn WorkerQueue>,
@@ -128,6 +131,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let shared = Arc::new(Shared {
+        acks: acks::Acker::start(queue.clone(), options.id.clone()),
         leases: Leases::new(queue.clone(), options.id.clone(), options.lease),
         parts_held: AtomicUsize::new(0),
         in_flight: AtomicU64::new(0),
@@ -386,17 +390,15 @@ async fn acknowledge(
         warn!(task = %claimed.id, "lease lost; abandoned without committing");
         return;
     };
-    let acked = shared
-        .queue
-        .ack_upload(
-            &shared.options.id,
-            claimed,
-            counted,
-            outcome.bytes(),
-            &ledger,
-            upload,
-        )
-        .await;
+    let item = ferry_common::queue::AckItem {
+        id: claimed.id.clone(),
+        token: claimed.token,
+        outcome: counted,
+        bytes: outcome.bytes(),
+        ledger,
+        upload: upload.map(str::to_string),
+    };
+    let acked = shared.acks.ack(&claimed.rule, item).await;
     match acked {
         Ok(true) => {
             shared.completed.fetch_add(1, Ordering::Relaxed);

@@ -56,7 +56,7 @@ pub use leader::{LeaderToken, RuleRecord, RuleState};
 pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
 pub use multipart::{Abandon, PartRecorded};
 pub use task_id::TaskId;
-pub use worker_api::WorkerQueue;
+pub use worker_api::{AckItem, WorkerQueue};
 
 /// Default lease length.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -190,6 +190,7 @@ struct Scripts {
     claim: Script,
     renew: Script,
     ack: Script,
+    ack_many: Script,
     fail: Script,
     release: Script,
     leader: Script,
@@ -231,6 +232,7 @@ impl Scripts {
             claim: script(true, include_str!("lua/claim.lua")),
             renew: script(true, include_str!("lua/renew.lua")),
             ack: script(true, include_str!("lua/ack.lua")),
+            ack_many: script(true, include_str!("lua/ack_many.lua")),
             fail: script(true, include_str!("lua/fail.lua")),
             release: script(true, include_str!("lua/release.lua")),
             leader: script(false, include_str!("lua/leader.lua")),

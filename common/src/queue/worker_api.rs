@@ -18,6 +18,23 @@ use super::{
 use crate::codec;
 use crate::task::{PartTask, Task, UploadRecord};
 
+/// One finished task to ack with others of its rule ([`WorkerQueue::ack_many`]).
+#[derive(Clone, Debug)]
+pub struct AckItem {
+    /// The task's id.
+    pub id: super::TaskId,
+    /// Its lease's fencing token.
+    pub token: u64,
+    /// What it counts as.
+    pub outcome: Counted,
+    /// Bytes it moved.
+    pub bytes: u64,
+    /// Its ledger change.
+    pub ledger: LedgerOp,
+    /// The multipart upload record to forget.
+    pub upload: Option<String>,
+}
+
 /// The worker's side of the queue (see the module docs).
 #[async_trait]
 pub trait WorkerQueue: Send + Sync {
@@ -52,6 +69,17 @@ pub trait WorkerQueue: Send + Sync {
         ledger: &LedgerOp,
         upload: Option<&str>,
     ) -> Result<bool, QueueError>;
+
+    /// Finishes several held tasks of `rule` in one round trip, each as [`ack_upload`] does
+    /// and fenced by its own lease; returns, per item, false when its lease was lost.
+    ///
+    /// [`ack_upload`]: WorkerQueue::ack_upload
+    async fn ack_many(
+        &self,
+        worker: &str,
+        rule: &str,
+        items: &[AckItem],
+    ) -> Result<Vec<bool>, QueueError>;
 
     /// Records a failed attempt: retried after `delay`, or dead.
     #[allow(clippy::too_many_arguments)]
@@ -206,6 +234,38 @@ impl WorkerQueue for Queue {
         inv.arg(upload.unwrap_or(""));
         let done: i64 = self.invoke(inv).await?;
         reply::held("ack.lua", done)
+    }
+
+    async fn ack_many(
+        &self,
+        worker: &str,
+        rule: &str,
+        items: &[AckItem],
+    ) -> Result<Vec<bool>, QueueError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rk = self.keys.rule(rule);
+        let mut inv = self.task_invocation(&self.scripts.ack_many, &rk);
+        inv.arg(worker);
+        for item in items {
+            inv.arg(item.id.as_str())
+                .arg(item.token)
+                .arg(item.outcome.as_str())
+                .arg(item.bytes);
+            item.ledger.add_args(&mut inv);
+            inv.arg(item.upload.as_deref().unwrap_or(""));
+        }
+        let done: Vec<i64> = self.invoke(inv).await?;
+        if done.len() != items.len() {
+            return Err(QueueError::Reply {
+                script: "ack_many.lua",
+                reply: format!("{} results for {} tasks", done.len(), items.len()),
+            });
+        }
+        done.into_iter()
+            .map(|d| reply::held("ack_many.lua", d))
+            .collect()
     }
 
     /// Records a failed attempt: retried after `delay`, or dead when `permanent` or out of

@@ -5,15 +5,5 @@
 -- ARGV[7] ledger op: '' (none), 'put' or 'del'  ARGV[8] ledger bucket  ARGV[9] field
 -- ARGV[10] entry (for 'put')  ARGV[11] multipart upload record to forget ('' = none)
 -- Returns 1, or 0 when the lease was lost (then nothing is changed).
-local prefix, id = ARGV[1], ARGV[3]
-if not holds(id, ARGV[2], ARGV[4]) then return 0 end
-intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), ARGV[4])
-finish(prefix, id, ARGV[5], tonumber(ARGV[6]))
-local ledger = prefix .. ':l:' .. (ARGV[8] or '')
-if ARGV[7] == 'put' then
-  redis.call('HSET', ledger, ARGV[9], ARGV[10])
-elseif ARGV[7] == 'del' then
-  redis.call('HDEL', ledger, ARGV[9])
-end
-drop_upload(prefix, ARGV[11])
-return 1
+return ack_one(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+  ARGV[9], ARGV[10], ARGV[11])

@@ -197,3 +197,20 @@ end
 local function intent_prune(key, slot, cutoff)
   intent_filter(key, slot, function(_, ms) return ms >= cutoff end)
 end
+
+-- Finishes held task `id` of `worker` under lease `token`: counts `outcome` and `bytes`,
+-- applies the ledger op ('' none, 'put' or 'del' on bucket's field, with `entry`) and forgets
+-- upload record `rid`. Returns 1, or 0 when the lease was lost (then nothing is changed).
+local function ack_one(prefix, worker, id, token, outcome, bytes, op, bucket, field, entry, rid)
+  if not holds(id, worker, token) then return 0 end
+  intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), token)
+  finish(prefix, id, outcome, tonumber(bytes))
+  local ledger = prefix .. ':l:' .. (bucket or '')
+  if op == 'put' then
+    redis.call('HSET', ledger, field, entry)
+  elseif op == 'del' then
+    redis.call('HDEL', ledger, field)
+  end
+  drop_upload(prefix, rid)
+  return 1
+end
