@@ -101,7 +101,7 @@ fn split(location: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 /// The stores of `config`, after checking that it names every endpoint in `wanted`.
-async fn stores(config: &PathBuf, wanted: &[&str]) -> anyhow::Result<Stores> {
+async fn stores(config: &std::path::Path, wanted: &[&str]) -> anyhow::Result<Stores> {
     let path = config.display();
     let config = Config::load(config).with_context(|| format!("loading {path}"))?;
     if let Some(missing) = wanted.iter().find(|e| !config.endpoints.contains_key(**e)) {
@@ -138,8 +138,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         } => {
             let ((se, sb), (de, db)) = (split(&source)?, split(&destination)?);
             let stores = stores(&config, &[se, de]).await?;
-            let report =
-                ferry_bench::fleet::run(&redis, (workers, slots), tasks, work, batch_acks).await?;
+            let report = verify::verify((stores.get(se), sb), (stores.get(de), db)).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(report.ok())
         }
@@ -159,7 +158,8 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 workers > 0 && slots > 0 && tasks > 0,
                 "--workers, --slots and --tasks must be above 0"
             );
-            let report = ferry_bench::fleet::run(&redis, workers, slots, tasks, work).await?;
+            let report =
+                ferry_bench::fleet::run(&redis, (workers, slots), tasks, work, batch_acks).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(true)
         }
