@@ -178,7 +178,12 @@ pub async fn apply(
         delete: rule.delete,
         last_success_start_ms: None,
     };
-    let now_ms = ctx.queue.redis_time_ms().await?;
+    // Only a record without a time needs the queue's clock (one more round trip).
+    let now_ms = if fresh.iter().any(|r| r.time_ms.is_none()) {
+        ctx.queue.redis_time_ms().await?
+    } else {
+        0
+    };
     let decided: Vec<EventTask> = fresh
         .iter()
         .zip(sides)
