@@ -564,13 +564,16 @@ async fn run_coordinator(
 fn load(common: &Common) -> Result<Config, Failure> {
     let mut config = Config::load(&common.config).map_err(Failure::Config)?;
     if let Some(url) = &common.redis {
-        let namespace = config
-            .redis
+        let configured = config.redis.take();
+        let namespace = configured
             .as_ref()
             .map_or_else(|| "ferry".to_string(), |r| r.namespace.clone());
+        // `--redis URL` replaces the nodes; a configured cluster stays a cluster (URL is then
+        // its one seed).
+        let cluster = configured.is_some_and(|r| r.cluster);
         config.redis = Some(ferry_common::config::RedisConfig {
-            url: url.clone(),
-            namespace,
+            cluster,
+            ..ferry_common::config::RedisConfig::new(url.clone(), namespace)
         });
     }
     Ok(config)

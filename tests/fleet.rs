@@ -272,10 +272,7 @@ async fn dead_letters_are_listed_retried_and_purged() {
     let rule = harness::rule_toml("dl", &sb, &db, "stop = \"once\"");
     let config = env.write_config("dl.toml", &rule);
     let queue = Queue::connect(
-        &RedisConfig {
-            url: env.redis.url(),
-            namespace: env.ns.clone(),
-        },
+        &RedisConfig::new(env.redis.url(), env.ns.clone()),
         ferry_common::queue::Persistence::FailFast,
     )
     .await

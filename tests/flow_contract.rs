@@ -45,10 +45,7 @@ fn visible(f: &Flow) -> (u32, u32, u32, bool, bool, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scripts_and_the_model_agree_on_every_event() {
     let redis = Redis::start();
-    let config = RedisConfig {
-        url: redis.url(),
-        namespace: unique("flow"),
-    };
+    let config = RedisConfig::new(redis.url(), unique("flow"));
     let q = Queue::connect(&config, Persistence::FailFast)
         .await
         .unwrap();

@@ -325,10 +325,7 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
     }
     // The ledger holds the version actually copied (the re-planned one), not the planned one.
     let queue = ferry_common::queue::Queue::connect(
-        &ferry_common::config::RedisConfig {
-            url: env.redis.url(),
-            namespace: env.ns.clone(),
-        },
+        &ferry_common::config::RedisConfig::new(env.redis.url(), env.ns.clone()),
         ferry_common::queue::Persistence::FailFast,
     )
     .await

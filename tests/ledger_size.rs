@@ -92,10 +92,7 @@ async fn embedded_ledger_bytes_per_object_at_one_million_entries() {
 async fn ledger_bytes_per_object_at_one_million_entries() {
     let redis = Redis::start();
     let q = Queue::connect(
-        &RedisConfig {
-            url: redis.url(),
-            namespace: "ferry".into(),
-        },
+        &RedisConfig::new(redis.url(), "ferry"),
         ferry_common::queue::Persistence::FailFast,
     )
     .await

@@ -48,10 +48,7 @@ impl Backend {
     async fn queue(&self) -> Queue {
         match self {
             Backend::Redis(redis) => Queue::connect(
-                &RedisConfig {
-                    url: redis.url(),
-                    namespace: unique("q"),
-                },
+                &RedisConfig::new(redis.url(), unique("q")),
                 ferry_common::queue::Persistence::FailFast,
             )
             .await
@@ -439,10 +436,7 @@ async fn undecodable_payloads_are_reported_not_dropped() {
     let redis = Redis::start();
     let ns = unique("q");
     let q = Queue::connect(
-        &RedisConfig {
-            url: redis.url(),
-            namespace: ns.clone(),
-        },
+        &RedisConfig::new(redis.url(), ns.clone()),
         ferry_common::queue::Persistence::FailFast,
     )
     .await

@@ -79,15 +79,9 @@ pub async fn run(
     batch_acks: bool,
 ) -> anyhow::Result<FleetReport> {
     let namespace = format!("fleet-sim-{}", std::process::id());
-    let queue = Queue::connect(
-        &RedisConfig {
-            url: url.to_string(),
-            namespace,
-        },
-        Persistence::FailFast,
-    )
-    .await
-    .context("connecting to redis")?;
+    let queue = Queue::connect(&RedisConfig::new(url, namespace), Persistence::FailFast)
+        .await
+        .context("connecting to redis")?;
     let unfenced = LeaderToken::unfenced();
     let iteration = queue.begin_iteration(RULE, &unfenced).await?;
     let mut next = 0u64;

@@ -5,6 +5,7 @@
 //!   gave up), resets before or in the middle of an answer, answers 500 or 503 SlowDown,
 //!   throttles or stalls bodies, and rewrites ETags the way SSE-KMS stores return them.
 //!
+//! - [`cluster`]: a real Redis Cluster (masters, replicas, failovers).
 //! - [`servers`]: real servers on free ports (Redis, moto, Garage) and child processes.
 //! - [`chaos`]: randomized fault schedules against a real cluster (`scripts/chaos.sh`).
 //! - [`memstore`]: an in-memory object store, for unit tests of the coordinator and worker.
@@ -12,6 +13,7 @@
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
 pub mod chaos;
+pub mod cluster;
 pub mod memstore;
 pub mod proxy;
 pub mod servers;

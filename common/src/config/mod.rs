@@ -72,34 +72,79 @@ impl Config {
 /// Where Redis is and which key namespace ferry uses there.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// Connection URL; may carry a password, so it is never printed whole.
+    /// Connection URL (in a cluster, the first seed node); may carry a password, so it is
+    /// never printed whole.
     pub url: String,
     /// Every key ferry writes starts with this.
     pub namespace: String,
+    /// Talk to a Redis Cluster (`cluster = true`, or several `urls`): commands go to the
+    /// master of each key's slot, following the cluster as it fails over.
+    pub cluster: bool,
+    /// Further seed nodes of the cluster, after `url` (from `urls`).
+    pub seeds: Vec<String>,
 }
 
 impl RedisConfig {
-    /// The URL with its user and password replaced, safe for logs and errors.
+    /// One Redis server at `url`, keys under `namespace`.
+    pub fn new(url: impl Into<String>, namespace: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            namespace: namespace.into(),
+            cluster: false,
+            seeds: Vec::new(),
+        }
+    }
+
+    /// A Redis Cluster reached through the seed nodes `urls` (at least one).
+    pub fn cluster(urls: &[String], namespace: impl Into<String>) -> Self {
+        RedisConfig {
+            url: urls.first().cloned().unwrap_or_default(),
+            namespace: namespace.into(),
+            cluster: true,
+            seeds: urls.iter().skip(1).cloned().collect(),
+        }
+    }
+
+    /// The URL with its user and password replaced, safe for logs and errors; in a cluster,
+    /// every seed, comma-separated.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+        std::iter::once(&self.url)
+            .chain(&self.seeds)
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// [`RedisConfig::connection_url`] of every node given (one unless a cluster has seeds).
+    /// Contains the secret: never log it.
+    pub fn connection_urls(&self) -> Vec<String> {
+        std::iter::once(&self.url)
+            .chain(&self.seeds)
+            .map(|u| encode_userinfo(u))
+            .collect()
     }
 
     /// The URL as the Redis client parses it: user and password percent-encoded, so that a
     /// password holding `/`, `@`, `:` or `#` as written in the config reaches Redis whole.
     /// Contains the secret: never log it.
     pub fn connection_url(&self) -> String {
-        let Some((scheme, userinfo, rest)) = split_userinfo(&self.url) else {
-            return self.url.clone();
-        };
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            None => (userinfo, None),
-        };
-        let enc = |s: &str| percent_encode(&percent_decode(s));
-        match password {
-            Some(p) => format!("{scheme}{}:{}@{rest}", enc(user), enc(p)),
-            None => format!("{scheme}{}@{rest}", enc(user)),
-        }
+        encode_userinfo(&self.url)
+    }
+}
+
+/// `url` with its user and password percent-encoded (see [`RedisConfig::connection_url`]).
+fn encode_userinfo(url: &str) -> String {
+    let Some((scheme, userinfo, rest)) = split_userinfo(url) else {
+        return url.to_string();
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    let enc = |s: &str| percent_encode(&percent_decode(s));
+    match password {
+        Some(p) => format!("{scheme}{}:{}@{rest}", enc(user), enc(p)),
+        None => format!("{scheme}{}@{rest}", enc(user)),
     }
 }
 
@@ -151,6 +196,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
             .field("namespace", &self.namespace)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -469,19 +515,13 @@ mod tests {
 
     #[test]
     fn passwords_with_url_characters_reach_the_client_encoded() {
-        let config = RedisConfig {
-            url: "redis://app:p/a@s:s%w@redis.example:6380/2".into(),
-            namespace: "ferry".into(),
-        };
+        let config = RedisConfig::new("redis://app:p/a@s:s%w@redis.example:6380/2", "ferry");
         assert_eq!(
             config.connection_url(),
             "redis://app:p%2Fa%40s%3As%25w@redis.example:6380/2"
         );
         // Already encoded passwords are not encoded twice.
-        let config = RedisConfig {
-            url: "redis://:p%2Fw@h:1".into(),
-            namespace: "ferry".into(),
-        };
+        let config = RedisConfig::new("redis://:p%2Fw@h:1", "ferry");
         assert_eq!(config.connection_url(), "redis://:p%2Fw@h:1");
         assert!(!format!("{config:?}").contains("p%2Fw"));
     }

@@ -73,18 +73,79 @@ pub(super) fn parse(text: &str) -> Result<(Config, Vec<Problem>), ConfigError> {
 }
 
 fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
-    let url = t
-        .string("url", problems)
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
-    {
-        problems.push(Problem::new(
-            t.path("url"),
-            format!(
-                "{:?} is not a Redis URL (expected redis://, rediss:// or unix://)",
-                super::redact_url(&url)
-            ),
-        ));
+    let url = t.string("url", problems);
+    let urls: Option<Vec<String>> = t.array("urls", problems).map(|items| {
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v.as_str() {
+                Some(s) => Some(s.to_string()),
+                None => {
+                    problems.push(Problem::new(
+                        format!("{}[{i}]", t.path("urls")),
+                        format!("must be a string, found {}", v.type_str()),
+                    ));
+                    None
+                }
+            })
+            .collect()
+    });
+    let cluster_flag = t.bool("cluster", problems);
+    let (all, cluster) = match (url, urls) {
+        (Some(_), Some(_)) => {
+            problems.push(Problem::new(
+                t.path("urls"),
+                "give either `url` (one server, or one cluster seed) or `urls` (cluster seeds), not both",
+            ));
+            (Vec::new(), false)
+        }
+        (None, Some(urls)) => {
+            if urls.is_empty() {
+                problems.push(Problem::new(
+                    t.path("urls"),
+                    "is empty: list at least one node of the cluster",
+                ));
+            }
+            if cluster_flag == Some(false) && urls.len() > 1 {
+                problems.push(Problem::new(
+                    t.path("cluster"),
+                    "is false, but several `urls` name the nodes of a cluster: set it to true, or give one `url`",
+                ));
+            }
+            let cluster = cluster_flag.unwrap_or(urls.len() > 1);
+            (urls, cluster)
+        }
+        (url, None) => (
+            vec![url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())],
+            cluster_flag.unwrap_or(false),
+        ),
+    };
+    let field = if t.table.get("urls").is_some() {
+        "urls"
+    } else {
+        "url"
+    };
+    for url in &all {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            problems.push(Problem::new(
+                t.path(field),
+                format!(
+                    "{:?} is not a Redis URL (expected redis://, rediss:// or unix://)",
+                    super::redact_url(url)
+                ),
+            ));
+        } else if cluster && url.starts_with("unix://") {
+            problems.push(Problem::new(
+                t.path(field),
+                format!(
+                    "{:?}: a Redis Cluster is reached over TCP (redis:// or rediss://), not a unix socket",
+                    super::redact_url(url)
+                ),
+            ));
+        }
     }
     let namespace = t
         .string("namespace", problems)
@@ -96,7 +157,11 @@ fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
         ));
     }
     t.finish(problems);
-    RedisConfig { url, namespace }
+    if cluster {
+        RedisConfig::cluster(&all, namespace)
+    } else {
+        RedisConfig::new(all.into_iter().next().unwrap_or_default(), namespace)
+    }
 }
 
 fn parse_endpoint(name: &str, t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Endpoint> {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -123,10 +124,12 @@ pub(crate) fn unreachable(e: &RedisError) -> bool {
         )
 }
 
-/// What a queue talks to: a Redis server, or the embedded store in this process.
+/// What a queue talks to: a Redis server, a Redis Cluster, or the embedded store in this
+/// process.
 #[derive(Clone)]
 pub(crate) enum Link {
     Redis(ConnectionManager),
+    Cluster(ClusterConnection),
     Embedded(super::embedded::Embedded),
 }
 
@@ -134,6 +137,7 @@ impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Link::Redis(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
             Link::Embedded(c) => c.req_packed_command(cmd),
         }
     }
@@ -146,6 +150,7 @@ impl ConnectionLike for Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Link::Redis(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
             Link::Embedded(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -153,6 +158,7 @@ impl ConnectionLike for Link {
     fn get_db(&self) -> i64 {
         match self {
             Link::Redis(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
             Link::Embedded(c) => c.get_db(),
         }
     }
@@ -217,24 +223,53 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// How long a connection attempt to one node may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command may wait for its answer (a long script on a big rule included).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Connects, riding out a Redis that is not there yet when the queue rides outages out.
 pub(crate) async fn connect(
     client: &redis::Client,
     health: &Health,
 ) -> redis::RedisResult<ConnectionManager> {
     let mut config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(30)));
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
     if health.ride_out().is_none() {
         // The CLI: one try, then tell the user.
         config = config.set_number_of_retries(0);
     }
+    connect_with(health, || {
+        client.get_connection_manager_with_config(config.clone())
+    })
+    .await
+}
+
+/// Connects to a Redis Cluster through its seed nodes `urls`, riding out a cluster that is
+/// not up yet when the queue rides outages out. The client follows the cluster from there:
+/// `MOVED` and `ASK` redirect it, and a failover refreshes its slot map.
+pub(crate) async fn connect_cluster(
+    urls: &[String],
+    health: &Health,
+) -> redis::RedisResult<ClusterConnection> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT);
+    if health.ride_out().is_none() {
+        builder = builder.retries(1);
+    }
+    let client = builder.build()?;
+    connect_with(health, || client.get_async_connection()).await
+}
+
+async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
+    health: &Health,
+    mut open: impl FnMut() -> F,
+) -> redis::RedisResult<C> {
     let mut attempt = 0;
     loop {
-        match client
-            .get_connection_manager_with_config(config.clone())
-            .await
-        {
+        match open().await {
             Ok(conn) => {
                 health.up();
                 return Ok(conn);

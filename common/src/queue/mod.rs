@@ -283,14 +283,20 @@ impl Queue {
             url: url.clone(),
             cause,
         };
-        let client = redis::Client::open(config.connection_url().as_str()).map_err(wrap)?;
         let health = Health::new(url.clone(), persistence);
-        let inner = connection::connect(&client, &health).await.map_err(wrap)?;
+        let inner = if config.cluster {
+            let urls = config.connection_urls();
+            Link::Cluster(
+                connection::connect_cluster(&urls, &health)
+                    .await
+                    .map_err(wrap)?,
+            )
+        } else {
+            let client = redis::Client::open(config.connection_url().as_str()).map_err(wrap)?;
+            Link::Redis(connection::connect(&client, &health).await.map_err(wrap)?)
+        };
         Ok(Queue {
-            conn: Connection {
-                inner: Link::Redis(inner),
-                health,
-            },
+            conn: Connection { inner, health },
             keys: Keys::new(&config.namespace),
             url,
             scripts: std::sync::Arc::new(Scripts::load()),
@@ -573,7 +579,70 @@ impl Queue {
     /// Forgets everything of `rule` in this namespace: queues, tasks, ledger, iterations,
     /// uploads, intents, state (for `--replace-rule`). Returns how many keys were deleted.
     pub async fn forget_rule(&self, rule: &str) -> Result<u64, QueueError> {
-        let pattern = format!("{}:*", self.keys.rule(rule).prefix);
+        let prefix = self.keys.rule(rule).prefix;
+        let deleted = if let Link::Cluster(cluster) = &self.conn.inner {
+            self.forget_slot_keys(cluster.clone(), &prefix).await?
+        } else {
+            self.forget_scanned_keys(&prefix).await?
+        };
+        self.query::<()>(redis::cmd("HDEL").arg(self.keys.rules()).arg(rule))
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Deletes the keys under `prefix` (`NS:{R}`) on a Redis Cluster. They all hash to the
+    /// rule's tag, so they all live in one slot, on one master: the keys of that slot are
+    /// listed there (SCAN on a cluster would have to visit every node).
+    async fn forget_slot_keys(
+        &self,
+        mut cluster: redis::cluster_async::ClusterConnection,
+        prefix: &str,
+    ) -> Result<u64, QueueError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let route = || {
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                prefix,
+                SlotAddr::Master,
+            )))
+        };
+        let slot: u64 = self
+            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(prefix))
+            .await?;
+        let mut count = redis::cmd("CLUSTER");
+        count.arg("COUNTKEYSINSLOT").arg(slot);
+        let n: u64 = redis::from_redis_value(
+            cluster
+                .route_command(count, route())
+                .await
+                .map_err(|e| self.err(e))?,
+        )
+        .map_err(|e| self.err(e.into()))?;
+        let mut list = redis::cmd("CLUSTER");
+        list.arg("GETKEYSINSLOT").arg(slot).arg(n.max(1));
+        let keys: Vec<String> = redis::from_redis_value(
+            cluster
+                .route_command(list, route())
+                .await
+                .map_err(|e| self.err(e))?,
+        )
+        .map_err(|e| self.err(e.into()))?;
+        let mine: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                k.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+            .collect();
+        let mut deleted = 0;
+        for chunk in mine.chunks(1000) {
+            deleted += self.query::<u64>(redis::cmd("UNLINK").arg(chunk)).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the keys under `prefix` (`NS:{R}`) on one Redis (or the embedded store).
+    async fn forget_scanned_keys(&self, prefix: &str) -> Result<u64, QueueError> {
+        let pattern = format!("{prefix}:*");
         let mut cursor = 0u64;
         let mut deleted = 0;
         loop {
@@ -591,13 +660,10 @@ impl Queue {
                 deleted += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
             }
             if next == 0 {
-                break;
+                return Ok(deleted);
             }
             cursor = next;
         }
-        self.query::<()>(redis::cmd("HDEL").arg(self.keys.rules()).arg(rule))
-            .await?;
-        Ok(deleted)
     }
 
     /// Tasks of `rule` by state: (ready, leased, delayed, dead).
