@@ -11,6 +11,9 @@ use crate::servers::{Proc, TempDir, wait_for_port};
 /// How long a master may be silent before its replica takes over (ms).
 const NODE_TIMEOUT_MS: u64 = 1500;
 
+/// A node as `CLUSTER NODES` shows it: port, whether it is a live master, its slot ranges.
+type NodeView = (u16, bool, Vec<(u16, u16)>);
+
 /// One node of the cluster.
 struct Node {
     port: u16,
@@ -137,7 +140,7 @@ impl RedisCluster {
     }
 
     /// `(port, is master, slot ranges)` of every node, as a live node sees the cluster.
-    fn topology(&self) -> Vec<(u16, bool, Vec<(u16, u16)>)> {
+    fn topology(&self) -> Vec<NodeView> {
         let Some(port) = self.live().next() else {
             return Vec::new();
         };
