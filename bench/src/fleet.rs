@@ -15,12 +15,63 @@ use ferry_common::shard::SHARDS;
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use serde::Serialize;
 
-/// The simulated rule.
-const RULE: &str = "fleet-sim";
+/// Where the simulation runs: one Redis, or a Redis Cluster through its nodes (all of them:
+/// Redis CPU is summed over the nodes given).
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// One Redis server.
+    Single(String),
+    /// Every node of a cluster.
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Target::Single(u) => vec![u.clone()],
+            Target::Cluster(urls) => urls.clone(),
+        }
+    }
+}
+
+/// Names for `n` simulated rules. On a cluster, each is picked so that its hash tag falls in
+/// another `n`th of the slot space: `redis-cli --cluster create` gives each master one
+/// contiguous range, so with `n` masters each rule lands on its own.
+async fn rule_names(target: &Target, n: usize) -> anyhow::Result<Vec<String>> {
+    let Target::Cluster(urls) = target else {
+        return Ok((0..n).map(|i| format!("fleet-sim-{i}")).collect());
+    };
+    let mut conn = redis::Client::open(urls[0].as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut names = Vec::new();
+    let mut j = 0u32;
+    for i in 0..n {
+        let (lo, hi) = (16_384 * i / n, 16_384 * (i + 1) / n);
+        loop {
+            let name = format!("fleet-sim-{j}");
+            j += 1;
+            let slot: usize = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(format!("{{{name}}}"))
+                .query_async(&mut conn)
+                .await?;
+            if (lo..hi).contains(&slot) {
+                names.push(name);
+                break;
+            }
+        }
+    }
+    Ok(names)
+}
 
 /// What one simulation measured.
 #[derive(Debug, Serialize)]
 pub struct FleetReport {
+    /// Redis Cluster masters (0: one Redis).
+    pub masters: usize,
+    /// Rules the tasks were spread over (each on one master of a cluster).
+    pub rules: usize,
     /// Simulated workers.
     pub workers: usize,
     /// Tasks each worker holds at most at once.
@@ -56,67 +107,69 @@ fn task(i: u64) -> Task {
     }
 }
 
-/// Redis's CPU seconds so far (user + system, from INFO cpu).
-async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum())
+/// The CPU seconds so far (user + system, from INFO cpu) of every node of `target`.
+async fn redis_cpu(target: &Target) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for url in target.urls() {
+        let mut conn = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+        total += info
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
+            .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    Ok(total)
 }
 
 /// Enqueues `tasks` tasks, then runs `workers` simulated workers until every one is acked.
 /// Each worker claims up to `slots` tasks, renews their leases once (as a worker does for a
 /// task that outlives a third of its lease), holds them for `work`, and acks them: each on
 /// its own, or with `batch_acks` all in one round trip.
+/// With `rules` above 1, the tasks are spread evenly over that many rules and the workers
+/// take turns among them (worker `w` works on rule `w % rules`).
 pub async fn run(
-    url: &str,
-    (workers, slots): (usize, usize),
+    target: &Target,
+    (workers, slots, rules): (usize, usize, usize),
     tasks: u64,
     work: Duration,
     batch_acks: bool,
 ) -> anyhow::Result<FleetReport> {
     let namespace = format!("fleet-sim-{}", std::process::id());
-    let queue = Queue::connect(&RedisConfig::new(url, namespace), Persistence::FailFast)
+    let config = match target {
+        Target::Single(url) => RedisConfig::new(url, namespace),
+        Target::Cluster(urls) => RedisConfig::cluster(urls, namespace),
+    };
+    let queue = Queue::connect(&config, Persistence::FailFast)
         .await
         .context("connecting to redis")?;
-    let unfenced = LeaderToken::unfenced();
-    let iteration = queue.begin_iteration(RULE, &unfenced).await?;
-    let mut next = 0u64;
-    while next < tasks {
-        let end = (next + 1000).min(tasks);
-        let mut groups: Vec<(u32, Vec<Task>)> = (0..SHARDS).map(|s| (s, Vec::new())).collect();
-        for i in next..end {
-            groups[(i % u64::from(SHARDS)) as usize].1.push(task(i));
-        }
-        let batch = PlanBatch {
-            tasks: groups.into_iter().filter(|(_, t)| !t.is_empty()).collect(),
-            ..PlanBatch::default()
-        };
-        queue.plan(RULE, iteration, &batch, &unfenced).await?;
-        next = end;
+    let names = rule_names(target, rules).await?;
+    let share = |r: usize| tasks / rules as u64 + u64::from((r as u64) < tasks % rules as u64);
+    let mut iterations = Vec::new();
+    for (r, name) in names.iter().enumerate() {
+        iterations.push(enqueue(&queue, name, share(r)).await?);
     }
 
-    let mut info = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let cpu_before = redis_cpu(&mut info).await?;
-    let acked = Arc::new(AtomicU64::new(0));
+    let cpu_before = redis_cpu(target).await?;
+    let acked: Vec<Arc<AtomicU64>> = (0..rules).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let trips = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|w| {
-            let (queue, acked, trips) = (queue.clone(), acked.clone(), trips.clone());
+            let r = w % rules;
+            let (queue, acked, trips) = (queue.clone(), acked[r].clone(), trips.clone());
+            let (rule, total) = (names[r].clone(), share(r));
             tokio::spawn(async move {
                 let id = format!("sim-{w}");
                 simulate(
                     &queue,
-                    &id,
+                    (&rule, &id),
                     (slots, batch_acks),
                     work,
-                    tasks,
+                    total,
                     (&acked, &trips),
                 )
                 .await
@@ -128,15 +181,18 @@ pub async fn run(
         latencies.extend(h.await.context("a simulated worker panicked")??);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = redis_cpu(&mut info).await? - cpu_before;
-    let record = queue.iteration(RULE, iteration).await?;
-    anyhow::ensure!(
-        record.done == tasks && record.copied == tasks,
-        "the iteration counts {} done, {} copied of {tasks} tasks",
-        record.done,
-        record.copied
-    );
-    queue.forget_rule(RULE).await?;
+    let cpu = redis_cpu(target).await? - cpu_before;
+    for ((r, name), iteration) in names.iter().enumerate().zip(iterations) {
+        let record = queue.iteration(name, iteration).await?;
+        anyhow::ensure!(
+            record.done == share(r) && record.copied == share(r),
+            "rule {name}: the iteration counts {} done, {} copied of {} tasks",
+            record.done,
+            record.copied,
+            share(r)
+        );
+        queue.forget_rule(name).await?;
+    }
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| {
         latencies
@@ -145,6 +201,11 @@ pub async fn run(
             .unwrap_or(0.0)
     };
     Ok(FleetReport {
+        masters: match target {
+            Target::Single(_) => 0,
+            Target::Cluster(_) => cluster_masters(target).await?,
+        },
+        rules,
         workers,
         slots,
         batch_acks,
@@ -158,10 +219,50 @@ pub async fn run(
     })
 }
 
+/// How many masters the cluster has (from `CLUSTER NODES`).
+async fn cluster_masters(target: &Target) -> anyhow::Result<usize> {
+    let mut conn = redis::Client::open(target.urls()[0].as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await?;
+    Ok(nodes
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|f| f.contains("master"))
+        })
+        .count())
+}
+
+/// Begins an iteration of `rule` and enqueues `tasks` tasks in it; returns its number.
+async fn enqueue(queue: &Queue, rule: &str, tasks: u64) -> anyhow::Result<u64> {
+    let unfenced = LeaderToken::unfenced();
+    let iteration = queue.begin_iteration(rule, &unfenced).await?;
+    let mut next = 0u64;
+    while next < tasks {
+        let end = (next + 1000).min(tasks);
+        let mut groups: Vec<(u32, Vec<Task>)> = (0..SHARDS).map(|s| (s, Vec::new())).collect();
+        for i in next..end {
+            groups[(i % u64::from(SHARDS)) as usize].1.push(task(i));
+        }
+        let batch = PlanBatch {
+            tasks: groups.into_iter().filter(|(_, t)| !t.is_empty()).collect(),
+            ..PlanBatch::default()
+        };
+        queue.plan(rule, iteration, &batch, &unfenced).await?;
+        next = end;
+    }
+    Ok(iteration)
+}
+
 /// One simulated worker; returns its claims' latencies (ms).
 async fn simulate(
     queue: &Queue,
-    id: &str,
+    (rule, id): (&str, &str),
     (slots, batch_acks): (usize, bool),
     work: Duration,
     total: u64,
@@ -171,7 +272,7 @@ async fn simulate(
     let mut latencies = Vec::new();
     while acked.load(Ordering::Relaxed) < total {
         let asked = Instant::now();
-        let claimed = queue.claim(RULE, id, lease, (slots, slots), 10).await?;
+        let claimed = queue.claim(rule, id, lease, (slots, slots), 10).await?;
         latencies.push(asked.elapsed().as_secs_f64() * 1000.0);
         trips.fetch_add(1, Ordering::Relaxed);
         if claimed.is_empty() {
@@ -182,7 +283,7 @@ async fn simulate(
             .iter()
             .map(|c| (c.id.as_str().to_string(), c.token))
             .collect();
-        let lost = queue.renew(RULE, id, lease, &held).await?;
+        let lost = queue.renew(rule, id, lease, &held).await?;
         trips.fetch_add(1, Ordering::Relaxed);
         anyhow::ensure!(
             lost.is_empty(),
@@ -204,7 +305,7 @@ async fn simulate(
                 })
                 .collect();
             trips.fetch_add(1, Ordering::Relaxed);
-            queue.ack_many(id, RULE, &items).await?
+            queue.ack_many(id, rule, &items).await?
         } else {
             let acks = claimed
                 .iter()

@@ -72,9 +72,16 @@ enum Command {
     /// Drives simulated workers' real claim, renew and ack traffic through the queue against
     /// a Redis (no S3): tasks/s, Redis CPU per task, claim latency.
     Queue {
-        /// The Redis to use (a private one: the simulation adds and removes its own keys).
+        /// The Redis to use (a private one: the simulation adds and removes its own keys);
+        /// with `--cluster`, every node of the cluster, comma-separated.
         #[arg(long)]
         redis: String,
+        /// `--redis` names the nodes of a Redis Cluster.
+        #[arg(long)]
+        cluster: bool,
+        /// Rules to spread the tasks over (on a cluster, one per master).
+        #[arg(long, default_value_t = 1)]
+        rules: usize,
         /// Simulated workers.
         #[arg(long, default_value_t = 100)]
         workers: usize,
@@ -148,6 +155,8 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         }
         Command::Queue {
             redis,
+            cluster,
+            rules,
             workers,
             slots,
             tasks,
@@ -155,11 +164,21 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             batch_acks,
         } => {
             anyhow::ensure!(
-                workers > 0 && slots > 0 && tasks > 0,
-                "--workers, --slots and --tasks must be above 0"
+                workers > 0 && slots > 0 && tasks > 0 && rules > 0,
+                "--workers, --slots, --tasks and --rules must be above 0"
             );
+            anyhow::ensure!(
+                workers >= rules,
+                "--workers {workers} leaves some of the --rules {rules} without a worker"
+            );
+            let target = if cluster {
+                ferry_bench::fleet::Target::Cluster(redis.split(',').map(str::to_string).collect())
+            } else {
+                ferry_bench::fleet::Target::Single(redis)
+            };
             let report =
-                ferry_bench::fleet::run(&redis, (workers, slots), tasks, work, batch_acks).await?;
+                ferry_bench::fleet::run(&target, (workers, slots, rules), tasks, work, batch_acks)
+                    .await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(true)
         }
