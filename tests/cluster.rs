@@ -33,9 +33,7 @@ async fn record(
         .hgetall(format!("{ns}:{{{rule}}}:it:{n}"))
         .await
         .expect("reading the iteration record");
-    raw.into_iter()
-        .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
-        .collect()
+    harness::numeric_fields(raw)
 }
 
 /// Writes a config for `cluster` with endpoints `src` and `dst` and `rules`.

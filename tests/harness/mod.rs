@@ -23,6 +23,13 @@ pub async fn iteration_record(
         .hgetall(format!("{ns}:{{{rule}}}:it:{n}"))
         .await
         .expect("reading the iteration record");
+    numeric_fields(raw)
+}
+
+/// The fields of a record (a Redis hash) that hold numbers.
+pub fn numeric_fields(
+    raw: std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, u64> {
     raw.into_iter()
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
         .collect()
