@@ -594,3 +594,66 @@ impl<'a> Fields<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    /// `(path, message)` of every problem with `[redis]` written as `redis`.
+    fn redis_problems(redis: &str) -> Vec<(String, String)> {
+        let (_, problems) = parse(&format!("[redis]\n{redis}\n")).expect("valid TOML");
+        problems
+            .into_iter()
+            .filter(|p| p.path.starts_with("redis"))
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_settings_are_read_and_bad_ones_named() {
+        let (config, _) =
+            parse("[redis]\nurls = [\"redis://a:1\", \"redis://:pw@b:2\"]\n").expect("valid TOML");
+        let redis = config.redis.expect("a redis section");
+        assert!(redis.cluster, "several urls mean a cluster");
+        assert_eq!(redis.connection_urls(), ["redis://a:1", "redis://:pw@b:2"]);
+        assert_eq!(redis.redacted_url(), "redis://a:1,redis://***@b:2");
+
+        let (config, _) = parse("[redis]\nurl = \"redis://a:1\"\ncluster = true\n").unwrap();
+        assert!(config.redis.unwrap().cluster);
+
+        for (text, path, says) in [
+            (
+                "url = \"redis://a:1\"\nurls = [\"redis://b:1\"]",
+                "redis.urls",
+                "not both",
+            ),
+            ("urls = []", "redis.urls", "is empty"),
+            (
+                "urls = [\"redis://a:1\", 7]",
+                "redis.urls[1]",
+                "must be a string",
+            ),
+            (
+                "urls = [\"redis://a:1\", \"redis://b:1\"]\ncluster = false",
+                "redis.cluster",
+                "is false",
+            ),
+            (
+                "url = \"unix:///tmp/r.sock\"\ncluster = true",
+                "redis.url",
+                "over TCP",
+            ),
+            (
+                "urls = [\"http://a:1\"]",
+                "redis.urls",
+                "is not a Redis URL",
+            ),
+        ] {
+            let problems = redis_problems(text);
+            assert!(
+                problems.iter().any(|(p, m)| p == path && m.contains(says)),
+                "{text:?}: expected {path}: ...{says}..., got {problems:?}"
+            );
+        }
+    }
+}
