@@ -721,8 +721,9 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
         return Err(Failure::Config(ConfigError { problems: taken }));
     }
     let mut all: Vec<BucketRef> = registered
-        .into_iter()
+        .iter()
         .filter(|r| !mine.iter().any(|m| m.rule == r.rule))
+        .cloned()
         .collect();
     all.extend(mine.iter().cloned());
     let conflicts = check_pairing(&all);
@@ -738,6 +739,18 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
         }));
     }
     if matches!(role, Role::Coordinator { .. }) {
+        // Shaped before registering, so a rule found registered without a shape can only
+        // be one that a ferry before growing ledgers registered.
+        for rule in &mine {
+            let kept = registered.iter().any(|old| {
+                old.rule == rule.rule
+                    && (&old.source, &old.destination) == (&rule.source, &rule.destination)
+            });
+            queue
+                .shape_ledger(&rule.rule, !kept)
+                .await
+                .context("giving the ledger its shape")?;
+        }
         queue
             .register_rules(&mine)
             .await

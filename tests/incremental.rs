@@ -366,3 +366,45 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
         "{second:?}"
     );
 }
+
+/// The ledger of a rule ferry registers grows a bucket per 40 entries, and a coordinator that
+/// starts again on the registered rule keeps that shape (it is not taken for a ledger of an
+/// older ferry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_rules_ledger_grows_with_it_and_keeps_its_shape_across_restarts() {
+    let env = Env::start("lshape");
+    let (sb, db) = env.bucket_pair().await;
+    let seeds: Vec<_> = (0..100)
+        .map(|i| harness::data::Seed::new(format!("k/{i:03}"), format!("body {i}")))
+        .collect();
+    harness::data::seed(&env.src.client(), &sb, &seeds).await;
+    let rules = harness::rule_toml("grows", &sb, &db, "stop = \"once\"");
+    let config = env.write_config("ferry.toml", &rules);
+    let shape = || async {
+        let mut conn = env.redis.conn().await;
+        let shape: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{}:{{grows}}:lshape", env.ns))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        shape
+    };
+    env.run_to_completion(&config, &[], Duration::from_secs(60));
+    let first = shape().await;
+    // 100 entries at 40 per bucket: buckets 0 and 1 of round 1, then bucket 0 split again
+    // (bits 1, split 1: three buckets).
+    let want: BTreeMap<String, String> =
+        [("n", "100"), ("load", "40"), ("bits", "1"), ("split", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    assert_eq!(first, want);
+    env.run_to_completion(&config, &[], Duration::from_secs(60));
+    assert_eq!(shape().await, want, "a restart changed the ledger's shape");
+    let second = iteration_record(&env.redis, &env.ns, "grows", 2).await;
+    assert_eq!(
+        (second.get("skipped"), second.get("copied")),
+        (Some(&100), None),
+        "the grown ledger knows every object: {second:?}"
+    );
+}

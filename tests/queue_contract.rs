@@ -797,6 +797,115 @@ fn key_of(c: &ferry_common::queue::Claimed) -> String {
     }
 }
 
+/// A ledger entry that differs per `i`, with MD5-style ETags as S3 gives them.
+fn numbered_entry(i: u64) -> LedgerEntry {
+    LedgerEntry {
+        source_etag: format!("{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15),
+        size: i,
+        source_last_modified_ms: 1_700_000_000_000 + i as i64,
+        destination_etag: format!("{:032x}", u128::from(i) * 0x2545_f491_4f6c_dd1d),
+    }
+}
+
+async fn the_ledger_grows_a_bucket_per_load_of_entries_and_keeps_every_entry(backend: Backend) {
+    let q = backend.queue().await;
+    q.shape_ledger("r", true).await.unwrap();
+    assert_eq!(q.ledger_size("r").await.unwrap(), (1, Some(0)));
+    let total = 5_000u64;
+    let all: Vec<(String, LedgerEntry)> = (0..total)
+        .map(|i| (format!("photos/IMG_{i:05}.jpg"), numbered_entry(i)))
+        .collect();
+    for chunk in all.chunks(700) {
+        q.ledger_put_many("r", chunk).await.unwrap();
+    }
+    // One bucket per LOAD entries, rounded up: each entry past the load split one bucket.
+    let buckets = total.div_ceil(u64::from(ferry_common::ledger::LOAD));
+    assert_eq!(q.ledger_size("r").await.unwrap(), (buckets, Some(total)));
+    // Every entry is still found where the grown ledger looks for it.
+    for chunk in all.chunks(500) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let want: Vec<Option<LedgerEntry>> = chunk.iter().map(|(_, e)| Some(e.clone())).collect();
+        assert_eq!(entries(&q, &keys).await, want);
+    }
+    // Rewriting an entry does not count it twice; deleting one (an ack) does count.
+    q.ledger_put_many("r", &all[..10]).await.unwrap();
+    let n = q
+        .begin_iteration("r", &LeaderToken::unfenced())
+        .await
+        .unwrap();
+    q.enqueue("r", n, 0, &[task(&all[0].0, 1)]).await.unwrap();
+    let claimed = q
+        .claim("r", "w", LEASE, (1, 0), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        q.ack(
+            "w",
+            &claimed,
+            Counted::Deleted,
+            0,
+            &LedgerOp::Delete(all[0].0.clone())
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        q.ledger_size("r").await.unwrap(),
+        (buckets, Some(total - 1))
+    );
+    assert_eq!(
+        entries(&q, &[&all[0].0, &all[1].0]).await,
+        vec![None, Some(all[1].1.clone())]
+    );
+}
+
+async fn a_ledger_found_without_a_shape_on_a_registered_rule_keeps_fixed_buckets(backend: Backend) {
+    let q = backend.queue().await;
+    q.shape_ledger("r", false).await.unwrap();
+    // Shaping again, even as a fresh rule, changes nothing.
+    q.shape_ledger("r", true).await.unwrap();
+    let buckets = u64::from(ferry_common::ledger::LEGACY_BUCKETS);
+    assert_eq!(q.ledger_size("r").await.unwrap(), (buckets, None));
+    let all: Vec<(String, LedgerEntry)> = (0..300)
+        .map(|i| (format!("k{i}"), numbered_entry(i)))
+        .collect();
+    q.ledger_put_many("r", &all).await.unwrap();
+    let keys: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+    let want: Vec<Option<LedgerEntry>> = all.iter().map(|(_, e)| Some(e.clone())).collect();
+    assert_eq!(entries(&q, &keys).await, want);
+    assert_eq!(q.ledger_size("r").await.unwrap(), (buckets, None));
+}
+
+/// A ledger as ferry wrote it before ledgers grew (entries at bucket `slot().0`, field
+/// `slot().1`) is still read, once its registered rule is shaped as legacy.
+#[tokio::test]
+async fn a_ledger_written_before_ledgers_grew_is_still_read() {
+    let redis = Redis::start();
+    let q = Queue::connect(
+        &RedisConfig::new(redis.url(), "old"),
+        ferry_common::queue::Persistence::FailFast,
+    )
+    .await
+    .unwrap();
+    let mut conn = redis.conn().await;
+    for i in 0..50 {
+        let (bucket, field) = ferry_common::ledger::slot(&format!("k{i}"));
+        let _: () = redis::cmd("HSET")
+            .arg(format!("old:{{r}}:l:{bucket}"))
+            .arg(&field[..])
+            .arg(numbered_entry(i).encode())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    q.shape_ledger("r", false).await.unwrap();
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let want: Vec<Option<LedgerEntry>> = (0..50).map(|i| Some(numbered_entry(i))).collect();
+    assert_eq!(entries(&q, &keys).await, want);
+}
+
 /// Runs each named contract test once per backend: `redis::NAME` and `embedded::NAME`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -835,4 +944,6 @@ contract!(
     a_former_leader_is_fenced_off_every_coordinator_write,
     events_apply_their_sequencer_and_task_at_once_and_measure_the_lag,
     acks_in_one_batch_are_each_fenced_by_their_own_lease,
+    the_ledger_grows_a_bucket_per_load_of_entries_and_keeps_every_entry,
+    a_ledger_found_without_a_shape_on_a_registered_rule_keeps_fixed_buckets,
 );

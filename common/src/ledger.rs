@@ -5,15 +5,32 @@
 //! *managed* (still what ferry wrote) or *unmanaged*, and makes change detection exact,
 //! multipart ETags included, from listings alone.
 //!
-//! Entries are stored compactly, because a rule may have billions of objects: the field is
-//! 8 bytes of the key's 128-bit hash and the other bits choose one of [`BUCKETS`] Redis hashes,
-//! so each hash stays small enough for Redis's compact listpack encoding; the value is binary,
+//! Entries are stored compactly, because a rule may have billions of objects. They are spread
+//! over Redis hashes ("buckets") by the key's 128-bit hash, each bucket small enough for
+//! Redis's compact listpack encoding (at most 128 fields by default); the value is binary,
 //! with MD5-style ETags as 16 raw bytes.
+//!
+//! The number of buckets follows the rule's size, by linear hashing: the ledger starts with
+//! one bucket, and every entry added past [`LOAD`] per bucket splits one bucket in two, in
+//! order, so a bucket holds [`LOAD`] to twice as many entries on average whatever the
+//! rule's size, and no write ever moves more than one bucket. The Lua scripts choose the
+//! bucket (`lib.lua`, `ledger_where`), under the same lease that fences the write; this
+//! module gives them the key's hash. A ledger written before the buckets could grow keeps
+//! its fixed [`LEGACY_BUCKETS`].
 
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Redis hashes per rule that hold its ledger.
-pub const BUCKETS: u32 = 65_536;
+/// Entries per bucket, on average, past which the ledger splits a bucket (as `lib.lua`'s
+/// `LEDGER_LOAD`). Buckets not yet split in a round hold up to twice as many.
+pub const LOAD: u32 = 40;
+
+/// Buckets of a ledger written before the number of buckets followed the rule's size.
+pub const LEGACY_BUCKETS: u32 = 65_536;
+
+/// The key's 128-bit hash, as the ledger scripts take it (16 bytes, little-endian).
+pub fn hash(key: &str) -> [u8; 16] {
+    xxh3_128(key.as_bytes()).to_le_bytes()
+}
 
 /// What ferry wrote for one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,10 +45,12 @@ pub struct LedgerEntry {
     pub destination_etag: String,
 }
 
-/// Where a key's entry lives: (bucket number, 8-byte field).
+/// The key's 12-byte slot, which names it in write intents and task payloads: a number
+/// below [`LEGACY_BUCKETS`] and 8 bytes, both from [`hash`] (and a legacy ledger's bucket and
+/// field).
 pub fn slot(key: &str) -> (u32, [u8; 8]) {
     let h = xxh3_128(key.as_bytes());
-    let bucket = ((h >> 64) as u64 % u64::from(BUCKETS)) as u32;
+    let bucket = ((h >> 64) as u64 % u64::from(LEGACY_BUCKETS)) as u32;
     (bucket, (h as u64).to_le_bytes())
 }
 
@@ -198,7 +217,11 @@ mod tests {
     #[test]
     fn slots_are_stable_and_in_range() {
         let (b, f) = slot("photos/2024/a.jpg");
-        assert!(b < BUCKETS);
+        assert!(b < LEGACY_BUCKETS);
+        // The scripts find a legacy ledger's bucket and field in the hash.
+        let h = hash("photos/2024/a.jpg");
+        assert_eq!(u32::from(h[8]) + 256 * u32::from(h[9]), b);
+        assert_eq!(h[..8], f);
         assert_eq!(slot("photos/2024/a.jpg"), (b, f));
         assert_ne!(slot("photos/2024/b.jpg"), (b, f));
     }

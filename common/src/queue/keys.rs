@@ -21,7 +21,8 @@
 //! | `NS:{R}:it:N` | hash | iteration N: times and counts |
 //! | `NS:{R}:history` | list | finished iterations, newest first, at most 100 |
 //! | `NS:{R}:last_success` | string | start (ms) of the last succeeded iteration |
-//! | `NS:{R}:l:BUCKET` | hash | ledger: 8-byte key hash -> entry (see [`crate::ledger`]) |
+//! | `NS:{R}:l:BUCKET` | hash | ledger: 10-byte key hash -> entry (see [`crate::ledger`]) |
+//! | `NS:{R}:lshape` | hash | the ledger's shape: `bits`, `split` (its buckets), `n` (entries), or `legacy` = 1 |
 //! | `NS:{R}:leader` | string | token (`id#epoch`) of the coordinator leading the rule (expiring lease) |
 //! | `NS:{R}:leader_epoch` | string | counter of lease acquisitions |
 //! | `NS:{R}:rule` | hash | `state` (`running`, `waiting`, `stopped`, `failed`), `reason`, `since_ms`, `stopped_ms` |
@@ -152,6 +153,10 @@ impl RuleKeys {
     pub fn ledger(&self, bucket: u32) -> String {
         self.key(&format!("l:{bucket}"))
     }
+    /// How the ledger's buckets are chosen, and how many entries it holds.
+    pub fn ledger_shape(&self) -> String {
+        self.key("lshape")
+    }
     /// The rule's leader lease (its value is the holder's token).
     pub fn leader(&self) -> String {
         self.key("leader")
@@ -193,7 +198,7 @@ impl RuleKeys {
     }
 
     /// `KEYS` for the task scripts, in their documented order.
-    pub(crate) fn script_keys(&self) -> [String; 11] {
+    pub(crate) fn script_keys(&self) -> [String; 12] {
         [
             self.tasks(),
             self.attempts(),
@@ -206,6 +211,7 @@ impl RuleKeys {
             self.fence(),
             self.intents(),
             self.flow(),
+            self.ledger_shape(),
         ]
     }
 }

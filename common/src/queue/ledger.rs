@@ -10,7 +10,7 @@ use redis::ScriptInvocation;
 
 use super::{Queue, QueueError};
 use crate::codec::slot_bytes;
-use crate::ledger::{LedgerEntry, slot};
+use crate::ledger::{LedgerEntry, hash};
 
 /// How long after its claim a write may still land. A write intent older than this, on a key
 /// that an iteration found just as the ledger says, is forgotten. A write held in flight
@@ -69,18 +69,13 @@ impl LedgerOp {
     pub(super) fn add_args(&self, inv: &mut ScriptInvocation<'_>) {
         match self {
             LedgerOp::None => {
-                inv.arg("").arg(0).arg("").arg("");
+                inv.arg("").arg("").arg("");
             }
             LedgerOp::Put(key, entry) => {
-                let (bucket, field) = slot(key);
-                inv.arg("put")
-                    .arg(bucket)
-                    .arg(&field[..])
-                    .arg(entry.encode());
+                inv.arg("put").arg(&hash(key)[..]).arg(entry.encode());
             }
             LedgerOp::Delete(key) => {
-                let (bucket, field) = slot(key);
-                inv.arg("del").arg(bucket).arg(&field[..]).arg("");
+                inv.arg("del").arg(&hash(key)[..]).arg("");
             }
         }
     }
@@ -96,35 +91,67 @@ impl Queue {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let rk = self.keys.rule(rule);
-        let mut pipe = redis::pipe();
-        let mut intents = redis::cmd("HMGET");
-        intents.arg(rk.intents());
+        let mut inv = self.task_invocation(&self.scripts.ledger, &self.keys.rule(rule));
+        inv.arg("get");
         for key in keys {
-            let (bucket, field) = slot(key);
-            pipe.hget(rk.ledger(bucket), &field[..]);
-            intents.arg(slot_bytes(key));
+            inv.arg(&hash(key)[..]).arg(slot_bytes(key));
         }
-        pipe.add_command(intents);
-        let mut raw: Vec<redis::Value> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        let pending: Vec<Option<String>> = match raw.pop() {
-            Some(v) => redis::from_redis_value(v).map_err(|e| self.err(e.into()))?,
-            None => Vec::new(),
-        };
-        raw.into_iter()
-            .zip(pending.into_iter().chain(std::iter::repeat(None)))
-            .map(|(entry, intents)| {
-                let entry: Option<Vec<u8>> =
-                    redis::from_redis_value(entry).map_err(|e| self.err(e.into()))?;
-                Ok(LedgerView {
-                    entry: entry.and_then(|b| LedgerEntry::decode(&b)),
-                    intents: intents.as_deref().map(parse_intents).unwrap_or_default(),
-                })
+        let raw: Vec<Option<Vec<u8>>> = self.invoke(inv).await?;
+        if raw.len() != 2 * keys.len() {
+            return Err(QueueError::Reply {
+                script: "ledger.lua",
+                reply: format!("{} values for {} keys", raw.len(), keys.len()),
+            });
+        }
+        Ok(raw
+            .chunks(2)
+            .map(|pair| LedgerView {
+                entry: pair[0].as_deref().and_then(LedgerEntry::decode),
+                intents: pair[1]
+                    .as_deref()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .map(parse_intents)
+                    .unwrap_or_default(),
             })
-            .collect()
+            .collect())
+    }
+
+    /// Gives the ledger of `rule` its shape if it has none yet: one that grows with the rule
+    /// for a rule registered just now (`fresh`), else the fixed buckets of a ledger that a
+    /// ferry before growing ledgers may have written. Idempotent.
+    pub async fn shape_ledger(&self, rule: &str, fresh: bool) -> Result<(), QueueError> {
+        let mut inv = self.task_invocation(&self.scripts.ledger, &self.keys.rule(rule));
+        if fresh {
+            // The load is kept with the shape, so a later ferry with another default grows
+            // this ledger as it was begun.
+            inv.arg("start").arg(crate::ledger::LOAD);
+        } else {
+            inv.arg("legacy");
+        }
+        self.invoke::<u64>(inv).await.map(drop)
+    }
+
+    /// How many buckets the ledger of `rule` has, and how many entries (`None` for a legacy
+    /// ledger, which does not count them).
+    pub async fn ledger_size(&self, rule: &str) -> Result<(u64, Option<u64>), QueueError> {
+        let shape = self.keys.rule(rule).ledger_shape();
+        let (legacy, bits, split, n): (Option<String>, Option<u32>, Option<u64>, Option<u64>) =
+            self.query(
+                redis::cmd("HMGET")
+                    .arg(shape)
+                    .arg("legacy")
+                    .arg("bits")
+                    .arg("split")
+                    .arg("n"),
+            )
+            .await?;
+        if legacy.as_deref() == Some("1") {
+            return Ok((u64::from(crate::ledger::LEGACY_BUCKETS), None));
+        }
+        Ok((
+            (1u64 << bits.unwrap_or(0)) + split.unwrap_or(0),
+            Some(n.unwrap_or(0)),
+        ))
     }
 
     /// Forgets the write intents of `rule` made before `cutoff_ms` (Redis clock), reading the
@@ -186,15 +213,11 @@ impl Queue {
         rule: &str,
         entries: &[(String, LedgerEntry)],
     ) -> Result<(), QueueError> {
-        let rk = self.keys.rule(rule);
-        let mut pipe = redis::pipe();
+        let mut inv = self.task_invocation(&self.scripts.ledger, &self.keys.rule(rule));
+        inv.arg("put");
         for (key, entry) in entries {
-            let (bucket, field) = slot(key);
-            pipe.hset(rk.ledger(bucket), &field[..], entry.encode())
-                .ignore();
+            inv.arg(&hash(key)[..]).arg(entry.encode());
         }
-        pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
+        self.invoke::<u64>(inv).await.map(drop)
     }
 }

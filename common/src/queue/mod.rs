@@ -206,6 +206,7 @@ struct Scripts {
     rule: Script,
     throttle: Script,
     tokens: Script,
+    ledger: Script,
     /// Every script's code, for a backend that must know them up front (the embedded one).
     sources: Vec<String>,
 }
@@ -248,6 +249,7 @@ impl Scripts {
             rule: script(true, include_str!("lua/rule.lua")),
             throttle: script(true, include_str!("lua/throttle.lua")),
             tokens: script(false, include_str!("lua/tokens.lua")),
+            ledger: script(true, include_str!("lua/ledger.lua")),
             sources: Vec::new(),
         };
         scripts.sources = sources;

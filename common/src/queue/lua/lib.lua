@@ -1,6 +1,6 @@
 -- Shared by the task scripts (prepended to each when it is loaded).
 -- KEYS of every task script: [1] tasks  [2] attempts  [3] errors  [4] leases  [5] owners
--- [6] delayed  [7] dead  [8] shards  [9] fence  [10] intents  [11] flow.
+-- [6] delayed  [7] dead  [8] shards  [9] fence  [10] intents  [11] flow  [12] ledger shape.
 
 -- Refuses a coordinator write whose leader token is not the rule's current lease (a former
 -- leader, paused or partitioned past its lease). An empty token (tools, tests) is not fenced.
@@ -198,19 +198,103 @@ local function intent_prune(key, slot, cutoff)
   intent_filter(key, slot, function(_, ms) return ms >= cutoff end)
 end
 
+-- The ledger (see common/src/ledger.rs). A key is known by its 16-byte hash `h` (xxh3-128,
+-- little-endian). Its entry lives in hash PREFIX:l:BUCKET under a field cut from `h`.
+-- The rule's ledger shape, KEYS[12], says how buckets are chosen:
+-- - `legacy` = 1 (a ledger written before the shape existed): 65,536 fixed buckets, chosen by
+--   bytes 9-10 of `h`, with bytes 1-8 as the field;
+-- - otherwise linear hashing, so the buckets grow with the rule: the address is bytes 9-12
+--   (a 32-bit number), the field is the address then bytes 1-6 (10 bytes, so a bucket can be
+--   split from its fields alone), and with `bits` and `split` the bucket is
+--   address mod 2^bits, or address mod 2^(bits+1) below `split`. `n` counts the entries;
+--   each entry added past `load` (LEDGER_LOAD unless set) per bucket splits bucket `split`
+--   in two.
+local LEDGER_LOAD, LEDGER_MAX_BITS = 40, 31
+
+local function le32(s, i)
+  local a, b, c, d = string.byte(s, i, i + 3)
+  return a + 256 * b + 65536 * c + 16777216 * d
+end
+
+-- The shape, read once per script run; a script that writes the ledger calls ledger_save()
+-- before it returns.
+local ledger_state = nil
+local function ledger_shape()
+  if not ledger_state then
+    local s = redis.call('HMGET', KEYS[12], 'legacy', 'bits', 'split', 'n', 'load')
+    ledger_state = {legacy = s[1] == '1', bits = tonumber(s[2]) or 0,
+      split = tonumber(s[3]) or 0, n = tonumber(s[4]) or 0,
+      load = tonumber(s[5]) or LEDGER_LOAD, dirty = false}
+  end
+  return ledger_state
+end
+
+local function ledger_save()
+  local shape = ledger_state
+  if shape and shape.dirty then
+    redis.call('HSET', KEYS[12], 'n', string.format('%d', shape.n),
+      'bits', string.format('%d', shape.bits), 'split', string.format('%d', shape.split))
+    shape.dirty = false
+  end
+end
+
+-- The ledger hash and field of `h`.
+local function ledger_where(prefix, shape, h)
+  if shape.legacy then
+    return prefix .. ':l:' .. (string.byte(h, 9) + 256 * string.byte(h, 10)), string.sub(h, 1, 8)
+  end
+  local address = le32(h, 9)
+  local bucket = address % 2 ^ shape.bits
+  if bucket < shape.split then bucket = address % 2 ^ (shape.bits + 1) end
+  return prefix .. ':l:' .. string.format('%d', bucket), string.sub(h, 9, 12) .. string.sub(h, 1, 6)
+end
+
+-- Splits bucket `split` into itself and `split` + 2^bits, by the next bit of each address.
+local function ledger_split(prefix, shape)
+  local low = 2 ^ shape.bits
+  local from = prefix .. ':l:' .. string.format('%d', shape.split)
+  local to = prefix .. ':l:' .. string.format('%d', shape.split + low)
+  local all = redis.call('HGETALL', from)
+  for i = 1, #all, 2 do
+    if math.floor(le32(all[i], 1) / low) % 2 == 1 then
+      redis.call('HSET', to, all[i], all[i + 1])
+      redis.call('HDEL', from, all[i])
+    end
+  end
+  shape.split = shape.split + 1
+  if shape.split == low then
+    shape.bits, shape.split = shape.bits + 1, 0
+  end
+end
+
+-- Applies a ledger op: 'put' `entry` for `h`, 'del' its entry, or '' nothing.
+local function ledger_write(prefix, op, h, entry)
+  if op ~= 'put' and op ~= 'del' then return end
+  local shape = ledger_shape()
+  local ledger, field = ledger_where(prefix, shape, h)
+  local changed
+  if op == 'put' then
+    changed = redis.call('HSET', ledger, field, entry)
+  else
+    changed = -redis.call('HDEL', ledger, field)
+  end
+  if changed == 0 or shape.legacy then return end
+  shape.n = shape.n + changed
+  shape.dirty = true
+  if changed > 0 and shape.bits < LEDGER_MAX_BITS
+    and shape.n > shape.load * (2 ^ shape.bits + shape.split) then
+    ledger_split(prefix, shape)
+  end
+end
+
 -- Finishes held task `id` of `worker` under lease `token`: counts `outcome` and `bytes`,
--- applies the ledger op ('' none, 'put' or 'del' on bucket's field, with `entry`) and forgets
+-- applies the ledger op ('' none, 'put' or 'del' of key hash `h`, with `entry`) and forgets
 -- upload record `rid`. Returns 1, or 0 when the lease was lost (then nothing is changed).
-local function ack_one(prefix, worker, id, token, outcome, bytes, op, bucket, field, entry, rid)
+local function ack_one(prefix, worker, id, token, outcome, bytes, op, h, entry, rid)
   if not holds(id, worker, token) then return 0 end
   intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), token)
   finish(prefix, id, outcome, tonumber(bytes))
-  local ledger = prefix .. ':l:' .. (bucket or '')
-  if op == 'put' then
-    redis.call('HSET', ledger, field, entry)
-  elseif op == 'del' then
-    redis.call('HDEL', ledger, field)
-  end
+  ledger_write(prefix, op, h, entry)
   drop_upload(prefix, rid)
   return 1
 end
