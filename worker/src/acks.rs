@@ -2,18 +2,25 @@
 //! rule per batch, each still fenced by its own lease.
 //!
 //! One task sends the batches, one at a time: while a batch is on its way, the tasks that
-//! finish meanwhile queue up and go in the next one. No ack waits for a timer, so a lone task
-//! is acked as soon as it would have been alone, and a busy worker sends many acks per round
-//! trip.
+//! finish meanwhile queue up and go in the next one. While other tasks are still being
+//! worked on, a batch also waits up to [`ACK_WINDOW`] for them (or until it is full); a lone
+//! task, with nothing else in flight, is acked at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ferry_common::queue::{AckItem, QueueError, WorkerQueue};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most acks in one round trip.
 const ACK_BATCH: usize = 64;
+
+/// How long a batch waits for more acks while other tasks are in flight. Small against a
+/// lease (it only delays the ack, the task's slot is free already), and long enough at a
+/// few hundred small objects per second for several acks to share a round trip.
+pub(crate) const ACK_WINDOW: Duration = Duration::from_millis(10);
 
 struct Request {
     rule: String,
@@ -28,10 +35,15 @@ pub(crate) struct Acker {
 }
 
 impl Acker {
-    /// Starts the batching task; it ends once every `Acker` clone is dropped.
-    pub(crate) fn start(queue: Arc<dyn WorkerQueue>, worker: String) -> Acker {
+    /// Starts the batching task; it ends once every `Acker` clone is dropped. `busy` counts
+    /// the tasks being worked on, whose acks are worth waiting for.
+    pub(crate) fn start(
+        queue: Arc<dyn WorkerQueue>,
+        worker: String,
+        busy: Arc<AtomicU64>,
+    ) -> Acker {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(send_batches(queue, worker, rx));
+        tokio::spawn(send_batches(queue, worker, busy, rx));
         Acker { tx }
     }
 
@@ -56,15 +68,25 @@ impl Acker {
 async fn send_batches(
     queue: Arc<dyn WorkerQueue>,
     worker: String,
+    busy: Arc<AtomicU64>,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + ACK_WINDOW;
         let mut by_rule: BTreeMap<String, Vec<Request>> = BTreeMap::new();
         by_rule.entry(first.rule.clone()).or_default().push(first);
         let mut n = 1;
-        while n < ACK_BATCH
-            && let Ok(more) = rx.try_recv()
-        {
+        while n < ACK_BATCH {
+            let more = match rx.try_recv() {
+                Ok(more) => more,
+                Err(_) if busy.load(Ordering::Relaxed) > 0 => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(more)) => more,
+                        _ => break,
+                    }
+                }
+                Err(_) => break,
+            };
             by_rule.entry(more.rule.clone()).or_default().push(more);
             n += 1;
         }

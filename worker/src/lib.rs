@@ -30,6 +30,11 @@ use leases::Leases;
 /// Most tasks claimed in one round trip.
 const CLAIM_BATCH: usize = 32;
 
+/// How long a claim waits for more of the worker's slots to free up while its tasks finish,
+/// so one round trip claims for several slots (at most a quarter of them, at most
+/// [`CLAIM_BATCH`]). A worker with nothing in flight claims at once.
+const CLAIM_WINDOW: Duration = Duration::from_millis(10);
+
 /// How long a task this worker cannot decode waits before it is claimed again.
 const UNDECODABLE_DELAY: Duration = Duration::from_secs(30);
 
@@ -75,7 +80,7 @@ struct Shared {
     /// Part tasks held now.
     parts_held: AtomicUsize,
     /// What the heartbeat reports: tasks in flight, finished and failed.
-    in_flight: AtomicU64,
+    in_flight: Arc<AtomicU64>,
     completed: AtomicU64,
     failed: AtomicU64,
 }
@@ -130,11 +135,12 @@ pub async fn run(
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let in_flight = Arc::new(AtomicU64::new(0));
     let shared = Arc::new(Shared {
-        acks: acks::Acker::start(queue.clone(), options.id.clone()),
+        acks: acks::Acker::start(queue.clone(), options.id.clone(), in_flight.clone()),
         leases: Leases::new(queue.clone(), options.id.clone(), options.lease),
         parts_held: AtomicUsize::new(0),
-        in_flight: AtomicU64::new(0),
+        in_flight,
         completed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         config,
@@ -212,7 +218,9 @@ async fn claim_loop(
             },
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let want = 1 + semaphore.available_permits().min(CLAIM_BATCH - 1);
+        let mut permits = vec![first];
+        gather_permits(semaphore, shared.options.concurrency, &mut permits).await;
+        let want = permits.len();
         let parts = shared
             .options
             .part_concurrency
@@ -249,7 +257,7 @@ async fn claim_loop(
             }
         }
         if claimed.is_empty() {
-            drop(first);
+            drop(permits);
             tokio::select! {
                 _ = tokio::time::sleep(idle) => {}
                 _ = shutdown.cancelled() => return Ok(()),
@@ -258,19 +266,12 @@ async fn claim_loop(
             continue;
         }
         idle = Duration::from_millis(50);
-        let mut first = Some(first);
         for task in claimed {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match semaphore.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    // Cannot happen (we claimed no more than the free permits), but if it did,
-                    // handing the task back is always safe.
-                    Err(_) => {
-                        let _ = shared.queue.release(&shared.options.id, &task, false).await;
-                        continue;
-                    }
-                },
+            let Some(permit) = permits.pop() else {
+                // Cannot happen (we claimed no more than the permits held), but if it did,
+                // handing the task back is always safe.
+                let _ = shared.queue.release(&shared.options.id, &task, false).await;
+                continue;
             };
             let shared = shared.clone();
             let part = is_part(&task);
@@ -278,19 +279,44 @@ async fn claim_loop(
                 shared.parts_held.fetch_add(1, Ordering::Relaxed);
             }
             tracker.spawn(async move {
-                process(&shared, task).await;
+                process(&shared, task, permit).await;
                 if part {
                     shared.parts_held.fetch_sub(1, Ordering::Relaxed);
                 }
-                drop(permit);
             });
+        }
+    }
+}
+
+/// Adds to `permits` (holding one) the worker's other free slots, up to [`CLAIM_BATCH`].
+/// While tasks are in flight and fewer than a quarter of the `concurrency` slots are free,
+/// waits up to [`CLAIM_WINDOW`] for more to free up, so claims come in batches.
+async fn gather_permits(
+    semaphore: &Arc<Semaphore>,
+    concurrency: usize,
+    permits: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let enough = (concurrency / 4).clamp(1, CLAIM_BATCH);
+    let deadline = tokio::time::Instant::now() + CLAIM_WINDOW;
+    while permits.len() < CLAIM_BATCH {
+        if let Ok(p) = semaphore.clone().try_acquire_owned() {
+            permits.push(p);
+            continue;
+        }
+        let in_flight = concurrency - permits.len() - semaphore.available_permits();
+        if permits.len() >= enough || in_flight == 0 {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await {
+            Ok(Ok(p)) => permits.push(p),
+            _ => return,
         }
     }
 }
 
 /// Works on one claimed task and reports its outcome. Never commits without the lease: if the
 /// lease is lost the copy future is dropped, which aborts the upload in flight.
-async fn process(shared: &Shared, claimed: Claimed) {
+async fn process(shared: &Shared, claimed: Claimed, slot: tokio::sync::OwnedSemaphorePermit) {
     let worker = &shared.options.id;
     let Some(rule) = shared.config.rule(&claimed.rule) else {
         // A task of a rule this worker's config does not know: let a worker that knows it
@@ -332,6 +358,9 @@ async fn process(shared: &Shared, claimed: Claimed) {
     metrics::gauge!(telemetry::WORKER_IN_FLIGHT).decrement(1.0);
     shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     let reason = guard.finish();
+    // The slot is free once the work is done: the ack (batched) or the failure report goes
+    // out while the worker already claims the next task.
+    drop(slot);
     match result {
         None if reason == leases::Stop::Release => {
             let _ = shared
