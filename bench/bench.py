@@ -379,6 +379,7 @@ class Bench:
             "failed": int(fields.get("failed", 0)), "state": fields.get("state", "?"),
             "rss": [(p.name, p.peak_rss_kib) for p in procs],
             "cpu": sum(p.cpu for p in procs), "server_cpu": window.server_cpu,
+            "cpu_by": [(p.name, p.cpu) for p in procs],
             "requests": window.requests(),
             "redis": redis_requests, "config": config, "namespace": namespace,
             "destination": destination_bucket,
@@ -471,13 +472,17 @@ def table(title, info, rows, ratio_of):
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r[ratio_of] / base:.2f}x" if base and r["tool"] != "rclone" else ""
-        redis = (f"{r['redis'] / r['copied']:.1f}" if r["redis"] is not None and r["copied"]
+        redis = (f"{r['redis'] / r['copied']:.2f}" if r["redis"] is not None and r["copied"]
                  else ("—" if r["redis"] is None else f"{r['redis']:.0f} in all"))
         ops = f"{r['ops']:.0f}" if r["ops"] >= 10 else f"{r['ops']:.2f}"
+        per_object = f"{r['cpu'] * 1000 / info['objects']:.2f}"
+        if len(r.get("cpu_by", [])) > 1:
+            per_object += " (" + ", ".join(
+                f"{name} {cpu * 1000 / info['objects']:.2f}" for name, cpu in r["cpu_by"]) + ")"
         out.append(
             f"| {r['tool']} | {r['workers'] or ''} | {r['wall']:.2f} | {ops} "
             f"| {r['mbps']:.1f} | {ratio} | {r['cpu']:.1f} "
-            f"| {r['cpu'] * 1000 / info['objects']:.2f} | {r['server_cpu']} "
+            f"| {per_object} | {r['server_cpu']} "
             f"| {fmt_rss(r['rss'])} | {fmt_requests(r['requests'])} | {redis} |")
     for r in rows:
         if r.get("state_bytes"):
