@@ -193,7 +193,9 @@ async fn redis_ledger_bytes_per_object_at_ten_and_fifty_million_entries() {
 }
 
 /// The same entries in the fixed buckets of a ledger from before growing ledgers, for the
-/// comparison: past about 8 M entries its buckets outgrow the listpack encoding.
+/// comparison: past 65,536 times `hash-max-listpack-entries` entries (8.4 M at Redis's
+/// default of 128; Debian's redis-server here says 512, so 33.5 M) its buckets leave the
+/// listpack encoding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run explicitly (see the file's header)"]
 async fn legacy_redis_ledger_bytes_per_object() {
