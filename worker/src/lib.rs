@@ -584,3 +584,84 @@ async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: E
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A semaphore of `concurrency` slots with all but `free` taken by tasks in flight, and
+    /// the claim's first slot taken from the free ones.
+    async fn slots(
+        concurrency: usize,
+        free: usize,
+    ) -> (
+        Arc<Semaphore>,
+        tokio::sync::OwnedSemaphorePermit,
+        Vec<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let semaphore = Arc::new(Semaphore::new(concurrency));
+        let busy = (0..concurrency - free)
+            .map(|_| semaphore.clone().try_acquire_owned().unwrap())
+            .collect();
+        let first = semaphore.clone().try_acquire_owned().unwrap();
+        (semaphore, first, busy)
+    }
+
+    /// Frees `n` task slots after `after`.
+    fn finish(
+        busy: &mut Vec<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+        after: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let done: Vec<_> = busy.drain(..n).collect();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            drop(done);
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_worker_claims_for_every_free_slot_at_once() {
+        let (semaphore, first, _busy) = slots(32, 32).await;
+        let started = tokio::time::Instant::now();
+        let mut permits = vec![first];
+        gather_permits(&semaphore, 32, &mut permits).await;
+        assert_eq!(permits.len(), CLAIM_BATCH);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_worker_waits_for_a_quarter_of_its_slots_then_claims_for_them() {
+        let (semaphore, first, mut busy) = slots(32, 1).await;
+        let a = finish(&mut busy, 3, Duration::from_millis(3));
+        let b = finish(&mut busy, 4, Duration::from_millis(6));
+        let started = tokio::time::Instant::now();
+        let mut permits = vec![first];
+        gather_permits(&semaphore, 32, &mut permits).await;
+        assert_eq!(permits.len(), 8, "a quarter of 32 slots");
+        assert_eq!(started.elapsed(), Duration::from_millis(6));
+        a.await.unwrap();
+        b.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_worker_claims_what_freed_up_once_the_window_closes() {
+        let (semaphore, first, mut busy) = slots(32, 1).await;
+        let a = finish(&mut busy, 2, Duration::from_millis(4));
+        let started = tokio::time::Instant::now();
+        let mut permits = vec![first];
+        gather_permits(&semaphore, 32, &mut permits).await;
+        assert_eq!(permits.len(), 3);
+        assert_eq!(started.elapsed(), CLAIM_WINDOW);
+        a.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_of_few_slots_claims_at_once() {
+        // A quarter of 3 slots rounds up to one: the slot in hand is enough.
+        let (semaphore, first, _busy) = slots(3, 1).await;
+        let mut permits = vec![first];
+        gather_permits(&semaphore, 3, &mut permits).await;
+        assert_eq!(permits.len(), 1);
+    }
+}
