@@ -8,7 +8,7 @@ mod harness;
 
 use ferry_common::config::RedisConfig;
 use ferry_common::ledger::LedgerEntry;
-use ferry_common::queue::Queue;
+use ferry_common::queue::{Keys, Queue};
 use harness::Redis;
 use redis::AsyncCommands;
 
@@ -130,7 +130,7 @@ async fn redis_ledger(total: u64, fresh: bool) -> (f64, u64, f64) {
     for bucket in &sample {
         let encoding: String = redis::cmd("OBJECT")
             .arg("ENCODING")
-            .arg(format!("ferry:{{photos-dr}}:l:{bucket}"))
+            .arg(Keys::new("ferry").rule("photos-dr").ledger(*bucket as u32))
             .query_async(&mut conn)
             .await
             .unwrap();

@@ -892,7 +892,11 @@ async fn a_ledger_written_before_ledgers_grew_is_still_read() {
     for i in 0..50 {
         let (bucket, field) = ferry_common::ledger::slot(&format!("k{i}"));
         let _: () = redis::cmd("HSET")
-            .arg(format!("old:{{r}}:l:{bucket}"))
+            .arg(
+                ferry_common::queue::Keys::new("old")
+                    .rule("r")
+                    .ledger(bucket),
+            )
             .arg(&field[..])
             .arg(numbered_entry(i).encode())
             .query_async(&mut conn)

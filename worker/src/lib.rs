@@ -591,7 +591,7 @@ mod tests {
 
     /// A semaphore of `concurrency` slots with all but `free` taken by tasks in flight, and
     /// the claim's first slot taken from the free ones.
-    async fn slots(
+    fn slots(
         concurrency: usize,
         free: usize,
     ) -> (
@@ -622,7 +622,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_worker_claims_for_every_free_slot_at_once() {
-        let (semaphore, first, _busy) = slots(32, 32).await;
+        let (semaphore, first, _busy) = slots(32, 32);
         let started = tokio::time::Instant::now();
         let mut permits = vec![first];
         gather_permits(&semaphore, 32, &mut permits).await;
@@ -632,7 +632,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_worker_waits_for_a_quarter_of_its_slots_then_claims_for_them() {
-        let (semaphore, first, mut busy) = slots(32, 1).await;
+        let (semaphore, first, mut busy) = slots(32, 1);
         let a = finish(&mut busy, 3, Duration::from_millis(3));
         let b = finish(&mut busy, 4, Duration::from_millis(6));
         let started = tokio::time::Instant::now();
@@ -646,7 +646,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_worker_claims_what_freed_up_once_the_window_closes() {
-        let (semaphore, first, mut busy) = slots(32, 1).await;
+        let (semaphore, first, mut busy) = slots(32, 1);
         let a = finish(&mut busy, 2, Duration::from_millis(4));
         let started = tokio::time::Instant::now();
         let mut permits = vec![first];
@@ -659,7 +659,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_worker_of_few_slots_claims_at_once() {
         // A quarter of 3 slots rounds up to one: the slot in hand is enough.
-        let (semaphore, first, _busy) = slots(3, 1).await;
+        let (semaphore, first, _busy) = slots(3, 1);
         let mut permits = vec![first];
         gather_permits(&semaphore, 3, &mut permits).await;
         assert_eq!(permits.len(), 1);

@@ -22,7 +22,7 @@
 //! | `NS:{R}:history` | list | finished iterations, newest first, at most 100 |
 //! | `NS:{R}:last_success` | string | start (ms) of the last succeeded iteration |
 //! | `NS:{R}:l:BUCKET` | hash | ledger: 10-byte key hash -> entry (see [`crate::ledger`]) |
-//! | `NS:{R}:lshape` | hash | the ledger's shape: `bits`, `split` (its buckets), `n` (entries), or `legacy` = 1 |
+//! | `NS:{R}:lshape` | hash | the ledger's shape: `bits`, `split` (its buckets), `n` (entries), `load` (entries per bucket), or `legacy` = 1 |
 //! | `NS:{R}:leader` | string | token (`id#epoch`) of the coordinator leading the rule (expiring lease) |
 //! | `NS:{R}:leader_epoch` | string | counter of lease acquisitions |
 //! | `NS:{R}:rule` | hash | `state` (`running`, `waiting`, `stopped`, `failed`), `reason`, `since_ms`, `stopped_ms` |
