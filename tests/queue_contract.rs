@@ -11,7 +11,7 @@ use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::queue::Counted;
 use ferry_common::queue::{
-    Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue, WorkerQueue,
+    Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue, QueueError, WorkerQueue,
 };
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use ferry_testkit::servers::TempDir;
@@ -910,6 +910,81 @@ async fn a_ledger_written_before_ledgers_grew_is_still_read() {
     assert_eq!(entries(&q, &keys).await, want);
 }
 
+async fn key_ranges_are_recorded_once_and_each_moves_its_own_checkpoint(backend: Backend) {
+    let q = backend.queue().await;
+    let leader = LeaderToken::unfenced();
+    let n = q.begin_iteration("r", &leader).await.unwrap();
+    let cuts = vec!["k/3".to_string(), "k/6".to_string()];
+    assert_eq!(
+        q.record_ranges("r", n, 2, &cuts, &leader).await.unwrap(),
+        cuts
+    );
+    // A second attempt (a coordinator that took over) gets the ranges on record.
+    let other = vec!["k/5".to_string()];
+    assert_eq!(
+        q.record_ranges("r", n, 2, &other, &leader).await.unwrap(),
+        cuts
+    );
+    let lane = |range, (at, after): (&str, Option<&str>), key: &str| PlanBatch {
+        tasks: vec![(range as u32, vec![task(key, 1)])],
+        listed: 1,
+        checkpoint: Some((2, at.to_string())),
+        after: after.map(|a| (2, a.to_string())),
+        range: Some(range),
+        ..PlanBatch::default()
+    };
+    // Two ranges plan side by side, each after its own checkpoint.
+    assert_eq!(
+        q.plan("r", n, &lane(0, ("k/1", None), "k/1"), &leader)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        q.plan("r", n, &lane(1, ("k/4", None), "k/4"), &leader)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        q.plan("r", n, &lane(0, ("k/2", Some("k/1")), "k/2"), &leader)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    // The same batch again (its reply lost) is not applied twice.
+    assert_eq!(
+        q.plan("r", n, &lane(0, ("k/2", Some("k/1")), "k/2"), &leader)
+            .await
+            .unwrap(),
+        None
+    );
+    // A batch that follows a checkpoint the range is not at is refused.
+    let stale = q
+        .plan("r", n, &lane(1, ("k/5", Some("k/9")), "k/5"), &leader)
+        .await;
+    assert!(matches!(stale, Err(QueueError::Stale { .. })), "{stale:?}");
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!(record.ranges.get(&2), Some(&cuts));
+    let checkpoints: Vec<_> = record.range_checkpoints.into_iter().collect();
+    assert_eq!(
+        checkpoints,
+        vec![((2, 0), "k/2".to_string()), ((2, 1), "k/4".to_string())]
+    );
+    // The prefix checkpoint is untouched by the ranges', and moves past the prefix after.
+    assert_eq!(record.checkpoint, None);
+    let past = PlanBatch {
+        checkpoint: Some((3, String::new())),
+        ..PlanBatch::default()
+    };
+    assert_eq!(q.plan("r", n, &past, &leader).await.unwrap(), Some(0));
+    let record = q.iteration("r", n).await.unwrap();
+    assert_eq!(
+        (record.checkpoint, record.planned, record.listed),
+        (Some((3, String::new())), 3, 3)
+    );
+}
+
 /// Runs each named contract test once per backend: `redis::NAME` and `embedded::NAME`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -950,4 +1025,5 @@ contract!(
     acks_in_one_batch_are_each_fenced_by_their_own_lease,
     the_ledger_grows_a_bucket_per_load_of_entries_and_keeps_every_entry,
     a_ledger_found_without_a_shape_on_a_registered_rule_keeps_fixed_buckets,
+    key_ranges_are_recorded_once_and_each_moves_its_own_checkpoint,
 );

@@ -145,6 +145,20 @@ fn each_class_of_bad_input_is_rejected_with_where_and_why() {
             "rules[0] (a).max_requests_per_second: must be an integer",
         ),
         (
+            rule(&format!("name = \"a\"\n{src}\n{dst}\nlist_ranges = 0")),
+            "rules[0] (a).list_ranges: 0 is out of range (1 to 256)",
+        ),
+        (
+            rule(&format!("name = \"a\"\n{src}\n{dst}\nlist_ranges = 1000")),
+            "rules[0] (a).list_ranges: 1000 is out of range (1 to 256)",
+        ),
+        (
+            rule(&format!(
+                "name = \"a\"\n{src}\n{dst}\nlist_range_min_keys = 0"
+            )),
+            "rules[0] (a).list_range_min_keys: 0 must be 1 or more",
+        ),
+        (
             rule(&format!(
                 "name = \"a\"\n{src}\n{dst}\nmax_bandwidth = \"wide\""
             )),

@@ -35,7 +35,8 @@ pub struct Dataset {
     pub multipart: Vec<u64>,
     /// Part size of the multipart objects.
     pub part_size: u64,
-    /// Directories the keys spread over (ferry shards work by first path segment).
+    /// Directories the keys spread over (ferry shards work by first path segment); 0 for
+    /// one flat prefix of hashed names.
     pub dirs: u64,
 }
 
@@ -73,12 +74,25 @@ impl Dataset {
                 part_size: 16 * MIB,
                 dirs: 4,
             },
-            other => bail!("unknown dataset {other:?}: expected small, medium or large"),
+            "flat" => Dataset {
+                name: "flat",
+                count: scaled(1_000_000, 1),
+                size: 0,
+                multipart: vec![],
+                part_size: 0,
+                dirs: 0,
+            },
+            other => bail!("unknown dataset {other:?}: expected small, medium, large or flat"),
         })
     }
 
     /// The key of object `index`.
     pub fn key(&self, index: u64) -> String {
+        if self.dirs == 0 {
+            // A bijection of the index, so the names are distinct and spread evenly.
+            let mixed = index.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31);
+            return format!("flat/{mixed:016x}");
+        }
         format!("dir{:02}/{}-{index:06}.bin", index % self.dirs, self.name)
     }
 

@@ -41,7 +41,8 @@ enum Command {
         /// The bucket (it must exist).
         #[arg(long)]
         bucket: String,
-        /// small (20,000 x 4 KiB), medium (2,000 x 1 MiB) or large (4 x 1 GiB).
+        /// small (20,000 x 4 KiB), medium (2,000 x 1 MiB), large (4 x 1 GiB) or flat
+        /// (1,000,000 empty objects in one flat prefix, for the listing benchmark).
         #[arg(long)]
         dataset: String,
         /// Fraction of the object count (small, medium) or object size (large), for quick runs.

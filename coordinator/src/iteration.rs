@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::diff::{MergeJoin, Step};
 use crate::leader::Leadership;
 use crate::planner::{DryRun, DrySink, Planner};
+use crate::ranges::KeyRange;
 use crate::{Context, CoordinatorError};
 use ferry_common::policy::Policy;
 use ferry_common::queue::LeaderToken;
@@ -72,8 +73,7 @@ async fn attempt_iteration(
     debug!(rule = %rule.name, iteration = n, "iteration started");
 
     if !resumed.as_ref().is_some_and(|r| r.sealed) {
-        let checkpoint = resumed.and_then(|r| r.checkpoint);
-        if let Err(e) = plan(ctx, rule, (n, checkpoint), (token, cancel), None).await {
+        if let Err(e) = plan(ctx, rule, (n, resumed.as_ref()), (token, cancel), None).await {
             if matches!(e, CoordinatorError::Storage(_)) {
                 warn!(rule = %rule.name, iteration = n, error = %e, "planning failed");
                 if rule.stop == Stop::Once {
@@ -128,15 +128,21 @@ pub(crate) async fn dry_run(
         .map(|found| found.unwrap_or_default())
 }
 
-/// Lists and diffs every rule prefix in order, starting after `checkpoint` when resuming,
-/// for iteration `n` (or, with `dry`, for a dry run: returns what it found).
+/// Lists and diffs every rule prefix in order, resuming after the checkpoints of `resumed`
+/// (the record of the iteration being resumed), for iteration `n` (or, with `dry`, for a dry
+/// run: returns what it found).
+///
+/// A large prefix is split into key ranges (see `ranges.rs`), recorded in the iteration
+/// record before any of them is planned; each range is listed, diffed and planned on its
+/// own, in parallel, from its own checkpoint. A dry run lists every prefix as one stream.
 async fn plan<'a>(
     ctx: &'a Context,
     rule: &'a Rule,
-    (n, checkpoint): (u64, Option<(usize, String)>),
+    (n, resumed): (u64, Option<&'a IterationRecord>),
     (token, cancel): (&'a LeaderToken, &'a CancellationToken),
     dry: Option<DrySink<'a>>,
 ) -> Result<Option<DryRun>, CoordinatorError> {
+    let checkpoint = resumed.and_then(|r| r.checkpoint.clone());
     let policy = Policy {
         overwrite: rule.overwrite,
         overwrite_unmanaged: rule.overwrite_unmanaged,
@@ -148,46 +154,138 @@ async fn plan<'a>(
     let destination = ctx.stores.destination(rule);
     let now = ctx.queue.redis_time_ms().await?;
     let prune_before = now.saturating_sub(STRAY_HORIZON.as_millis() as u64);
-    let mut planner = Planner::new(
-        ctx.queue.as_ref(),
-        rule,
-        (n, token),
-        policy,
-        cancel,
-        ctx.max_outstanding,
-        (prune_before, checkpoint.clone()),
-    );
-    if let Some(sink) = dry {
-        planner = planner.dry(sink);
-    }
+    let planner_for = |after: Option<(usize, String)>| {
+        Planner::new(
+            ctx.queue.as_ref(),
+            rule,
+            (n, token),
+            policy,
+            cancel,
+            ctx.max_outstanding,
+            (prune_before, after),
+        )
+    };
     // After the first success, a change an iteration finds to copy, made since the last
     // success began (less 2 s for stores with whole-second times) and older than the grace,
     // was missed by the events.
-    if rule.events.is_some()
-        && let Some(start) = last_success
-    {
-        let from = (start.max(0) as u64).saturating_sub(2000);
-        let to = now.saturating_sub(crate::planner::MISSED_GRACE.as_millis() as u64);
-        planner = planner.count_missed(Some((from, to)));
+    let missed_window = match (rule.events.is_some(), last_success) {
+        (true, Some(start)) => Some((
+            (start.max(0) as u64).saturating_sub(2000),
+            now.saturating_sub(crate::planner::MISSED_GRACE.as_millis() as u64),
+        )),
+        _ => None,
+    };
+    // Ranges are looked for when the rule's last iteration listed enough keys for two (or on
+    // a first iteration): sampling costs listing requests that a small rule should not pay.
+    let last_listed = ctx
+        .queue
+        .history(&rule.name)
+        .await?
+        .first()
+        .map(|r| r.listed);
+    let in_ranges = dry.is_none()
+        && rule.list_ranges > 1
+        && last_listed.is_none_or(|n| n >= 2 * rule.list_range_min_keys);
+    let mut planner = planner_for(checkpoint.clone()).count_missed(missed_window);
+    if let Some(sink) = dry {
+        planner = planner.dry(sink);
     }
+    let sides = Sides {
+        source: source.clone(),
+        destination: destination.clone(),
+        rule,
+        cancel,
+    };
     for (index, prefix) in rule.listing_prefixes().into_iter().enumerate() {
         let start_after = match &checkpoint {
             Some((done, _)) if *done > index => continue,
-            Some((done, key)) if *done == index => Some(key.clone()),
+            Some((done, key)) if *done == index => Some(key.clone()).filter(|k| !k.is_empty()),
             _ => None,
         };
         planner.set_prefix(index, &prefix);
+        // The ranges on record for a resumed iteration, or, for a prefix planned from its
+        // start, those a few sampled pages suggest.
+        let boundaries = match resumed.and_then(|r| r.ranges.get(&index)) {
+            Some(on_record) => on_record.clone(),
+            None if in_ranges && start_after.is_none() => {
+                let found = crate::ranges::split(
+                    &source,
+                    &rule.source.bucket,
+                    &prefix,
+                    rule.list_ranges,
+                    rule.list_range_min_keys,
+                )
+                .await?;
+                if found.is_empty() {
+                    found
+                } else {
+                    ctx.queue
+                        .record_ranges(&rule.name, n, index, &found, token)
+                        .await?
+                }
+            }
+            None => Vec::new(),
+        };
+        if boundaries.is_empty() {
+            let whole = KeyRange {
+                after: start_after,
+                through: None,
+            };
+            sides.list_and_plan(&mut planner, &prefix, whole).await?;
+            continue;
+        }
+        let ranges = crate::ranges::ranges_of(&boundaries);
+        info!(rule = %rule.name, iteration = n, prefix = %prefix, ranges = ranges.len(),
+            "listing the prefix in key ranges");
+        let count = ranges.len();
+        let lanes = ranges.into_iter().enumerate().map(|(r, range)| {
+            let resume = resumed.and_then(|rec| rec.range_checkpoints.get(&(index, r)).cloned());
+            let mut lane = planner_for(resume.clone().map(|key| (index, key)))
+                .count_missed(missed_window)
+                .in_range(r, count);
+            lane.set_prefix(index, &prefix);
+            let range = KeyRange {
+                after: resume.or(range.after),
+                through: range.through,
+            };
+            let (sides, prefix) = (&sides, &prefix);
+            async move { sides.list_and_plan(&mut lane, prefix, range).await }
+        });
+        futures::future::try_join_all(lanes).await?;
+        // Every range is planned: the prefix is done.
+        planner.advance((index + 1, String::new())).await?;
+    }
+    Ok(planner.dry_found())
+}
+
+/// The two sides of a rule, listed and diffed for planning.
+struct Sides<'a> {
+    source: Arc<dyn ObjectStore>,
+    destination: Arc<dyn ObjectStore>,
+    rule: &'a Rule,
+    cancel: &'a CancellationToken,
+}
+
+impl Sides<'_> {
+    /// Lists `range` of `prefix` on both sides, merge-joins the listings and plans every
+    /// joined key with `planner`, flushing at the end.
+    async fn list_and_plan(
+        &self,
+        planner: &mut Planner<'_>,
+        prefix: &str,
+        range: KeyRange,
+    ) -> Result<(), CoordinatorError> {
         let mut src = spawn_listing(
-            source.clone(),
-            rule.source.bucket.clone(),
-            prefix.clone(),
-            start_after.clone(),
+            self.source.clone(),
+            self.rule.source.bucket.clone(),
+            prefix.to_string(),
+            range.clone(),
         );
         let mut dst = spawn_listing(
-            destination.clone(),
-            rule.destination.bucket.clone(),
-            prefix.clone(),
-            start_after,
+            self.destination.clone(),
+            self.rule.destination.bucket.clone(),
+            prefix.to_string(),
+            range,
         );
         let mut join = MergeJoin::new();
         loop {
@@ -203,13 +301,12 @@ async fn plan<'a>(
                 Step::Item(joined) => planner.push(joined).await?,
                 Step::Done => break,
             }
-            if cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 return Err(CoordinatorError::Cancelled);
             }
         }
-        planner.flush().await?;
+        planner.flush().await
     }
-    Ok(planner.dry_found())
 }
 
 /// Polls the iteration record until every planned task is acked or dead, doing the queue's
@@ -233,20 +330,30 @@ async fn wait_until_settled(
     }
 }
 
-/// Runs [`list_pages`] in a background task, a few pages ahead of the diff, so listing
-/// latency overlaps with diffing and planning.
+/// Runs [`list_pages`] over `range` in a background task, a few pages ahead of the diff, so
+/// listing latency overlaps with diffing and planning; the listing stops at the range's end.
 fn spawn_listing(
     store: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,
-    start_after: Option<String>,
+    range: KeyRange,
 ) -> mpsc::Receiver<Result<ListPage, StorageError>> {
     let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
     tokio::spawn(async move {
-        let pages = list_pages(store, bucket, prefix, start_after);
+        let pages = list_pages(store, bucket, prefix, range.after);
         futures::pin_mut!(pages);
-        while let Some(page) = pages.next().await {
-            if tx.send(page).await.is_err() {
+        while let Some(mut page) = pages.next().await {
+            let mut ended = false;
+            if let (Ok(listed), Some(through)) = (&mut page, &range.through) {
+                let inside = listed
+                    .objects
+                    .partition_point(|o| o.key.as_str() <= through.as_str());
+                if inside < listed.objects.len() || listed.next_token.is_none() {
+                    listed.objects.truncate(inside);
+                    ended = true;
+                }
+            }
+            if tx.send(page).await.is_err() || ended {
                 return;
             }
         }

@@ -6,6 +6,7 @@ pub mod events;
 mod iteration;
 mod leader;
 mod planner;
+mod ranges;
 mod uploads;
 
 use std::sync::Arc;

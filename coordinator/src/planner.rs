@@ -8,7 +8,7 @@ use ferry_common::codec::slot_bytes;
 use ferry_common::config::Rule;
 use ferry_common::policy::{Action, Policy, decide, is_managed};
 use ferry_common::queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch};
-use ferry_common::shard::{ShardId, shard_of};
+use ferry_common::shard::{ShardId, shard_of, shard_of_range};
 use ferry_common::storage::ObjectMeta;
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use ferry_common::telemetry;
@@ -57,6 +57,9 @@ pub(crate) struct Planner<'a> {
     batch: Vec<Joined>,
     prefix_index: usize,
     prefix: String,
+    /// Set for a planner of one key range of the prefix: (range index, ranges). Its
+    /// checkpoint is the range's own, and its tasks take their shards from the range.
+    range: Option<(usize, usize)>,
     enqueued: u64,
     settled_floor: u64,
     /// Write intents made before this (ms, Redis clock) can no longer land; they are
@@ -96,6 +99,7 @@ impl<'a> Planner<'a> {
             batch: Vec::with_capacity(BATCH),
             prefix_index: 0,
             prefix: String::new(),
+            range: None,
             enqueued: 0,
             settled_floor: 0,
             prune_before_ms,
@@ -108,6 +112,31 @@ impl<'a> Planner<'a> {
     pub(crate) fn count_missed(mut self, window: Option<(u64, u64)>) -> Self {
         self.missed_window = window;
         self
+    }
+
+    /// Makes this planner one key range's: range `range` of `ranges` of the prefix set next.
+    pub(crate) fn in_range(mut self, range: usize, ranges: usize) -> Self {
+        self.range = Some((range, ranges));
+        self
+    }
+
+    /// Moves the checkpoint to `checkpoint` without planning anything: every range of a
+    /// prefix listed in ranges is planned.
+    pub(crate) async fn advance(
+        &mut self,
+        checkpoint: (usize, String),
+    ) -> Result<(), CoordinatorError> {
+        let batch = PlanBatch {
+            checkpoint: Some(checkpoint.clone()),
+            after: self.after.take(),
+            prune_before_ms: self.prune_before_ms,
+            ..PlanBatch::default()
+        };
+        self.queue
+            .plan(&self.rule.name, self.iteration, &batch, self.leader)
+            .await?;
+        self.after = Some(checkpoint);
+        Ok(())
     }
 
     /// Makes this planner a dry run's: tasks go to `sink`, nothing to the queue.
@@ -210,10 +239,13 @@ impl<'a> Planner<'a> {
                 }
                 _ => continue,
             };
-            tasks
-                .entry(shard_of(&self.prefix, task.key()))
-                .or_default()
-                .push(task);
+            let shard = match self.range {
+                Some((range, ranges)) => {
+                    shard_of_range(&self.prefix, range as u32, ranges as u32, task.key())
+                }
+                None => shard_of(&self.prefix, task.key()),
+            };
+            tasks.entry(shard).or_default().push(task);
         }
         if let Some(dry) = &mut self.dry {
             dry.found.listed += listed;
@@ -237,6 +269,7 @@ impl<'a> Planner<'a> {
             skipped,
             checkpoint: Some(checkpoint.clone()),
             after: self.after.take(),
+            range: self.range.map(|(range, _)| range),
             prune,
             prune_before_ms: self.prune_before_ms,
             missed,

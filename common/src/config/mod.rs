@@ -24,6 +24,12 @@ pub const MAX_PREFIX_BYTES: usize = 1022;
 /// Default number of attempts before a task goes to dead letters.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 
+/// Default most key ranges per listing prefix.
+pub const DEFAULT_LIST_RANGES: u32 = 16;
+
+/// Default fewest source keys per key range.
+pub const DEFAULT_LIST_RANGE_MIN_KEYS: u64 = 50_000;
+
 /// A whole, validated config file.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -297,6 +303,12 @@ pub struct Rule {
     pub part_size: ByteSize,
     /// Attempts per task before it goes to dead letters.
     pub max_attempts: u32,
+    /// Most key ranges a large listing prefix is split into, each listed and diffed on its
+    /// own, in parallel (1 = never split).
+    pub list_ranges: u32,
+    /// Fewest source keys per range: a prefix is split into at most its estimated size over
+    /// this many ranges.
+    pub list_range_min_keys: u64,
     /// What to do with source objects that are archived and not restored.
     pub archived: Archived,
     /// S3 requests per second for the rule, both sides, every worker together (0 = no

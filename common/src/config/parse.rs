@@ -6,8 +6,9 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    Archived, Config, ConfigError, Credentials, DEFAULT_MAX_ATTEMPTS, Destination, Endpoint,
-    Events, Overwrite, Problem, RedisConfig, Rule, Secret, Source, Stop, StorageClass,
+    Archived, Config, ConfigError, Credentials, DEFAULT_LIST_RANGE_MIN_KEYS, DEFAULT_LIST_RANGES,
+    DEFAULT_MAX_ATTEMPTS, Destination, Endpoint, Events, Overwrite, Problem, RedisConfig, Rule,
+    Secret, Source, Stop, StorageClass,
 };
 use crate::units::{ByteSize, parse_duration};
 
@@ -350,6 +351,28 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
             DEFAULT_MAX_ATTEMPTS
         }
     };
+    let list_ranges = match t.integer("list_ranges", problems) {
+        None => DEFAULT_LIST_RANGES,
+        Some(n) if (1..=256).contains(&n) => n as u32,
+        Some(n) => {
+            problems.push(Problem::new(
+                t.path("list_ranges"),
+                format!("{n} is out of range (1 to 256)"),
+            ));
+            DEFAULT_LIST_RANGES
+        }
+    };
+    let list_range_min_keys = match t.integer("list_range_min_keys", problems) {
+        None => DEFAULT_LIST_RANGE_MIN_KEYS,
+        Some(n) if n >= 1 => n as u64,
+        Some(n) => {
+            problems.push(Problem::new(
+                t.path("list_range_min_keys"),
+                format!("{n} must be 1 or more"),
+            ));
+            DEFAULT_LIST_RANGE_MIN_KEYS
+        }
+    };
 
     let archived = t
         .string("archived", problems)
@@ -413,6 +436,8 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         multipart_threshold,
         part_size,
         max_attempts,
+        list_ranges,
+        list_range_min_keys,
         archived,
         max_requests_per_second,
         max_bandwidth,

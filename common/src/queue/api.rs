@@ -74,6 +74,16 @@ queue_trait! {
         fn history(&self, rule: &str) -> Vec<IterationRecord>;
         /// When the last succeeded iteration started (ms).
         fn last_success_start(&self, rule: &str) -> Option<i64>;
+        /// Records the key ranges a prefix of iteration `n` is listed in, once; returns
+        /// those on record.
+        fn record_ranges(
+            &self,
+            rule: &str,
+            n: u64,
+            prefix: usize,
+            boundaries: &[String],
+            leader: &LeaderToken,
+        ) -> Vec<String>;
         /// Enqueues one planned batch with its counts and checkpoint, atomically.
         fn plan(
             &self,

@@ -1,6 +1,6 @@
 //! Iteration records in Redis: numbering, counts, history.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{LeaderToken, Queue, QueueError};
 
@@ -79,6 +79,12 @@ pub struct IterationRecord {
     pub missed: u64,
     /// Planning resumes after this (prefix index, key): all up to it is enqueued.
     pub checkpoint: Option<(usize, String)>,
+    /// The key ranges a prefix is listed in, by prefix index: the boundaries `b1 < b2 < ...`
+    /// of the ranges `(start, b1], (b1, b2], ..., (bn, end)`.
+    pub ranges: BTreeMap<usize, Vec<String>>,
+    /// Where each range's planning resumes, by (prefix index, range index): all of the
+    /// range up to and including this key is enqueued.
+    pub range_checkpoints: BTreeMap<(usize, usize), String>,
 }
 
 impl IterationRecord {
@@ -109,6 +115,21 @@ impl IterationRecord {
                     f.get("ckpt_key").cloned().unwrap_or_default(),
                 )),
             },
+            ranges: f
+                .iter()
+                .filter_map(|(field, value)| {
+                    let p: usize = field.strip_prefix("ranges:")?.parse().ok()?;
+                    Some((p.checked_sub(1)?, serde_json::from_str(value).ok()?))
+                })
+                .collect(),
+            range_checkpoints: f
+                .iter()
+                .filter_map(|(field, key)| {
+                    let (p, r) = field.strip_prefix("rckpt:")?.split_once(':')?;
+                    let p: usize = p.parse().ok()?;
+                    Some(((p.checked_sub(1)?, r.parse().ok()?), key.clone()))
+                })
+                .collect(),
         }
     }
 
@@ -196,6 +217,32 @@ impl Queue {
             .key(rk.iteration(n))
             .arg(leader.as_str());
         self.fenced(rule, self.invoke::<i64>(inv).await).map(drop)
+    }
+
+    /// Records the key ranges prefix `prefix` of iteration `n` is listed in (their
+    /// `boundaries`), unless an earlier attempt recorded them; returns those on record.
+    /// Fenced by `leader`.
+    pub async fn record_ranges(
+        &self,
+        rule: &str,
+        n: u64,
+        prefix: usize,
+        boundaries: &[String],
+        leader: &LeaderToken,
+    ) -> Result<Vec<String>, QueueError> {
+        let rk = self.keys.rule(rule);
+        let mut inv = self.scripts.ranges.prepare_invoke();
+        let encoded = serde_json::to_string(boundaries).unwrap_or_else(|_| "[]".into());
+        inv.key(rk.leader())
+            .key(rk.iteration(n))
+            .arg(leader.as_str())
+            .arg(prefix + 1)
+            .arg(encoded);
+        let recorded: String = self.fenced(rule, self.invoke(inv).await)?;
+        serde_json::from_str(&recorded).map_err(|_| QueueError::Reply {
+            script: "ranges",
+            reply: recorded.chars().take(200).collect(),
+        })
     }
 
     /// Reads an iteration record.

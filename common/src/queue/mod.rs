@@ -202,6 +202,7 @@ struct Scripts {
     prune: Script,
     begin: Script,
     seal: Script,
+    ranges: Script,
     finish: Script,
     rule: Script,
     throttle: Script,
@@ -245,6 +246,7 @@ impl Scripts {
             prune: script(true, include_str!("lua/prune.lua")),
             begin: script(true, include_str!("lua/begin.lua")),
             seal: script(true, include_str!("lua/seal.lua")),
+            ranges: script(true, include_str!("lua/ranges.lua")),
             finish: script(true, include_str!("lua/finish.lua")),
             rule: script(true, include_str!("lua/rule.lua")),
             throttle: script(true, include_str!("lua/throttle.lua")),
@@ -443,9 +445,12 @@ impl Queue {
             .arg(batch.listed)
             .arg(batch.skipped);
         for checkpoint in [&batch.checkpoint, &batch.after] {
-            match checkpoint {
-                Some((prefix, key)) => inv.arg(prefix + 1).arg(key),
-                None => inv.arg(0).arg(""),
+            match (checkpoint, batch.range) {
+                (Some((prefix, key)), Some(range)) => {
+                    inv.arg(format!("{}:{range}", prefix + 1)).arg(key)
+                }
+                (Some((prefix, key)), None) => inv.arg(prefix + 1).arg(key),
+                (None, _) => inv.arg(0).arg(""),
             };
         }
         inv.arg(leader.as_str());
@@ -731,6 +736,9 @@ pub struct PlanBatch {
     pub skipped: u64,
     /// Everything up to and including this (prefix index, key) has been planned.
     pub checkpoint: Option<(usize, String)>,
+    /// Set for a batch of one key range of the prefix: `checkpoint` and `after` are that
+    /// range's own (see [`IterationRecord::range_checkpoints`]).
+    pub range: Option<usize>,
     /// The checkpoint this batch follows (`None` for the first batch of an iteration): the
     /// batch is applied only if the iteration is still there.
     pub after: Option<(usize, String)>,

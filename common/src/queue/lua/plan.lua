@@ -9,6 +9,8 @@
 -- ARGV[1] rule key prefix  ARGV[2] iteration  ARGV[3] listed  ARGV[4] skipped
 -- ARGV[5] checkpoint prefix index + 1 ('0' = leave unchanged, no compare)  ARGV[6] its key
 -- ARGV[7] the checkpoint this batch follows (prefix index + 1, '0' = none)  ARGV[8] its key
+-- A batch of one key range of a prefix gives 'P:R' (prefix index + 1, range index) in
+-- ARGV[5] and ARGV[7]: its checkpoint is the range's own, field 'rckpt:P:R'.
 -- ARGV[9] leader token ('' = not fenced)
 -- ARGV[10] prune cutoff (ms)  ARGV[11] number P of slots whose intents made before the
 -- cutoff are forgotten (the planner saw their keys consistent with the ledger)
@@ -20,6 +22,8 @@ local prefix, iter = ARGV[1], ARGV[2]
 if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
 local fenced = fence(KEYS[6], ARGV[9])
 if fenced then return fenced end
+local lane = nil
+if string.match(ARGV[5], '^%d+:%d+$') then lane = 'rckpt:' .. ARGV[5] end
 if ARGV[5] ~= '0' then
   local at = redis.call('HMGET', KEYS[4], 'state', 'ckpt_prefix', 'ckpt_key')
   -- Gone or closed: a Redis restart lost the record's last writes (AOF fsyncs every second).
@@ -27,10 +31,11 @@ if ARGV[5] ~= '0' then
     return redis.error_reply('STALE iteration ' .. iter .. ' is not running')
   end
   local p, k = at[2] or '0', at[3] or ''
+  if lane then p, k = ARGV[5], redis.call('HGET', KEYS[4], lane) or '' end
   if p == ARGV[5] and k == ARGV[6] then return -1 end
   -- Behind: batches this coordinator saw applied were lost in a Redis restart. Ahead cannot
   -- happen (only the lease holder plans). Either way the caller lists again from here.
-  if p ~= ARGV[7] or k ~= ARGV[8] then
+  if (not lane and p ~= ARGV[7]) or k ~= ARGV[8] then
     return redis.error_reply('STALE the checkpoint is not the one this batch follows')
   end
 end
@@ -61,7 +66,9 @@ if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[4], 'planned_bytes', A
 if tonumber(ARGV[13]) > 0 then redis.call('HINCRBY', KEYS[4], 'missed', ARGV[13]) end
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[4], 'listed', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', ARGV[4]) end
-if ARGV[5] ~= '0' then
+if lane then
+  redis.call('HSET', KEYS[4], lane, ARGV[6])
+elseif ARGV[5] ~= '0' then
   redis.call('HSET', KEYS[4], 'ckpt_prefix', ARGV[5], 'ckpt_key', ARGV[6])
 end
 return total
