@@ -16,8 +16,10 @@ Each run is checked: ferry's iteration record lists and skips all N keys, and rc
 """
 
 import argparse
+import asyncio
 import json
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -28,8 +30,47 @@ import bench  # noqa: E402  (the copy benchmark's servers and process helpers)
 from bench import FERRY, FERRY_BENCH, Garage, Process, free_port, log, run, wait_port  # noqa: E402
 
 
+class DelayProxy:
+    """A TCP proxy in front of the S3 port that holds each request `ms` milliseconds before
+    passing it on: the round trip of a distant endpoint, for both tools alike."""
+
+    def __init__(self, target_port, ms):
+        self.target, self.delay = target_port, ms / 1000
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
+        ready.wait()
+
+    def _serve(self, ready):
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port))
+        ready.set()
+        self.loop.run_until_complete(server.serve_forever())
+
+    async def _client(self, reader, writer):
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1",
+                                                                         self.target)
+
+        async def pipe(src, dst, delay):
+            try:
+                while data := await src.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer, self.delay),
+                             pipe(upstream_reader, writer, 0))
+
+
 class Listing:
-    def __init__(self, workdir, keys):
+    def __init__(self, workdir, keys, latency_ms=0):
         self.workdir, self.keys = workdir, keys
         garage = bench.shutil.which("garage") or str(Path.home() / ".cargo/bin/garage")
         self.redis_port = free_port()
@@ -41,13 +82,19 @@ class Listing:
         self.bucket = self.garage.bucket("flat")
         self.garage.cli("bucket", "alias", "flat", "flat-mirror")
         self.runs = 0
+        self.latency_ms = latency_ms
+        self.proxy = DelayProxy(self.garage.s3, latency_ms) if latency_ms else None
+
+    def url(self):
+        """Where the tools reach Garage: through the delaying proxy, if there is one."""
+        return f"http://127.0.0.1:{self.proxy.port}" if self.proxy else self.garage.url
 
     def close(self):
         self.garage.proc.stop()
         self.redis.stop()
 
     def seed(self):
-        config = self.config("seed", 1)
+        config = self.config("seed", 1, self.garage.url)
         log(f"bench: seeding {self.keys} empty objects into one flat prefix")
         out = run([FERRY_BENCH, "seed", "--config", config, "--endpoint", "src",
                    "--bucket", "flat", "--dataset", "flat", "--scale", str(self.keys / 1e6),
@@ -57,11 +104,11 @@ class Listing:
         if info["objects"] != self.keys:
             raise SystemExit(f"bench: seeded {info['objects']} objects, not {self.keys}")
 
-    def config(self, namespace, ranges):
+    def config(self, namespace, ranges, url=None):
         g = self.garage
         path = self.workdir / f"{namespace}.toml"
         endpoints = "".join(
-            f'[endpoints.{name}]\nurl = "{g.url}"\nregion = "garage"\npath_style = true\n'
+            f'[endpoints.{name}]\nurl = "{url or self.url()}"\nregion = "garage"\npath_style = true\n'
             f'access_key_id = "{g.access_key}"\nsecret_access_key = "{g.secret_key}"\n\n'
             for name in ("src", "dst"))
         path.write_text(
@@ -104,8 +151,10 @@ class Listing:
         return {
             "wall": wall, "cpu": proc.cpu, "rss_kib": proc.peak_rss_kib,
             "garage_cpu": cpu_after[0] - cpu_before[0], "redis_cpu": cpu_after[1] - cpu_before[1],
-            "lists": requests.get("ListObjectsV2", 0),
-            "other": {k: v for k, v in requests.items() if k != "ListObjectsV2"},
+            # rclone lists with ListObjects (v1) on a provider it does not know.
+            "lists": requests.get("ListObjectsV2", 0) + requests.get("ListObjects", 0),
+            "other": {k: v for k, v in requests.items()
+                      if k not in ("ListObjectsV2", "ListObjects")},
             "log": proc.text(),
         }
 
@@ -130,7 +179,7 @@ class Listing:
         g = self.garage
         env.update({
             "RCLONE_CONFIG_G_TYPE": "s3", "RCLONE_CONFIG_G_PROVIDER": "Other",
-            "RCLONE_CONFIG_G_ENDPOINT": g.url, "RCLONE_CONFIG_G_REGION": "garage",
+            "RCLONE_CONFIG_G_ENDPOINT": self.url(), "RCLONE_CONFIG_G_REGION": "garage",
             "RCLONE_CONFIG_G_ACCESS_KEY_ID": g.access_key,
             "RCLONE_CONFIG_G_SECRET_ACCESS_KEY": g.secret_key,
             "RCLONE_CONFIG_G_FORCE_PATH_STYLE": "true",
@@ -143,6 +192,10 @@ class Listing:
         return r
 
 
+def other(r):
+    return "".join(f" + {n} {op}" for op, n in sorted(r["other"].items()))
+
+
 def table(keys, rows):
     base = min(r["wall"] for r in rows if r["tool"] == "rclone")
     out = [f"| tool | key ranges | wall s | vs rclone | own CPU s | CPU µs/key | Garage CPU s "
@@ -153,7 +206,7 @@ def table(keys, rows):
         out.append(
             f"| {r['tool']} | {r['ranges']} | {r['wall']:.1f} | {ratio} | {r['cpu']:.1f} "
             f"| {r['cpu'] / keys * 1e6:.1f} | {r['garage_cpu']:.1f} | {r['redis_cpu']:.1f} "
-            f"| {r['lists']} | {r['rss_kib'] / 1024:.0f} |")
+            f"| {r['lists']}{other(r)} | {r['rss_kib'] / 1024:.0f} |")
     return "\n".join(out)
 
 
@@ -163,6 +216,9 @@ def main():
     ap.add_argument("--ranges", default="1,4,16",
                     help="comma-separated list_ranges values for ferry (default 1,4,16)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of every run (default 1)")
+    ap.add_argument("--latency-ms", type=int, default=0,
+                    help="hold each request this long on its way to Garage, as a distant "
+                         "endpoint would (default 0)")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     args = ap.parse_args()
     try:
@@ -172,7 +228,7 @@ def main():
     if any(not 1 <= r <= 256 for r in ranges) or args.keys < 1 or args.repeat < 1:
         ap.error("--ranges must be 1 to 256, --keys and --repeat at least 1")
     with tempfile.TemporaryDirectory(prefix="ferry-listing-") as tmp:
-        listing = Listing(Path(tmp), args.keys)
+        listing = Listing(Path(tmp), args.keys, args.latency_ms)
         try:
             listing.seed()
             rows = []
@@ -185,7 +241,8 @@ def main():
         finally:
             listing.close()
     report = "\n".join([
-        f"## Listing and diffing {args.keys:,} keys in one flat prefix (Garage, one node)",
+        f"## Listing and diffing {args.keys:,} keys in one flat prefix (Garage, one node"
+        + (f", {args.latency_ms} ms added to each request)" if args.latency_ms else ")"),
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M')}; {run(['rclone', 'version']).splitlines()[0]}; "
         f"{bench.os.cpu_count()} cores",

@@ -32,7 +32,7 @@ const PROBES_AT_ONCE: usize = 16;
 /// Most probes spent finding the last key.
 const END_PROBES: usize = 48;
 
-/// Rounds of closer looks where the estimate is weakest, each at most a probe per range.
+/// Rounds of closer looks where the estimate is weakest, each at most a probe per two ranges.
 const REFINE_ROUNDS: usize = 8;
 
 /// One key range of a prefix: the keys after `after` up to and including `through` (`None`:
@@ -253,6 +253,28 @@ async fn page_after(
     }))
 }
 
+/// The pages listed after each of `afters`, [`PROBES_AT_ONCE`] at a time.
+async fn sample_after(
+    store: &Arc<dyn ObjectStore>,
+    (bucket, prefix): (&str, &str),
+    afters: Vec<String>,
+) -> Result<Vec<Sample>, StorageError> {
+    futures::stream::iter(afters)
+        .map(|after| async move {
+            let page = page_after(store, bucket, prefix, Some(after.clone())).await?;
+            Ok(Sample::of(Some(after), page))
+        })
+        .buffered(PROBES_AT_ONCE)
+        .try_collect()
+        .await
+}
+
+/// Sorts samples by where they start, one per start.
+fn in_order(samples: &mut Vec<Sample>) {
+    samples.sort_by(|a, b| a.after.cmp(&b.after));
+    samples.dedup_by(|a, b| a.after == b.after);
+}
+
 /// Chooses the boundaries of at most `max_ranges` key ranges for `prefix` of `bucket`, about
 /// `min_keys` source keys or more each. Empty when the prefix is too small to split (one
 /// page, or under `2 * min_keys` keys by the estimate).
@@ -297,10 +319,8 @@ pub(crate) async fn split(
             Some(b) => known + (b - known) / 2,
         };
         let after = key_at(prefix, probe);
-        let page = Sample::of(
-            Some(after),
-            page_after(store, bucket, prefix, Some(key_at(prefix, probe))).await?,
-        );
+        let listed = page_after(store, bucket, prefix, Some(after.clone())).await?;
+        let page = Sample::of(Some(after), listed);
         match page.keys.last() {
             Some(last) if *last > hi_key => {
                 known = known.max(position(prefix, last));
@@ -347,23 +367,14 @@ pub(crate) async fn split(
         let afters: Vec<String> = (0..each_round)
             .map(|i| space.key_at(lo + (hi - lo) * (i as f64 + offset) / each_round as f64))
             .collect();
-        let pages: Vec<Sample> = futures::stream::iter(afters)
-            .map(|after| async move {
-                let page = page_after(store, bucket, prefix, Some(after.clone())).await?;
-                Ok::<_, StorageError>(Sample::of(Some(after), page))
-            })
-            .buffered(PROBES_AT_ONCE)
-            .try_collect()
-            .await?;
-        samples.extend(pages);
+        samples.extend(sample_after(store, (bucket, prefix), afters).await?);
         space = learn(&samples);
     }
     // Then look closer where the estimate is weakest: between the end of a page and the next
     // sample, where many keys are guessed, a page listed midway says how many there are (and
     // teaches the space the bytes those keys use).
     for _ in 0..REFINE_ROUNDS {
-        samples.sort_by(|a, b| a.after.cmp(&b.after));
-        samples.dedup_by(|a, b| a.after == b.after);
+        in_order(&mut samples);
         let end = space.position(&hi_key);
         let guessed = guesses(&samples, &space, end);
         let total: f64 = guessed.iter().map(|(_, n)| n).sum();
@@ -383,20 +394,12 @@ pub(crate) async fn split(
             break;
         }
         weakest.sort_by(|a, b| b.0.total_cmp(&a.0));
-        weakest.truncate(guess_ranges as usize);
-        let pages: Vec<Sample> = futures::stream::iter(weakest.into_iter().map(|(_, a)| a))
-            .map(|after| async move {
-                let page = page_after(store, bucket, prefix, Some(after.clone())).await?;
-                Ok::<_, StorageError>(Sample::of(Some(after), page))
-            })
-            .buffered(PROBES_AT_ONCE)
-            .try_collect()
-            .await?;
-        samples.extend(pages);
+        weakest.truncate((guess_ranges as usize / 2).max(2));
+        let afters = weakest.into_iter().map(|(_, after)| after).collect();
+        samples.extend(sample_after(store, (bucket, prefix), afters).await?);
         space = learn(&samples);
     }
-    samples.sort_by(|a, b| a.after.cmp(&b.after));
-    samples.dedup_by(|a, b| a.after == b.after);
+    in_order(&mut samples);
     let end = space.position(&hi_key);
     Ok(boundaries(&samples, &space, end, (max_ranges, min_keys)))
 }
@@ -499,7 +502,7 @@ mod tests {
             .unwrap();
         // The first page, the search for the end, and the samples.
         let probes = mem.requests().get("ListObjectsV2").copied().unwrap_or(0);
-        let most = 1 + END_PROBES + (SAMPLES_PER_RANGE + REFINE_ROUNDS) * max_ranges as usize;
+        let most = 1 + END_PROBES + (SAMPLES_PER_RANGE + REFINE_ROUNDS / 2) * max_ranges as usize;
         assert!(probes as usize <= most, "{probes} probes");
         ranges_of(&boundaries)
     }
