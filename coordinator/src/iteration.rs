@@ -177,12 +177,13 @@ async fn plan<'a>(
     };
     // Ranges are looked for when the rule's last iteration listed enough keys for two (or on
     // a first iteration): sampling costs listing requests that a small rule should not pay.
-    let last_listed = ctx
-        .queue
-        .history(&rule.name)
-        .await?
-        .first()
-        .map(|r| r.listed);
+    let last_listed = match n.checked_sub(1).filter(|last| *last > 0) {
+        Some(last) => {
+            let record = ctx.queue.iteration(&rule.name, last).await?;
+            record.state.is_some().then_some(record.listed)
+        }
+        None => None,
+    };
     let in_ranges = dry.is_none()
         && rule.list_ranges > 1
         && last_listed.is_none_or(|n| n >= 2 * rule.list_range_min_keys);
@@ -191,8 +192,8 @@ async fn plan<'a>(
         planner = planner.dry(sink);
     }
     let sides = Sides {
-        source: source.clone(),
-        destination: destination.clone(),
+        source,
+        destination,
         rule,
         cancel,
     };
@@ -209,7 +210,7 @@ async fn plan<'a>(
             Some(on_record) => on_record.clone(),
             None if in_ranges && start_after.is_none() => {
                 let found = crate::ranges::split(
-                    &source,
+                    &sides.source,
                     &rule.source.bucket,
                     &prefix,
                     rule.list_ranges,

@@ -216,13 +216,12 @@ impl Sample {
         let inside = until.map_or(self.keys.len(), |u| {
             self.keys.partition_point(|k| k.as_str() <= u)
         });
-        let (Some(first), Some(reached)) = (self.keys.first(), self.keys.last()) else {
+        let Some(reached) = self.keys.last() else {
             return (0.0, true);
         };
         if inside < self.keys.len() || self.last {
             return (inside as f64, true);
         }
-        let _ = first;
         let half = &self.keys[self.keys.len() / 2..];
         let (from, reached) = (space.position(&half[0]), space.position(reached));
         let until = until.map_or(end, |u| space.position(u));
