@@ -6,12 +6,13 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule};
 use harness::data::{
     Seed, assert_replica, equal_parts, fetch, head, open_uploads, put_multipart, seed,
 };
 use harness::{
     Env, Proc, Redis, S3Server, TempDir, free_port, history, iteration_record, samples, scrape,
-    spawn_ferry, unique,
+    spawn_ferry, unique, wait_until,
 };
 use md5::{Digest, Md5};
 
@@ -286,15 +287,39 @@ async fn a_worker_killed_mid_copy_loses_nothing() {
     .await;
     let rule = harness::rule_toml("kill", &sb, &db, "stop = \"once\"\npart_size = \"5MiB\"");
     let config = env.write_config("kill.toml", &rule);
+    // The victim writes through a proxy that holds its UploadParts, so it dies with parts in
+    // flight that no earlier attempt recorded: whatever the timing, their retries must look
+    // for them in ListParts.
+    let proxy = FaultProxy::start(&env.dst.authority())
+        .await
+        .expect("starting the fault proxy");
+    let uploads = Match {
+        method: Some("PUT".into()),
+        query_contains: Some("partNumber=".into()),
+        ..Match::default()
+    };
+    proxy.set_rules(vec![Rule::new("hold", uploads, Action::Hold)]);
+    let held = env.write_config_at("held.toml", &env.src.url(), &proxy.url(), &rule);
     let limits = ["--concurrency", "4", "--part-concurrency", "4"];
-    let mut workers = start_cluster(&env, &config, &["victim", "survivor"], &limits);
+    let mut victim = start_cluster(&env, &held, &["victim"], &limits).remove(0).0;
+    // Keep the survivor's process: dropping it would stop it.
+    let (_survivor, survivor) = start_cluster(&env, &config, &["survivor"], &limits).remove(0);
     let mut coordinator = spawn_ferry(
         env.dir.path(),
         "coordinator",
         &["coordinator", "--config", &config],
     );
     wait_for_parts(&env, "kill", 6, Duration::from_secs(120)).await;
-    workers[0].0.kill9();
+    wait_until(
+        Duration::from_secs(60),
+        "an UploadPart of the victim held",
+        || {
+            let held = proxy.stats().held;
+            async move { held > 0 }
+        },
+    )
+    .await;
+    victim.kill9();
     wait_success(&mut coordinator, Duration::from_secs(300));
 
     let (copied, size) = head(&env.dst.client(), &db, "big/object").await;
@@ -303,7 +328,7 @@ async fn a_worker_killed_mid_copy_loses_nothing() {
     let record = iteration_record(&env.redis, &env.ns, "kill", 1).await;
     assert_eq!(record.get("dead"), None, "{record:?}");
     assert_eq!(record.get("copied"), Some(&1), "{record:?}");
-    let survivor = scrape(workers[1].1);
+    let survivor = scrape(survivor);
     let parts = samples(&survivor, "ferry_parts_copied_total");
     assert!(
         parts.iter().map(|(_, v)| v).sum::<f64>() > 0.0,
