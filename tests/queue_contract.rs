@@ -11,7 +11,8 @@ use ferry_common::config::{BucketRef, RedisConfig};
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::queue::Counted;
 use ferry_common::queue::{
-    Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, PlanBatch, Queue, QueueError, WorkerQueue,
+    Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, ListingMarks, PlanBatch, Queue,
+    QueueError, WorkerQueue,
 };
 use ferry_common::task::{Expected, ObjectVersion, Task};
 use ferry_testkit::servers::TempDir;
@@ -985,6 +986,37 @@ async fn key_ranges_are_recorded_once_and_each_moves_its_own_checkpoint(backend:
     );
 }
 
+async fn listing_marks_are_kept_for_the_next_iteration_and_replaced_by_its_own(backend: Backend) {
+    let q = backend.queue().await;
+    let leader = LeaderToken::unfenced();
+    let marks = |listed: u64| ListingMarks {
+        prefix: "k/".into(),
+        listed,
+        keys: vec!["k/2".into(), "k/5".into(), "k/8".into()],
+    };
+    let first = q.begin_iteration("r", &leader).await.unwrap();
+    q.record_marks("r", first, 0, &marks(10), &leader)
+        .await
+        .unwrap();
+    q.finish_iteration("r", first, true, &leader).await.unwrap();
+    let record = q.iteration("r", first).await.unwrap();
+    assert_eq!(record.marks.get(&0), Some(&marks(10)));
+    // A finished iteration takes no marks.
+    let late = q.record_marks("r", first, 1, &marks(10), &leader).await;
+    assert!(matches!(late, Err(QueueError::Stale { .. })), "{late:?}");
+
+    let second = q.begin_iteration("r", &leader).await.unwrap();
+    assert_eq!(second, first + 1);
+    q.record_marks("r", second, 0, &marks(12), &leader)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.iteration("r", second).await.unwrap().marks.get(&0),
+        Some(&marks(12))
+    );
+    assert_eq!(q.iteration("r", first).await.unwrap().marks.get(&0), None);
+}
+
 /// Runs each named contract test once per backend: `redis::NAME` and `embedded::NAME`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -1026,4 +1058,5 @@ contract!(
     the_ledger_grows_a_bucket_per_load_of_entries_and_keeps_every_entry,
     a_ledger_found_without_a_shape_on_a_registered_rule_keeps_fixed_buckets,
     key_ranges_are_recorded_once_and_each_moves_its_own_checkpoint,
+    listing_marks_are_kept_for_the_next_iteration_and_replaced_by_its_own,
 );

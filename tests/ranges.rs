@@ -212,3 +212,70 @@ async fn a_coordinator_killed_mid_planning_resumes_every_range_from_its_own_chec
         "killed the coordinator at {planned_at_kill}/{n} planned, every range resumed: {checkpoints:?}"
     );
 }
+
+/// `n` keys of one flat prefix, nine in ten crowded under one name and the rest spread thin:
+/// keys that sampled pages find late.
+fn skewed_seeds(n: u64) -> Vec<Seed> {
+    (0..n)
+        .map(|i| {
+            let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+            let key = match i % 10 {
+                0 => format!("skew/{}{i:08}", char::from(b'a' + (h % 26) as u8)),
+                _ => format!("skew/mmmm{h:016x}"),
+            };
+            Seed::new(key, format!("body {i}"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_iteration_cuts_even_ranges_from_the_marks_of_the_last_listing_on_moto() {
+    let env = Env::start_on("ranges-marks", S3Server::moto(), S3Server::moto());
+    let (sb, db) = env.bucket_pair().await;
+    let n = 6_000u64;
+    let seeds = skewed_seeds(n);
+    seed(&env.src.client(), &sb, &seeds).await;
+    let mut keys: Vec<String> = seeds.iter().map(|s| s.key.clone()).collect();
+    keys.sort();
+    let extra = "stop = \"once\"\nlist_ranges = 4\nlist_range_min_keys = 500";
+    let config = env.write_config("ferry.toml", &harness::rule_toml("skew", &sb, &db, extra));
+    env.run_to_completion(&config, &[], Duration::from_secs(300));
+    let first = raw_record(&env, "skew", 1).await;
+    let marks: serde_json::Value = serde_json::from_str(
+        first
+            .get("marks:1")
+            .unwrap_or_else(|| panic!("no marks on record: {first:?}")),
+    )
+    .expect("marks are JSON");
+    assert_eq!(marks["prefix"], "", "the rule lists from the bucket root");
+    assert_eq!(marks["listed"], n);
+    let marked: Vec<String> = serde_json::from_value(marks["keys"].clone()).unwrap();
+    assert_eq!(marked.len(), 255, "{marks}");
+
+    env.run_to_completion(&config, &[], Duration::from_secs(120));
+    let second = raw_record(&env, "skew", 2).await;
+    let cuts = boundaries(&second);
+    // Cut where the marks say, not where a sample guessed: at marked keys, into equal counts.
+    assert!(cuts.iter().all(|c| marked.contains(c)), "{cuts:?}");
+    let mut counts = vec![0u64; cuts.len() + 1];
+    for key in &keys {
+        counts[cuts.partition_point(|c| c < key)] += 1;
+    }
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    let fair = n / 4;
+    assert!(
+        counts
+            .iter()
+            .all(|&c| c * 100 <= fair * 105 && c * 100 >= fair * 95),
+        "keys per range: {counts:?}, fair {fair}"
+    );
+    // The second iteration's marks replace the first's.
+    assert!(second.contains_key("marks:1"), "{second:?}");
+    assert!(!raw_record(&env, "skew", 1).await.contains_key("marks:1"));
+    let record = numeric_fields(second);
+    assert_eq!(record.get("skipped"), Some(&n), "{record:?}");
+    eprintln!(
+        "iteration 1 sampled {:?}, iteration 2 cut from its marks: {counts:?}",
+        boundaries(&first)
+    );
+}

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::diff::{MergeJoin, Step};
 use crate::leader::Leadership;
+use crate::marks::Marks;
 use crate::planner::{DryRun, DrySink, Planner};
 use crate::ranges::KeyRange;
 use crate::{Context, CoordinatorError};
@@ -132,9 +133,11 @@ pub(crate) async fn dry_run(
 /// (the record of the iteration being resumed), for iteration `n` (or, with `dry`, for a dry
 /// run: returns what it found).
 ///
-/// A large prefix is split into key ranges (see `ranges.rs`), recorded in the iteration
-/// record before any of them is planned; each range is listed, diffed and planned on its
-/// own, in parallel, from its own checkpoint. A dry run lists every prefix as one stream.
+/// A large prefix is split into key ranges, recorded in the iteration record before any of
+/// them is planned; each range is listed, diffed and planned on its own, in parallel, from its
+/// own checkpoint. The ranges are cut from the marks the previous iteration's listing of the
+/// prefix left (see `marks.rs`), else from sampled pages (see `ranges.rs`); a prefix listed
+/// whole leaves its marks for the next. A dry run lists every prefix as one stream.
 async fn plan<'a>(
     ctx: &'a Context,
     rule: &'a Rule,
@@ -175,18 +178,20 @@ async fn plan<'a>(
         )),
         _ => None,
     };
-    // Ranges are looked for when the rule's last iteration listed enough keys for two (or on
-    // a first iteration): sampling costs listing requests that a small rule should not pay.
-    let last_listed = match n.checked_sub(1).filter(|last| *last > 0) {
-        Some(last) => {
-            let record = ctx.queue.iteration(&rule.name, last).await?;
-            record.state.is_some().then_some(record.listed)
-        }
+    // Ranges are sampled for when the rule's last iteration listed enough keys for two (or
+    // on a first iteration): sampling costs listing requests that a small rule should not pay.
+    let previous = match n.checked_sub(1).filter(|last| *last > 0) {
+        Some(last) => Some(ctx.queue.iteration(&rule.name, last).await?),
         None => None,
+    }
+    .filter(|record| record.state.is_some());
+    let min_keys = rule.list_range_min_keys;
+    let in_ranges = dry.is_none() && rule.list_ranges > 1;
+    let sample = in_ranges && previous.as_ref().is_none_or(|r| r.listed >= 2 * min_keys);
+    let marks_of = |index: usize, prefix: &str| {
+        let marks = previous.as_ref()?.marks.get(&index)?;
+        (marks.prefix == prefix).then_some(marks)
     };
-    let in_ranges = dry.is_none()
-        && rule.list_ranges > 1
-        && last_listed.is_none_or(|n| n >= 2 * rule.list_range_min_keys);
     let mut planner = planner_for(checkpoint.clone()).count_missed(missed_window);
     if let Some(sink) = dry {
         planner = planner.dry(sink);
@@ -209,14 +214,20 @@ async fn plan<'a>(
         let boundaries = match resumed.and_then(|r| r.ranges.get(&index)) {
             Some(on_record) => on_record.clone(),
             None if in_ranges && start_after.is_none() => {
-                let found = crate::ranges::split(
-                    &sides.source,
-                    &rule.source.bucket,
-                    &prefix,
-                    rule.list_ranges,
-                    rule.list_range_min_keys,
-                )
-                .await?;
+                let found = match marks_of(index, &prefix) {
+                    Some(marks) => crate::marks::boundaries(marks, rule.list_ranges, min_keys),
+                    None if sample => {
+                        crate::ranges::split(
+                            &sides.source,
+                            &rule.source.bucket,
+                            &prefix,
+                            rule.list_ranges,
+                            min_keys,
+                        )
+                        .await?
+                    }
+                    None => Vec::new(),
+                };
                 if found.is_empty() {
                     found
                 } else {
@@ -227,12 +238,31 @@ async fn plan<'a>(
             }
             None => Vec::new(),
         };
+        // Marks are kept of a prefix listed whole from its start, and large enough for ranges.
+        let record_marks = async |lanes: Vec<Marks>| {
+            let listed: u64 = lanes.iter().map(Marks::listed).sum();
+            if !in_ranges || listed < 2 * min_keys {
+                return Ok::<_, CoordinatorError>(());
+            }
+            let marks = crate::marks::quantiles(&prefix, &lanes);
+            ctx.queue
+                .record_marks(&rule.name, n, index, &marks, token)
+                .await?;
+            Ok(())
+        };
         if boundaries.is_empty() {
+            let fresh = start_after.is_none();
             let whole = KeyRange {
                 after: start_after,
                 through: None,
             };
-            sides.list_and_plan(&mut planner, &prefix, whole).await?;
+            let mut marks = Marks::default();
+            sides
+                .list_and_plan(&mut planner, &prefix, whole, &mut marks)
+                .await?;
+            if fresh {
+                record_marks(vec![marks]).await?;
+            }
             continue;
         }
         let ranges = crate::ranges::ranges_of(&boundaries);
@@ -241,6 +271,7 @@ async fn plan<'a>(
         let count = ranges.len();
         let lanes = ranges.into_iter().enumerate().map(|(r, range)| {
             let resume = resumed.and_then(|rec| rec.range_checkpoints.get(&(index, r)).cloned());
+            let fresh = resume.is_none();
             let mut lane = planner_for(resume.clone().map(|key| (index, key)))
                 .count_missed(missed_window)
                 .in_range(r, count);
@@ -250,9 +281,19 @@ async fn plan<'a>(
                 through: range.through,
             };
             let (sides, prefix) = (&sides, &prefix);
-            async move { sides.list_and_plan(&mut lane, prefix, range).await }
+            async move {
+                let mut marks = Marks::default();
+                sides
+                    .list_and_plan(&mut lane, prefix, range, &mut marks)
+                    .await?;
+                Ok::<_, CoordinatorError>(fresh.then_some(marks))
+            }
         });
-        futures::future::try_join_all(lanes).await?;
+        let listed = futures::future::try_join_all(lanes).await?;
+        // Only a prefix listed from the start of every range has marks for all its keys.
+        if let Some(lanes) = listed.into_iter().collect::<Option<Vec<Marks>>>() {
+            record_marks(lanes).await?;
+        }
         // Every range is planned: the prefix is done.
         planner.advance((index + 1, String::new())).await?;
     }
@@ -269,12 +310,13 @@ struct Sides<'a> {
 
 impl Sides<'_> {
     /// Lists `range` of `prefix` on both sides, merge-joins the listings and plans every
-    /// joined key with `planner`, flushing at the end.
+    /// joined key with `planner`, flushing at the end; `marks` counts the source's keys.
     async fn list_and_plan(
         &self,
         planner: &mut Planner<'_>,
         prefix: &str,
         range: KeyRange,
+        marks: &mut Marks,
     ) -> Result<(), CoordinatorError> {
         let mut src = spawn_listing(
             self.source.clone(),
@@ -292,7 +334,11 @@ impl Sides<'_> {
         loop {
             match join.next() {
                 Step::NeedSource => match src.recv().await {
-                    Some(page) => join.push_source(page?.objects),
+                    Some(page) => {
+                        let objects = page?.objects;
+                        objects.iter().for_each(|o| marks.push(&o.key));
+                        join.push_source(objects)
+                    }
                     None => join.finish_source(),
                 },
                 Step::NeedDestination => match dst.recv().await {

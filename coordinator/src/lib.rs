@@ -5,6 +5,7 @@ pub mod diff;
 pub mod events;
 mod iteration;
 mod leader;
+mod marks;
 mod planner;
 mod ranges;
 mod uploads;

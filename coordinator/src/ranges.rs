@@ -420,7 +420,7 @@ fn guesses(samples: &[Sample], space: &Space, end: f64) -> Vec<(usize, f64)> {
 }
 
 /// How many ranges `keys` estimated keys make.
-fn ranges_for(keys: f64, max_ranges: u32, min_keys: u64) -> u32 {
+pub(crate) fn ranges_for(keys: f64, max_ranges: u32, min_keys: u64) -> u32 {
     ((keys / min_keys.max(1) as f64).floor() as u32).clamp(1, max_ranges)
 }
 

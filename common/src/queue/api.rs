@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use super::{
     DeadLetter, EventApplied, EventTask, EventsRecord, IterationRecord, LeaderToken, LedgerView,
-    PlanBatch, Queue, QueueDepth, QueueError, RuleRecord, RuleState, ShardView, Throughput,
-    WorkerSeen,
+    ListingMarks, PlanBatch, Queue, QueueDepth, QueueError, RuleRecord, RuleState, ShardView,
+    Throughput, WorkerSeen,
 };
 use crate::config::BucketRef;
 use crate::task::UploadRecord;
@@ -84,6 +84,15 @@ queue_trait! {
             boundaries: &[String],
             leader: &LeaderToken,
         ) -> Vec<String>;
+        /// Records the marks of a prefix iteration `n` listed whole, dropping `n - 1`'s.
+        fn record_marks(
+            &self,
+            rule: &str,
+            n: u64,
+            prefix: usize,
+            marks: &ListingMarks,
+            leader: &LeaderToken,
+        ) -> ();
         /// Enqueues one planned batch with its counts and checkpoint, atomically.
         fn plan(
             &self,

@@ -85,6 +85,22 @@ pub struct IterationRecord {
     /// Where each range's planning resumes, by (prefix index, range index): all of the
     /// range up to and including this key is enqueued.
     pub range_checkpoints: BTreeMap<(usize, usize), String>,
+    /// The marks of each prefix listed whole in this iteration, by prefix index (kept until
+    /// the next iteration records its own).
+    pub marks: BTreeMap<usize, ListingMarks>,
+}
+
+/// What one iteration's listing of a prefix says about its keys: how many there were, and
+/// the keys at equal counts among them, from which the next iteration cuts the prefix into
+/// key ranges of equal size.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListingMarks {
+    /// The listing prefix (a rule's prefixes may change between iterations).
+    pub prefix: String,
+    /// Source keys listed.
+    pub listed: u64,
+    /// The keys at `1/(len+1), 2/(len+1), ...` of the listing, in key order.
+    pub keys: Vec<String>,
 }
 
 impl IterationRecord {
@@ -128,6 +144,13 @@ impl IterationRecord {
                     let (p, r) = field.strip_prefix("rckpt:")?.split_once(':')?;
                     let p: usize = p.parse().ok()?;
                     Some(((p.checked_sub(1)?, r.parse().ok()?), key.clone()))
+                })
+                .collect(),
+            marks: f
+                .iter()
+                .filter_map(|(field, value)| {
+                    let p: usize = field.strip_prefix("marks:")?.parse().ok()?;
+                    Some((p.checked_sub(1)?, serde_json::from_str(value).ok()?))
                 })
                 .collect(),
         }
@@ -243,6 +266,29 @@ impl Queue {
             script: "ranges",
             reply: recorded.chars().take(200).collect(),
         })
+    }
+
+    /// Records the marks of prefix `prefix` as iteration `n` listed it whole, and drops
+    /// those iteration `n - 1` recorded for it.
+    pub async fn record_marks(
+        &self,
+        rule: &str,
+        n: u64,
+        prefix: usize,
+        marks: &ListingMarks,
+        leader: &LeaderToken,
+    ) -> Result<(), QueueError> {
+        let rk = self.keys.rule(rule);
+        let mut inv = self.scripts.marks.prepare_invoke();
+        let encoded = serde_json::to_string(marks).unwrap_or_else(|_| "{}".into());
+        inv.key(rk.leader())
+            .key(rk.iteration(n))
+            .key(rk.iteration(n.saturating_sub(1)))
+            .arg(leader.as_str())
+            .arg(prefix + 1)
+            .arg(encoded);
+        let _: i64 = self.fenced(rule, self.invoke(inv).await)?;
+        Ok(())
     }
 
     /// Reads an iteration record.

@@ -50,7 +50,7 @@ pub use fleet::{
     DeadLetter, HEARTBEAT, ShardView, THROUGHPUT_WINDOW, Throughput, WORKER_DEAD_AFTER,
     WORKER_FORGOTTEN_AFTER, WorkerInfo, WorkerSeen,
 };
-pub use iteration::{HISTORY, IterationRecord, IterationState};
+pub use iteration::{HISTORY, IterationRecord, IterationState, ListingMarks};
 pub use keys::{Keys, RuleKeys};
 pub use leader::{LeaderToken, RuleRecord, RuleState};
 pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
@@ -203,6 +203,7 @@ struct Scripts {
     begin: Script,
     seal: Script,
     ranges: Script,
+    marks: Script,
     finish: Script,
     rule: Script,
     throttle: Script,
@@ -247,6 +248,7 @@ impl Scripts {
             begin: script(true, include_str!("lua/begin.lua")),
             seal: script(true, include_str!("lua/seal.lua")),
             ranges: script(true, include_str!("lua/ranges.lua")),
+            marks: script(true, include_str!("lua/marks.lua")),
             finish: script(true, include_str!("lua/finish.lua")),
             rule: script(true, include_str!("lua/rule.lua")),
             throttle: script(true, include_str!("lua/throttle.lua")),
