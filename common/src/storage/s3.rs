@@ -85,6 +85,12 @@ pub async fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
 pub struct S3Store {
     name: String,
     client: Client,
+    /// The same client for uploads (PutObject, UploadPart): the SDK's first-byte timeout
+    /// would cap a whole upload (the answer comes only after the last byte), so these run
+    /// without it, under [`watch_upload`]'s idle timeout instead. A client of its own, not a
+    /// per-request config override: an override rebuilds the request's runtime components
+    /// every time, a cost a small object pays twice over. Both share one connection pool.
+    uploads: Client,
     timeouts: Timeouts,
 }
 
@@ -108,35 +114,30 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             // Workers stream GET bodies into PUTs; the upload's own idle timeout covers a
             // source that stops sending.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(timeouts.connect)
-                    .read_timeout(timeouts.first_byte)
-                    .build(),
-            );
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         if let Some(url) = &endpoint.url {
             builder = builder.endpoint_url(url);
         }
-        S3Store {
-            name: endpoint.name.clone(),
-            client: Client::from_conf(builder.build()),
-            timeouts,
-        }
-    }
-
-    /// Per-request settings for an upload: the SDK's first-byte timeout would cap the whole
-    /// upload (the answer comes only after the last byte), so uploads run without it, under
-    /// [`watch_upload`]'s idle timeout instead.
-    fn upload_config(&self) -> aws_sdk_s3::config::Builder {
-        aws_sdk_s3::config::Builder::default().timeout_config(
+        let client = builder.clone().timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(self.timeouts.connect)
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.first_byte)
+                .build(),
+        );
+        let uploads = builder.timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
                 .disable_read_timeout()
                 .disable_operation_timeout()
                 .disable_operation_attempt_timeout()
                 .build(),
-        )
+        );
+        S3Store {
+            name: endpoint.name.clone(),
+            client: Client::from_conf(client.build()),
+            uploads: Client::from_conf(uploads.build()),
+            timeouts,
+        }
     }
 
     fn target(&self, bucket: &str, key: &str) -> String {
@@ -796,7 +797,7 @@ impl ObjectStore for S3Store {
         Self::count("PutObject");
         let progress = Progress::new();
         let req = self
-            .client
+            .uploads
             .put_object()
             .bucket(bucket)
             .key(key)
@@ -827,8 +828,7 @@ impl ObjectStore for S3Store {
         let mut op = apply_attrs!(req, options.attrs)
             .customize()
             // The body is a stream: signing its SHA-256 would need it whole in memory.
-            .disable_payload_signing()
-            .config_override(self.upload_config());
+            .disable_payload_signing();
         if options.attrs.content_type.is_none() {
             op = op.mutate_request(strip_default_content_type);
         }
@@ -963,7 +963,7 @@ impl ObjectStore for S3Store {
         Self::count("UploadPart");
         let progress = Progress::new();
         let op = self
-            .client
+            .uploads
             .upload_part()
             .bucket(bucket)
             .key(key)
@@ -973,8 +973,7 @@ impl ObjectStore for S3Store {
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .body(to_sdk_body(body, length, progress.clone()))
             .customize()
-            .disable_payload_signing()
-            .config_override(self.upload_config());
+            .disable_payload_signing();
         let sent = async {
             op.send()
                 .await
