@@ -11,6 +11,17 @@ local function fence(leader_key, token)
   return nil
 end
 
+-- Refuses a coordinator write to an iteration record (`record`) unless the writer holds the
+-- leader lease and the iteration is still running.
+local function fence_running(leader_key, token, record)
+  local fenced = fence(leader_key, token)
+  if fenced then return fenced end
+  if redis.call('HGET', record, 'state') ~= 'running' then
+    return redis.error_reply('STALE the iteration is not running')
+  end
+  return nil
+end
+
 -- Redis server time in milliseconds.
 local function now_ms()
   local t = redis.call('TIME')

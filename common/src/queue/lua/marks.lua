@@ -3,11 +3,8 @@
 -- the leader lease.
 -- KEYS[1] leader lease  KEYS[2] iteration record  KEYS[3] the previous iteration's record
 -- ARGV[1] leader token  ARGV[2] prefix index + 1  ARGV[3] the marks (JSON)
-local fenced = fence(KEYS[1], ARGV[1])
-if fenced then return fenced end
-if redis.call('HGET', KEYS[2], 'state') ~= 'running' then
-  return redis.error_reply('STALE the iteration is not running')
-end
+local refused = fence_running(KEYS[1], ARGV[1], KEYS[2])
+if refused then return refused end
 if not string.match(ARGV[2], '^%d+$') then return redis.error_reply('ERR bad prefix index') end
 local field = 'marks:' .. ARGV[2]
 redis.call('HSET', KEYS[2], field, ARGV[3])

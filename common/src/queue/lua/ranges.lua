@@ -4,11 +4,8 @@
 -- KEYS[1] leader lease  KEYS[2] iteration record
 -- ARGV[1] leader token  ARGV[2] prefix index + 1  ARGV[3] the ranges' boundaries (JSON)
 -- Returns the boundaries on record: these, or those an earlier attempt recorded.
-local fenced = fence(KEYS[1], ARGV[1])
-if fenced then return fenced end
-if redis.call('HGET', KEYS[2], 'state') ~= 'running' then
-  return redis.error_reply('STALE the iteration is not running')
-end
+local refused = fence_running(KEYS[1], ARGV[1], KEYS[2])
+if refused then return refused end
 if not string.match(ARGV[2], '^%d+$') then return redis.error_reply('ERR bad prefix index') end
 local field = 'ranges:' .. ARGV[2]
 if redis.call('HEXISTS', KEYS[2], field) == 0 then
