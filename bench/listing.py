@@ -9,6 +9,8 @@ and diffing them, with nothing to copy. Then, in turn:
 
 - `ferry coordinator` for one iteration (`stop = "once"`) of a rule from one name to the
   other, with `list_ranges` = each value of --ranges (1 is one listing stream per side);
+  with --next, then that rule's next iteration, whose ranges are cut at the marks the first
+  left (no sampling requests);
 - `rclone check --fast-list` between the two names.
 
 Each run is checked: ferry's iteration record lists and skips all N keys, and rclone finds
@@ -158,19 +160,23 @@ class Listing:
             "log": proc.text(),
         }
 
-    def ferry(self, ranges):
-        namespace = f"run{self.runs + 1}"
+    def ferry(self, ranges, namespace=None):
+        """One iteration; with `namespace`, the next iteration of that earlier run (its ranges
+        cut at the marks the earlier one left)."""
+        n = 2 if namespace else 1
+        namespace = namespace or f"run{self.runs + 1}"
         config = self.config(namespace, ranges)
         r = self.measured(f"ferry-{ranges}", [FERRY, "coordinator", "--config", config])
         fields = run(["redis-cli", "-p", str(self.redis_port), "hgetall",
-                      f"{namespace}:{{flat}}:it:1"]).split("\n")
+                      f"{namespace}:{{flat}}:it:{n}"]).split("\n")
         record = dict(zip(fields[0::2], fields[1::2]))
         listed, skipped = int(record.get("listed", 0)), int(record.get("skipped", 0))
         if (listed, skipped) != (self.keys, self.keys) or "planned" in record:
             raise SystemExit(f"bench: ferry's iteration listed {listed}, skipped {skipped} "
                              f"of {self.keys}: {record}")
         used = len(json.loads(record.get("ranges:1", "[]"))) + 1
-        r.update(tool="ferry", ranges=f"{ranges} ({used} used)")
+        how = ", next iteration, from marks" if n == 2 else ""
+        r.update(tool="ferry", ranges=f"{ranges} ({used} used{how})", namespace=namespace)
         return r
 
     def rclone(self):
@@ -219,6 +225,9 @@ def main():
     ap.add_argument("--latency-ms", type=int, default=0,
                     help="hold each request this long on its way to Garage, as a distant "
                          "endpoint would (default 0)")
+    ap.add_argument("--next", action="store_true",
+                    help="after each ferry run of more than one range, run its next iteration "
+                         "too (ranges cut at the marks the first left, no sampling)")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     args = ap.parse_args()
     try:
@@ -236,6 +245,9 @@ def main():
                 for r in ranges:
                     rows.append(listing.ferry(r))
                     log(f"bench: ferry, {r} range(s): {rows[-1]['wall']:.1f} s")
+                    if args.next and r > 1:
+                        rows.append(listing.ferry(r, rows[-1]["namespace"]))
+                        log(f"bench: ferry, {r} range(s), next: {rows[-1]['wall']:.1f} s")
                 rows.append(listing.rclone())
                 log(f"bench: rclone check: {rows[-1]['wall']:.1f} s")
         finally:
