@@ -3,9 +3,11 @@
 //! per-destination [`Capabilities`] probe.
 
 mod capabilities;
+mod direct;
 mod error;
 mod limited;
 mod s3;
+mod sigv4;
 mod stores;
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use futures::Stream;
 pub use capabilities::{Capabilities, probe};
 pub use error::{ErrorKind, StorageError, classify};
 pub use limited::LimitedStore;
-pub use s3::{S3Store, Timeouts, sdk_config};
+pub use s3::{RequestPath, S3Store, Timeouts, sdk_config};
 pub use stores::Stores;
 
 /// A streamed object body. `Sync` because the SDK's request bodies must be.

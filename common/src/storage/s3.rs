@@ -25,6 +25,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
+use super::direct::Direct;
 use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ListPage, ObjectAttrs,
     ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartHead, PutOptions, StorageError,
@@ -56,7 +57,17 @@ impl Default for Timeouts {
     }
 }
 
-/// An S3-compatible endpoint reached through aws-sdk-s3.
+/// Which way GetObject and PutObject go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestPath {
+    /// Plain signed HTTP requests ([`super::direct`]) where the endpoint allows them: a
+    /// fraction of the SDK's CPU per request. PutObject takes it only with Content-MD5 or
+    /// the source's checksum.
+    Lean,
+    /// Every request through the AWS SDK.
+    Sdk,
+}
+
 /// The AWS SDK's shared config for `endpoint`: its region and credentials (any AWS SDK
 /// client, S3's or SQS's, is built from it).
 pub async fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
@@ -81,6 +92,8 @@ pub async fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// An S3-compatible endpoint reached through aws-sdk-s3, with GetObject and PutObject on a
+/// lean path of their own (see [`RequestPath`]).
 #[derive(Clone, Debug)]
 pub struct S3Store {
     name: String,
@@ -91,6 +104,9 @@ pub struct S3Store {
     /// per-request config override: an override rebuilds the request's runtime components
     /// every time, a cost a small object pays twice over. Both share one connection pool.
     uploads: Client,
+    /// The lean path for GetObject and PutObject (see [`Direct`]); `None` where it cannot be
+    /// built, or with `FERRY_S3_SDK_ONLY=1`: then the SDK serves every request.
+    direct: Option<Arc<Direct>>,
     timeouts: Timeouts,
 }
 
@@ -105,7 +121,25 @@ impl S3Store {
     /// servers reject the aws-chunked encoding the SDK would otherwise use for streamed bodies;
     /// ferry checks integrity itself (Content-MD5, the source's checksum, CRC32C trailers,
     /// ETag comparison).
+    ///
+    /// GetObject and PutObject take the lean path ([`RequestPath::Lean`]) unless
+    /// `FERRY_S3_SDK_ONLY=1` is set.
     pub async fn connect(endpoint: &Endpoint, timeouts: Timeouts) -> S3Store {
+        let sdk_only = std::env::var("FERRY_S3_SDK_ONLY").is_ok_and(|v| v == "1" || v == "true");
+        let path = if sdk_only {
+            RequestPath::Sdk
+        } else {
+            RequestPath::Lean
+        };
+        S3Store::connect_via(endpoint, timeouts, path).await
+    }
+
+    /// [`S3Store::connect`], with GetObject and PutObject on the path given.
+    pub async fn connect_via(
+        endpoint: &Endpoint,
+        timeouts: Timeouts,
+        path: RequestPath,
+    ) -> S3Store {
         let shared = sdk_config(endpoint).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(endpoint.path_style)
@@ -132,11 +166,31 @@ impl S3Store {
                 .disable_operation_attempt_timeout()
                 .build(),
         );
+        let direct = match path {
+            RequestPath::Sdk => None,
+            RequestPath::Lean => Direct::new(
+                &endpoint.name,
+                &shared,
+                endpoint.url.as_deref(),
+                endpoint.path_style,
+                timeouts,
+            )
+            .map(Arc::new),
+        };
         S3Store {
             name: endpoint.name.clone(),
             client: Client::from_conf(client.build()),
             uploads: Client::from_conf(uploads.build()),
+            direct,
             timeouts,
+        }
+    }
+
+    /// Whether GetObject and PutObject on `bucket` take the lean path.
+    pub async fn lean(&self, bucket: &str) -> bool {
+        match &self.direct {
+            Some(direct) => direct.bucket(bucket).await.is_some(),
+            None => false,
         }
     }
 
@@ -224,7 +278,7 @@ fn credentials_fault(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKin
     None
 }
 
-fn status_text(status: u16) -> String {
+pub(super) fn status_text(status: u16) -> String {
     match status {
         403 => "access denied".into(),
         404 => "not found".into(),
@@ -235,7 +289,7 @@ fn status_text(status: u16) -> String {
 
 /// An ETag as conditional headers carry it: in double quotes (RFC 9110), which some servers
 /// insist on.
-fn quoted(etag: &str) -> String {
+pub(super) fn quoted(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
 }
 
@@ -263,7 +317,7 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
 }
 
 /// How far an upload has got, shared between its body and its watchdog.
-struct Progress {
+pub(super) struct Progress {
     started: Instant,
     /// Milliseconds since `started` of the last byte handed to the connection.
     last_ms: AtomicU64,
@@ -272,7 +326,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new() -> Arc<Progress> {
+    pub(super) fn new() -> Arc<Progress> {
         Arc::new(Progress {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -294,7 +348,7 @@ impl Progress {
 /// Runs an upload under an idle timeout instead of a cap on its total time: it fails only
 /// when no byte moved for `idle`, or when the body is all sent and no answer came within
 /// `first_byte`.
-async fn watch_upload<T>(
+pub(super) async fn watch_upload<T>(
     upload: impl std::future::Future<Output = Result<T, StorageError>>,
     progress: &Progress,
     timeouts: Timeouts,
@@ -342,7 +396,7 @@ async fn watch_upload<T>(
 /// [`FRAME`] bytes: fewer, larger writes cost the receiving server far less CPU, and memory
 /// stays bounded by one frame per upload. Every frame handed over counts as progress for the
 /// upload's idle timeout.
-struct SizedBody {
+pub(super) struct SizedBody {
     inner: BodyStream,
     remaining: u64,
     pending: BytesMut,
@@ -399,17 +453,24 @@ impl http_body::Body for SizedBody {
     }
 }
 
-fn to_sdk_body(body: BodyStream, length: u64, progress: Arc<Progress>) -> ByteStream {
-    if length == 0 {
-        progress.sent.store(true, Ordering::Relaxed);
+impl SizedBody {
+    /// A body of `length` bytes from `body`, reporting progress to `progress`.
+    pub(super) fn new(body: BodyStream, length: u64, progress: Arc<Progress>) -> SizedBody {
+        if length == 0 {
+            progress.sent.store(true, Ordering::Relaxed);
+        }
+        SizedBody {
+            inner: body,
+            remaining: length,
+            pending: BytesMut::new(),
+            done: false,
+            progress,
+        }
     }
-    ByteStream::from_body_1_x(SizedBody {
-        inner: body,
-        remaining: length,
-        pending: BytesMut::new(),
-        done: false,
-        progress,
-    })
+}
+
+fn to_sdk_body(body: BodyStream, length: u64, progress: Arc<Progress>) -> ByteStream {
+    ByteStream::from_body_1_x(SizedBody::new(body, length, progress))
 }
 
 fn from_sdk_body(body: ByteStream, operation: &'static str, target: String) -> BodyStream {
@@ -500,14 +561,23 @@ fn archived(
     status: Option<&ArchiveStatus>,
     restore: Option<&str>,
 ) -> bool {
+    archived_str(
+        class.map(StorageClass::as_str),
+        status.map(ArchiveStatus::as_str),
+        restore,
+    )
+}
+
+/// [`archived`], from the headers' text (`x-amz-storage-class`, `x-amz-archive-status`,
+/// `x-amz-restore`).
+pub(super) fn archived_str(
+    class: Option<&str>,
+    status: Option<&str>,
+    restore: Option<&str>,
+) -> bool {
     let restored = restore.is_some_and(|r| r.contains("ongoing-request=\"false\""));
-    let in_archive = matches!(
-        class,
-        Some(StorageClass::Glacier | StorageClass::DeepArchive)
-    ) || matches!(
-        status,
-        Some(ArchiveStatus::ArchiveAccess | ArchiveStatus::DeepArchiveAccess)
-    );
+    let in_archive = matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
+        || matches!(status, Some("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS"));
     in_archive && !restored
 }
 
@@ -755,6 +825,13 @@ impl ObjectStore for S3Store {
         if_match: Option<&str>,
     ) -> Result<GetObject, StorageError> {
         Self::count("GetObject");
+        if let Some(direct) = &self.direct
+            && let Some(b) = direct.bucket(bucket).await
+        {
+            return direct
+                .get(&b, key, range, if_match, self.target(bucket, key))
+                .await;
+        }
         // Checksum mode returns the source's own checksum, which the destination then
         // verifies, and lets the SDK check the bytes read against it.
         let out = self
@@ -795,6 +872,16 @@ impl ObjectStore for S3Store {
         options: PutOptions<'_>,
     ) -> Result<Written, StorageError> {
         Self::count("PutObject");
+        // The lean path sends no streamed checksum trailer: it takes bodies whose integrity
+        // Content-MD5 or the source's checksum covers.
+        if (options.content_md5.is_some() || options.checksum.is_some())
+            && let Some(direct) = &self.direct
+            && let Some(b) = direct.bucket(bucket).await
+        {
+            return direct
+                .put(&b, key, body, length, options, self.target(bucket, key))
+                .await;
+        }
         let progress = Progress::new();
         let req = self
             .uploads
