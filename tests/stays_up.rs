@@ -717,6 +717,57 @@ async fn slow_uploads_that_keep_moving_are_never_cut_off_and_stalled_ones_are() 
     eprintln!("wan: 100 MiB through 5 MiB/s in {seconds:.1}s with a 5 s first-byte timeout");
 }
 
+/// A source that takes a GetObject and never answers (a hung server, a black-holed link) is
+/// cut off at the first-byte timeout and the copy retried: the lean request path keeps the
+/// timeout the SDK path had. The held request is let through only after the run, so the
+/// answer that then comes back to nobody changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_that_is_never_answered_is_cut_off_at_the_first_byte_timeout() {
+    let env = Env::start("hung-get");
+    let (sb, db) = env.bucket_pair().await;
+    seeds(&env, &sb, 30).await;
+    let proxy = FaultProxy::start(&env.src.authority()).await.unwrap();
+    proxy.set_rules(vec![
+        Rule::new(
+            "hang",
+            Match {
+                method: Some("GET".into()),
+                path_prefix: Some(format!("/{sb}/")),
+                // Object reads, not listings (`?list-type=2`).
+                query_lacks: Some("list-type".into()),
+                ..Match::default()
+            },
+            Action::Hold,
+        )
+        .skip(3)
+        .times(2),
+    ]);
+    let config = env.write_config_at(
+        "hung.toml",
+        &proxy.url(),
+        &env.dst.url(),
+        &rule_toml("hung", &sb, &db, "stop = \"once\""),
+    );
+    let started = Instant::now();
+    let log = env.run_to_completion_with(
+        &config,
+        &["--s3-first-byte-timeout", "2s"],
+        &[("RUST_LOG", "info,ferry_worker=debug")],
+        Duration::from_secs(120),
+    );
+    assert_eq!(proxy.stats().hits.get("hang"), Some(&2));
+    assert!(
+        log.contains("GetObject") && log.contains("no answer within 2s"),
+        "{log}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let record = iteration_record(&env.redis, &env.ns, "hung", 1).await;
+    assert_eq!(record.get("copied"), Some(&30), "{record:?}");
+    assert_eq!(record.get("dead"), None, "{record:?}");
+    proxy.release_held();
+    assert_same_objects(&env.src.client(), &sb, &env.dst.client(), &db).await;
+}
+
 /// A task written by a newer ferry (payload version 9) is left for a worker that reads it:
 /// released with a delay and no attempt counted, never buried. A registered rule this version
 /// cannot decode does not stop a coordinator from starting.
