@@ -490,3 +490,84 @@ impl Server {
         ]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Fields = Vec<Option<Vec<u8>>>;
+
+    async fn hmget(db: &mut Embedded, key: &str, fields: &[&str]) -> Fields {
+        redis::cmd("HMGET")
+            .arg(key)
+            .arg(fields)
+            .query_async(db)
+            .await
+            .unwrap()
+    }
+
+    fn some(values: &[Option<&str>]) -> Fields {
+        values
+            .iter()
+            .map(|v| v.map(|s| s.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// HMGET answers from one read of a packed hash: each field asked, in the order asked,
+    /// with nil for a field or a hash that is not there; the same once the hash is unpacked.
+    #[tokio::test]
+    async fn hmget_answers_every_field_of_a_packed_and_an_unpacked_hash_in_order() {
+        let dir = std::env::temp_dir().join(format!(
+            "ferry-hmget-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::UNIX_EPOCH
+                .elapsed()
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut db = Embedded::open(&dir, &[]).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("h")
+            .arg(&[("b", "2"), ("a", "1"), ("c", "3")])
+            .query_async(&mut db)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg("h")
+            .arg("a")
+            .arg("one")
+            .query_async(&mut db)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HDEL")
+            .arg("h")
+            .arg("c")
+            .query_async(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(
+            hmget(&mut db, "h", &["c", "b", "zz", "a"]).await,
+            some(&[None, Some("2"), None, Some("one")])
+        );
+        assert_eq!(
+            hmget(&mut db, "nothing", &["a", "b"]).await,
+            some(&[None, None])
+        );
+
+        // A value over the packed limit unpacks the hash into a row per field.
+        let long = "v".repeat(store::PACKED_MAX_BYTES + 1);
+        let _: () = redis::cmd("HSET")
+            .arg("h")
+            .arg("d")
+            .arg(&long)
+            .query_async(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(
+            hmget(&mut db, "h", &["d", "a", "c"]).await,
+            some(&[Some(long.as_str()), Some("one"), None])
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
