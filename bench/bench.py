@@ -339,12 +339,7 @@ class Bench:
                 FERRY, "worker", "--config", config, "--id", f"w{i + 1}-{namespace}",
                 "--metrics-listen", f"127.0.0.1:{port}", *self.args.ferry_args.split()],
                 self.workdir / f"{namespace}-w{i + 1}.log"))
-        profilers = [
-            subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
-                              "-o", self.args.profile / f"{namespace}-{p.name}.perf",
-                              "-p", str(p.proc.pid)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for p in procs + [self.dst.proc]] if self.args.profile else []
+        profilers = self.profile(procs + [self.dst.proc], namespace)
         port = free_port()
         ports.append(port)
         coordinator = Process("coordinator", [
@@ -365,9 +360,7 @@ class Bench:
             time.sleep(0.02)
         window.close()
         redis_requests = sum(scrape(p, "ferry_redis_requests_total") for p in ports)
-        for p in profilers:
-            p.send_signal(signal.SIGINT)
-            p.wait()
+        stop_profiles(profilers)
         for p in procs:
             p.stop()
         line = finished.group(0)
@@ -384,6 +377,16 @@ class Bench:
             "redis": redis_requests, "config": config, "namespace": namespace,
             "destination": destination_bucket,
         }
+
+    def profile(self, procs, label):
+        """With --profile, a `perf record` of each process, into the profile directory."""
+        if not self.args.profile:
+            return []
+        return [subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+                                  "-o", self.args.profile / f"{label}-{p.name}.perf",
+                                  "-p", str(p.proc.pid)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for p in procs]
 
     def finish(self, proc, window, what):
         """Waits for a one-shot tool to exit, closes its measuring window, and stops the
@@ -409,7 +412,9 @@ class Bench:
                                 "--config", config, "--state-dir", state, "--json",
                                 *self.args.ferry_args.split()],
                        self.workdir / f"sync-{self.runs}.log")
+        profilers = self.profile([proc, self.dst.proc], f"sync-{dataset}-{self.runs}")
         self.finish(proc, window, "ferry sync")
+        stop_profiles(profilers)
         summary = json.loads(next(line for line in reversed(proc.text().splitlines())
                                   if line.startswith("{")))
         state_bytes = (Path(state) / "state.redb").stat().st_size
@@ -451,6 +456,14 @@ class Bench:
             "cpu": proc.cpu, "server_cpu": window.server_cpu,
             "destination": destination_bucket,
         }
+
+
+def stop_profiles(profilers):
+    """Ends `perf record` runs (a recording whose process already exited has ended)."""
+    for p in profilers:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        p.wait()
 
 
 def fmt_requests(requests):
@@ -510,7 +523,7 @@ def main():
     ap.add_argument("--ferry-args", default="",
                     help="extra flags for each `ferry worker`, e.g. --ferry-args='--concurrency 64'")
     ap.add_argument("--profile", type=Path,
-                    help="record ferry's workers and the destination Garage with `perf record` "
+                    help="record ferry's workers (or `ferry sync`) and the destination Garage with `perf record` "
                          "into this directory")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
