@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ferry_common::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
 use ferry_common::queue::{Persistence, Queue, ViewQueue};
-use ferry_common::storage::{Stores, Timeouts};
+use ferry_common::storage::{CA_BUNDLE_VAR, Stores, Timeouts, Trust};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -216,6 +216,19 @@ impl S3Args {
             idle: self.s3_idle_timeout,
         })
     }
+
+    /// The certificate authorities HTTPS endpoints are checked against: the system's, plus
+    /// `AWS_CA_BUNDLE`'s. A bundle that cannot be used stops ferry before it connects.
+    fn trust(&self) -> Result<Trust, Failure> {
+        Trust::from_env().map_err(|e| {
+            Failure::Config(ConfigError {
+                problems: vec![Problem {
+                    path: CA_BUNDLE_VAR.into(),
+                    message: format!("{}: {}", e.path.display(), e.reason),
+                }],
+            })
+        })
+    }
 }
 
 #[derive(Args)]
@@ -416,13 +429,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
+            let trust = s3.trust()?;
             let cancel = ferry_common::shutdown::on_signal();
             let stop = hard_stop(&cancel, Duration::ZERO);
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
             };
             let (config, queue) = start(&common, role, stop, "ferry coordinator").await?;
-            let stores = Stores::connect(&config, timeouts)
+            let stores = Stores::connect(&config, timeouts, &trust)
                 .await
                 .with_limits(&config, &queue);
             run_coordinator(&coordinator, config, stores, queue, cancel).await
@@ -435,11 +449,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
+            let trust = s3.trust()?;
             let options = worker_options(&worker, None)?;
             let cancel = ferry_common::shutdown::on_signal();
             let stop = hard_stop(&cancel, options.drain);
             let (config, queue) = start(&common, Role::Worker, stop, "ferry worker").await?;
-            let stores = Stores::connect(&config, timeouts)
+            let stores = Stores::connect(&config, timeouts, &trust)
                 .await
                 .with_limits(&config, &queue);
             ferry_worker::run(config, stores, Arc::new(queue), options, cancel)
@@ -457,13 +472,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
+            let trust = s3.trust()?;
             let shutdown = ferry_common::shutdown::on_signal();
             let stop = hard_stop(&shutdown, worker.drain_timeout);
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
             };
             let (config, queue) = start(&common, role, stop, "").await?;
-            let stores = Stores::connect(&config, timeouts)
+            let stores = Stores::connect(&config, timeouts, &trust)
                 .await
                 .with_limits(&config, &queue);
             // Workers stop when the coordinator is done (or on a signal).

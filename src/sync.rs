@@ -368,12 +368,13 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         )]));
     }
     let timeouts = args.s3.timeouts()?;
+    let trust = args.s3.trust()?;
     let shutdown = ferry_common::shutdown::on_signal();
     let stop = crate::hard_stop(&shutdown, Duration::from_secs(20));
     let state_dir = state_dir(args.state_dir.as_deref())?;
     let queue = crate::open_queue(&config, Persistence::RideOut(stop), &state_dir).await?;
     let config = Arc::new(config);
-    let stores = Stores::connect(&config, timeouts)
+    let stores = Stores::connect(&config, timeouts, &trust)
         .await
         .with_limits(&config, &queue);
     let rule_cfg = config.rules[0].clone();

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use ferry_bench::dataset::{self, Dataset};
 use ferry_bench::{diff, verify};
 use ferry_common::config::Config;
-use ferry_common::storage::{Stores, Timeouts};
+use ferry_common::storage::{Stores, Timeouts, Trust};
 
 #[derive(Parser)]
 #[command(
@@ -115,7 +115,8 @@ async fn stores(config: &std::path::Path, wanted: &[&str]) -> anyhow::Result<Sto
     if let Some(missing) = wanted.iter().find(|e| !config.endpoints.contains_key(**e)) {
         anyhow::bail!("{path} has no endpoint {missing:?}");
     }
-    Ok(Stores::connect(&config, Timeouts::default()).await)
+    let trust = Trust::from_env()?;
+    Ok(Stores::connect(&config, Timeouts::default(), &trust).await)
 }
 
 async fn run(command: Command) -> anyhow::Result<bool> {

@@ -33,11 +33,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::error::untrusted_certificate;
 use super::s3::{Progress, SizedBody, quoted, status_text, watch_upload};
 use super::sigv4::{self, DayKey, Scope, Stamp};
 use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ObjectAttrs, ObjectHead,
-    PutOptions, StorageError, Timeouts, WriteCondition, Written, classify, etag_is_md5,
+    PutOptions, StorageError, Timeouts, Trust, WriteCondition, Written, classify, etag_is_md5,
 };
 use crate::telemetry;
 
@@ -139,11 +140,12 @@ impl std::fmt::Debug for Direct {
 }
 
 impl Direct {
-    /// The lean path for an endpoint, or `None` (everything then goes through the SDK) when
-    /// it has no credentials provider or the system's CA certificates cannot be loaded.
+    /// The lean path for an endpoint, trusting `trust`'s certificate authorities, or `None`
+    /// (everything then goes through the SDK) when it has no credentials provider.
     pub(crate) fn new(
         name: &str,
         shared: &aws_config::SdkConfig,
+        trust: &Trust,
         endpoint_url: Option<&str>,
         path_style: bool,
         timeouts: Timeouts,
@@ -155,12 +157,7 @@ impl Direct {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeouts.connect));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| {
-                tracing::debug!(endpoint = name, error = %e,
-                    "no CA certificates for the lean request path; every request uses the SDK")
-            })
-            .ok()?
+            .with_tls_config(trust.rustls_config())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -420,10 +417,13 @@ impl Direct {
             None => sent.await,
         };
         answer.map_err(|e| {
-            counted(op.error(
-                ErrorKind::Retryable,
-                format!("sending the request: {}", error_chain(&e)),
-            ))
+            counted(match untrusted_certificate(&e) {
+                Some(message) => op.error(ErrorKind::Permanent, message),
+                None => op.error(
+                    ErrorKind::Retryable,
+                    format!("sending the request: {}", error_chain(&e)),
+                ),
+            })
         })
     }
 

@@ -99,9 +99,56 @@ pub fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
     }
 }
 
+/// The message for a transport failure whose cause is a server certificate the client does
+/// not trust (unknown authority, expired, for another name), or `None` for any other failure.
+/// Such a failure is permanent: the next try meets the same certificate.
+pub(crate) fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let found = certificate_error(err)?;
+    Some(format!(
+        "the endpoint's TLS certificate is not trusted ({found}); for an endpoint under a \
+         private certificate authority, set {} to the authority's PEM file",
+        super::CA_BUNDLE_VAR
+    ))
+}
+
+/// The rustls certificate error among `err` and its causes, looking inside `io::Error`s too
+/// (whose `source` skips the error they wrap).
+fn certificate_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(rustls::Error::InvalidCertificate(cert)) = e.downcast_ref::<rustls::Error>() {
+            return Some(format!("{cert:?}"));
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(found) = certificate_error(inner)
+        {
+            return Some(found);
+        }
+        cause = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_error_inside_an_io_error_is_found_and_others_are_not() {
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, cert);
+        let message = untrusted_certificate(&wrapped).expect("found inside io::Error");
+        assert!(message.contains("UnknownIssuer"), "{message}");
+        assert!(message.contains("AWS_CA_BUNDLE"), "{message}");
+
+        let other =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(untrusted_certificate(&other), None);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(untrusted_certificate(&refused), None);
+    }
 
     #[test]
     fn classification_table() {

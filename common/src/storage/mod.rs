@@ -9,6 +9,7 @@ mod limited;
 mod s3;
 mod sigv4;
 mod stores;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -23,6 +24,7 @@ pub use error::{ErrorKind, StorageError, classify};
 pub use limited::LimitedStore;
 pub use s3::{RequestPath, S3Store, Timeouts, sdk_config};
 pub use stores::Stores;
+pub use tls::{CA_BUNDLE_VAR, Trust, TrustError};
 
 /// A streamed object body. `Sync` because the SDK's request bodies must be.
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send + Sync>>;

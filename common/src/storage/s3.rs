@@ -26,9 +26,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
 use super::direct::Direct;
+use super::error::untrusted_certificate;
 use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ListPage, ObjectAttrs,
-    ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartHead, PutOptions, StorageError,
+    ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartHead, PutOptions, StorageError, Trust,
     UploadedPart, WriteCondition, Written, classify, etag_is_md5,
 };
 use crate::config::{Credentials, Endpoint};
@@ -68,11 +69,13 @@ pub enum RequestPath {
     Sdk,
 }
 
-/// The AWS SDK's shared config for `endpoint`: its region and credentials (any AWS SDK
-/// client, S3's or SQS's, is built from it).
-pub async fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
+/// The AWS SDK's shared config for `endpoint`: its region, credentials and HTTP client,
+/// which trusts `trust`'s certificate authorities (any AWS SDK client, S3's or SQS's, and the
+/// credential providers that call STS or SSO, are built from it).
+pub async fn sdk_config(endpoint: &Endpoint, trust: &Trust) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(endpoint.region.clone()));
+        .region(Region::new(endpoint.region.clone()))
+        .http_client(trust.sdk_http_client());
     match &endpoint.credentials {
         Credentials::Static {
             access_key_id,
@@ -124,23 +127,24 @@ impl S3Store {
     ///
     /// GetObject and PutObject take the lean path ([`RequestPath::Lean`]) unless
     /// `FERRY_S3_SDK_ONLY=1` is set.
-    pub async fn connect(endpoint: &Endpoint, timeouts: Timeouts) -> S3Store {
+    pub async fn connect(endpoint: &Endpoint, timeouts: Timeouts, trust: &Trust) -> S3Store {
         let sdk_only = std::env::var("FERRY_S3_SDK_ONLY").is_ok_and(|v| v == "1" || v == "true");
         let path = if sdk_only {
             RequestPath::Sdk
         } else {
             RequestPath::Lean
         };
-        S3Store::connect_via(endpoint, timeouts, path).await
+        S3Store::connect_via(endpoint, timeouts, trust, path).await
     }
 
     /// [`S3Store::connect`], with GetObject and PutObject on the path given.
     pub async fn connect_via(
         endpoint: &Endpoint,
         timeouts: Timeouts,
+        trust: &Trust,
         path: RequestPath,
     ) -> S3Store {
-        let shared = sdk_config(endpoint).await;
+        let shared = sdk_config(endpoint, trust).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(endpoint.path_style)
             .retry_config(RetryConfig::disabled())
@@ -171,6 +175,7 @@ impl S3Store {
             RequestPath::Lean => Direct::new(
                 &endpoint.name,
                 &shared,
+                trust,
                 endpoint.url.as_deref(),
                 endpoint.path_style,
                 timeouts,
@@ -236,11 +241,14 @@ impl S3Store {
                 credentials_fault(&err).unwrap_or(ErrorKind::Permanent),
                 format!("{}", DisplayErrorContext(&err)),
             ),
-            _ => (
-                None,
-                credentials_fault(&err).unwrap_or_else(|| classify(None, None)),
-                format!("{}", DisplayErrorContext(&err)),
-            ),
+            _ => match untrusted_certificate(&err) {
+                Some(message) => (None, ErrorKind::Permanent, message),
+                None => (
+                    None,
+                    credentials_fault(&err).unwrap_or_else(|| classify(None, None)),
+                    format!("{}", DisplayErrorContext(&err)),
+                ),
+            },
         };
         metrics::counter!(telemetry::S3_ERRORS, "operation" => operation,
             "status" => status.map_or_else(|| "none".to_string(), |s| s.to_string()))

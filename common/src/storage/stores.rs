@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::{Capabilities, LimitedStore, ObjectStore, S3Store, StorageError, Timeouts, probe};
+use super::{
+    Capabilities, LimitedStore, ObjectStore, S3Store, StorageError, Timeouts, Trust, probe,
+};
 use crate::config::{Config, Rule};
 use crate::queue::{Budget, BudgetKind, Queue};
 
@@ -17,23 +19,27 @@ type StorePair = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
 #[derive(Clone, Default)]
 pub struct Stores {
     by_name: HashMap<String, Arc<dyn ObjectStore>>,
+    /// The certificate authorities the S3 clients trust (SQS clients use the same).
+    trust: Option<Trust>,
     capabilities: Arc<Mutex<CapabilityCells>>,
     /// Rule name -> (source, destination) under the rule's budgets.
     limited: HashMap<String, StorePair>,
 }
 
 impl Stores {
-    /// Connects an S3 client for every endpoint in `config`.
-    pub async fn connect(config: &Config, timeouts: Timeouts) -> Stores {
+    /// Connects an S3 client for every endpoint in `config`, each trusting `trust`'s
+    /// certificate authorities.
+    pub async fn connect(config: &Config, timeouts: Timeouts, trust: &Trust) -> Stores {
         let mut by_name: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
         for (name, endpoint) in &config.endpoints {
             by_name.insert(
                 name.clone(),
-                Arc::new(S3Store::connect(endpoint, timeouts).await),
+                Arc::new(S3Store::connect(endpoint, timeouts, trust).await),
             );
         }
         Stores {
             by_name,
+            trust: Some(trust.clone()),
             capabilities: Arc::default(),
             limited: HashMap::new(),
         }
@@ -43,6 +49,7 @@ impl Stores {
     pub fn from_stores(stores: impl IntoIterator<Item = (String, Arc<dyn ObjectStore>)>) -> Self {
         Stores {
             by_name: stores.into_iter().collect(),
+            trust: None,
             capabilities: Arc::default(),
             limited: HashMap::new(),
         }
@@ -90,6 +97,12 @@ impl Stores {
             Some((_, destination)) => destination.clone(),
             None => self.get(&rule.destination.endpoint),
         }
+    }
+
+    /// The certificate authorities the stores trust, for other AWS clients of the same
+    /// endpoints (SQS); the system's alone for stores built with [`Stores::from_stores`].
+    pub fn trust(&self) -> Trust {
+        self.trust.clone().unwrap_or_else(Trust::system)
     }
 
     /// The store of endpoint `name`. Config validation guarantees every rule's endpoints exist,

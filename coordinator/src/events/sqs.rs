@@ -43,7 +43,7 @@ pub async fn follow_queue(ctx: Context, rule: Rule) {
     let Some(endpoint) = ctx.config.endpoint(&endpoint).cloned() else {
         return;
     };
-    let shared = sdk_config(&endpoint).await;
+    let shared = sdk_config(&endpoint, &ctx.stores.trust()).await;
     // A long poll answers within WAIT_SECONDS; one that does not is given up and retried.
     let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
