@@ -1,5 +1,6 @@
 //! The S3 store against real servers: uploads checked end to end with the source's MD5
-//! (Content-MD5) or a streamed CRC32C trailer, and which ETags count as MD5s.
+//! (Content-MD5) or a streamed CRC32C trailer, which ETags count as MD5s, the lean request
+//! path against the SDK's, and HTTPS endpoints under a private certificate authority.
 
 mod harness;
 
@@ -7,13 +8,16 @@ use bytes::Bytes;
 use ferry_common::config::Config;
 use ferry_common::storage::{
     BodyStream, ByteRange, ErrorKind, ObjectAttrs, ObjectStore, PutOptions, RequestPath, S3Store,
-    StorageError, Stores, Timeouts, WriteCondition,
+    StorageError, Stores, Timeouts, Trust, WriteCondition,
 };
+use ferry_testkit::servers::{TempDir, wait_until};
+use ferry_testkit::tls::{PrivateCa, TlsFront};
 use futures::StreamExt;
 use harness::data::{pattern, put_multipart};
 use harness::{S3Server, unique};
 use md5::{Digest, Md5};
 use std::sync::Arc;
+use std::time::Duration;
 
 async fn store(server: &S3Server) -> Arc<dyn ObjectStore> {
     let config = Config::from_toml(&format!(
@@ -21,7 +25,7 @@ async fn store(server: &S3Server) -> Arc<dyn ObjectStore> {
         server.endpoint_toml("s3")
     ))
     .expect("config");
-    Stores::connect(&config, Timeouts::default())
+    Stores::connect(&config, Timeouts::default(), &Trust::system())
         .await
         .get("s3")
 }
@@ -116,12 +120,21 @@ async fn garage_checks_uploads_end_to_end() {
 
 /// The endpoint `s3` of a config for `server` (as `url`), on the request path given.
 async fn s3_store(server: &S3Server, url: &str, path: RequestPath) -> S3Store {
+    s3_store_trusting(server, url, &Trust::system(), path).await
+}
+
+async fn s3_store_trusting(
+    server: &S3Server,
+    url: &str,
+    trust: &Trust,
+    path: RequestPath,
+) -> S3Store {
     let config = Config::from_toml(&format!(
         "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
         server.endpoint_toml_at("s3", url)
     ))
     .expect("config");
-    S3Store::connect_via(&config.endpoints["s3"], Timeouts::default(), path).await
+    S3Store::connect_via(&config.endpoints["s3"], Timeouts::default(), trust, path).await
 }
 
 async fn read_all(mut body: BodyStream) -> Vec<u8> {
@@ -141,9 +154,13 @@ fn error_view(e: &StorageError) -> (ErrorKind, Option<u16>, Option<String>, Stri
 /// write the same objects and read the same heads, bodies and errors, on a server that checks
 /// signatures (Garage) and one that keeps every header (moto).
 async fn the_lean_path_and_the_sdk_agree(server: S3Server) {
-    let url = server.url();
-    let lean = s3_store(&server, &url, RequestPath::Lean).await;
-    let sdk = s3_store(&server, &url, RequestPath::Sdk).await;
+    the_lean_path_and_the_sdk_agree_at(&server, &server.url(), &Trust::system()).await;
+}
+
+/// [`the_lean_path_and_the_sdk_agree`], reaching `server` at `url` with `trust`.
+async fn the_lean_path_and_the_sdk_agree_at(server: &S3Server, url: &str, trust: &Trust) {
+    let lean = s3_store_trusting(server, url, trust, RequestPath::Lean).await;
+    let sdk = s3_store_trusting(server, url, trust, RequestPath::Sdk).await;
     let bucket = unique("lean");
     server.create_bucket(&bucket).await;
     assert!(
@@ -343,4 +360,93 @@ async fn a_wrong_secret_is_refused_on_the_lean_path_on_garage() {
     assert_eq!(a.kind, ErrorKind::Permanent, "{a}");
     assert_eq!((a.status, &a.code), (s.status, &s.code), "{a} / {s}");
     assert!(!a.to_string().contains(secret), "{a}");
+}
+
+/// A private certificate authority written as `ca.pem` in a new temporary directory, and an
+/// HTTPS front it signed, in front of `server`.
+async fn behind_a_private_ca(server: &S3Server) -> (PrivateCa, TlsFront, TempDir) {
+    let ca = PrivateCa::new("storage");
+    let dir = TempDir::new("tls");
+    ca.write_ca_pem(&dir.path().join("ca.pem"));
+    let front = TlsFront::start(&ca, &server.authority())
+        .await
+        .expect("tls front");
+    (ca, front, dir)
+}
+
+/// Over HTTPS, with the private CA's certificate in the bundle (`AWS_CA_BUNDLE`'s file), both
+/// request paths reach the server and agree, as over plain HTTP.
+async fn both_paths_trust_a_private_ca_from_the_bundle(server: S3Server) {
+    let (_ca, front, dir) = behind_a_private_ca(&server).await;
+    let trust = Trust::with_bundle(&dir.path().join("ca.pem")).expect("the bundle loads");
+    the_lean_path_and_the_sdk_agree_at(&server, &front.url(), &trust).await;
+    assert!(
+        front.accepted() >= 2,
+        "both paths went through the HTTPS front"
+    );
+    assert_eq!(front.refused(), 0, "no handshake failed");
+}
+
+#[tokio::test]
+async fn both_paths_trust_a_private_ca_from_the_bundle_on_moto() {
+    both_paths_trust_a_private_ca_from_the_bundle(S3Server::moto()).await;
+}
+
+#[tokio::test]
+async fn both_paths_trust_a_private_ca_from_the_bundle_on_garage() {
+    both_paths_trust_a_private_ca_from_the_bundle(S3Server::garage()).await;
+}
+
+/// Without the CA (the system's roots alone, or a bundle of another authority), every request
+/// fails at the handshake: a permanent error that says the certificate is not trusted and
+/// what to set, on both paths, for reads, heads and listings alike.
+async fn an_untrusted_certificate_is_a_permanent_error_naming_aws_ca_bundle(server: S3Server) {
+    let bucket = unique("tls");
+    server.create_bucket(&bucket).await;
+    let (_ca, front, dir) = behind_a_private_ca(&server).await;
+    let other = dir.path().join("other.pem");
+    PrivateCa::new("other").write_ca_pem(&other);
+    let trusts = [
+        Trust::system(),
+        Trust::with_bundle(&other).expect("the other bundle loads"),
+    ];
+    let mut attempts = 0;
+    for trust in &trusts {
+        for path in [RequestPath::Lean, RequestPath::Sdk] {
+            let store = s3_store_trusting(&server, &front.url(), trust, path).await;
+            let get = store.get(&bucket, "k", None, None).await.err();
+            let head = store.head(&bucket, "k", None).await.err();
+            let list = store.list_page(&bucket, "", None, None).await.err();
+            for e in [get, head, list] {
+                let e = e.expect("an untrusted endpoint is refused");
+                attempts += 1;
+                assert_eq!(e.kind, ErrorKind::Permanent, "{path:?}: {e}");
+                assert!(
+                    e.message.contains("not trusted")
+                        && e.message.contains("UnknownIssuer")
+                        && e.message.contains("AWS_CA_BUNDLE"),
+                    "{path:?}: {e}"
+                );
+            }
+        }
+    }
+    // The front counts a refusal once it reads the client's alert, which may be just after
+    // the client has given up.
+    wait_until(
+        Duration::from_secs(10),
+        "every request refused at the front's handshake",
+        || async { front.refused() >= attempts },
+    )
+    .await;
+    assert_eq!(front.accepted(), 0, "no handshake completed");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_permanent_error_naming_aws_ca_bundle_on_moto() {
+    an_untrusted_certificate_is_a_permanent_error_naming_aws_ca_bundle(S3Server::moto()).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_permanent_error_naming_aws_ca_bundle_on_garage() {
+    an_untrusted_certificate_is_a_permanent_error_naming_aws_ca_bundle(S3Server::garage()).await;
 }

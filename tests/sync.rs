@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule};
 use ferry_testkit::servers::{Kind, S3Server, TempDir, wait_until};
+use ferry_testkit::tls::{PrivateCa, TlsFront};
 use harness::data::{Seed, assert_same_objects, list_keys, open_uploads, put, seed};
 use harness::{ferry_bin, spawn_ferry, unique};
 
@@ -96,9 +97,34 @@ impl Pair {
 
     /// Runs `ferry sync` to completion (at most two minutes) with `extra` arguments.
     async fn sync(&self, prefix: &str, extra: &[&str]) -> Output {
+        self.sync_env(prefix, extra, &[]).await
+    }
+
+    /// [`Pair::sync`] with environment variables set (`Some`) or removed (`None`).
+    async fn sync_env(&self, prefix: &str, extra: &[&str], env: &[(&str, Option<&str>)]) -> Output {
         let mut args = self.args(prefix);
         args.extend(extra.iter().map(|s| s.to_string()));
-        run_ferry(args).await
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect();
+        run_cmd_env(ferry_bin(), args, env).await
+    }
+
+    /// Serves both endpoints over HTTPS, through fronts whose certificate `ca` signed (in
+    /// front of the counting proxies), and points the config at them.
+    async fn serve_https(&self, ca: &PrivateCa) -> (TlsFront, TlsFront) {
+        let (src, dst) = (self.src_proxy.addr(), self.dst_proxy.addr());
+        let src = TlsFront::start(ca, &src.to_string())
+            .await
+            .expect("tls front");
+        let dst = TlsFront::start(ca, &dst.to_string())
+            .await
+            .expect("tls front");
+        let text = self.src.endpoint_toml_at("src", &src.url())
+            + &self.dst.endpoint_toml_at("dst", &dst.url());
+        std::fs::write(&self.config, text).expect("writing config");
+        (src, dst)
     }
 
     /// Requests the two servers have seen, as (method, query) pairs, since `from` of each.
@@ -122,9 +148,21 @@ async fn run_ferry(args: Vec<String>) -> Output {
 
 /// Runs `bin ARGS` to completion (killed after two minutes), off the async runtime.
 async fn run_cmd(bin: &str, args: Vec<String>) -> Output {
+    run_cmd_env(bin, args, Vec::new()).await
+}
+
+/// [`run_cmd`] with environment variables set (`Some`) or removed (`None`).
+async fn run_cmd_env(bin: &str, args: Vec<String>, env: Vec<(String, Option<String>)>) -> Output {
     let bin = bin.to_string();
     tokio::task::spawn_blocking(move || {
-        let child = std::process::Command::new(&bin)
+        let mut command = std::process::Command::new(&bin);
+        for (key, value) in &env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .args(&args)
             .env("TERM", "xterm")
             .stdin(std::process::Stdio::null())
@@ -480,7 +518,68 @@ macro_rules! on_both_servers {
     };
 }
 
+/// Endpoints behind a private certificate authority, as a user meets them: without
+/// `AWS_CA_BUNDLE` the sync stops and says the certificate is not trusted and what to set; an
+/// `AWS_CA_BUNDLE` that cannot be read stops it before it connects, naming the file; with the
+/// authority's file, the copy is whole, a multipart object included (small objects on the lean
+/// path, listings, heads and parts through the SDK, all over HTTPS).
+async fn endpoints_behind_a_private_ca(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    let ca = PrivateCa::new("sync");
+    let pem = pair.dir.path().join("ca.pem");
+    ca.write_ca_pem(&pem);
+    let (src_front, dst_front) = pair.serve_https(&ca).await;
+    let client = pair.src.client();
+    let n = 40;
+    seed(&client, &pair.sb, &seeds("a/", n)).await;
+    harness::data::put_multipart(&client, &pair.sb, "big", &[5 << 20, 1 << 20], 3).await;
+
+    let untrusted = pair
+        .sync_env("", &["--json"], &[("AWS_CA_BUNDLE", None)])
+        .await;
+    assert_ne!(untrusted.code, 0, "{}", untrusted.stderr);
+    assert!(
+        untrusted.stderr.contains("TLS certificate is not trusted")
+            && untrusted.stderr.contains("AWS_CA_BUNDLE"),
+        "{}",
+        untrusted.stderr
+    );
+    assert!(list_keys(&pair.dst.client(), &pair.db).await.is_empty());
+
+    let missing = pair.dir.path().join("missing.pem");
+    let missing = missing.to_str().expect("utf-8");
+    let unreadable = pair
+        .sync_env("", &[], &[("AWS_CA_BUNDLE", Some(missing))])
+        .await;
+    assert_eq!(unreadable.code, 2, "{}", unreadable.stderr);
+    assert!(
+        unreadable.stderr.contains("AWS_CA_BUNDLE")
+            && unreadable.stderr.contains(missing)
+            && unreadable.stderr.contains("cannot be read"),
+        "{}",
+        unreadable.stderr
+    );
+    let accepted = (src_front.accepted(), dst_front.accepted());
+    assert_eq!(
+        accepted,
+        (0, 0),
+        "nothing connected before the bundle was checked"
+    );
+
+    let trusted = pair
+        .sync_env("", &["--json"], &[("AWS_CA_BUNDLE", pem.to_str())])
+        .await;
+    assert_ok(&trusted);
+    assert_eq!(trusted.json()["copied"], n + 1, "{}", trusted.stdout);
+    assert_eq!(
+        assert_same_objects(&client, &pair.sb, &pair.dst.client(), &pair.db).await,
+        n + 1
+    );
+    assert!(src_front.accepted() > 0 && dst_front.accepted() > 0);
+}
+
 on_both_servers!(
+    endpoints_behind_a_private_ca,
     full_copy_then_a_second_run_that_only_lists,
     a_changed_object_and_a_prefix,
     a_dry_run_changes_nothing,

@@ -9,6 +9,7 @@
 //! - [`servers`]: real servers on free ports (Redis, moto, Garage) and child processes.
 //! - [`chaos`]: randomized fault schedules against a real cluster (`scripts/chaos.sh`).
 //! - [`memstore`]: an in-memory object store, for unit tests of the coordinator and worker.
+//! - [`tls`]: a private certificate authority and an HTTPS front for a plain-HTTP S3 server.
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
@@ -17,3 +18,4 @@ pub mod cluster;
 pub mod memstore;
 pub mod proxy;
 pub mod servers;
+pub mod tls;
