@@ -3,6 +3,7 @@
 //! port), moto, a single-node Garage, and child processes whose logs are kept.
 #![allow(clippy::missing_panics_doc)]
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,12 +13,24 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and that this process has not handed out before.
+///
+/// The kernel's ephemeral ports repeat soon after they are released (about one in thirteen
+/// of 2,000 consecutive picks here), so two ports asked for one after the other could be the
+/// same: a Garage once got its S3 and admin APIs on one port and served S3 requests with the
+/// admin API. Ports handed out are remembered and never given again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding an ephemeral port");
+        if handed.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Waits until `cond` holds, or panics with `what` after `timeout`.
@@ -175,6 +188,51 @@ impl Redis {
     /// production Redis configured as the README says.
     pub fn start_aof() -> Redis {
         Redis::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"])
+    }
+
+    /// [`Redis::start_aof`] holding `keys` filler keys, which a [`Redis::restart`] then loads
+    /// at 1 ms a key (`key-load-delay`), answering every command with LOADING meanwhile: a
+    /// big production Redis coming back from a restart, in `keys` milliseconds.
+    pub async fn start_aof_loading_slowly(keys: u32) -> Redis {
+        let redis = Redis::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--key-load-delay",
+            "1000",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ]);
+        let mut conn = redis.conn().await;
+        let mut fill = redis::pipe();
+        for i in 0..keys {
+            fill.set(format!("filler:{i}"), i).ignore();
+        }
+        fill.query_async::<()>(&mut conn)
+            .await
+            .expect("filling redis");
+        // The rewrite turns the keys into the AOF's RDB base, which is loaded key by key
+        // (and so slowly); commands appended as text are replayed without the delay.
+        redis::cmd("BGREWRITEAOF")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("BGREWRITEAOF");
+        wait_until(Duration::from_secs(30), "the AOF rewrite", || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("persistence")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("INFO persistence");
+                info.contains("aof_rewrite_in_progress:0")
+                    && info.contains("aof_rewrite_scheduled:0")
+                    && info.contains("aof_last_bgrewrite_status:ok")
+            }
+        })
+        .await;
+        redis
     }
 
     /// [`Redis::start_aof`] also listening on `addr` (a veth address a network namespace
@@ -681,5 +739,17 @@ impl Drop for NetNs {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_never_hands_out_the_same_port_twice() {
+        let picks = 2_000;
+        let ports: BTreeSet<u16> = (0..picks).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), picks, "a port was handed out twice");
     }
 }
