@@ -431,6 +431,62 @@ async fn registered_rules_round_trip_without_credentials(backend: Backend) {
     assert_eq!(q.registered_rules().await.unwrap(), rules);
 }
 
+/// Regression: a Redis back from a restart answers LOADING until its data is in memory. The
+/// answer came back as a reply, not an error, so it went past the outage retries to the
+/// caller: a coordinator exited with `BusyLoading` (seen in CI). A single command, a pipeline
+/// and a script sent while Redis loads now wait for it, and act once.
+#[tokio::test]
+async fn commands_sent_while_redis_loads_after_a_restart_wait_for_it() {
+    let mut redis = Redis::start_aof_loading_slowly(3_000).await;
+    let q = Queue::connect(
+        &RedisConfig::new(redis.url(), unique("q")),
+        ferry_common::queue::Persistence::RideOut(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    let rule = |name: &str| BucketRef {
+        rule: name.into(),
+        source: "http://s/x".into(),
+        destination: "http://d/y".into(),
+    };
+    q.register_rules(&[rule("a")]).await.unwrap();
+
+    redis.restart();
+    let mut raw = redis.conn().await;
+    let refused = redis::cmd("PING")
+        .query_async::<String>(&mut raw)
+        .await
+        .expect_err("redis answers LOADING right after the restart");
+    assert_eq!(
+        refused.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+        "{refused}"
+    );
+
+    let (b, unfenced) = ([rule("b")], LeaderToken::unfenced());
+    let (registered, read, begun) = tokio::join!(
+        q.register_rules(&b),
+        q.registered_rules(),
+        q.begin_iteration("r", &unfenced),
+    );
+    registered.expect("a pipeline sent while redis loads");
+    assert!(
+        read.expect("a command sent while redis loads")
+            .contains(&rule("a")),
+        "what was written before the restart is read back"
+    );
+    assert_eq!(begun.expect("a script sent while redis loads"), 1);
+    let mut names: Vec<String> = q
+        .registered_rules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.rule)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+}
+
 #[tokio::test]
 async fn undecodable_payloads_are_reported_not_dropped() {
     use redis::AsyncCommands;

@@ -124,6 +124,42 @@ pub(crate) fn unreachable(e: &RedisError) -> bool {
         )
 }
 
+/// A reply Redis gave instead of serving the command, because it cannot serve yet (LOADING
+/// its data after a restart; a cluster re-forming: TRYAGAIN, CLUSTERDOWN, MASTERDOWN).
+/// Replies arrive as values, not errors, so without this a LOADING answer reached the caller
+/// as a failed command (a coordinator exited with it) instead of being waited out.
+trait Served: Sized {
+    fn not_served(&self) -> Option<RedisError>;
+}
+
+impl Served for Value {
+    fn not_served(&self) -> Option<RedisError> {
+        match self {
+            Value::ServerError(refusal) => {
+                let e = RedisError::from(refusal.clone());
+                unreachable(&e).then_some(e)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Served for Vec<Value> {
+    /// A pipeline: any of its commands refused. Sending the whole pipeline again is safe for
+    /// the same reason as after a lost reply (see the module's documentation).
+    fn not_served(&self) -> Option<RedisError> {
+        self.iter().find_map(Value::not_served)
+    }
+}
+
+/// `reply`, or the error of a command Redis did not serve yet.
+fn served<T: Served>(reply: T) -> redis::RedisResult<T> {
+    match reply.not_served() {
+        Some(e) => Err(e),
+        None => Ok(reply),
+    }
+}
+
 /// What a queue talks to: a Redis server, a Redis Cluster, or the embedded store in this
 /// process.
 #[derive(Clone)]
@@ -180,7 +216,7 @@ macro_rules! retrying {
         loop {
             metrics::counter!(telemetry::REDIS_REQUESTS).increment(1);
             let $conn = &mut $self.inner;
-            match $send.await {
+            match $send.await.and_then(served) {
                 Ok(v) => {
                     $self.health.up();
                     return Ok(v);
