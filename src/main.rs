@@ -220,14 +220,19 @@ impl S3Args {
     /// The certificate authorities HTTPS endpoints are checked against: the system's, plus
     /// `AWS_CA_BUNDLE`'s. A bundle that cannot be used stops ferry before it connects.
     fn trust(&self) -> Result<Trust, Failure> {
-        Trust::from_env().map_err(|e| {
+        let trust = Trust::from_env().map_err(|e| {
             Failure::Config(ConfigError {
                 problems: vec![Problem {
                     path: CA_BUNDLE_VAR.into(),
                     message: format!("{}: {}", e.path.display(), e.reason),
                 }],
             })
-        })
+        })?;
+        if let Some(bundle) = trust.bundle() {
+            info!(bundle = %bundle.display(),
+                "trusting the certificate authorities of {CA_BUNDLE_VAR} besides the system's");
+        }
+        Ok(trust)
     }
 }
 
