@@ -79,9 +79,9 @@ impl Trust {
                 "holds no certificate (no -----BEGIN CERTIFICATE----- block)".to_string(),
             ));
         }
+        let mut check = rustls::RootCertStore::empty();
         for (i, cert) in certs.iter().enumerate() {
-            let mut one = rustls::RootCertStore::empty();
-            one.add(cert.clone()).map_err(|e| {
+            check.add(cert.clone()).map_err(|e| {
                 fail(format!(
                     "certificate {} of {} cannot be a certificate authority: {e}",
                     i + 1,
@@ -98,14 +98,18 @@ impl Trust {
     }
 
     fn build(bundle: Option<Arc<Bundle>>) -> Trust {
-        let extra = bundle.as_ref().map_or(&[][..], |b| &b.certs[..]);
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for e in &native.errors {
             tracing::debug!(error = %e, "a system CA certificate could not be loaded");
         }
         roots.add_parsable_certificates(native.certs);
-        roots.add_parsable_certificates(extra.iter().cloned());
+        // The SDK's trust store adds the system's roots itself and takes the bundle as PEM.
+        let mut store = TrustStore::default();
+        if let Some(bundle) = &bundle {
+            roots.add_parsable_certificates(bundle.certs.iter().cloned());
+            store = store.with_pem_certificate(bundle.pem.clone());
+        }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let rustls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -113,10 +117,6 @@ impl Trust {
             .with_root_certificates(roots)
             .with_no_client_auth();
 
-        let mut store = TrustStore::default();
-        if let Some(bundle) = &bundle {
-            store = store.with_pem_certificate(bundle.pem.clone());
-        }
         let context = TlsContext::builder()
             .with_trust_store(store)
             .build()
