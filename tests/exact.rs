@@ -105,15 +105,21 @@ async fn a_late_put_of_an_old_version_cannot_survive(kind: Kind) {
         .into_iter()
         .find_map(|e| (e.rule.as_deref() == Some("hold")).then_some(e.late_status))
         .flatten();
-    match kind {
-        Kind::Moto => {
-            assert_eq!(late, Some(412), "moto refuses the conditional late write");
-            assert_eq!(bytes(&dst, &db, key).await, b"version 2, newer");
-        }
-        Kind::Garage => {
-            assert_eq!(late, Some(200), "Garage ignores the condition and writes");
-            assert_eq!(bytes(&dst, &db, key).await, b"version 1");
-        }
+    let conditional = harness::measured(&env.dst, &db).await.conditional_writes();
+    if conditional {
+        assert_eq!(
+            late,
+            Some(412),
+            "the store refuses the conditional late write"
+        );
+        assert_eq!(bytes(&dst, &db, key).await, b"version 2, newer");
+    } else {
+        assert_eq!(
+            late,
+            Some(200),
+            "the store ignores the condition and writes"
+        );
+        assert_eq!(bytes(&dst, &db, key).await, b"version 1");
     }
 
     // The next iteration leaves (moto) or repairs (Garage) the destination.
@@ -123,10 +129,7 @@ async fn a_late_put_of_an_old_version_cannot_survive(kind: Kind) {
     let first = iteration_record(&env.redis, &env.ns, "late", 1).await;
     let second = iteration_record(&env.redis, &env.ns, "late", 2).await;
     assert_eq!(first.get("copied"), Some(&1), "{first:?}");
-    let repaired = match kind {
-        Kind::Moto => None,
-        Kind::Garage => Some(&1),
-    };
+    let repaired = (!conditional).then_some(&1);
     assert_eq!(second.get("copied"), repaired, "{second:?}");
     assert_eq!(second.get("dead"), None, "{second:?}");
     assert!(open_uploads(&dst, &db).await.is_empty());
@@ -147,6 +150,11 @@ async fn a_late_put_of_an_old_version_is_refused_on_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_put_of_an_old_version_is_repaired_on_garage() {
     a_late_put_of_an_old_version_cannot_survive(Kind::Garage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_put_of_an_old_version_is_refused_on_rgw() {
+    a_late_put_of_an_old_version_cannot_survive(Kind::Rgw).await;
 }
 
 /// Keys XML 1.0 cannot carry (control characters) and a key of 1,024 bytes, among ordinary

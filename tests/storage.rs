@@ -44,6 +44,7 @@ async fn put(
         checksum: None,
         condition: &WriteCondition::None,
         tagging: None,
+        trailer: true,
     };
     store
         .put(bucket, key, body(bytes), bytes.len() as u64, options)
@@ -208,6 +209,7 @@ async fn the_lean_path_and_the_sdk_agree_at(server: &S3Server, url: &str, trust:
                 checksum: None,
                 condition: &WriteCondition::IfAbsent,
                 tagging: moto.then_some("k1=v1&k%202=v%2B2"),
+                trailer: true,
             };
             let written = store
                 .put(&bucket, &key, body(&bytes), bytes.len() as u64, options)
@@ -315,6 +317,7 @@ async fn the_lean_path_and_the_sdk_agree_at(server: &S3Server, url: &str, trust:
                 checksum: None,
                 condition: &WriteCondition::IfAbsent,
                 tagging: None,
+                trailer: true,
             };
             let e = store
                 .put(&bucket, keys[0], body(&bytes), bytes.len() as u64, options)

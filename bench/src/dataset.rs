@@ -152,6 +152,7 @@ pub async fn seed(
                                 checksum: None,
                                 condition: &WriteCondition::None,
                                 tagging: None,
+                                trailer: true,
                             },
                         )
                         .await
@@ -184,7 +185,7 @@ async fn put_multipart(
                 let len = dataset.part_size.min(dataset.size - at);
                 let number = p as u32 + 1;
                 let etag = store
-                    .upload_part(bucket, key, upload, number, body(seed, at, len), len)
+                    .upload_part(bucket, key, upload, number, body(seed, at, len), len, true)
                     .await?
                     .etag;
                 Ok::<_, anyhow::Error>(UploadedPart {

@@ -6,13 +6,15 @@
 //!   throttles or stalls bodies, and rewrites ETags the way SSE-KMS stores return them.
 //!
 //! - [`cluster`]: a real Redis Cluster (masters, replicas, failovers).
-//! - [`servers`]: real servers on free ports (Redis, moto, Garage) and child processes.
+//! - [`servers`]: real servers on free ports (Redis, moto, Garage, Ceph RGW) and child processes.
+//! - [`ceph`]: a single-node Ceph cluster with a RADOS Gateway, for [`servers::S3Server::rgw`].
 //! - [`chaos`]: randomized fault schedules against a real cluster (`scripts/chaos.sh`).
 //! - [`memstore`]: an in-memory object store, for unit tests of the coordinator and worker.
 //! - [`tls`]: a private certificate authority and an HTTPS front for a plain-HTTP S3 server.
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
+pub mod ceph;
 pub mod chaos;
 pub mod cluster;
 pub mod memstore;

@@ -220,7 +220,9 @@ impl MemStore {
         let holds = match condition {
             WriteCondition::None => true,
             WriteCondition::IfAbsent => current.is_none(),
-            WriteCondition::IfMatch(etag) => current.is_some_and(|o| &o.etag == etag),
+            WriteCondition::IfMatch(etag) | WriteCondition::IfMatchUnquoted(etag) => {
+                current.is_some_and(|o| &o.etag == etag)
+            }
         };
         if holds {
             Ok(())
@@ -437,6 +439,30 @@ impl ObjectStore for MemStore {
         Ok(self.object("GetObjectTagging", bucket, key)?.tagging)
     }
 
+    async fn put_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        tagging: &str,
+    ) -> Result<(), StorageError> {
+        self.count("PutObjectTagging");
+        self.check_write("PutObjectTagging", bucket, key)?;
+        let mut objects = self.lock_objects();
+        match objects.get_mut(&(bucket.to_string(), key.to_string())) {
+            Some(o) => {
+                o.tagging = (!tagging.is_empty()).then(|| tagging.to_string());
+                Ok(())
+            }
+            None => Err(self.error(
+                "PutObjectTagging",
+                &format!("{bucket}/{key}"),
+                404,
+                "NoSuchKey",
+                ErrorKind::NotFound,
+            )),
+        }
+    }
+
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
         self.count("DeleteObject");
         self.check_write("DeleteObject", bucket, key)?;
@@ -479,6 +505,7 @@ impl ObjectStore for MemStore {
         number: u32,
         body: BodyStream,
         length: u64,
+        _trailer: bool,
     ) -> Result<Written, StorageError> {
         self.count("UploadPart");
         let body = collect(body).await?;
@@ -524,7 +551,7 @@ impl ObjectStore for MemStore {
             .get(source_bucket, source_key, Some(range), Some(if_match))
             .await?;
         let length = got.content_length;
-        self.upload_part(bucket, key, upload_id, number, got.body, length)
+        self.upload_part(bucket, key, upload_id, number, got.body, length, true)
             .await
             .map(|w| w.etag)
     }

@@ -362,6 +362,13 @@ pub fn spawn_logged_with(
 pub enum Kind {
     Moto,
     Garage,
+    /// Ceph's RADOS Gateway (a single-node cluster, see [`crate::ceph`]).
+    Rgw,
+}
+
+impl Kind {
+    /// Every kind, for tests that run on all of them.
+    pub const ALL: [Kind; 3] = [Kind::Moto, Kind::Garage, Kind::Rgw];
 }
 
 /// A running S3 server with one access key.
@@ -371,7 +378,7 @@ pub struct S3Server {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
-    _proc: Proc,
+    _procs: Vec<Proc>,
     _dir: TempDir,
 }
 
@@ -420,11 +427,11 @@ impl S3Server {
             access_key: "testing".into(),
             secret_key: "testing".into(),
             // moto's access log is too chatty to be worth printing on failure.
-            _proc: Proc {
+            _procs: vec![Proc {
                 child,
                 name: "moto".into(),
                 log: None,
-            },
+            }],
             _dir: dir,
         }
     }
@@ -533,8 +540,23 @@ impl S3Server {
             region: "garage".into(),
             access_key,
             secret_key,
-            _proc: proc,
+            _procs: vec![proc],
             _dir: dir,
+        }
+    }
+
+    /// Ceph's RADOS Gateway on a single-node cluster of its own. Panics when Ceph is not
+    /// installed (scripts/test.sh installs it).
+    pub fn rgw() -> S3Server {
+        let rgw = crate::ceph::Rgw::start();
+        S3Server {
+            kind: Kind::Rgw,
+            port: rgw.port,
+            region: "us-east-1".into(),
+            access_key: rgw.access_key,
+            secret_key: rgw.secret_key,
+            _procs: rgw.procs,
+            _dir: rgw.dir,
         }
     }
 
@@ -543,6 +565,7 @@ impl S3Server {
         match kind {
             Kind::Moto => S3Server::moto(),
             Kind::Garage => S3Server::garage(),
+            Kind::Rgw => S3Server::rgw(),
         }
     }
 

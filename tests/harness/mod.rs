@@ -167,3 +167,22 @@ pub fn rule_toml(name: &str, source: &str, destination: &str, extra: &str) -> St
          destination = {{ endpoint = \"dst\", bucket = \"{destination}\" }}\n\n"
     )
 }
+
+/// What `bucket` on `server` does, as ferry's probe measures it: tests that expect a
+/// store-dependent outcome branch on this, never on the store's name.
+pub async fn measured(server: &S3Server, bucket: &str) -> ferry_common::storage::Capabilities {
+    let config = ferry_common::config::Config::from_toml(&format!(
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
+        server.endpoint_toml("probed")
+    ))
+    .expect("config");
+    let stores = ferry_common::storage::Stores::connect(
+        &config,
+        ferry_common::storage::Timeouts::default(),
+        &ferry_common::storage::Trust::system(),
+    )
+    .await;
+    ferry_common::storage::probe(stores.get("probed").as_ref(), bucket)
+        .await
+        .unwrap_or_else(|e| panic!("probing {bucket}: {e}"))
+}

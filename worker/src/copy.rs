@@ -6,10 +6,14 @@ use ferry_common::config::Rule;
 use ferry_common::ledger::LedgerEntry;
 use ferry_common::policy::{Action, Joined, Policy, Reason, decide};
 use ferry_common::queue::Counted;
+use std::sync::{Arc, Mutex};
+
 use ferry_common::storage::{
-    ErrorKind, ObjectMeta, PutOptions, StorageError, WriteCondition, Written, etag_is_md5,
+    BodyStream, Capabilities, ErrorKind, ObjectMeta, PutOptions, StorageError, Written, etag_is_md5,
 };
 use ferry_common::task::{Expected, ObjectVersion};
+use futures::TryStreamExt;
+use md5::{Digest, Md5};
 use tracing::debug;
 
 use crate::{Job, TaskError};
@@ -108,22 +112,43 @@ pub(crate) async fn copy_single(
     })
 }
 
-/// The condition a write to the destination carries: what the plan saw there, when the
-/// destination bucket refuses writes whose condition fails (probed once per process).
-pub(crate) async fn write_condition(
-    job: &Job<'_>,
-    expected: &Expected,
-) -> Result<WriteCondition, StorageError> {
+/// What the destination bucket does with writes (probed once per process and lifetime).
+pub(crate) async fn capabilities(job: &Job<'_>) -> Result<Capabilities, StorageError> {
     let rule = job.rule;
-    let caps = job
-        .shared
+    job.shared
         .stores
         .capabilities(&rule.destination.endpoint, &rule.destination.bucket)
-        .await?;
-    Ok(if caps.conditional_writes {
-        expected.condition()
-    } else {
-        WriteCondition::None
+        .await
+}
+
+/// Sets `tags` on a destination object whose write path dropped them, and reads them back:
+/// a copy is not done until its tags are there.
+pub(crate) async fn restore_tags(
+    job: &Job<'_>,
+    key: &str,
+    tags: Option<&str>,
+) -> Result<(), StorageError> {
+    let Some(tags) = tags else {
+        return Ok(());
+    };
+    let rule = job.rule;
+    let destination = job.shared.stores.destination(rule);
+    let bucket = &rule.destination.bucket;
+    destination.put_tagging(bucket, key, tags).await?;
+    let now = destination.get_tagging(bucket, key).await?;
+    if now.as_deref() == Some(tags) {
+        return Ok(());
+    }
+    Err(StorageError {
+        kind: ErrorKind::Retryable,
+        operation: "PutObjectTagging",
+        target: format!("s3://{bucket}/{key}"),
+        status: None,
+        code: None,
+        message: format!(
+            "the destination's tags are {:?} after setting {tags:?}",
+            now.unwrap_or_default()
+        ),
     })
 }
 
@@ -256,7 +281,8 @@ async fn copy_streamed(
     let key = &version.key;
     let source = job.shared.stores.source(rule);
     let destination = job.shared.stores.destination(rule);
-    let condition = write_condition(job, expected).await?;
+    let caps = capabilities(job).await?;
+    let condition = caps.put.apply(expected.condition());
     let get = source
         .get(&rule.source.bucket, key, None, Some(&version.etag))
         .await?;
@@ -271,19 +297,46 @@ async fn copy_streamed(
     }
     let length = get.content_length;
     let md5 = get.head.etag_is_md5.then_some(get.head.etag.as_str());
+    // The source's checksum only where the destination checks checksums.
+    let checksum = get
+        .head
+        .checksum
+        .as_ref()
+        .filter(|_| caps.checksums_verified);
+    // With neither the source's MD5 nor a checksum the destination checks, and no trailer,
+    // the MD5 of the bytes sent is what the destination's ETag is checked against.
+    let hashed = (md5.is_none() && checksum.is_none() && !caps.checksum_trailer)
+        .then(|| Arc::new(Mutex::new(Md5::new())));
+    let body: BodyStream = match &hashed {
+        Some(hasher) => {
+            let feed = hasher.clone();
+            Box::pin(get.body.inspect_ok(move |chunk| {
+                feed.lock().expect("md5 hasher lock").update(chunk);
+            }))
+        }
+        None => get.body,
+    };
     let options = PutOptions {
         attrs: &attrs,
         content_md5: md5,
-        checksum: get.head.checksum.as_ref(),
+        checksum,
         condition: &condition,
         tagging: tagging.as_deref(),
+        trailer: caps.checksum_trailer,
     };
     job.wrote();
     let written = destination
-        .put(&rule.destination.bucket, key, get.body, length, options)
+        .put(&rule.destination.bucket, key, body, length, options)
         .await
         .map_err(destination_error)?;
-    verify_etag(job, "PutObject", key, &get.head.etag, &written).await?;
+    let sent = match &hashed {
+        Some(hasher) => hex::encode(hasher.lock().expect("md5 hasher lock").clone().finalize()),
+        None => get.head.etag.clone(),
+    };
+    verify_etag(job, "PutObject", key, &sent, &written).await?;
+    if caps.tagging && !caps.tags_on_put {
+        restore_tags(job, key, tagging.as_deref()).await?;
+    }
     Ok((length, written))
 }
 
@@ -301,7 +354,8 @@ async fn copy_server_side(
         .storage_class
         .map(|c| c.as_str())
         .or(version.storage_class.as_deref());
-    let condition = write_condition(job, expected).await?;
+    let caps = capabilities(job).await?;
+    let condition = caps.put.apply(expected.condition());
     job.wrote();
     let written = match store
         .copy(
@@ -330,6 +384,10 @@ async fn copy_server_side(
         Err(e) => return Err(e.into()),
     };
     verify_etag(job, "CopyObject", key, &version.etag, &written).await?;
+    if caps.tagging && !caps.tags_on_copy {
+        let tags = store.get_tagging(&rule.source.bucket, key).await?;
+        restore_tags(job, key, tags.as_deref()).await?;
+    }
     Ok((version.size, written))
 }
 
@@ -362,12 +420,7 @@ pub(crate) async fn verify_etag(
         return Ok(());
     }
     let rule = job.rule;
-    let caps = job
-        .shared
-        .stores
-        .capabilities(&rule.destination.endpoint, &rule.destination.bucket)
-        .await?;
-    if !caps.etags_are_md5 {
+    if !capabilities(job).await?.etags_are_md5 {
         return Ok(());
     }
     Err(StorageError {

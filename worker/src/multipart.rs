@@ -29,8 +29,8 @@ use md5::{Digest, Md5};
 use tracing::{debug, warn};
 
 use crate::copy::{
-    Outcome, Replanned, copy_single, current_version, destination_error, replan_destination,
-    verify_etag, write_condition,
+    Outcome, Replanned, capabilities, copy_single, current_version, destination_error,
+    replan_destination, restore_tags, verify_etag,
 };
 use crate::{Job, TaskError};
 
@@ -448,6 +448,7 @@ async fn upload_part_written(job: &Job<'_>, part: &PartTask) -> Result<Written, 
     let body = Box::pin(get.body.inspect_ok(move |chunk| {
         feed.lock().expect("md5 hasher lock").update(chunk);
     }));
+    let trailer = capabilities(job).await?.checksum_trailer;
     let written = destination
         .upload_part(
             &rule.destination.bucket,
@@ -456,6 +457,7 @@ async fn upload_part_written(job: &Job<'_>, part: &PartTask) -> Result<Written, 
             part.number,
             body,
             part.len(),
+            trailer,
         )
         .await?;
     let md5 = hex::encode(hasher.lock().expect("md5 hasher lock").clone().finalize());
@@ -544,10 +546,11 @@ async fn complete(
             size: 0,
         })
         .collect();
+    let caps = capabilities(job).await?;
     let mut wanted = part.destination.clone();
     let mut replans = 0;
     let written = loop {
-        let condition = write_condition(job, &wanted).await?;
+        let condition = caps.complete.apply(wanted.condition());
         job.wrote();
         match destination
             .complete_multipart(bucket, key, &part.upload_id, &uploaded, &condition)
@@ -599,7 +602,12 @@ async fn complete(
             Err(e) => return Err(e),
         }
     };
-    let etag = written.etag;
+    // Some stores (Ceph RGW 16) answer with an empty ETag: the object's HEAD tells it.
+    let etag = if written.etag.is_empty() {
+        destination.head(bucket, key, None).await?.etag
+    } else {
+        written.etag
+    };
     if let Some(expected) = &expected
         && written.etag_may_be_md5
         && etag_parts(&etag).is_some()
@@ -621,6 +629,13 @@ async fn complete(
     if record.layout_from_source && etag != part.source.etag && !etag_is_md5(&part.source.etag) {
         warn!(key = %key, source = %part.source.etag, destination = %etag,
             "copied with the source's part sizes, yet the ETags differ");
+    }
+    if caps.tagging && !caps.tags_on_multipart {
+        let source = job.shared.stores.source(rule);
+        let tags = source
+            .get_tagging(&rule.source.bucket, &part.source.key)
+            .await?;
+        restore_tags(job, key, tags.as_deref()).await?;
     }
     Ok(Outcome::Completed {
         bytes: part.source.size,

@@ -1,106 +1,764 @@
-//! What a destination bucket can do, found out by trying it, once per process and bucket.
+//! What a bucket's store does with ferry's requests, found out by trying each one both ways.
 //!
-//! Stores differ in ways their answers do not announce: Garage accepts `If-None-Match: *`
-//! and writes anyway; a bucket with SSE-KMS by default returns ETags that are not MD5s.
-//! Assuming either way is wrong somewhere, so the first write to a destination bucket first
-//! writes a small probe object under `.ferry-probe/` and deletes it again.
+//! Stores differ in ways their answers do not announce: Garage accepts `If-None-Match: *` and
+//! writes anyway; Ceph RGW 16 refuses `If-Match` with a quoted ETag even when it matches,
+//! ignores conditions on CompleteMultipartUpload, drops the tags of a multipart upload,
+//! answers CompleteMultipartUpload with an empty ETag and refuses streamed checksum
+//! trailers; a bucket with SSE-KMS by default returns ETags that are not MD5s. So nothing is
+//! assumed, and nothing branches on a store's name: before the first write to a bucket, the
+//! probe writes a few small objects under `.ferry-probe/`, and a capability counts only when
+//! the store refuses what it should **and** accepts what it should. Then it deletes them.
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
+use serde::Serialize;
+use sha2::Sha256;
 
 use super::{
-    BodyStream, ErrorKind, ObjectAttrs, ObjectStore, PutOptions, StorageError, WriteCondition,
+    BodyStream, Checksum, ChecksumKind, ErrorKind, ObjectAttrs, ObjectStore, PutOptions,
+    StorageError, UploadedPart, WriteCondition, Written,
 };
 
-/// What a destination bucket does with ferry's writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How an `If-Match` header must carry the ETag for a store to honour it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtagForm {
+    /// In double quotes, as RFC 9110 has it.
+    Quoted,
+    /// Bare (Ceph RGW 16 refuses the quoted form even when it matches).
+    Unquoted,
+}
+
+impl EtagForm {
+    /// The condition `If-Match: etag` in this form.
+    pub fn if_match(self, etag: &str) -> WriteCondition {
+        match self {
+            EtagForm::Quoted => WriteCondition::IfMatch(etag.to_string()),
+            EtagForm::Unquoted => WriteCondition::IfMatchUnquoted(etag.to_string()),
+        }
+    }
+}
+
+/// A conditional write, as a store honours it (or not).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Conditions {
+    /// `If-None-Match: *` is refused on an existing key and accepted on a new one.
+    pub if_none_match: bool,
+    /// The form in which `If-Match` is refused with a wrong ETag and accepted with the right
+    /// one; `None` when neither is.
+    pub if_match: Option<EtagForm>,
+}
+
+impl Conditions {
+    /// Whether both conditions hold, so a write that lands late cannot replace a newer one.
+    pub fn honoured(&self) -> bool {
+        self.if_none_match && self.if_match.is_some()
+    }
+
+    /// `wanted` as this store must receive it, or no condition where it does not honour
+    /// conditions (write intents in Redis stand for them there).
+    pub fn apply(&self, wanted: WriteCondition) -> WriteCondition {
+        if !self.honoured() {
+            return WriteCondition::None;
+        }
+        match (wanted, self.if_match) {
+            (WriteCondition::IfMatch(e) | WriteCondition::IfMatchUnquoted(e), Some(form)) => {
+                form.if_match(&e)
+            }
+            (other, _) => other,
+        }
+    }
+}
+
+/// What a bucket's store does, as measured by [`probe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
-    /// It refuses (412) a write whose `If-None-Match: *` or `If-Match` does not hold, so a
-    /// write that lands late cannot replace a newer one.
-    pub conditional_writes: bool,
     /// A plain single-request write's ETag is the MD5 of its bytes, so ETags can be compared
     /// with the source's (false with default SSE-KMS, and on some stores).
     pub etags_are_md5: bool,
+    /// Conditions on PutObject (and CopyObject).
+    pub put: Conditions,
+    /// Conditions on CompleteMultipartUpload.
+    pub complete: Conditions,
+    /// PutObjectTagging works and GetObjectTagging returns what it set.
+    pub tagging: bool,
+    /// Tags sent with PutObject (`x-amz-tagging`) are kept.
+    pub tags_on_put: bool,
+    /// Tags sent with CreateMultipartUpload are kept on the completed object.
+    pub tags_on_multipart: bool,
+    /// CopyObject with the tagging directive COPY keeps the source's tags.
+    pub tags_on_copy: bool,
+    /// CopyObject refuses a wrong `x-amz-copy-source-if-match`.
+    pub copy_source_if_match: bool,
+    /// HEAD with `partNumber` tells a multipart object's part count and the part's length.
+    pub part_number: bool,
+    /// CompleteMultipartUpload's answer carries the new object's ETag.
+    pub complete_etag: bool,
+    /// A PutObject whose `x-amz-checksum-sha256` does not match its bytes is refused, and one
+    /// that matches is accepted: the store checks checksums.
+    pub checksums_verified: bool,
+    /// Streamed uploads with a trailing checksum (aws-chunked) are accepted, by PutObject and
+    /// UploadPart, and store the bytes sent; counted only where checksums are verified, since
+    /// a trailer the store does not check protects nothing.
+    pub checksum_trailer: bool,
 }
 
-const PROBE_BODY: &[u8] = b"ferry capability probe\n";
+impl Capabilities {
+    /// Whether PutObject refuses writes whose condition fails (both kinds).
+    pub fn conditional_writes(&self) -> bool {
+        self.put.honoured()
+    }
 
-fn body() -> BodyStream {
-    Box::pin(futures::stream::once(async {
-        Ok::<_, StorageError>(Bytes::from_static(PROBE_BODY))
+    /// One row per capability: its name, what was measured, and what ferry does about it.
+    pub fn rows(&self) -> Vec<(&'static str, String, &'static str)> {
+        let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let form = |f: Option<EtagForm>| match f {
+            Some(EtagForm::Quoted) => "yes (quoted ETag)".to_string(),
+            Some(EtagForm::Unquoted) => "yes (bare ETag only)".to_string(),
+            None => "no".to_string(),
+        };
+        let choose = |b: bool, then: &'static str, otherwise: &'static str| {
+            if b { then } else { otherwise }
+        };
+        let intents = "writes unconditionally; Redis write intents guard late writes";
+        vec![
+            (
+                "PutObject If-None-Match: *",
+                yes(self.put.if_none_match),
+                choose(self.put.honoured(), "conditional writes", intents),
+            ),
+            (
+                "PutObject If-Match",
+                form(self.put.if_match),
+                choose(
+                    self.put.honoured(),
+                    "sends If-Match in the form that works",
+                    intents,
+                ),
+            ),
+            (
+                "CompleteMultipartUpload If-None-Match: *",
+                yes(self.complete.if_none_match),
+                choose(self.complete.honoured(), "conditional completion", intents),
+            ),
+            (
+                "CompleteMultipartUpload If-Match",
+                form(self.complete.if_match),
+                choose(
+                    self.complete.honoured(),
+                    "sends If-Match in the form that works",
+                    intents,
+                ),
+            ),
+            (
+                "single-request ETag is the MD5",
+                yes(self.etags_are_md5),
+                choose(
+                    self.etags_are_md5,
+                    "checks every copy's ETag against the source's MD5",
+                    "relies on Content-MD5 and checksums, not ETags",
+                ),
+            ),
+            (
+                "CompleteMultipartUpload answers the ETag",
+                yes(self.complete_etag),
+                choose(
+                    self.complete_etag,
+                    "checks it against the parts' ETags",
+                    "reads the ETag with one HEAD, then checks it",
+                ),
+            ),
+            (
+                "HEAD with partNumber",
+                yes(self.part_number),
+                choose(
+                    self.part_number,
+                    "as a source: copies with the source's part sizes",
+                    "as a source: infers part sizes from the ETag's part count",
+                ),
+            ),
+            (
+                "checksum headers verified",
+                yes(self.checksums_verified),
+                choose(
+                    self.checksums_verified,
+                    "sends the source's checksum for the store to check",
+                    "checks the MD5 of the bytes sent against the ETag instead",
+                ),
+            ),
+            (
+                "streamed checksum trailer (aws-chunked)",
+                yes(self.checksum_trailer),
+                choose(
+                    self.checksum_trailer,
+                    "CRC32C trailer where no Content-MD5 applies",
+                    "no trailer: checks the MD5 of the bytes sent against the ETag",
+                ),
+            ),
+            (
+                "object tagging",
+                yes(self.tagging),
+                choose(
+                    self.tagging,
+                    "copies tags",
+                    "cannot keep tags (none to copy)",
+                ),
+            ),
+            (
+                "tags on PutObject",
+                yes(self.tags_on_put),
+                choose(
+                    self.tags_on_put || !self.tagging,
+                    "sends tags with the write",
+                    "sets tags with PutObjectTagging after the write",
+                ),
+            ),
+            (
+                "tags on CreateMultipartUpload",
+                yes(self.tags_on_multipart),
+                choose(
+                    self.tags_on_multipart || !self.tagging,
+                    "sends tags with the upload",
+                    "sets tags with PutObjectTagging after completing",
+                ),
+            ),
+            (
+                "tags on CopyObject",
+                yes(self.tags_on_copy),
+                choose(
+                    self.tags_on_copy || !self.tagging,
+                    "copies tags with the object",
+                    "sets tags with PutObjectTagging after the copy",
+                ),
+            ),
+            (
+                "CopyObject x-amz-copy-source-if-match",
+                yes(self.copy_source_if_match),
+                choose(
+                    self.copy_source_if_match,
+                    "pins server-side copies to the planned version",
+                    "checks the copy's ETag against the planned version",
+                ),
+            ),
+        ]
+    }
+}
+
+const BODY: &[u8] = b"ferry capability probe\n";
+const OTHER_BODY: &[u8] = b"ferry capability probe, another version\n";
+const TAGS: &str = "ferry-probe=1";
+const WRONG_ETAG: &str = "00000000000000000000000000000000";
+
+fn body(bytes: &'static [u8]) -> BodyStream {
+    Box::pin(futures::stream::once(async move {
+        Ok::<_, StorageError>(Bytes::from_static(bytes))
     }))
 }
 
-/// The probe object's key: one per process, so that a probe cut short by a fault (and so
-/// not deleted) is overwritten and deleted by the next try, not left behind beside others.
-fn probe_key() -> &'static str {
-    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| format!(".ferry-probe/{:016x}", rand::random::<u64>()))
+/// The probe's keys: one folder per process, so that a probe cut short by a fault (and so
+/// not cleaned up) is overwritten and cleaned up by the next try, not left beside others.
+fn probe_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!(".ferry-probe/{:016x}/", rand::random::<u64>()))
 }
 
-/// Attempts at deleting the probe object before it is left (with a warning).
+/// Attempts at deleting each probe object before it is left (with a warning).
 const DELETE_ATTEMPTS: u32 = 5;
 
-/// Writes, conditionally rewrites, and deletes a probe object in `bucket` to find out what the
-/// store does. A store that accepts a failing condition has no conditional writes.
-pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities, StorageError> {
-    let found = try_probe(store, bucket).await;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match store.delete(bucket, probe_key()).await {
-            Ok(()) => break,
-            Err(e) if e.kind.is_retryable() && attempt < DELETE_ATTEMPTS => {
-                tokio::time::sleep(crate::retry::RetryPolicy::TRANSIENT.delay(attempt)).await;
-            }
-            Err(e) => {
-                tracing::warn!(bucket, key = probe_key(), error = %e,
-                    "could not delete the capability probe object");
-                break;
-            }
+/// How a store answered a probing request.
+enum Answer<T> {
+    Accepted(T),
+    /// 412 Precondition Failed.
+    Refused,
+    /// Any other answer of the server's (400, 501, ...): not a capability.
+    Failed(StorageError),
+}
+
+/// Sorts an answer; an error that says nothing about the store (no answer, a 5xx, throttling)
+/// ends the probe, to be tried again later.
+fn answer<T>(r: Result<T, StorageError>) -> Result<Answer<T>, StorageError> {
+    match r {
+        Ok(v) => Ok(Answer::Accepted(v)),
+        Err(e) if e.kind == ErrorKind::PreconditionFailed => Ok(Answer::Refused),
+        Err(e)
+            if e.kind == ErrorKind::Throttled
+                || e.status.is_none()
+                || e.status.is_some_and(|s| s >= 500 && s != 501) =>
+        {
+            Err(e)
         }
+        Err(e) => Ok(Answer::Failed(e)),
     }
+}
+
+/// Writes, rewrites, completes, copies and tags a few small objects under `.ferry-probe/` in
+/// `bucket` to find out what the store does, then deletes them (and aborts the probe's
+/// uploads). See [`Capabilities`].
+pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities, StorageError> {
+    let mut probe = Probe {
+        store,
+        bucket,
+        written: Vec::new(),
+        uploads: Vec::new(),
+    };
+    let found = probe.run().await;
+    probe.clean_up().await;
     found
 }
 
-async fn try_probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities, StorageError> {
-    let key = probe_key();
-    let attrs = ObjectAttrs::default();
-    let put = |condition: WriteCondition| {
-        let attrs = attrs.clone();
-        async move {
+/// The uploads of the completion probes.
+struct Completions {
+    /// An upload whose completion was refused, for the next try.
+    open: Option<(String, UploadedPart)>,
+    /// The key's ETag now.
+    current: String,
+    /// The answer of the last completion that went through.
+    completed: Option<Written>,
+    trailer: bool,
+}
+
+struct Probe<'a> {
+    store: &'a dyn ObjectStore,
+    bucket: &'a str,
+    written: Vec<String>,
+    uploads: Vec<(String, String)>,
+}
+
+impl Probe<'_> {
+    fn key(&mut self, name: &str) -> String {
+        let key = format!("{}{name}", probe_prefix());
+        if !self.written.contains(&key) {
+            self.written.push(key.clone());
+        }
+        key
+    }
+
+    async fn put(
+        &mut self,
+        name: &str,
+        bytes: &'static [u8],
+        condition: WriteCondition,
+        tagging: Option<&str>,
+        trailer: bool,
+    ) -> Result<Answer<Written>, StorageError> {
+        let key = self.key(name);
+        let md5 = hex::encode(Md5::digest(bytes));
+        let attrs = ObjectAttrs::default();
+        let options = PutOptions {
+            attrs: &attrs,
+            content_md5: (!trailer).then_some(md5.as_str()),
+            checksum: None,
+            condition: &condition,
+            tagging,
+            trailer,
+        };
+        answer(
+            self.store
+                .put(self.bucket, &key, body(bytes), bytes.len() as u64, options)
+                .await,
+        )
+    }
+
+    /// Starts an upload of one part (`BODY`) of `name`; `None` when the store refused the
+    /// part with a trailer (`trailer`).
+    async fn upload(
+        &mut self,
+        name: &str,
+        tagging: Option<&str>,
+        trailer: bool,
+    ) -> Result<Option<(String, UploadedPart)>, StorageError> {
+        let key = self.key(name);
+        let id = self
+            .store
+            .create_multipart(self.bucket, &key, &ObjectAttrs::default(), tagging)
+            .await?;
+        self.uploads.push((key.clone(), id.clone()));
+        let part = self
+            .store
+            .upload_part(
+                self.bucket,
+                &key,
+                &id,
+                1,
+                body(BODY),
+                BODY.len() as u64,
+                trailer,
+            )
+            .await;
+        match answer(part)? {
+            Answer::Accepted(w) => Ok(Some((
+                id,
+                UploadedPart {
+                    number: 1,
+                    etag: w.etag,
+                    size: BODY.len() as u64,
+                },
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        name: &str,
+        upload: &(String, UploadedPart),
+        condition: WriteCondition,
+    ) -> Result<Answer<Written>, StorageError> {
+        let key = self.key(name);
+        let done = self
+            .store
+            .complete_multipart(
+                self.bucket,
+                &key,
+                &upload.0,
+                std::slice::from_ref(&upload.1),
+                &condition,
+            )
+            .await;
+        Ok(match answer(done)? {
+            // A 2xx answer the client cannot read (moto's, at times) completed the upload.
+            Answer::Failed(e) if e.status.is_some_and(|s| s < 300) => Answer::Accepted(Written {
+                etag: String::new(),
+                etag_may_be_md5: false,
+            }),
+            other => other,
+        })
+    }
+
+    async fn tags(&mut self, name: &str) -> Result<Option<String>, StorageError> {
+        let key = self.key(name);
+        self.store.get_tagging(self.bucket, &key).await
+    }
+
+    async fn run(&mut self) -> Result<Capabilities, StorageError> {
+        let md5 = hex::encode(Md5::digest(BODY));
+        // A plain write, with tags: an earlier, interrupted probe may have left the object.
+        let first = match self
+            .put("plain", BODY, WriteCondition::None, Some(TAGS), false)
+            .await?
+        {
+            Answer::Accepted(w) => w,
+            Answer::Refused => unreachable!("a write without a condition is never refused"),
+            Answer::Failed(e) => return Err(e),
+        };
+        let etags_are_md5 = first.etag_may_be_md5 && first.etag.eq_ignore_ascii_case(&md5);
+        let tags_on_put = self.tags("plain").await?.as_deref() == Some(TAGS);
+        let key = self.key("plain");
+        let tagging = match answer(
+            self.store
+                .put_tagging(self.bucket, &key, "ferry-probe=2")
+                .await,
+        )? {
+            Answer::Accepted(()) => self.tags("plain").await?.as_deref() == Some("ferry-probe=2"),
+            _ => false,
+        };
+
+        let (source, copied) = (self.key("plain"), self.key("copied"));
+        let tags_on_copy = match answer(
+            self.store
+                .copy(
+                    self.bucket,
+                    &source,
+                    Some(&first.etag),
+                    self.bucket,
+                    &copied,
+                    None,
+                    &WriteCondition::None,
+                )
+                .await,
+        )? {
+            Answer::Accepted(_) => self.tags("copied").await?.as_deref() == Some("ferry-probe=2"),
+            _ => false,
+        };
+        let copy_source_if_match = matches!(
+            answer(
+                self.store
+                    .copy(
+                        self.bucket,
+                        &source,
+                        Some(WRONG_ETAG),
+                        self.bucket,
+                        &copied,
+                        None,
+                        &WriteCondition::None,
+                    )
+                    .await
+            )?,
+            Answer::Refused
+        );
+
+        let put = self.put_conditions(&first.etag).await?;
+        let checksums_verified = self.checksums_verified().await?;
+
+        // A trailer counts only when both kinds of upload take it and keep the bytes sent.
+        let mut checksum_trailer = checksums_verified
+            && match self
+                .put("trailer", OTHER_BODY, WriteCondition::None, None, true)
+                .await?
+            {
+                Answer::Accepted(w) => {
+                    let key = self.key("trailer");
+                    let head = self.store.head(self.bucket, &key, None).await?;
+                    head.size == OTHER_BODY.len() as u64
+                        && (!etags_are_md5
+                            || w.etag
+                                .eq_ignore_ascii_case(&hex::encode(Md5::digest(OTHER_BODY))))
+                }
+                _ => false,
+            };
+        // The key exists for If-Match and If-None-Match: * to be tried on it; written first,
+        // since a write drops the uploads of its key on some stores (Garage).
+        let existing = match self
+            .put("multipart", BODY, WriteCondition::None, None, false)
+            .await?
+        {
+            Answer::Accepted(w) => w.etag,
+            _ => return Err(self.unexpected("PutObject", "a plain write was refused")),
+        };
+        let upload = match self
+            .upload("multipart", Some(TAGS), checksum_trailer)
+            .await?
+        {
+            Some(upload) => upload,
+            None => {
+                checksum_trailer = false;
+                self.upload("multipart", Some(TAGS), false)
+                    .await?
+                    .ok_or_else(|| self.unexpected("UploadPart", "the part was refused"))?
+            }
+        };
+        let (complete, completed) = self
+            .complete_conditions(existing, upload, checksum_trailer)
+            .await?;
+        let complete_etag = !completed.etag.is_empty();
+        let tags_on_multipart = self.tags("multipart").await?.as_deref() == Some(TAGS);
+        let key = self.key("multipart");
+        let part_number = match answer(self.store.head_part(self.bucket, &key, 1).await)? {
+            Answer::Accepted(part) => {
+                part.parts_count == Some(1) && part.length == BODY.len() as u64
+            }
+            _ => false,
+        };
+
+        Ok(Capabilities {
+            etags_are_md5,
+            put,
+            complete,
+            tagging,
+            tags_on_put,
+            tags_on_multipart,
+            tags_on_copy,
+            copy_source_if_match,
+            part_number,
+            complete_etag,
+            checksums_verified,
+            checksum_trailer,
+        })
+    }
+
+    /// Whether a wrong SHA-256 checksum header is refused and the right one accepted.
+    async fn checksums_verified(&mut self) -> Result<bool, StorageError> {
+        let sha256 =
+            |b: &[u8]| aws_smithy_types::base64::encode(<Sha256 as sha2::Digest>::digest(b));
+        let mut answers = Vec::with_capacity(2);
+        for value in [sha256(OTHER_BODY), sha256(BODY)] {
+            let key = self.key("checksum");
+            let checksum = Checksum {
+                algorithm: ChecksumKind::Sha256,
+                value,
+            };
+            let attrs = ObjectAttrs::default();
             let options = PutOptions {
                 attrs: &attrs,
                 content_md5: None,
-                checksum: None,
-                condition: &condition,
+                checksum: Some(&checksum),
+                condition: &WriteCondition::None,
                 tagging: None,
+                trailer: false,
             };
-            store
-                .put(bucket, key, body(), PROBE_BODY.len() as u64, options)
-                .await
+            let put = self
+                .store
+                .put(self.bucket, &key, body(BODY), BODY.len() as u64, options)
+                .await;
+            // A wrong checksum is refused as a bad digest (400), retryable to a client.
+            answers.push(match put {
+                Ok(_) => Some(true),
+                Err(e) if e.status.is_some_and(|s| (400..500).contains(&s)) => Some(false),
+                Err(e) => return Err(e),
+            });
         }
-    };
-    // Plain: an earlier, interrupted probe of this process may have left the object.
-    let first = put(WriteCondition::None).await?;
-    let md5 = hex::encode(Md5::digest(PROBE_BODY));
-    let etags_are_md5 = first.etag_may_be_md5 && first.etag.eq_ignore_ascii_case(&md5);
-    let refused = |r: Result<_, StorageError>| -> Result<bool, StorageError> {
-        match r {
-            Ok(_) => Ok(false),
-            Err(e) if e.kind == ErrorKind::PreconditionFailed => Ok(true),
-            Err(e) => Err(e),
+        Ok(answers == [Some(false), Some(true)])
+    }
+
+    /// PutObject's conditions: each refused when it fails and accepted when it holds.
+    async fn put_conditions(&mut self, etag: &str) -> Result<Conditions, StorageError> {
+        let refused = matches!(
+            self.put("plain", BODY, WriteCondition::IfAbsent, None, false)
+                .await?,
+            Answer::Refused
+        );
+        let accepted = matches!(
+            self.put("absent", BODY, WriteCondition::IfAbsent, None, false)
+                .await?,
+            Answer::Accepted(_)
+        );
+        let mut if_match = None;
+        for form in [EtagForm::Quoted, EtagForm::Unquoted] {
+            let wrong = self
+                .put("plain", BODY, form.if_match(WRONG_ETAG), None, false)
+                .await?;
+            if !matches!(wrong, Answer::Refused) {
+                continue;
+            }
+            let right = self
+                .put("plain", BODY, form.if_match(etag), None, false)
+                .await?;
+            if matches!(right, Answer::Accepted(_)) {
+                if_match = Some(form);
+                break;
+            }
         }
-    };
-    let absent_refused = refused(put(WriteCondition::IfAbsent).await)?;
-    let match_refused = refused(
-        put(WriteCondition::IfMatch(
-            "00000000000000000000000000000000".into(),
+        Ok(Conditions {
+            if_none_match: refused && accepted,
+            if_match,
+        })
+    }
+
+    /// CompleteMultipartUpload's conditions, and the answer of a completion of key
+    /// `multipart` from an upload started with tags.
+    async fn complete_conditions(
+        &mut self,
+        etag: String,
+        upload: (String, UploadedPart),
+        trailer: bool,
+    ) -> Result<(Conditions, Written), StorageError> {
+        let mut state = Completions {
+            open: Some(upload),
+            current: etag,
+            completed: None,
+            trailer,
+        };
+        let absent_refused = self
+            .complete_once(&mut state, |_| WriteCondition::IfAbsent)
+            .await?;
+        let mut if_match = None;
+        for form in [EtagForm::Quoted, EtagForm::Unquoted] {
+            if !self
+                .complete_once(&mut state, |_| form.if_match(WRONG_ETAG))
+                .await?
+            {
+                continue;
+            }
+            let refused = self
+                .complete_once(&mut state, |current| form.if_match(current))
+                .await?;
+            if !refused && state.open.is_none() {
+                if_match = Some(form);
+                break;
+            }
+        }
+        let completed = match (state.completed, state.open.take()) {
+            (Some(w), _) => w,
+            // Nothing completed: complete plainly, for the answer and the tags.
+            (None, Some(u)) => match self.complete("multipart", &u, WriteCondition::None).await? {
+                Answer::Accepted(w) => w,
+                Answer::Failed(e) => return Err(e),
+                Answer::Refused => {
+                    return Err(self
+                        .unexpected("CompleteMultipartUpload", "a plain completion was refused"));
+                }
+            },
+            (None, None) => return Err(self.unexpected("CompleteMultipartUpload", "no upload")),
+        };
+        // If-None-Match: * on a new key completes.
+        let fresh = self
+            .upload("fresh", None, trailer)
+            .await?
+            .ok_or_else(|| self.unexpected("UploadPart", "the part was refused"))?;
+        let absent_accepted = matches!(
+            self.complete("fresh", &fresh, WriteCondition::IfAbsent)
+                .await?,
+            Answer::Accepted(_)
+        );
+        Ok((
+            Conditions {
+                if_none_match: absent_refused && absent_accepted,
+                if_match,
+            },
+            completed,
         ))
-        .await,
-    )?;
-    Ok(Capabilities {
-        conditional_writes: absent_refused && match_refused,
-        etags_are_md5,
-    })
+    }
+
+    /// Completes an upload of `multipart` (the open one, or a new one) under the condition
+    /// made from the key's current ETag; true when it was refused (412). A refused or failed
+    /// upload stays open for the next try; a completed one changes the current ETag.
+    async fn complete_once(
+        &mut self,
+        state: &mut Completions,
+        condition: impl FnOnce(&str) -> WriteCondition,
+    ) -> Result<bool, StorageError> {
+        let upload = match state.open.take() {
+            Some(u) => u,
+            None => self
+                .upload("multipart", Some(TAGS), state.trailer)
+                .await?
+                .ok_or_else(|| self.unexpected("UploadPart", "the part was refused"))?,
+        };
+        let condition = condition(&state.current);
+        Ok(
+            match self.complete("multipart", &upload, condition).await? {
+                Answer::Accepted(w) => {
+                    let key = self.key("multipart");
+                    state.current = self.store.head(self.bucket, &key, None).await?.etag;
+                    state.completed = Some(w);
+                    false
+                }
+                Answer::Refused => {
+                    state.open = Some(upload);
+                    true
+                }
+                Answer::Failed(_) => {
+                    state.open = Some(upload);
+                    false
+                }
+            },
+        )
+    }
+
+    fn unexpected(&self, operation: &'static str, what: &str) -> StorageError {
+        StorageError {
+            kind: ErrorKind::Retryable,
+            operation,
+            target: format!("s3://{}/{}", self.bucket, probe_prefix()),
+            status: None,
+            code: None,
+            message: format!("capability probe: {what}"),
+        }
+    }
+
+    /// Deletes what the probe wrote and aborts its uploads, a few times each before leaving
+    /// it with a warning.
+    async fn clean_up(&mut self) {
+        for (key, id) in std::mem::take(&mut self.uploads) {
+            let _ = self.store.abort_multipart(self.bucket, &key, &id).await;
+        }
+        for key in std::mem::take(&mut self.written) {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.store.delete(self.bucket, &key).await {
+                    Ok(()) => break,
+                    Err(e) if e.kind.is_retryable() && attempt < DELETE_ATTEMPTS => {
+                        tokio::time::sleep(crate::retry::RetryPolicy::TRANSIENT.delay(attempt))
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(bucket = self.bucket, key, error = %e,
+                            "could not delete a capability probe object");
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }

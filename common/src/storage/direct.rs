@@ -546,6 +546,9 @@ impl Direct {
             WriteCondition::IfMatch(etag) => {
                 headers.insert("if-match", op.header(&quoted(etag))?);
             }
+            WriteCondition::IfMatchUnquoted(etag) => {
+                headers.insert("if-match", op.header(etag.trim_matches('"'))?);
+            }
         }
         put_attrs(&mut headers, options.attrs, op)?;
         self.sign(

@@ -233,6 +233,16 @@ impl ObjectStore for LimitedStore {
         self.inner.get_tagging(bucket, key).await
     }
 
+    async fn put_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        tagging: &str,
+    ) -> Result<(), StorageError> {
+        self.request("PutObjectTagging").await?;
+        self.inner.put_tagging(bucket, key, tagging).await
+    }
+
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
         self.request("DeleteObject").await?;
         self.inner.delete(bucket, key).await
@@ -259,10 +269,11 @@ impl ObjectStore for LimitedStore {
         number: u32,
         body: BodyStream,
         length: u64,
+        trailer: bool,
     ) -> Result<Written, StorageError> {
         self.request("UploadPart").await?;
         self.inner
-            .upload_part(bucket, key, upload_id, number, body, length)
+            .upload_part(bucket, key, upload_id, number, body, length, trailer)
             .await
     }
 

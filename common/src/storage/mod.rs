@@ -19,11 +19,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use capabilities::{Capabilities, probe};
+pub use capabilities::{Capabilities, Conditions, EtagForm, probe};
 pub use error::{ErrorKind, StorageError, classify};
 pub use limited::LimitedStore;
 pub use s3::{RequestPath, S3Store, Timeouts, sdk_config};
-pub use stores::Stores;
+pub use stores::{PROBE_LIFETIME, Stores};
 pub use tls::{CA_BUNDLE_VAR, Trust, TrustError};
 
 /// A streamed object body. `Sync` because the SDK's request bodies must be.
@@ -129,8 +129,12 @@ pub enum WriteCondition {
     None,
     /// Only if no object has the key (`If-None-Match: *`).
     IfAbsent,
-    /// Only if the object there has this ETag (`If-Match`).
+    /// Only if the object there has this ETag (`If-Match`, the ETag in double quotes as
+    /// RFC 9110 has it).
     IfMatch(String),
+    /// [`WriteCondition::IfMatch`] with the ETag sent bare, for stores that refuse the
+    /// quoted form even when it matches (Ceph RGW 16); the probe finds which form works.
+    IfMatchUnquoted(String),
 }
 
 /// What a single-request write sends besides the body.
@@ -147,6 +151,10 @@ pub struct PutOptions<'a> {
     pub condition: &'a WriteCondition,
     /// Tags, URL-encoded (`k1=v1&k2=v2`), for `x-amz-tagging`.
     pub tagging: Option<&'a str>,
+    /// Without `content_md5` or `checksum`: send a streamed CRC32C trailer (aws-chunked) for
+    /// the server to verify. False where the store refuses trailers (the probe says); then
+    /// the caller checks the returned ETag against the MD5 of what it sent.
+    pub trailer: bool,
 }
 
 /// What a write returned.
@@ -287,6 +295,11 @@ pub trait ObjectStore: Send + Sync {
     /// does not implement tagging.
     async fn get_tagging(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError>;
 
+    /// Replaces the object's tags (`k1=v1&k2=v2`, URL-encoded): for write paths on which a
+    /// store drops them (the probe says which).
+    async fn put_tagging(&self, bucket: &str, key: &str, tagging: &str)
+    -> Result<(), StorageError>;
+
     /// Deletes an object (absent objects are not an error).
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError>;
 
@@ -299,8 +312,8 @@ pub trait ObjectStore: Send + Sync {
         tagging: Option<&str>,
     ) -> Result<String, StorageError>;
 
-    /// Uploads one part from a stream of exactly `length` bytes, with a CRC32C checksum the
-    /// server verifies.
+    /// Uploads one part from a stream of exactly `length` bytes; with `trailer`, with a
+    /// streamed CRC32C checksum the server verifies (not where the store refuses trailers).
     #[allow(clippy::too_many_arguments)]
     async fn upload_part(
         &self,
@@ -310,6 +323,7 @@ pub trait ObjectStore: Send + Sync {
         number: u32,
         body: BodyStream,
         length: u64,
+        trailer: bool,
     ) -> Result<Written, StorageError>;
 
     /// Uploads one part by server-side copy of `range` of a source object on this endpoint,

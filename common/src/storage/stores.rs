@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -11,7 +12,11 @@ use super::{
 use crate::config::{Config, Rule};
 use crate::queue::{Budget, BudgetKind, Queue};
 
-type CapabilityCells = HashMap<(String, String), Arc<OnceCell<Capabilities>>>;
+type CapabilityCells = HashMap<(String, String), Arc<OnceCell<(Instant, Capabilities)>>>;
+
+/// How long a probe's answer is trusted before the bucket is probed again: a store can be
+/// upgraded, or a bucket's settings changed, under a process that runs for months.
+pub const PROBE_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 /// A rule's source and destination stores, in that order.
 type StorePair = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
 
@@ -117,7 +122,7 @@ impl Stores {
     }
 
     /// What `bucket` on endpoint `name` does with writes, probed on first use and remembered
-    /// for the life of the process. A probe that fails is tried again next time.
+    /// for [`PROBE_LIFETIME`]. A probe that fails is tried again next time.
     pub async fn capabilities(
         &self,
         name: &str,
@@ -125,23 +130,35 @@ impl Stores {
     ) -> Result<Capabilities, StorageError> {
         let cell = {
             let mut cells = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
-            cells
+            let cell = cells
                 .entry((name.to_string(), bucket.to_string()))
-                .or_default()
-                .clone()
+                .or_default();
+            if cell
+                .get()
+                .is_some_and(|(at, _)| at.elapsed() >= PROBE_LIFETIME)
+            {
+                *cell = Arc::default();
+            }
+            cell.clone()
         };
         cell.get_or_try_init(|| async {
             let found = probe(self.get(name).as_ref(), bucket).await?;
             tracing::info!(
                 endpoint = name,
                 bucket,
-                conditional_writes = found.conditional_writes,
+                conditional_writes = found.conditional_writes(),
+                conditional_completes = found.complete.honoured(),
+                if_match = ?found.put.if_match,
                 etags_are_md5 = found.etags_are_md5,
+                tags_on_multipart = found.tags_on_multipart,
+                tags_on_copy = found.tags_on_copy,
+                complete_etag = found.complete_etag,
+                checksum_trailer = found.checksum_trailer,
                 "probed the destination bucket"
             );
-            Ok(found)
+            Ok((Instant::now(), found))
         })
         .await
-        .copied()
+        .map(|(_, c)| *c)
     }
 }

@@ -1,0 +1,251 @@
+//! A single-node Ceph cluster with a RADOS Gateway: one monitor, one OSD on memstore and one
+//! `radosgw`, all configured and kept in a temporary directory of their own, on free ports,
+//! with their own cephx keyring. Nothing goes to `/etc/ceph` or `/var/lib/ceph`.
+//!
+//! The settings that make it start in a second or two and answer small requests quickly are
+//! in `../shared/TESTING.md`: memstore, pools of size 1, a short paxos propose interval, and
+//! `tcp_nodelay` on the beast frontend.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::servers::{Proc, TempDir, free_port, random_hex, wait_for_port};
+
+/// The Debian packages a gateway needs (`scripts/deps.sh --ceph` installs them).
+pub const PACKAGES: &str = "ceph-mon ceph-osd radosgw ceph-common";
+
+/// A running single-node cluster and its gateway.
+pub struct Rgw {
+    /// The S3 port.
+    pub port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Gateway, OSD and monitor, stopped in that order on drop.
+    pub procs: Vec<Proc>,
+    pub dir: TempDir,
+}
+
+fn require(bin: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{bin} is not installed: run scripts/test.sh (it installs the Debian packages {PACKAGES})")
+    })
+}
+
+/// Runs a Ceph tool to completion, panicking with its output when it fails.
+fn tool(bin: &str, args: &[&str]) -> String {
+    let out = Command::new(require(bin))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn daemon(bin: &str, dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let log = dir.join(format!("log/{name}.out"));
+    let child = Command::new(require(bin))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("ceph daemon log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    Proc {
+        child,
+        name: name.into(),
+        log: Some(log),
+    }
+}
+
+fn uuid() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl Rgw {
+    /// Starts a cluster and its gateway, and creates an S3 user. Panics when the Ceph
+    /// packages are missing or the cluster does not come up.
+    pub fn start() -> Rgw {
+        let dir = TempDir::new("rgw");
+        let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
+        for sub in ["run", "log", "mon", "osd/osd.0", "rgw"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("ceph dirs");
+        }
+        let (v1, v2, s3) = (free_port(), free_port(), free_port());
+        let fsid = uuid();
+        let conf = format!("{d}/ceph.conf");
+        let keyring = format!("{d}/keyring");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nfsid = {fsid}\nmon host = [v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]\n\
+                 mon initial members = a\nauth cluster required = cephx\n\
+                 auth service required = cephx\nauth client required = cephx\n\
+                 keyring = {keyring}\nosd objectstore = memstore\n\
+                 memstore device bytes = 8589934592\n\
+                 osd pool default size = 1\nosd pool default min size = 1\n\
+                 mon allow pool size one = true\nmon warn on pool no redundancy = false\n\
+                 paxos propose interval = 0.05\n\
+                 run dir = {d}/run\nadmin socket = {d}/run/$name.asok\n\
+                 log file = {d}/log/$name.log\npid file = {d}/run/$name.pid\n\
+                 mon data = {d}/mon/$name\nosd data = {d}/osd/$name\n\
+                 osd max object name len = 2048\nosd max object namespace len = 256\n\
+                 [client.rgw]\nrgw frontends = beast endpoint=127.0.0.1:{s3} tcp_nodelay=1\n\
+                 rgw data = {d}/rgw\n"
+            ),
+        )
+        .expect("writing ceph.conf");
+        let auth = |name: &str, caps: &[&str]| {
+            let mut args = vec![keyring.as_str(), "--gen-key", "-n", name];
+            for cap in caps {
+                let (service, what) = cap.split_once(' ').expect("cap");
+                args.extend(["--cap", service, what]);
+            }
+            tool("ceph-authtool", &args);
+        };
+        tool(
+            "ceph-authtool",
+            &[
+                "--create-keyring",
+                &keyring,
+                "--gen-key",
+                "-n",
+                "mon.",
+                "--cap",
+                "mon",
+                "allow *",
+            ],
+        );
+        auth(
+            "client.admin",
+            &["mon allow *", "osd allow *", "mgr allow *"],
+        );
+        auth("osd.0", &["mon allow profile osd", "osd allow *"]);
+        auth("client.rgw", &["mon allow rw", "osd allow rwx"]);
+        let monmap = format!("{d}/monmap");
+        let addrs = format!("[v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]");
+        tool(
+            "monmaptool",
+            &["--create", "--addv", "a", &addrs, "--fsid", &fsid, &monmap],
+        );
+        tool(
+            "ceph-mon",
+            &[
+                "-c",
+                &conf,
+                "--mkfs",
+                "-i",
+                "a",
+                "--monmap",
+                &monmap,
+                "--keyring",
+                &keyring,
+            ],
+        );
+        let mut procs = vec![daemon(
+            "ceph-mon",
+            dir.path(),
+            "ceph-mon",
+            &["-c", &conf, "-i", "a", "-f"],
+        )];
+        wait_for_port(v2, Duration::from_secs(20), "ceph-mon");
+        let osd = uuid();
+        tool("ceph", &["-c", &conf, "osd", "new", &osd, "0"]);
+        tool(
+            "ceph-osd",
+            &["-c", &conf, "-i", "0", "--mkfs", "--osd-uuid", &osd],
+        );
+        procs.insert(
+            0,
+            daemon(
+                "ceph-osd",
+                dir.path(),
+                "ceph-osd",
+                &["-c", &conf, "-i", "0", "-f"],
+            ),
+        );
+        procs.insert(
+            0,
+            daemon(
+                "radosgw",
+                dir.path(),
+                "radosgw",
+                &["-c", &conf, "-n", "client.rgw", "-f"],
+            ),
+        );
+        let access_key = format!("RGW{}", random_hex(8).to_uppercase());
+        let secret_key = random_hex(20);
+        tool(
+            "radosgw-admin",
+            &[
+                "-c",
+                &conf,
+                "user",
+                "create",
+                "--uid",
+                "ferry-test",
+                "--display-name",
+                "ferry test",
+                "--access-key",
+                &access_key,
+                "--secret",
+                &secret_key,
+            ],
+        );
+        wait_for_port(s3, Duration::from_secs(30), "radosgw");
+        let rgw = Rgw {
+            port: s3,
+            access_key,
+            secret_key,
+            procs,
+            dir,
+        };
+        rgw.wait_ready(Duration::from_secs(30));
+        rgw
+    }
+
+    /// Waits until the gateway answers a plain GET of `/` (a listing of no buckets) with 200:
+    /// its pools are made and it serves requests.
+    fn wait_ready(&self, timeout: Duration) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answered = std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+                    let mut head = [0u8; 12];
+                    s.read_exact(&mut head)?;
+                    Ok(head.ends_with(b"200"))
+                })
+                .unwrap_or(false);
+            if answered {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "radosgw did not answer within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
