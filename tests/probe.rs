@@ -64,7 +64,10 @@ async fn the_probe_measures_garage() {
     assert!(!found.tagging, "Garage has no tagging: {found:?}");
     assert!(found.part_number, "{found:?}");
     assert!(found.complete_etag, "{found:?}");
-    assert!(found.checksums_verified && found.checksum_trailer, "{found:?}");
+    assert!(
+        found.checksums_verified && found.checksum_trailer,
+        "{found:?}"
+    );
     assert!(found.copy_source_if_match, "{found:?}");
 }
 

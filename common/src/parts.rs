@@ -80,6 +80,100 @@ impl Layout {
     }
 }
 
+/// Part sizes that common clients use (aws-cli and boto3 8 MiB, rclone 5 and 16 MiB, s3cmd
+/// 15 MiB, others 64 and 100 MiB), tried first when a source does not tell its layout.
+pub const COMMON_PART_SIZES: [u64; 6] = [5 * MIB, 8 * MIB, 15 * MIB, 16 * MIB, 64 * MIB, 100 * MIB];
+
+/// At most this many candidate layouts are hashed for one object: each one costs an MD5 of
+/// every byte.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// The part sizes that cut `size` bytes into exactly `count` equal parts (the last one
+/// shorter), for a source whose ETag says `count` parts but whose store does not tell their
+/// sizes (HEAD ignores `partNumber`): the common clients' sizes first, then whole MiB from
+/// the smallest that fits. At most [`MAX_CANDIDATES`].
+pub fn candidate_part_sizes(size: u64, count: u64) -> Vec<u64> {
+    let fits = |part: u64| {
+        part > 0 && part <= MAX_PART && size.div_ceil(part) == count && (count > 1 || part >= size)
+    };
+    if count == 0 || count > MAX_PARTS || size == 0 {
+        return Vec::new();
+    }
+    let mut found: Vec<u64> = COMMON_PART_SIZES.into_iter().filter(|p| fits(*p)).collect();
+    if count == 1 {
+        // One part: its size is the object's, whatever the client's part size was.
+        return vec![size];
+    }
+    let smallest = size.div_ceil(count).div_ceil(MIB) * MIB;
+    let mut part = smallest;
+    while found.len() < MAX_CANDIDATES && fits(part) {
+        if !found.contains(&part) {
+            found.push(part);
+        }
+        part += MIB;
+    }
+    found.truncate(MAX_CANDIDATES);
+    found
+}
+
+/// The multipart ETag that bytes cut into parts of `part` bytes make, computed as the bytes
+/// stream by (one MD5 per part, then the MD5 of those).
+#[derive(Clone)]
+pub struct PartHasher {
+    part: u64,
+    filled: u64,
+    current: Md5,
+    outer: Md5,
+    parts: u64,
+}
+
+impl PartHasher {
+    /// A hasher for parts of `part` bytes (more than 0).
+    pub fn new(part: u64) -> PartHasher {
+        PartHasher {
+            part: part.max(1),
+            filled: 0,
+            current: Md5::new(),
+            outer: Md5::new(),
+            parts: 0,
+        }
+    }
+
+    /// The part size.
+    pub fn part_size(&self) -> u64 {
+        self.part
+    }
+
+    /// Feeds the next bytes.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = (self.part - self.filled) as usize;
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.current.update(now);
+            self.filled += now.len() as u64;
+            bytes = rest;
+            if self.filled == self.part {
+                self.close_part();
+            }
+        }
+    }
+
+    fn close_part(&mut self) {
+        let digest = std::mem::replace(&mut self.current, Md5::new()).finalize();
+        self.outer.update(digest);
+        self.parts += 1;
+        self.filled = 0;
+    }
+
+    /// The ETag (`hex-N`) of everything fed.
+    pub fn etag(mut self) -> String {
+        if self.filled > 0 || self.parts == 0 {
+            self.close_part();
+        }
+        format!("{}-{}", hex::encode(self.outer.finalize()), self.parts)
+    }
+}
+
 /// Cuts `size` bytes into ranges of `part` bytes (the last one shorter). A 0-byte object is one
 /// empty part, which S3 accepts as the only part.
 fn ranges(size: u64, part: u64) -> Vec<ByteRange> {
@@ -121,6 +215,55 @@ pub fn multipart_etag<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<St
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn candidates_cut_the_object_into_the_etags_part_count() {
+        // 6 parts of 6 MiB, the last one shorter: 6 MiB is the only whole MiB that fits.
+        let size = 5 * 6 * MIB + 1234;
+        assert_eq!(candidate_part_sizes(size, 6), vec![6 * MIB]);
+        // 5 + 5 MiB + 4 KiB in 3 parts: 5 MiB (common) first, then 4 MiB.
+        let size = 10 * MIB + 4096;
+        assert_eq!(candidate_part_sizes(size, 3), vec![5 * MIB, 4 * MIB]);
+        // An 8 MiB upload of 100 MiB: 13 parts; 8 MiB first.
+        assert_eq!(candidate_part_sizes(100 * MIB, 13)[0], 8 * MIB);
+        // Two parts of a large object: many sizes fit; capped.
+        assert_eq!(candidate_part_sizes(1024 * MIB, 2).len(), MAX_CANDIDATES);
+        assert_eq!(candidate_part_sizes(7, 1), vec![7]);
+        assert!(candidate_part_sizes(0, 3).is_empty());
+        // No whole MiB cuts 3 MiB + 1 byte into 7 parts.
+        assert!(candidate_part_sizes(3 * MIB + 1, 7).is_empty());
+    }
+
+    #[test]
+    fn part_hasher_gives_the_etag_of_the_parts_however_the_bytes_arrive() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let part = 30_000;
+        let digests: Vec<String> = bytes
+            .chunks(part)
+            .map(|c| hex::encode(Md5::digest(c)))
+            .collect();
+        let want = multipart_etag(digests.iter().map(String::as_str)).unwrap();
+        for chunk in [1, 999, 30_000, 45_000, 100_000] {
+            let mut h = PartHasher::new(part as u64);
+            for c in bytes.chunks(chunk) {
+                h.update(c);
+            }
+            assert_eq!(h.etag(), want, "chunks of {chunk}");
+        }
+        // Exactly two whole parts: no empty third part.
+        let mut h = PartHasher::new(50_000);
+        h.update(&bytes);
+        assert!(h.etag().ends_with("-2"));
+    }
+
+    proptest! {
+        #[test]
+        fn every_candidate_gives_the_part_count(size in 1u64..(2u64 << 30), count in 1u64..200) {
+            for part in candidate_part_sizes(size, count) {
+                prop_assert_eq!(Layout::uniform(size, part).unwrap().count() as u64, count);
+            }
+        }
+    }
 
     fn covers_exactly(layout: &Layout, size: u64) {
         let mut next = 0;

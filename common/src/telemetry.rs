@@ -10,6 +10,9 @@ pub const BYTES_COPIED: &str = "ferry_bytes_copied_total";
 pub const PARTS_COPIED: &str = "ferry_parts_copied_total";
 /// Parts found already uploaded by an earlier attempt and reused, by rule.
 pub const PARTS_REUSED: &str = "ferry_parts_reused_total";
+/// Multipart copies whose ETag differs from the source's (the source's part sizes could not
+/// be read nor inferred; the bytes were verified all the same), by rule.
+pub const ETAG_DIFFERS: &str = "ferry_etag_differs_total";
 /// Multipart uploads aborted (abandoned, failed, or their source changed), by rule.
 pub const UPLOADS_ABORTED: &str = "ferry_multipart_uploads_aborted_total";
 /// Objects skipped as already replicated, by rule.

@@ -416,6 +416,10 @@ async fn finish_multipart(
         .send()
         .await;
     match done {
+        // Ceph RGW 16 answers an empty ETag: HEAD tells it.
+        Ok(done) if done.e_tag().unwrap_or_default().trim_matches('"').is_empty() => {
+            head(client, bucket, key).await.0
+        }
         Ok(done) => done
             .e_tag()
             .unwrap_or_default()

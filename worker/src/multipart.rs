@@ -17,10 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use ferry_common::config::Archived;
 use ferry_common::ledger::LedgerEntry;
-use ferry_common::parts::{Layout, MAX_PART, etag_parts, multipart_etag};
+use ferry_common::parts::{
+    Layout, MAX_PART, PartHasher, candidate_part_sizes, etag_parts, multipart_etag,
+};
 use ferry_common::queue::{Counted, PartRecorded};
 use ferry_common::storage::{
-    ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written, etag_is_md5,
+    ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written,
 };
 use ferry_common::task::{Expected, ObjectVersion, PartTask, Task, UploadRecord};
 use ferry_common::telemetry;
@@ -139,10 +141,16 @@ fn archived_error(job: &Job<'_>, key: &str) -> StorageError {
 /// How `version` is cut into parts, or `None` to copy it in one request.
 async fn layout(job: &Job<'_>, version: &ObjectVersion) -> Result<Option<Layout>, StorageError> {
     let rule = job.rule;
-    if etag_parts(&version.etag).is_some()
-        && let Some(layout) = source_layout(job, version).await?
-    {
-        return Ok(Some(layout));
+    if let Some(count) = etag_parts(&version.etag) {
+        match source_layout(job, version).await? {
+            SourceLayout::Read(layout) => return Ok(Some(layout)),
+            SourceLayout::Untold => {
+                if let Some(layout) = inferred_layout(job, version, count).await? {
+                    return Ok(Some(layout));
+                }
+            }
+            SourceLayout::Irregular => {}
+        }
     }
     if version.size < rule.multipart_threshold.0 && version.size <= MAX_PART {
         return Ok(None);
@@ -159,12 +167,79 @@ async fn layout(job: &Job<'_>, version: &ObjectVersion) -> Result<Option<Layout>
         })
 }
 
+/// What the source says of a multipart object's parts.
+enum SourceLayout {
+    /// Equal parts (the last one shorter), read with HEAD `partNumber`.
+    Read(Layout),
+    /// Parts of other sizes: no layout of equal parts gives the source's ETag.
+    Irregular,
+    /// Nothing: the store ignores `partNumber` (Ceph RGW 16).
+    Untold,
+}
+
+/// The part sizes of a multipart source, inferred from what its ETag says (the part count)
+/// and its size, where its store does not tell them: the one part size that fits, or, where
+/// several fit, the one whose ETag, computed from the bytes as they stream by, is the
+/// source's. `None` when none is: the copy then has ferry's own part sizes, and an ETag that
+/// differs from the source's.
+async fn inferred_layout(
+    job: &Job<'_>,
+    version: &ObjectVersion,
+    count: u64,
+) -> Result<Option<Layout>, StorageError> {
+    let candidates = candidate_part_sizes(version.size, count);
+    let chosen = match candidates.as_slice() {
+        [] => None,
+        // The completion checks the ETag it gives.
+        [only] => Some(*only),
+        _ => matching_part_size(job, version, &candidates).await?,
+    };
+    let Some(part) = chosen else {
+        debug!(key = %version.key, count, size = version.size, "no part size gives the source's ETag");
+        return Ok(None);
+    };
+    debug!(key = %version.key, count, part, "inferred the source's part size");
+    Ok(Layout::uniform(version.size, part).ok().map(|mut layout| {
+        layout.from_source = true;
+        layout
+    }))
+}
+
+/// Reads the source once, pinned to its ETag, hashing the bytes as each candidate part size
+/// would cut them; the part size whose ETag is the source's.
+async fn matching_part_size(
+    job: &Job<'_>,
+    version: &ObjectVersion,
+    candidates: &[u64],
+) -> Result<Option<u64>, StorageError> {
+    let source = job.shared.stores.source(job.rule);
+    let get = source
+        .get(
+            &job.rule.source.bucket,
+            &version.key,
+            None,
+            Some(&version.etag),
+        )
+        .await?;
+    let mut hashers: Vec<PartHasher> = candidates.iter().map(|p| PartHasher::new(*p)).collect();
+    let mut body = get.body;
+    while let Some(chunk) = body.try_next().await? {
+        for h in &mut hashers {
+            h.update(&chunk);
+        }
+    }
+    Ok(hashers.into_iter().find_map(|h| {
+        let part = h.part_size();
+        h.etag().eq_ignore_ascii_case(&version.etag).then_some(part)
+    }))
+}
+
 /// The part sizes of a multipart source, read with HEAD `partNumber=1` (and the last part, to
-/// confirm the parts are equal). `None` when the server does not tell or they are not equal.
+/// confirm the parts are equal).
 async fn source_layout(
     job: &Job<'_>,
     version: &ObjectVersion,
-) -> Result<Option<Layout>, StorageError> {
+) -> Result<SourceLayout, StorageError> {
     let source = job.shared.stores.source(job.rule);
     let (bucket, key, etag) = (&job.rule.source.bucket, &version.key, &version.etag);
     // Without If-Match (moto refuses it with partNumber): the ETag is compared here.
@@ -183,7 +258,7 @@ async fn source_layout(
         Err(e) if e.kind != ErrorKind::Permanent => return Err(e),
         Err(e) => {
             debug!(key = %key, error = %e, "the source does not tell its part sizes");
-            return Ok(None);
+            return Ok(SourceLayout::Untold);
         }
     };
     // moto answers with the part's own ETag: only an object ETag can show a change here
@@ -192,12 +267,13 @@ async fn source_layout(
     if differs(&first.etag) {
         return Err(changed(&first.etag));
     }
+    // A store that ignores partNumber answers with the whole object and no parts count.
     let Some(count) = first.parts_count else {
-        return Ok(None);
+        return Ok(SourceLayout::Untold);
     };
     let Some(layout) = Layout::from_source(version.size, count, first.length) else {
         debug!(key = %key, count, first = first.length, "source parts are not of equal size");
-        return Ok(None);
+        return Ok(SourceLayout::Irregular);
     };
     if count > 2 {
         let last = source.head_part(bucket, key, count as u32).await?;
@@ -206,10 +282,10 @@ async fn source_layout(
         }
         if last.length != layout.last_len() {
             debug!(key = %key, "source parts are not of equal size");
-            return Ok(None);
+            return Ok(SourceLayout::Irregular);
         }
     }
-    Ok(Some(layout))
+    Ok(SourceLayout::Read(layout))
 }
 
 /// Starts (or, on a retry, resumes) the multipart upload of `version` and replaces the object
@@ -626,9 +702,15 @@ async fn complete(
         }
         .into());
     }
-    if record.layout_from_source && etag != part.source.etag && !etag_is_md5(&part.source.etag) {
-        warn!(key = %key, source = %part.source.etag, destination = %etag,
-            "copied with the source's part sizes, yet the ETags differ");
+    if etag_parts(&part.source.etag).is_some() && !etag.eq_ignore_ascii_case(&part.source.etag) {
+        // Verified byte for byte all the same (each part's MD5, the parts' ETag).
+        let why = if record.layout_from_source {
+            "copied with the source's part sizes, yet the ETags differ"
+        } else {
+            "ETag differs: source layout unknown"
+        };
+        warn!(rule = %rule.name, key = %key, source = %part.source.etag, destination = %etag, "{why}");
+        metrics::counter!(telemetry::ETAG_DIFFERS, "rule" => rule.name.clone()).increment(1);
     }
     if caps.tagging && !caps.tags_on_multipart {
         let source = job.shared.stores.source(rule);
