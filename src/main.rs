@@ -15,6 +15,7 @@ use ferry_common::storage::{CA_BUNDLE_VAR, Stores, Timeouts, Trust};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+mod probe;
 mod queues;
 mod status;
 mod sync;
@@ -96,6 +97,9 @@ enum Command {
     /// Copy SRC to DST (ENDPOINT:BUCKET[/PREFIX], endpoints from the config file) in this
     /// process, with a progress display; a second run copies only what changed.
     Sync(Box<sync::SyncArgs>),
+    /// What a store does and does not do, measured with a few small objects under
+    /// `.ferry-probe/` (removed after), and what ferry does about each answer.
+    Probe(Box<probe::ProbeArgs>),
     /// Coordinator and workers in one process.
     Run {
         #[command(flatten)]
@@ -258,7 +262,7 @@ impl From<anyhow::Error> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `sync` draws progress on stderr: only warnings and errors go there besides.
-    init_logging(if matches!(cli.command, Command::Sync(_)) {
+    init_logging(if matches!(cli.command, Command::Sync(_) | Command::Probe(_)) {
         "warn"
     } else {
         "info"
@@ -426,6 +430,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Sync(args) => sync::run(*args).await,
+        Command::Probe(args) => probe::run(*args).await,
         Command::Coordinator {
             common,
             coordinator,

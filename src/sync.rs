@@ -156,7 +156,7 @@ fn rule_name(src: &Side, dst: &Side) -> String {
 }
 
 /// The config file to read endpoints from.
-fn config_path(given: Option<&Path>) -> Result<PathBuf, Failure> {
+pub(crate) fn config_path(given: Option<&Path>) -> Result<PathBuf, Failure> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
     }

@@ -103,3 +103,87 @@ async fn the_probe_measures_rgw() {
         "RGW 16 refuses trailers: {found:?}"
     );
 }
+
+/// `ferry probe ENDPOINT:BUCKET` prints the table, `--json` the same as JSON, and
+/// `ferry probe ENDPOINT` makes, probes and deletes a bucket of its own.
+async fn the_probe_command_prints_what_it_measured(kind: Kind) {
+    let server = S3Server::of(kind);
+    let dir = harness::TempDir::new("probe-cmd");
+    let bucket = unique("probe");
+    server.create_bucket(&bucket).await;
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(&config, server.endpoint_toml("store")).expect("config");
+    let config = config.to_str().expect("utf-8");
+
+    let (code, out, err) =
+        harness::ferry_output(&["probe", &format!("store:{bucket}"), "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    println!("{kind:?}:\n{out}");
+    let measured = harness::measured(&server, &bucket).await;
+    for (capability, value, _) in measured.rows() {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(capability))
+            .unwrap_or_else(|| panic!("no row {capability:?} in:\n{out}"));
+        assert!(line.contains(&value), "{capability}: {value} in {line:?}");
+    }
+
+    let (code, json, err) = harness::ferry_output(&[
+        "probe",
+        &format!("store:{bucket}"),
+        "--config",
+        config,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        report["capabilities"]["tagging"].as_bool(),
+        Some(measured.tagging),
+        "{json}"
+    );
+    assert_eq!(
+        report["capabilities"]["put"]["if_none_match"].as_bool(),
+        Some(measured.put.if_none_match)
+    );
+
+    let buckets = || async {
+        let listed = server.client().list_buckets().send().await.expect("list");
+        listed.buckets().len()
+    };
+    let before = buckets().await;
+    let (code, out, err) = harness::ferry_output(&["probe", "store", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("a temporary bucket, deleted"), "{out}");
+    assert_eq!(buckets().await, before, "the temporary bucket is gone");
+
+    // Bad input: which argument, which value, why; nothing probed.
+    let (code, _, err) = harness::ferry_output(&["probe", "nowhere:b", "--config", config]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("ENDPOINT") && err.contains("\"nowhere\"") && err.contains("store"),
+        "{err}"
+    );
+    let (code, _, err) = harness::ferry_output(&["probe", "store:", "--config", config]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty endpoint or bucket"), "{err}");
+    assert!(
+        !err.contains(&server.secret_key),
+        "the secret key reached an error"
+    );
+}
+
+#[tokio::test]
+async fn the_probe_command_on_moto() {
+    the_probe_command_prints_what_it_measured(Kind::Moto).await;
+}
+
+#[tokio::test]
+async fn the_probe_command_on_garage() {
+    the_probe_command_prints_what_it_measured(Kind::Garage).await;
+}
+
+#[tokio::test]
+async fn the_probe_command_on_rgw() {
+    the_probe_command_prints_what_it_measured(Kind::Rgw).await;
+}

@@ -206,7 +206,7 @@ impl Capabilities {
             ),
             (
                 "tags on PutObject",
-                yes(self.tags_on_put),
+                tag_path(self.tagging, self.tags_on_put),
                 choose(
                     self.tags_on_put || !self.tagging,
                     "sends tags with the write",
@@ -215,7 +215,7 @@ impl Capabilities {
             ),
             (
                 "tags on CreateMultipartUpload",
-                yes(self.tags_on_multipart),
+                tag_path(self.tagging, self.tags_on_multipart),
                 choose(
                     self.tags_on_multipart || !self.tagging,
                     "sends tags with the upload",
@@ -224,7 +224,7 @@ impl Capabilities {
             ),
             (
                 "tags on CopyObject",
-                yes(self.tags_on_copy),
+                tag_path(self.tagging, self.tags_on_copy),
                 choose(
                     self.tags_on_copy || !self.tagging,
                     "copies tags with the object",
@@ -241,6 +241,15 @@ impl Capabilities {
                 ),
             ),
         ]
+    }
+}
+
+/// Whether a write path keeps tags, on a store that may have no tagging at all.
+fn tag_path(tagging: bool, kept: bool) -> String {
+    match (tagging, kept) {
+        (false, _) => "n/a (no tagging)".into(),
+        (true, true) => "yes".into(),
+        (true, false) => "no".into(),
     }
 }
 

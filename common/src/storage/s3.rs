@@ -191,6 +191,30 @@ impl S3Store {
         }
     }
 
+    /// Creates a bucket (for `ferry probe` without one).
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        Self::count("CreateBucket");
+        self.client
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| self.error("CreateBucket", self.target(bucket, ""), e))?;
+        Ok(())
+    }
+
+    /// Deletes an empty bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        Self::count("DeleteBucket");
+        self.client
+            .delete_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteBucket", self.target(bucket, ""), e))?;
+        Ok(())
+    }
+
     /// Whether GetObject and PutObject on `bucket` take the lean path.
     pub async fn lean(&self, bucket: &str) -> bool {
         match &self.direct {
