@@ -262,11 +262,13 @@ impl From<anyhow::Error> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `sync` draws progress on stderr: only warnings and errors go there besides.
-    init_logging(if matches!(cli.command, Command::Sync(_) | Command::Probe(_)) {
-        "warn"
-    } else {
-        "info"
-    });
+    init_logging(
+        if matches!(cli.command, Command::Sync(_) | Command::Probe(_)) {
+            "warn"
+        } else {
+            "info"
+        },
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

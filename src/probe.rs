@@ -179,7 +179,13 @@ fn render(report: &Report) -> String {
         }
     );
     let width = |f: &dyn Fn(&Row) -> usize, title: &str| {
-        report.rows.iter().map(f).max().unwrap_or(0).max(title.len())
+        report
+            .rows
+            .iter()
+            .map(f)
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
     };
     let (a, b) = (
         width(&|r| r.capability.len(), "capability"),

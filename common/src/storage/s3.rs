@@ -636,6 +636,13 @@ fn strip_default_content_type(req: &mut aws_sdk_s3::config::http::HttpRequest) {
     req.headers_mut().remove("content-type");
 }
 
+/// Says `Content-Length: 0` on a request that has no body and no length.
+fn empty_body_length(req: &mut aws_sdk_s3::config::http::HttpRequest) {
+    if req.headers().get("content-length").is_none() {
+        req.headers_mut().insert("content-length", "0");
+    }
+}
+
 /// Applies the preserved headers to any request builder with the standard setters.
 macro_rules! apply_attrs {
     ($req:expr, $attrs:expr) => {{
@@ -1180,6 +1187,9 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number as i32)
+            .customize()
+            // A PUT without a body: Ceph RGW 16 refuses it with 411 unless told its length.
+            .mutate_request(empty_body_length)
             .send()
             .await
             .map_err(|e| self.error("UploadPartCopy", self.target(bucket, key), e))?;
