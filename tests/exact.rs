@@ -205,6 +205,11 @@ async fn any_key_is_copied_on_garage() {
     any_key_is_copied(Kind::Garage).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_key_is_copied_on_rgw() {
+    any_key_is_copied(Kind::Rgw).await;
+}
+
 /// A destination whose ETags are not MD5s (SSE-KMS, as the proxy shows it): copies of single
 /// and multipart objects are done and managed, so the next iteration is empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,6 +425,11 @@ async fn bytes_corrupted_in_transit_never_land_on_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_corrupted_in_transit_never_land_on_garage() {
     bytes_corrupted_in_transit_never_land(Kind::Garage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_corrupted_in_transit_never_land_on_rgw() {
+    bytes_corrupted_in_transit_never_land(Kind::Rgw).await;
 }
 
 /// A listing page that does not parse (a garbled 200) is retried, not the end of the rule;
@@ -682,4 +692,9 @@ async fn a_source_changed_while_its_copy_was_in_flight_is_copied_again_on_moto()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_changed_while_its_copy_was_in_flight_is_copied_again_on_garage() {
     a_source_changed_while_its_copy_was_in_flight_is_copied_again(Kind::Garage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_while_its_copy_was_in_flight_is_copied_again_on_rgw() {
+    a_source_changed_while_its_copy_was_in_flight_is_copied_again(Kind::Rgw).await;
 }

@@ -497,7 +497,7 @@ async fn run_under_pty(command: String) -> Output {
     .await
 }
 
-macro_rules! on_both_servers {
+macro_rules! on_every_server {
     ($($name:ident),* $(,)?) => {
         mod moto {
             $(
@@ -512,6 +512,14 @@ macro_rules! on_both_servers {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(ferry_testkit::servers::Kind::Garage).await
+                }
+            )*
+        }
+        mod rgw {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(ferry_testkit::servers::Kind::Rgw).await
                 }
             )*
         }
@@ -578,7 +586,7 @@ async fn endpoints_behind_a_private_ca(kind: Kind) {
     assert!(src_front.accepted() > 0 && dst_front.accepted() > 0);
 }
 
-on_both_servers!(
+on_every_server!(
     endpoints_behind_a_private_ca,
     full_copy_then_a_second_run_that_only_lists,
     a_changed_object_and_a_prefix,

@@ -540,7 +540,12 @@ async fn forward(state: &State, req: Request<Body>) -> Result<Response<Incoming>
         .map_or("/", |p| p.as_str())
         .to_string();
     parts.uri = format!("http://{}{pq}", state.upstream).parse()?;
+    // A request without a body goes on without one: forwarded as a stream, it would go
+    // chunked, which some servers refuse on a DELETE (Ceph RGW 16 answers 501).
+    let bodyless = !parts.headers.contains_key("content-length")
+        && !parts.headers.contains_key("transfer-encoding");
     strip_hop_by_hop(&mut parts.headers);
+    let body = if bodyless { full(Bytes::new()) } else { body };
     Ok(state
         .client
         .request(Request::from_parts(parts, body))
