@@ -12,9 +12,16 @@ use redis::AsyncCommands;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_leases_expire_and_another_worker_finishes_its_tasks() {
+    killed_worker_loses_nothing(S3Server::garage(), S3Server::garage()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_loses_nothing_on_rgw() {
+    killed_worker_loses_nothing(S3Server::rgw(), S3Server::rgw()).await;
+}
+
+async fn killed_worker_loses_nothing(src: S3Server, dst: S3Server) {
     let redis = Redis::start();
-    let src = S3Server::garage();
-    let dst = S3Server::garage();
     let dir = TempDir::new("kill-worker");
     let ns = unique("ns");
     let (src_bucket, dst_bucket) = (unique("src"), unique("dst"));

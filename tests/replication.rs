@@ -131,6 +131,21 @@ async fn replicates_2500_objects_between_moto_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_2500_objects_from_rgw_to_garage() {
+    replicate_foundation_dataset(S3Server::rgw(), S3Server::garage()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_2500_objects_from_garage_to_rgw() {
+    replicate_foundation_dataset(S3Server::garage(), S3Server::rgw()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_2500_objects_between_rgw_endpoints() {
+    replicate_foundation_dataset(S3Server::rgw(), S3Server::rgw()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_2500_objects_between_garage_endpoints() {
     let src = S3Server::garage();
     let dst = S3Server::garage();

@@ -119,6 +119,11 @@ async fn garage_checks_uploads_end_to_end() {
     uploads_are_checked_end_to_end(S3Server::garage(), true).await;
 }
 
+#[tokio::test]
+async fn rgw_checks_uploads_end_to_end() {
+    uploads_are_checked_end_to_end(S3Server::rgw(), true).await;
+}
+
 /// The endpoint `s3` of a config for `server` (as `url`), on the request path given.
 async fn s3_store(server: &S3Server, url: &str, path: RequestPath) -> S3Store {
     s3_store_trusting(server, url, &Trust::system(), path).await
@@ -336,6 +341,11 @@ async fn the_lean_path_and_the_sdk_agree_on_moto() {
 #[tokio::test]
 async fn the_lean_path_and_the_sdk_agree_on_garage() {
     the_lean_path_and_the_sdk_agree(S3Server::garage()).await;
+}
+
+#[tokio::test]
+async fn the_lean_path_and_the_sdk_agree_on_rgw() {
+    the_lean_path_and_the_sdk_agree(S3Server::rgw()).await;
 }
 
 /// Garage checks signatures: a wrong secret is refused on the lean path as through the SDK,
