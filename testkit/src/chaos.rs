@@ -1,7 +1,7 @@
 //! Randomized fault schedules against a real cluster (`scripts/chaos.sh`).
 //!
-//! Each run starts its own Redis (AOF), two Garage servers with a fault proxy in front of
-//! each, two coordinators (a leader and a standby) and two workers (one behind a network
+//! Each run starts its own Redis (AOF), two S3 servers (Garage, or Ceph RGW with `--store
+//! rgw`) with a fault proxy in front of each, two coordinators (a leader and a standby) and two workers (one behind a network
 //! namespace when `ip netns` works here), seeds a source bucket, and replicates it once
 //! while a schedule drawn from the run's seed injects faults: kill -9 or SIGSTOP of a worker
 //! or of the leader, a Redis kill and restart, a partition of the far worker, bursts of S3
@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 
 use crate::proxy::{Action, FaultProxy, Match, Rule};
-use crate::servers::{NetNs, Proc, Redis, S3Server, TempDir, spawn_logged};
+use crate::servers::{Kind, NetNs, Proc, Redis, S3Server, TempDir, spawn_logged};
 
 /// What a chaos run is made of.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct Options {
     pub seed: u64,
     /// Small objects per run.
     pub objects: usize,
+    /// The S3 servers of both ends (Garage, or Ceph RGW).
+    pub store: Kind,
 }
 
 /// One injected fault.
@@ -445,7 +447,11 @@ async fn drive(
         Some(n) => Redis::start_aof_on(&n.host_ip),
         None => Redis::start_aof(),
     };
-    let (src, dst) = (S3Server::garage_on("lmdb"), S3Server::garage_on("lmdb"));
+    let server = || match options.store {
+        Kind::Garage => S3Server::garage_on("lmdb"),
+        other => S3Server::of(other),
+    };
+    let (src, dst) = (server(), server());
     // Port 0: the kernel picks a free port as it binds. A port picked first and bound later
     // can be taken in between (seed 7021 once failed so: "Address already in use").
     let any_port: std::net::SocketAddr = format!("{host}:0").parse().expect("an address");

@@ -51,6 +51,7 @@ pub struct MemStore {
     clock: AtomicU64,
     next_upload: AtomicU64,
     deny_writes: AtomicBool,
+    refuse_tag_headers: AtomicBool,
 }
 
 fn md5_hex(b: &[u8]) -> String {
@@ -109,6 +110,48 @@ impl MemStore {
     /// Multipart uploads open now.
     pub fn open_uploads(&self) -> usize {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Puts an object with tags (`k=v&...`) directly (not counted as a request).
+    pub fn insert_tagged(&self, bucket: &str, key: &str, body: &[u8], tagging: &str) {
+        self.insert(bucket, key, body);
+        if let Some(o) = self
+            .lock_objects()
+            .get_mut(&(bucket.to_string(), key.to_string()))
+        {
+            o.tagging = Some(tagging.to_string());
+        }
+    }
+
+    /// The tags of an object (`k=v&...`), if it has any.
+    pub fn tags(&self, bucket: &str, key: &str) -> Option<String> {
+        self.lock_objects()
+            .get(&(bucket.to_string(), key.to_string()))
+            .and_then(|o| o.tagging.clone())
+    }
+
+    /// From now on, tags sent with PutObject or CreateMultipartUpload are refused with 400,
+    /// as Backblaze B2 documents; PutObjectTagging still works.
+    pub fn refuse_tag_headers(&self) {
+        self.refuse_tag_headers.store(true, Ordering::SeqCst);
+    }
+
+    fn check_tag_header(
+        &self,
+        operation: &'static str,
+        target: &str,
+        tagging: Option<&str>,
+    ) -> Result<(), StorageError> {
+        if tagging.is_some() && self.refuse_tag_headers.load(Ordering::SeqCst) {
+            return Err(self.error(
+                operation,
+                target,
+                400,
+                "InvalidArgument",
+                ErrorKind::Permanent,
+            ));
+        }
+        Ok(())
     }
 
     /// From now on, every write is refused with 403 AccessDenied.
@@ -375,6 +418,7 @@ impl ObjectStore for MemStore {
     ) -> Result<Written, StorageError> {
         self.count("PutObject");
         self.check_write("PutObject", bucket, key)?;
+        self.check_tag_header("PutObject", &format!("{bucket}/{key}"), options.tagging)?;
         let body = collect(body).await?;
         let target = format!("{bucket}/{key}");
         if body.len() as u64 != length {
@@ -480,6 +524,7 @@ impl ObjectStore for MemStore {
     ) -> Result<String, StorageError> {
         self.count("CreateMultipartUpload");
         self.check_write("CreateMultipartUpload", bucket, key)?;
+        self.check_tag_header("CreateMultipartUpload", &format!("{bucket}/{key}"), tagging)?;
         let id = format!("upload-{}", self.next_upload.fetch_add(1, Ordering::SeqCst));
         self.uploads
             .lock()
@@ -566,20 +611,17 @@ impl ObjectStore for MemStore {
     ) -> Result<Written, StorageError> {
         self.count("CompleteMultipartUpload");
         let target = format!("{bucket}/{key}");
-        let upload = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(upload_id)
-            .ok_or_else(|| {
-                self.error(
-                    "CompleteMultipartUpload",
-                    &target,
-                    404,
-                    "NoSuchUpload",
-                    ErrorKind::Permanent,
-                )
-            })?;
+        // A refused completion leaves the upload open, as S3 does.
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let upload = uploads.get(upload_id).ok_or_else(|| {
+            self.error(
+                "CompleteMultipartUpload",
+                &target,
+                404,
+                "NoSuchUpload",
+                ErrorKind::Permanent,
+            )
+        })?;
         let mut body = BytesMut::new();
         let mut digests = Vec::new();
         let mut lengths = Vec::new();
@@ -609,6 +651,8 @@ impl ObjectStore for MemStore {
         let objects = self.lock_objects();
         self.check_condition("CompleteMultipartUpload", &objects, bucket, key, condition)?;
         drop(objects);
+        let upload = uploads.remove(upload_id).expect("the upload is there");
+        drop(uploads);
         let etag = format!("{}-{}", md5_hex(&digests), parts.len());
         Ok(self.store(
             &upload.bucket,

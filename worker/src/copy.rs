@@ -321,7 +321,8 @@ async fn copy_streamed(
         content_md5: md5,
         checksum,
         condition: &condition,
-        tagging: tagging.as_deref(),
+        // Only where the store keeps tags sent with the write (some refuse them outright).
+        tagging: tagging.as_deref().filter(|_| caps.tags_on_put),
         trailer: caps.checksum_trailer,
     };
     job.wrote();

@@ -324,7 +324,8 @@ async fn split(
                 attrs.storage_class = Some(class.as_str().to_string());
             }
             // UploadPartCopy copies no tags, and a multipart HEAD says only how many there are.
-            let tagging = if head.tag_count > 0 {
+            // Where the store drops (or refuses) tags on the upload, the completion sets them.
+            let tagging = if head.tag_count > 0 && capabilities(job).await?.tags_on_multipart {
                 source.get_tagging(&rule.source.bucket, key).await?
             } else {
                 None

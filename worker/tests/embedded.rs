@@ -165,3 +165,57 @@ async fn a_delete_task_removes_only_the_object_the_ledger_names() {
     let left: Vec<String> = world.dst.contents(DST).into_keys().collect();
     assert_eq!(left, vec!["replaced".to_string()]);
 }
+
+/// A store that refuses tags sent with a write (as Backblaze B2 documents) still gets them:
+/// the probe finds out, the write goes without them, and PutObjectTagging sets them after.
+#[tokio::test]
+async fn tags_refused_with_the_write_are_set_after_it() {
+    let world = World::new().await;
+    world.dst.refuse_tag_headers();
+    let found = ferry_common::storage::probe(world.dst.as_ref(), DST)
+        .await
+        .expect("probe");
+    assert!(found.tagging, "{found:?}");
+    assert!(!found.tags_on_put && !found.tags_on_multipart, "{found:?}");
+    assert!(found.conditional_writes(), "{found:?}");
+    assert!(world.dst.contents(DST).is_empty(), "the probe cleaned up");
+    assert_eq!(world.dst.open_uploads(), 0);
+
+    world
+        .src
+        .insert_tagged(SRC, "tagged", b"with tags", "team=a&note=b%20c");
+    world.src.insert(SRC, "plain", b"no tags");
+    let tasks = vec![
+        world.copy_task("tagged").await,
+        world.copy_task("plain").await,
+    ];
+    let record = world.work(&tasks).await;
+    assert_eq!((record.copied, record.dead), (2, 0), "{record:?}");
+    assert_eq!(
+        world.dst.tags(DST, "tagged").as_deref(),
+        Some("team=a&note=b%20c")
+    );
+    assert_eq!(world.dst.tags(DST, "plain"), None);
+}
+
+/// The probe, against a store that does everything S3 does, finds every capability.
+#[tokio::test]
+async fn the_probe_finds_every_capability_of_a_faithful_store() {
+    let store = MemStore::new("faithful");
+    let found = ferry_common::storage::probe(&store, DST)
+        .await
+        .expect("probe");
+    assert!(
+        found.conditional_writes() && found.complete.honoured(),
+        "{found:?}"
+    );
+    assert!(
+        found.tagging && found.tags_on_put && found.tags_on_multipart && found.tags_on_copy,
+        "{found:?}"
+    );
+    assert!(
+        found.complete_etag && found.copy_source_if_match,
+        "{found:?}"
+    );
+    assert!(store.contents(DST).is_empty());
+}

@@ -307,6 +307,7 @@ pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities
     let mut probe = Probe {
         store,
         bucket,
+        multipart_tags_refused: false,
         written: Vec::new(),
         uploads: Vec::new(),
     };
@@ -329,6 +330,8 @@ struct Completions {
 struct Probe<'a> {
     store: &'a dyn ObjectStore,
     bucket: &'a str,
+    /// CreateMultipartUpload refused the tags sent with it.
+    multipart_tags_refused: bool,
     written: Vec<String>,
     uploads: Vec<(String, String)>,
 }
@@ -377,10 +380,26 @@ impl Probe<'_> {
         trailer: bool,
     ) -> Result<Option<(String, UploadedPart)>, StorageError> {
         let key = self.key(name);
-        let id = self
+        let tagging = tagging.filter(|_| !self.multipart_tags_refused);
+        let attrs = ObjectAttrs::default();
+        let created = self
             .store
-            .create_multipart(self.bucket, &key, &ObjectAttrs::default(), tagging)
-            .await?;
+            .create_multipart(self.bucket, &key, &attrs, tagging)
+            .await;
+        let id = match answer(created)? {
+            Answer::Accepted(id) => id,
+            // Tags refused with the upload: start it without them.
+            Answer::Failed(_) if tagging.is_some() => {
+                self.multipart_tags_refused = true;
+                self.store
+                    .create_multipart(self.bucket, &key, &attrs, None)
+                    .await?
+            }
+            Answer::Failed(e) => return Err(e),
+            Answer::Refused => {
+                return Err(self.unexpected("CreateMultipartUpload", "a plain upload was refused"));
+            }
+        };
         self.uploads.push((key.clone(), id.clone()));
         let part = self
             .store
@@ -442,16 +461,26 @@ impl Probe<'_> {
     async fn run(&mut self) -> Result<Capabilities, StorageError> {
         let md5 = hex::encode(Md5::digest(BODY));
         // A plain write, with tags: an earlier, interrupted probe may have left the object.
-        let first = match self
+        // A store may refuse tags on PutObject outright (Backblaze B2 documents so): then
+        // the plain write goes without them.
+        let (first, tags_sent) = match self
             .put("plain", BODY, WriteCondition::None, Some(TAGS), false)
             .await?
         {
-            Answer::Accepted(w) => w,
-            Answer::Refused => unreachable!("a write without a condition is never refused"),
-            Answer::Failed(e) => return Err(e),
+            Answer::Accepted(w) => (w, true),
+            _ => match self
+                .put("plain", BODY, WriteCondition::None, None, false)
+                .await?
+            {
+                Answer::Accepted(w) => (w, false),
+                Answer::Failed(e) => return Err(e),
+                Answer::Refused => {
+                    return Err(self.unexpected("PutObject", "a plain write was refused"));
+                }
+            },
         };
         let etags_are_md5 = first.etag_may_be_md5 && first.etag.eq_ignore_ascii_case(&md5);
-        let tags_on_put = self.tags("plain").await?.as_deref() == Some(TAGS);
+        let tags_on_put = tags_sent && self.tags("plain").await?.as_deref() == Some(TAGS);
         let key = self.key("plain");
         let tagging = match answer(
             self.store
@@ -714,24 +743,36 @@ impl Probe<'_> {
                 .ok_or_else(|| self.unexpected("UploadPart", "the part was refused"))?,
         };
         let condition = condition(&state.current);
-        Ok(
-            match self.complete("multipart", &upload, condition).await? {
-                Answer::Accepted(w) => {
-                    let key = self.key("multipart");
-                    state.current = self.store.head(self.bucket, &key, None).await?.etag;
-                    state.completed = Some(w);
-                    false
-                }
-                Answer::Refused => {
-                    state.open = Some(upload);
-                    true
-                }
-                Answer::Failed(_) => {
-                    state.open = Some(upload);
-                    false
-                }
-            },
-        )
+        let mut upload = upload;
+        let mut done = self
+            .complete("multipart", &upload, condition.clone())
+            .await?;
+        // An earlier refusal that dropped the upload (some stores do): once more, afresh.
+        if let Answer::Failed(e) = &done
+            && e.code.as_deref() == Some("NoSuchUpload")
+        {
+            upload = self
+                .upload("multipart", Some(TAGS), state.trailer)
+                .await?
+                .ok_or_else(|| self.unexpected("UploadPart", "the part was refused"))?;
+            done = self.complete("multipart", &upload, condition).await?;
+        }
+        Ok(match done {
+            Answer::Accepted(w) => {
+                let key = self.key("multipart");
+                state.current = self.store.head(self.bucket, &key, None).await?.etag;
+                state.completed = Some(w);
+                false
+            }
+            Answer::Refused => {
+                state.open = Some(upload);
+                true
+            }
+            Answer::Failed(_) => {
+                state.open = Some(upload);
+                false
+            }
+        })
     }
 
     fn unexpected(&self, operation: &'static str, what: &str) -> StorageError {

@@ -1,10 +1,11 @@
-//! `ferry-chaos --ferry PATH [--runs N] [--seed S] [--objects N]`: randomized fault
+//! `ferry-chaos --ferry PATH [--runs N] [--seed S] [--objects N] [--store garage|rgw]`: randomized fault
 //! schedules against a real cluster (see `ferry_testkit::chaos`). Exits 1 on any anomaly.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 use ferry_testkit::chaos::{Options, run};
+use ferry_testkit::servers::Kind;
 
 #[derive(Parser)]
 #[command(about = "Randomized fault schedules against a real ferry cluster")]
@@ -21,6 +22,9 @@ struct Args {
     /// Small objects per run (plus three large ones).
     #[arg(long, default_value_t = 400)]
     objects: usize,
+    /// The S3 servers: `garage` or `rgw` (Ceph's RADOS Gateway).
+    #[arg(long, default_value = "garage", value_parser = ["garage", "rgw"])]
+    store: String,
 }
 
 #[tokio::main]
@@ -40,6 +44,11 @@ async fn main() -> std::process::ExitCode {
         runs: args.runs,
         seed,
         objects: args.objects,
+        store: if args.store == "rgw" {
+            Kind::Rgw
+        } else {
+            Kind::Garage
+        },
     };
     let summary = run(&options).await;
     if summary.anomalies == 0 {
