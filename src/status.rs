@@ -75,6 +75,8 @@ struct Iteration {
     done: u64,
     copied: u64,
     copied_bytes: u64,
+    /// Copies of multipart sources whose ETag differs from the source's.
+    etag_differs: u64,
     deleted: u64,
     failed: u64,
     missed: u64,
@@ -101,6 +103,7 @@ impl From<&IterationRecord> for Iteration {
             done: r.done,
             copied: r.copied,
             copied_bytes: r.copied_bytes,
+            etag_differs: r.etag_differs,
             deleted: r.deleted,
             failed: r.dead,
             missed: r.missed,
@@ -302,6 +305,13 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
                 bytes(i.copied_bytes),
                 i.failed
             );
+            if i.etag_differs > 0 {
+                out += &format!(
+                    "         {} cop{} with another ETag than the source's (ETag differs: source layout unknown)\n",
+                    i.etag_differs,
+                    if i.etag_differs == 1 { "y" } else { "ies" }
+                );
+            }
         }
     }
     out

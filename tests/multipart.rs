@@ -172,6 +172,60 @@ async fn keeps_part_sizes_and_etag(src: S3Server, dst: S3Server) {
     assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
 }
 
+/// A source of unequal parts: no layout of equal parts gives its ETag, so the copy's differs;
+/// the bytes are verified all the same, and the iteration, `ferry status` and the log say so.
+async fn unequal_parts_are_copied_and_said_to_differ(src: S3Server, dst: S3Server) {
+    let env = Env::start_on("mp-unequal", src, dst);
+    let (sb, db) = env.bucket_pair().await;
+    let client = env.src.client();
+    // 11 MiB in two parts, the last one larger: below the threshold, one request.
+    put_multipart(&client, &sb, "unequal/small", &[5 * MIB, 6 * MIB], 3).await;
+    // 12 MiB in three: at the threshold, in ferry's own 5 MiB parts.
+    put_multipart(&client, &sb, "unequal/split", &[6 * MIB, 5 * MIB, MIB], 4).await;
+    let rules = harness::rule_toml(
+        "unequal",
+        &sb,
+        &db,
+        "stop = \"once\"\nmultipart_threshold = \"12MiB\"\npart_size = \"5MiB\"",
+    );
+    let config = env.write_config("unequal.toml", &rules);
+    let log = env.run_to_completion(&config, &[], Duration::from_secs(300));
+    for key in ["unequal/small", "unequal/split"] {
+        let (a, b) = (
+            harness::data::fetch(&client, &sb, key).await,
+            harness::data::fetch(&env.dst.client(), &db, key).await,
+        );
+        assert!(a.body == b.body, "{key}: bytes differ");
+        assert_ne!(
+            a.etag, b.etag,
+            "{key}: no equal parts make the source's ETag"
+        );
+    }
+    let record = iteration_record(&env.redis, &env.ns, "unequal", 1).await;
+    assert_eq!(record.get("copied"), Some(&2), "{record:?}");
+    assert_eq!(record.get("split"), Some(&1), "{record:?}");
+    assert_eq!(record.get("etag_differs"), Some(&2), "{record:?}");
+    assert_eq!(record.get("dead"), None, "{record:?}");
+    assert!(log.contains("ETag differs: source layout unknown"), "{log}");
+    let (code, status, err) = harness::ferry_output(&["status", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        status.contains("ETag differs: source layout unknown"),
+        "{status}"
+    );
+    assert!(open_uploads(&env.dst.client(), &db).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unequal_parts_are_copied_and_said_to_differ_on_rgw() {
+    unequal_parts_are_copied_and_said_to_differ(S3Server::rgw(), S3Server::rgw()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unequal_parts_are_copied_and_said_to_differ_on_garage() {
+    unequal_parts_are_copied_and_said_to_differ(S3Server::garage(), S3Server::garage()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_one_endpoint_no_bytes_flow_through_workers() {
     let server = S3Server::garage();

@@ -4,8 +4,10 @@
 
 use ferry_common::config::Rule;
 use ferry_common::ledger::LedgerEntry;
+use ferry_common::parts::etag_parts;
 use ferry_common::policy::{Action, Joined, Policy, Reason, decide};
 use ferry_common::queue::Counted;
+use ferry_common::telemetry;
 use std::sync::{Arc, Mutex};
 
 use ferry_common::storage::{
@@ -66,7 +68,13 @@ impl Outcome {
     /// nothing (another worker redoes the task).
     pub fn counted(&self) -> Option<Counted> {
         Some(match self {
-            Outcome::Copied { .. } | Outcome::Completed { .. } => Counted::Copied,
+            Outcome::Copied { entry, .. } | Outcome::Completed { entry, .. } => {
+                if etag_differs(entry) {
+                    Counted::CopiedEtagDiffers
+                } else {
+                    Counted::Copied
+                }
+            }
             Outcome::Gone => Counted::Gone,
             Outcome::Deleted => Counted::Deleted,
             Outcome::Kept => Counted::Kept,
@@ -87,6 +95,16 @@ impl Outcome {
     }
 }
 
+/// Whether a copy of a multipart source has another ETag than the source's: its part sizes
+/// could not be read nor inferred (or the destination's ETags are not MD5s). The bytes were
+/// verified all the same.
+pub(crate) fn etag_differs(entry: &LedgerEntry) -> bool {
+    etag_parts(&entry.source_etag).is_some()
+        && !entry
+            .destination_etag
+            .eq_ignore_ascii_case(&entry.source_etag)
+}
+
 /// Copies a version of an object below the multipart threshold in one request: a streamed
 /// GET into a PUT, or CopyObject on the same endpoint. Reads are pinned to the version's
 /// ETag; the write is conditional on `expected` where the destination honours conditions.
@@ -101,15 +119,18 @@ pub(crate) async fn copy_single(
     } else {
         copy_streamed(job, version, expected).await?
     };
-    Ok(Outcome::Copied {
-        bytes,
-        entry: LedgerEntry {
-            source_etag: version.etag.clone(),
-            size: bytes,
-            source_last_modified_ms: version.last_modified_ms,
-            destination_etag: written.etag,
-        },
-    })
+    let entry = LedgerEntry {
+        source_etag: version.etag.clone(),
+        size: bytes,
+        source_last_modified_ms: version.last_modified_ms,
+        destination_etag: written.etag,
+    };
+    if etag_differs(&entry) {
+        tracing::warn!(rule = %rule.name, key = %version.key, source = %entry.source_etag,
+            destination = %entry.destination_etag, "ETag differs: source layout unknown");
+        metrics::counter!(telemetry::ETAG_DIFFERS, "rule" => rule.name.clone()).increment(1);
+    }
+    Ok(Outcome::Copied { bytes, entry })
 }
 
 /// What the destination bucket does with writes (probed once per process and lifetime).

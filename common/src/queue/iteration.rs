@@ -71,6 +71,10 @@ pub struct IterationRecord {
     pub gone: u64,
     /// Source objects skipped as archived and not restored (`archived = "skip"`).
     pub archived: u64,
+    /// Multipart copies whose ETag differs from the source's: the source's part sizes could
+    /// not be read nor inferred ("ETag differs: source layout unknown"); the bytes were
+    /// verified all the same.
+    pub etag_differs: u64,
     /// Tasks in dead letters.
     pub dead: u64,
     /// Destination objects deleted (`delete = true`).
@@ -121,6 +125,7 @@ impl IterationRecord {
             copied_bytes: n("copied_bytes"),
             gone: n("gone"),
             archived: n("archived"),
+            etag_differs: n("etag_differs"),
             dead: n("dead"),
             deleted: n("deleted"),
             missed: n("missed"),

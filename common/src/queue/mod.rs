@@ -135,6 +135,10 @@ pub struct Claimed {
 pub enum Counted {
     /// Copied (whole or, completing an upload, in parts).
     Copied,
+    /// Copied in parts, verified byte for byte, with an ETag that differs from the source's
+    /// (its part sizes could not be read nor inferred): counted as copied, and as
+    /// `etag_differs`.
+    CopiedEtagDiffers,
     /// Its source was gone by the time it was copied.
     Gone,
     /// A destination object deleted (`delete = true`).
@@ -160,6 +164,7 @@ impl Counted {
     pub fn as_str(self) -> &'static str {
         match self {
             Counted::Copied => "copied",
+            Counted::CopiedEtagDiffers => "copied+etag_differs",
             Counted::Gone => "gone",
             Counted::Deleted => "deleted",
             Counted::Kept => "kept",

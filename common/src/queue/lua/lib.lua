@@ -120,7 +120,10 @@ local function flow_event(id, kind, now)
 end
 
 -- Removes a held task and counts `outcome` (and its bytes) in the task's iteration.
+-- An outcome `a+b` counts as `a`, and also counts `b` (as `copied+etag_differs`).
 local function finish(prefix, id, outcome, bytes)
+  local also = string.match(outcome, '%+([%w_]+)$')
+  if also then outcome = string.match(outcome, '^([^+]+)') end
   flow_event(id, 'succeeded', now_ms())
   redis.call('ZREM', KEYS[4], id)
   redis.call('HDEL', KEYS[5], id)
@@ -130,6 +133,7 @@ local function finish(prefix, id, outcome, bytes)
   local record = prefix .. ':it:' .. string.match(id, '^(%d+):')
   redis.call('HINCRBY', record, 'done', 1)
   redis.call('HINCRBY', record, outcome, 1)
+  if also then redis.call('HINCRBY', record, also, 1) end
   -- an event's copy (iteration 0): its id carries the event's time; record the lag
   local event_ms = string.match(id, '^0:%d+:%d+:(%d+)')
   if event_ms and outcome == 'copied' then
