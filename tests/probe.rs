@@ -187,3 +187,36 @@ async fn the_probe_command_on_garage() {
 async fn the_probe_command_on_rgw() {
     the_probe_command_prints_what_it_measured(Kind::Rgw).await;
 }
+
+/// One process probes a bucket for the whole fleet: a second run finds the probe in Redis
+/// and writes nothing under `.ferry-probe/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_is_shared_by_the_fleet() {
+    let env = harness::Env::start_on("probe-fleet", S3Server::rgw(), S3Server::rgw());
+    let (sb, db) = env.bucket_pair().await;
+    harness::data::put(&env.src.client(), &sb, "a", b"one").await;
+    let config = env.write_config(
+        "fleet.toml",
+        &harness::rule_toml("shared", &sb, &db, "stop = \"once\""),
+    );
+    let first = env.run_to_completion(&config, &[], std::time::Duration::from_secs(120));
+    assert!(first.contains("probed the destination bucket"), "{first}");
+    harness::data::put(&env.src.client(), &sb, "b", b"two").await;
+    let second = env.run_to_completion(&config, &[], std::time::Duration::from_secs(120));
+    assert!(
+        !second.contains("probed the destination bucket"),
+        "the second run probed again:\n{second}"
+    );
+    use redis::AsyncCommands;
+    let shared: Option<String> = env
+        .redis
+        .conn()
+        .await
+        .hget(format!("{}:capabilities", env.ns), format!("dst/{db}"))
+        .await
+        .expect("reading the shared probe");
+    let shared = shared.expect("the probe is shared in Redis");
+    assert!(shared.contains("\"unquoted\""), "{shared}");
+    let record = harness::iteration_record(&env.redis, &env.ns, "shared", 2).await;
+    assert_eq!(record.get("copied"), Some(&1), "{record:?}");
+}

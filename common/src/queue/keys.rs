@@ -34,6 +34,7 @@
 //! | `NS:{R}:uploads` | hash | record id -> multipart upload ferry started and has not finished |
 //! | `NS:{R}:up:RID` | hash | part number -> ETag of each part uploaded so far |
 //! | `NS:{R}:tp:SECOND` | hash | tasks (`n`) and bytes (`b`) finished in that second; expires |
+//! | `NS:capabilities` | hash | `ENDPOINT/BUCKET` -> what the probe found that bucket's store does, and when (JSON) |
 //! | `NS:{workers}` | hash | worker id -> what it reported in its last heartbeat |
 //! | `NS:{workers}:seen` | zset | worker id -> time of its last heartbeat (ms) |
 //!
@@ -65,6 +66,12 @@ impl Keys {
     /// The registry of rules.
     pub fn rules(&self) -> String {
         format!("{}:rules", self.ns)
+    }
+
+    /// What each destination bucket's store was probed to do, shared by the fleet: field
+    /// `ENDPOINT/BUCKET`, value `{"at_ms": ..., "capabilities": {...}}` (JSON).
+    pub fn capabilities(&self) -> String {
+        format!("{}:capabilities", self.ns)
     }
 
     /// The worker registry (`NS:{workers}`; with `:seen`, the heartbeat times).

@@ -159,6 +159,13 @@ pub enum Counted {
     Replanned,
 }
 
+/// A probe's answer as the fleet shares it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedProbe {
+    at_ms: u64,
+    capabilities: crate::storage::Capabilities,
+}
+
 impl Counted {
     /// The iteration record's field.
     pub fn as_str(self) -> &'static str {
@@ -557,6 +564,49 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// What a process of the fleet last probed `bucket` on `endpoint` to do, and when (ms since
+    /// the Unix epoch); `None` when no process has, or the value cannot be read (a newer
+    /// ferry's), which means probing again.
+    pub async fn probed(
+        &self,
+        endpoint: &str,
+        bucket: &str,
+    ) -> Result<Option<(u64, crate::storage::Capabilities)>, QueueError> {
+        let raw: Option<String> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.keys.capabilities())
+                    .arg(format!("{endpoint}/{bucket}")),
+            )
+            .await?;
+        Ok(raw.and_then(|text| {
+            let v: SharedProbe = serde_json::from_str(&text).ok()?;
+            Some((v.at_ms, v.capabilities))
+        }))
+    }
+
+    /// Shares what this process probed `bucket` on `endpoint` to do, at `at_ms`.
+    pub async fn share_probe(
+        &self,
+        endpoint: &str,
+        bucket: &str,
+        at_ms: u64,
+        capabilities: &crate::storage::Capabilities,
+    ) -> Result<(), QueueError> {
+        let value = serde_json::to_string(&SharedProbe {
+            at_ms,
+            capabilities: *capabilities,
+        })
+        .unwrap_or_default();
+        self.query(
+            redis::cmd("HSET")
+                .arg(self.keys.capabilities())
+                .arg(format!("{endpoint}/{bucket}"))
+                .arg(value),
+        )
+        .await
     }
 
     /// Registers rules (buckets only) so every process and later checks can see them.

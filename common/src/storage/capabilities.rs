@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{
@@ -20,7 +20,7 @@ use super::{
 };
 
 /// How an `If-Match` header must carry the ETag for a store to honour it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EtagForm {
     /// In double quotes, as RFC 9110 has it.
@@ -40,7 +40,7 @@ impl EtagForm {
 }
 
 /// A conditional write, as a store honours it (or not).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conditions {
     /// `If-None-Match: *` is refused on an existing key and accepted on a new one.
     pub if_none_match: bool,
@@ -71,7 +71,7 @@ impl Conditions {
 }
 
 /// What a bucket's store does, as measured by [`probe`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// A plain single-request write's ETag is the MD5 of its bytes, so ETags can be compared
     /// with the source's (false with default SSE-KMS, and on some stores).

@@ -29,6 +29,8 @@ pub struct Stores {
     capabilities: Arc<Mutex<CapabilityCells>>,
     /// Rule name -> (source, destination) under the rule's budgets.
     limited: HashMap<String, StorePair>,
+    /// Where probes are shared with the rest of the fleet.
+    fleet: Option<Queue>,
 }
 
 impl Stores {
@@ -47,6 +49,7 @@ impl Stores {
             trust: Some(trust.clone()),
             capabilities: Arc::default(),
             limited: HashMap::new(),
+            fleet: None,
         }
     }
 
@@ -57,12 +60,15 @@ impl Stores {
             trust: None,
             capabilities: Arc::default(),
             limited: HashMap::new(),
+            fleet: None,
         }
     }
 
     /// Puts every rule with `max_requests_per_second` or `max_bandwidth` under budgets
-    /// shared through `queue` by every process of the fleet.
+    /// shared through `queue` by every process of the fleet, and shares the buckets' probes
+    /// through it too.
     pub fn with_limits(mut self, config: &Config, queue: &Queue) -> Stores {
+        self.fleet = Some(queue.clone());
         for rule in &config.rules {
             let budget = |kind, rate: u64| {
                 (rate > 0).then(|| Arc::new(Budget::new(queue.clone(), &rule.name, kind, rate)))
@@ -122,7 +128,9 @@ impl Stores {
     }
 
     /// What `bucket` on endpoint `name` does with writes, probed on first use and remembered
-    /// for [`PROBE_LIFETIME`]. A probe that fails is tried again next time.
+    /// for [`PROBE_LIFETIME`]: by this process, and by the fleet through the queue (Redis,
+    /// or the state dir), so one process probes a bucket for all of them. A probe that fails
+    /// is tried again next time; a fleet whose queue cannot be read probes for itself.
     pub async fn capabilities(
         &self,
         name: &str,
@@ -142,6 +150,28 @@ impl Stores {
             cell.clone()
         };
         cell.get_or_try_init(|| async {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if let Some(fleet) = &self.fleet {
+                match fleet.probed(name, bucket).await {
+                    Ok(Some((at_ms, found)))
+                        if now_ms.saturating_sub(at_ms) < PROBE_LIFETIME.as_millis() as u64 =>
+                    {
+                        let age = Duration::from_millis(now_ms.saturating_sub(at_ms));
+                        tracing::debug!(endpoint = name, bucket, ?age, "using the fleet's probe");
+                        return Ok((
+                            Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                            found,
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(endpoint = name, bucket, error = %e,
+                            "cannot read the fleet's probe; probing")
+                    }
+                }
+            }
             let found = probe(self.get(name).as_ref(), bucket).await?;
             tracing::info!(
                 endpoint = name,
@@ -156,6 +186,11 @@ impl Stores {
                 checksum_trailer = found.checksum_trailer,
                 "probed the destination bucket"
             );
+            if let Some(fleet) = &self.fleet
+                && let Err(e) = fleet.share_probe(name, bucket, now_ms, &found).await
+            {
+                tracing::warn!(endpoint = name, bucket, error = %e, "cannot share the probe");
+            }
             Ok((Instant::now(), found))
         })
         .await
