@@ -63,5 +63,8 @@ pub const EVENT_LAG: &str = "ferry_event_lag_seconds";
 pub const EVENTS_MISSED: &str = "ferry_events_missed_total";
 /// S3 requests, by operation.
 pub const S3_REQUESTS: &str = "ferry_s3_requests_total";
+/// S3 requests of the capability probe (a few per destination bucket, every six hours), by
+/// operation: counted apart from the copies', and their expected refusals are no errors.
+pub const PROBE_REQUESTS: &str = "ferry_probe_requests_total";
 /// S3 errors, by operation and status.
 pub const S3_ERRORS: &str = "ferry_s3_errors_total";

@@ -29,6 +29,9 @@ use redis::AsyncCommands;
 use crate::proxy::{Action, FaultProxy, Match, Rule};
 use crate::servers::{Kind, NetNs, Proc, Redis, S3Server, TempDir, spawn_logged};
 
+/// Where the capability probe writes (and a probe cut short by a kill leaves its objects).
+const PROBE_PREFIX: &str = ".ferry-probe/";
+
 /// What a chaos run is made of.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -654,7 +657,9 @@ async fn drive(
         .await
         .map_err(|e| format!("listing uploads: {e}"))?
         .uploads()
-        .len();
+        .iter()
+        .filter(|u| !u.key().unwrap_or_default().starts_with(PROBE_PREFIX))
+        .count();
     if open != 0 {
         return Err(format!("{open} multipart uploads left open"));
     }
@@ -861,7 +866,13 @@ async fn listing(client: &Client, bucket: &str) -> Result<BTreeMap<String, (i64,
             .send()
             .await
             .map_err(|e| format!("listing {bucket}: {e}"))?;
-        for o in page.contents() {
+        // A worker killed while it probed the bucket leaves the probe's objects, for the next
+        // probe to delete after an hour: not the user's data.
+        for o in page
+            .contents()
+            .iter()
+            .filter(|o| !o.key().unwrap_or_default().starts_with(PROBE_PREFIX))
+        {
             out.insert(
                 o.key().unwrap_or_default().to_string(),
                 (

@@ -725,6 +725,7 @@ impl ObjectStore for MemStore {
             .map(|(id, u)| OpenUpload {
                 key: u.key.clone(),
                 upload_id: id.clone(),
+                initiated_ms: self.clock.load(Ordering::SeqCst) as i64,
             })
             .collect())
     }

@@ -271,6 +271,10 @@ fn probe_prefix() -> &'static str {
     PREFIX.get_or_init(|| format!(".ferry-probe/{:016x}/", rand::random::<u64>()))
 }
 
+/// How old what a probe left (its process died mid-probe) must be before another probe
+/// removes it.
+const STRAY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Attempts at deleting each probe object before it is left (with a warning).
 const DELETE_ATTEMPTS: u32 = 5;
 
@@ -300,10 +304,44 @@ fn answer<T>(r: Result<T, StorageError>) -> Result<Answer<T>, StorageError> {
     }
 }
 
+tokio::task_local! {
+    /// Set while a probe runs: its requests are counted apart ([`probing`]).
+    static PROBING: ();
+}
+
+/// Whether the current task is probing a store: its requests count as
+/// `ferry_probe_requests_total`, and the refusals it provokes are not errors.
+pub(crate) fn probing() -> bool {
+    PROBING.try_with(|_| ()).is_ok()
+}
+
 /// Writes, rewrites, completes, copies and tags a few small objects under `.ferry-probe/` in
 /// `bucket` to find out what the store does, then deletes them (and aborts the probe's
 /// uploads). See [`Capabilities`].
 pub async fn probe(store: &dyn ObjectStore, bucket: &str) -> Result<Capabilities, StorageError> {
+    probe_patiently(store, bucket).await.map(|(found, _)| found)
+}
+
+/// [`probe`], and whether a request of it had to be retried (no answer, a 5xx, throttling):
+/// such an answer is right as far as the probe can tell, but is trusted for less long.
+pub async fn probe_patiently(
+    store: &dyn ObjectStore,
+    bucket: &str,
+) -> Result<(Capabilities, bool), StorageError> {
+    let patient = Patient {
+        inner: store,
+        disturbed: std::sync::atomic::AtomicBool::new(false),
+    };
+    let found = PROBING
+        .scope((), probe_counted_apart(&patient, bucket))
+        .await?;
+    Ok((found, patient.disturbed()))
+}
+
+async fn probe_counted_apart(
+    store: &dyn ObjectStore,
+    bucket: &str,
+) -> Result<Capabilities, StorageError> {
     let mut probe = Probe {
         store,
         bucket,
@@ -630,8 +668,9 @@ impl Probe<'_> {
 
     /// PutObject's conditions: each refused when it fails and accepted when it holds.
     async fn put_conditions(&mut self, etag: &str) -> Result<Conditions, StorageError> {
+        // Other bytes than the object's, so a write that landed is told from one refused.
         let refused = matches!(
-            self.put("plain", BODY, WriteCondition::IfAbsent, None, false)
+            self.put("plain", OTHER_BODY, WriteCondition::IfAbsent, None, false)
                 .await?,
             Answer::Refused
         );
@@ -786,11 +825,45 @@ impl Probe<'_> {
         }
     }
 
+    /// Deletes what probes of processes that died mid-probe left under `.ferry-probe/`, once
+    /// it is older than [`STRAY_AGE`] (a probe takes seconds; another process's may be under
+    /// way now). Best effort: what fails stays for the next probe.
+    async fn clean_strays(&self) {
+        let root = ".ferry-probe/";
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let old = |at_ms: i64| at_ms > 0 && now_ms - at_ms > STRAY_AGE.as_millis() as i64;
+        if let Ok(uploads) = self.store.list_uploads(self.bucket, root).await {
+            for u in uploads.iter().filter(|u| old(u.initiated_ms)) {
+                let _ = self
+                    .store
+                    .abort_multipart(self.bucket, &u.key, &u.upload_id)
+                    .await;
+            }
+        }
+        if let Ok(page) = self.store.list_page(self.bucket, root, None, None).await {
+            for o in page.objects.iter().filter(|o| old(o.last_modified_ms)) {
+                let _ = self.store.delete(self.bucket, &o.key).await;
+            }
+        }
+    }
+
     /// Deletes what the probe wrote and aborts its uploads, a few times each before leaving
     /// it with a warning.
     async fn clean_up(&mut self) {
+        self.clean_strays().await;
         for (key, id) in std::mem::take(&mut self.uploads) {
             let _ = self.store.abort_multipart(self.bucket, &key, &id).await;
+        }
+        // Uploads started by a request whose answer was lost: ids the probe never learnt.
+        if let Ok(open) = self.store.list_uploads(self.bucket, probe_prefix()).await {
+            for u in open {
+                let _ = self
+                    .store
+                    .abort_multipart(self.bucket, &u.key, &u.upload_id)
+                    .await;
+            }
         }
         for key in std::mem::take(&mut self.written) {
             let mut attempt = 0;
@@ -810,5 +883,317 @@ impl Probe<'_> {
                 }
             }
         }
+    }
+}
+
+/// Attempts at each of the probe's requests while the answer says nothing about the store.
+const PROBE_ATTEMPTS: u32 = 6;
+
+/// The store as the probe sees it: each request retried while its answer says nothing about
+/// the store (no answer, a 5xx, throttling), and answered as if it had been sent once. A
+/// write whose answer was lost but which landed is recognised: a retried `If-None-Match: *`
+/// PUT refused because the first attempt wrote the key, and a retried completion whose upload
+/// the first attempt completed, both answer as the first attempt would have. Bodies are
+/// gathered first (the probe's are a few bytes), so they can be sent again. Whether any retry
+/// happened is kept: such a probe is trusted for less long, and not shared.
+struct Patient<'a> {
+    inner: &'a dyn ObjectStore,
+    disturbed: std::sync::atomic::AtomicBool,
+}
+
+fn transient(e: &StorageError) -> bool {
+    e.kind == ErrorKind::Throttled
+        || (e.kind == ErrorKind::Retryable
+            && (e.status.is_none() || e.status.is_some_and(|s| s >= 500 && s != 501)))
+}
+
+impl Patient<'_> {
+    /// Runs `call` until its answer is not transient, at most [`PROBE_ATTEMPTS`] times;
+    /// returns the answer and whether an attempt before it failed.
+    async fn retry<T, F, Fut>(&self, mut call: F) -> (Result<T, StorageError>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match call().await {
+                Err(e) if transient(&e) && attempt < PROBE_ATTEMPTS => {
+                    self.disturbed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(crate::retry::RetryPolicy::TRANSIENT.delay(attempt)).await;
+                }
+                other => return (other, attempt > 1),
+            }
+        }
+    }
+
+    fn disturbed(&self) -> bool {
+        self.disturbed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The object at `key`, when it is the one a lost answer's write made (`etag`).
+    async fn landed(&self, bucket: &str, key: &str, etag: Option<&str>) -> Option<Written> {
+        let head = self
+            .retry(|| self.inner.head(bucket, key, None))
+            .await
+            .0
+            .ok()?;
+        etag.is_none_or(|e| head.etag.eq_ignore_ascii_case(e))
+            .then_some(Written {
+                etag: head.etag,
+                etag_may_be_md5: head.etag_is_md5,
+            })
+    }
+}
+
+fn once(bytes: Bytes) -> BodyStream {
+    Box::pin(futures::stream::once(async move {
+        Ok::<_, StorageError>(bytes)
+    }))
+}
+
+async fn gather(mut body: BodyStream) -> Result<Bytes, StorageError> {
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out.freeze())
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Patient<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<String>,
+    ) -> Result<super::ListPage, StorageError> {
+        let call = || {
+            self.inner
+                .list_page(bucket, prefix, start_after, token.clone())
+        };
+        self.retry(call).await.0
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> Result<super::ObjectHead, StorageError> {
+        self.retry(|| self.inner.head(bucket, key, if_match))
+            .await
+            .0
+    }
+
+    async fn head_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        number: u32,
+    ) -> Result<super::PartHead, StorageError> {
+        self.retry(|| self.inner.head_part(bucket, key, number))
+            .await
+            .0
+    }
+
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<super::ByteRange>,
+        if_match: Option<&str>,
+    ) -> Result<super::GetObject, StorageError> {
+        self.retry(|| self.inner.get(bucket, key, range, if_match))
+            .await
+            .0
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: BodyStream,
+        length: u64,
+        options: PutOptions<'_>,
+    ) -> Result<Written, StorageError> {
+        let bytes = gather(body).await?;
+        let call = || {
+            self.inner
+                .put(bucket, key, once(bytes.clone()), length, options)
+        };
+        match self.retry(call).await {
+            (Err(e), true)
+                if e.kind == ErrorKind::PreconditionFailed
+                    && *options.condition == WriteCondition::IfAbsent =>
+            {
+                let md5 = hex::encode(Md5::digest(&bytes));
+                self.landed(bucket, key, Some(&md5)).await.ok_or(e)
+            }
+            (answer, _) => answer,
+        }
+    }
+
+    async fn copy(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        if_match: Option<&str>,
+        bucket: &str,
+        key: &str,
+        storage_class: Option<&str>,
+        condition: &WriteCondition,
+    ) -> Result<Written, StorageError> {
+        let call = || {
+            self.inner.copy(
+                source_bucket,
+                source_key,
+                if_match,
+                bucket,
+                key,
+                storage_class,
+                condition,
+            )
+        };
+        self.retry(call).await.0
+    }
+
+    async fn get_tagging(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
+        self.retry(|| self.inner.get_tagging(bucket, key)).await.0
+    }
+
+    async fn put_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        tagging: &str,
+    ) -> Result<(), StorageError> {
+        self.retry(|| self.inner.put_tagging(bucket, key, tagging))
+            .await
+            .0
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
+        self.retry(|| self.inner.delete(bucket, key)).await.0
+    }
+
+    async fn create_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: &ObjectAttrs,
+        tagging: Option<&str>,
+    ) -> Result<String, StorageError> {
+        self.retry(|| self.inner.create_multipart(bucket, key, attrs, tagging))
+            .await
+            .0
+    }
+
+    async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: BodyStream,
+        length: u64,
+        trailer: bool,
+    ) -> Result<Written, StorageError> {
+        let bytes = gather(body).await?;
+        let call = || {
+            let body = once(bytes.clone());
+            self.inner
+                .upload_part(bucket, key, upload_id, number, body, length, trailer)
+        };
+        self.retry(call).await.0
+    }
+
+    async fn upload_part_copy(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        if_match: &str,
+        range: super::ByteRange,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+    ) -> Result<String, StorageError> {
+        let call = || {
+            self.inner.upload_part_copy(
+                source_bucket,
+                source_key,
+                if_match,
+                range,
+                bucket,
+                key,
+                upload_id,
+                number,
+            )
+        };
+        self.retry(call).await.0
+    }
+
+    async fn complete_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        condition: &WriteCondition,
+    ) -> Result<Written, StorageError> {
+        let call = || {
+            self.inner
+                .complete_multipart(bucket, key, upload_id, parts, condition)
+        };
+        match self.retry(call).await {
+            // The first attempt completed the upload; its object is there, with the ETag
+            // these parts make.
+            (Err(e), true) if e.code.as_deref() == Some("NoSuchUpload") => {
+                let etag = crate::parts::multipart_etag(parts.iter().map(|p| p.etag.as_str()));
+                self.landed(bucket, key, etag.as_deref()).await.ok_or(e)
+            }
+            (answer, _) => answer,
+        }
+    }
+
+    async fn abort_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        self.retry(|| self.inner.abort_multipart(bucket, key, upload_id))
+            .await
+            .0
+    }
+
+    async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<UploadedPart>, StorageError> {
+        self.retry(|| self.inner.list_parts(bucket, key, upload_id))
+            .await
+            .0
+    }
+
+    async fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::OpenUpload>, StorageError> {
+        self.retry(|| self.inner.list_uploads(bucket, prefix))
+            .await
+            .0
     }
 }

@@ -587,6 +587,9 @@ impl Direct {
 
 /// Counts a failed request, as the SDK path counts its own.
 fn counted(e: StorageError) -> StorageError {
+    if super::capabilities::probing() {
+        return e;
+    }
     metrics::counter!(telemetry::S3_ERRORS, "operation" => e.operation,
         "status" => e.status.map_or_else(|| "none".to_string(), |s| s.to_string()))
     .increment(1);

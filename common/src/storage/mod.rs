@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use capabilities::{Capabilities, Conditions, EtagForm, probe};
+pub use capabilities::{Capabilities, Conditions, EtagForm, probe, probe_patiently};
 pub use error::{ErrorKind, StorageError, classify};
 pub use limited::LimitedStore;
 pub use s3::{RequestPath, S3Store, Timeouts, sdk_config};
@@ -217,6 +217,8 @@ pub struct OpenUpload {
     pub key: String,
     /// The upload's id.
     pub upload_id: String,
+    /// When it was started, ms since the Unix epoch (0 when the server does not say).
+    pub initiated_ms: i64,
 }
 
 /// An S3-compatible bucket service. Every error carries a [`ErrorKind`] to branch on.

@@ -274,9 +274,11 @@ impl S3Store {
                 ),
             },
         };
-        metrics::counter!(telemetry::S3_ERRORS, "operation" => operation,
-            "status" => status.map_or_else(|| "none".to_string(), |s| s.to_string()))
-        .increment(1);
+        if !super::capabilities::probing() {
+            metrics::counter!(telemetry::S3_ERRORS, "operation" => operation,
+                "status" => status.map_or_else(|| "none".to_string(), |s| s.to_string()))
+            .increment(1);
+        }
         StorageError {
             kind,
             operation,
@@ -288,7 +290,12 @@ impl S3Store {
     }
 
     fn count(operation: &'static str) {
-        metrics::counter!(telemetry::S3_REQUESTS, "operation" => operation).increment(1);
+        let name = if super::capabilities::probing() {
+            telemetry::PROBE_REQUESTS
+        } else {
+            telemetry::S3_REQUESTS
+        };
+        metrics::counter!(name, "operation" => operation).increment(1);
     }
 }
 
@@ -1041,34 +1048,29 @@ impl ObjectStore for S3Store {
         tagging: &str,
     ) -> Result<(), StorageError> {
         Self::count("PutObjectTagging");
+        let unsendable = |e: aws_sdk_s3::error::BuildError| StorageError {
+            kind: ErrorKind::Permanent,
+            operation: "PutObjectTagging",
+            target: self.target(bucket, key),
+            status: None,
+            code: None,
+            message: format!("the tags cannot be sent: {e}"),
+        };
         let mut tags = Vec::new();
         for pair in tagging.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let tag = Tag::builder()
-                .key(url_decode(k))
-                .value(url_decode(v))
-                .build()
-                .map_err(|e| StorageError {
-                    kind: ErrorKind::Permanent,
-                    operation: "PutObjectTagging",
-                    target: self.target(bucket, key),
-                    status: None,
-                    code: None,
-                    message: format!("a tag cannot be sent: {e}"),
-                })?;
-            tags.push(tag);
+            tags.push(
+                Tag::builder()
+                    .key(url_decode(k))
+                    .value(url_decode(v))
+                    .build()
+                    .map_err(unsendable)?,
+            );
         }
         let set = Tagging::builder()
             .set_tag_set(Some(tags))
             .build()
-            .map_err(|e| StorageError {
-                kind: ErrorKind::Permanent,
-                operation: "PutObjectTagging",
-                target: self.target(bucket, key),
-                status: None,
-                code: None,
-                message: format!("the tags cannot be sent: {e}"),
-            })?;
+            .map_err(unsendable)?;
         self.client
             .put_object_tagging()
             .bucket(bucket)
@@ -1321,6 +1323,7 @@ impl ObjectStore for S3Store {
             uploads.extend(out.uploads().iter().map(|u| OpenUpload {
                 key: decode(u.key().unwrap_or_default()),
                 upload_id: u.upload_id().unwrap_or_default().to_string(),
+                initiated_ms: millis(u.initiated()),
             }));
             match (out.is_truncated(), out.next_key_marker()) {
                 (Some(true), Some(key)) => {

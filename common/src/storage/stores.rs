@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 use super::{
-    Capabilities, LimitedStore, ObjectStore, S3Store, StorageError, Timeouts, Trust, probe,
+    Capabilities, LimitedStore, ObjectStore, S3Store, StorageError, Timeouts, Trust,
+    probe_patiently,
 };
 use crate::config::{Config, Rule};
 use crate::queue::{Budget, BudgetKind, Queue};
@@ -17,6 +18,9 @@ type CapabilityCells = HashMap<(String, String), Arc<OnceCell<(Instant, Capabili
 /// How long a probe's answer is trusted before the bucket is probed again: a store can be
 /// upgraded, or a bucket's settings changed, under a process that runs for months.
 pub const PROBE_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+/// How long a probe disturbed by transient errors is trusted.
+const DISTURBED_PROBE_LIFETIME: Duration = Duration::from_secs(300);
 /// A rule's source and destination stores, in that order.
 type StorePair = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
 
@@ -172,7 +176,7 @@ impl Stores {
                     }
                 }
             }
-            let found = probe(self.get(name).as_ref(), bucket).await?;
+            let (found, disturbed) = probe_patiently(self.get(name).as_ref(), bucket).await?;
             tracing::info!(
                 endpoint = name,
                 bucket,
@@ -186,6 +190,22 @@ impl Stores {
                 checksum_trailer = found.checksum_trailer,
                 "probed the destination bucket"
             );
+            // A probe some of whose requests had to be retried is trusted by this process
+            // alone, and for minutes: the next one, likely undisturbed, replaces it.
+            if disturbed {
+                tracing::info!(
+                    endpoint = name,
+                    bucket,
+                    "the probe was disturbed by transient errors; probing again in a few minutes"
+                );
+                let aged = PROBE_LIFETIME.saturating_sub(DISTURBED_PROBE_LIFETIME);
+                return Ok((
+                    Instant::now()
+                        .checked_sub(aged)
+                        .unwrap_or_else(Instant::now),
+                    found,
+                ));
+            }
             if let Some(fleet) = &self.fleet
                 && let Err(e) = fleet.share_probe(name, bucket, now_ms, &found).await
             {
