@@ -346,6 +346,7 @@ async fn probe_counted_apart(
         store,
         bucket,
         multipart_tags_refused: false,
+        complete_etag: false,
         written: Vec::new(),
         uploads: Vec::new(),
     };
@@ -370,6 +371,8 @@ struct Probe<'a> {
     bucket: &'a str,
     /// CreateMultipartUpload refused the tags sent with it.
     multipart_tags_refused: bool,
+    /// A CompleteMultipartUpload's answer carried an ETag.
+    complete_etag: bool,
     written: Vec<String>,
     uploads: Vec<(String, String)>,
 }
@@ -487,6 +490,10 @@ impl Probe<'_> {
                 etag: String::new(),
                 etag_may_be_md5: false,
             }),
+            Answer::Accepted(w) => {
+                self.complete_etag |= !w.etag.is_empty();
+                Answer::Accepted(w)
+            }
             other => other,
         })
     }
@@ -606,7 +613,8 @@ impl Probe<'_> {
         let (complete, completed) = self
             .complete_conditions(existing, upload, checksum_trailer)
             .await?;
-        let complete_etag = !completed.etag.is_empty();
+        // Any answer of a completion had an ETag (one the fault storm lost says nothing).
+        let complete_etag = self.complete_etag || !completed.etag.is_empty();
         let tags_on_multipart = self.tags("multipart").await?.as_deref() == Some(TAGS);
         let key = self.key("multipart");
         let part_number = match answer(self.store.head_part(self.bucket, &key, 1).await)? {
@@ -1159,8 +1167,20 @@ impl ObjectStore for Patient<'_> {
             // these parts make.
             (Err(e), true) if e.code.as_deref() == Some("NoSuchUpload") => {
                 let etag = crate::parts::multipart_etag(parts.iter().map(|p| p.etag.as_str()));
-                self.landed(bucket, key, etag.as_deref()).await.ok_or(e)
+                // The answer's ETag is unknown: it was lost.
+                let landed = self.landed(bucket, key, etag.as_deref()).await.ok_or(e)?;
+                Ok(Written {
+                    etag: String::new(),
+                    ..landed
+                })
             }
+            // A retry may have completed an upload completed already, which some stores
+            // answer otherwise than a first completion (RGW 16 then shows the ETag): what the
+            // first answer carried is unknown.
+            (Ok(w), true) => Ok(Written {
+                etag: String::new(),
+                ..w
+            }),
             (answer, _) => answer,
         }
     }
