@@ -246,22 +246,11 @@ async fn a_probe_through_a_fault_storm_measures_the_same(kind: Kind) {
             .with_probability(0.05),
         Rule::new("reset", Match::default(), Action::ResetBeforeAnswer).with_probability(0.05),
     ]);
-    let config = ferry_common::config::Config::from_toml(&format!(
-        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
-        server.endpoint_toml_at("stormy", &proxy.url())
-    ))
-    .expect("config");
-    let stores = ferry_common::storage::Stores::connect(
-        &config,
-        ferry_common::storage::Timeouts::default(),
-        &ferry_common::storage::Trust::system(),
-    )
-    .await;
+    let stormy = harness::store_at(&server, &proxy.url()).await;
     for round in 0..3 {
-        let (found, disturbed) =
-            ferry_common::storage::probe_patiently(stores.get("stormy").as_ref(), &bucket)
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: the probe gave up: {e}"));
+        let (found, disturbed) = ferry_common::storage::probe_patiently(stormy.as_ref(), &bucket)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the probe gave up: {e}"));
         assert_eq!(found, clean, "round {round}");
         assert!(disturbed, "round {round}: the storm reached no request");
     }
