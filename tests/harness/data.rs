@@ -503,10 +503,9 @@ pub async fn put_multipart_seed(
             .split('&')
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let decode = |x: &str| percent_decode(x);
                 aws_sdk_s3::types::Tag::builder()
-                    .key(decode(k))
-                    .value(decode(v))
+                    .key(url_decode(k))
+                    .value(url_decode(v))
                     .build()
                     .expect("tag")
             })
@@ -526,26 +525,6 @@ pub async fn put_multipart_seed(
             .expect("PutObjectTagging");
     }
     etag
-}
-
-/// Decodes `%XX` escapes.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `n` parts of `len` bytes followed by a `tail` (skipped when 0).
