@@ -73,10 +73,99 @@ fn bad(why: impl Into<String>) -> NotAnEvent {
     NotAnEvent(why.into())
 }
 
+/// An SNS message as delivered over HTTP: what its signature covers, and the signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnsEnvelope {
+    /// `Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`.
+    pub kind: String,
+    /// The topic that sent it.
+    pub topic_arn: String,
+    /// Every string field of the message, by name (those the signature covers among them).
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+impl SnsEnvelope {
+    /// A field of the message, when present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    /// The text SNS signs (see "Verifying the signatures of Amazon SNS messages"): each
+    /// covered field's name and value on lines of their own, in byte order of the names.
+    /// A notification covers `Message`, `MessageId`, `Subject` (when present), `Timestamp`,
+    /// `TopicArn` and `Type`; a (un)subscription confirmation `Message`, `MessageId`,
+    /// `SubscribeURL`, `Timestamp`, `Token`, `TopicArn` and `Type`.
+    pub fn string_to_sign(&self) -> Result<String, NotAnEvent> {
+        let (covered, optional): (&[&str], &[&str]) = if self.kind == "Notification" {
+            (
+                &[
+                    "Message",
+                    "MessageId",
+                    "Subject",
+                    "Timestamp",
+                    "TopicArn",
+                    "Type",
+                ],
+                &["Subject"],
+            )
+        } else {
+            (
+                &[
+                    "Message",
+                    "MessageId",
+                    "SubscribeURL",
+                    "Timestamp",
+                    "Token",
+                    "TopicArn",
+                    "Type",
+                ],
+                &[],
+            )
+        };
+        let mut text = String::new();
+        for name in covered {
+            match self.field(name) {
+                Some(value) => {
+                    text.push_str(name);
+                    text.push('\n');
+                    text.push_str(value);
+                    text.push('\n');
+                }
+                None if optional.contains(name) => {}
+                None => return Err(bad(format!("SNS {} without {name}", self.kind))),
+            }
+        }
+        Ok(text)
+    }
+}
+
 /// Parses a notification body: an S3 event, S3's test event, or either inside an SNS envelope.
 pub fn parse(body: &[u8]) -> Result<Notice, NotAnEvent> {
+    parse_delivery(body).map(|(_, notice)| notice)
+}
+
+/// [`parse`], with the SNS envelope the body came in, if any (its signature is to be checked
+/// before the notice is believed).
+pub fn parse_delivery(body: &[u8]) -> Result<(Option<SnsEnvelope>, Notice), NotAnEvent> {
     let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
-    parse_value(&value, true)
+    let notice = parse_value(&value, true)?;
+    let envelope = match (&notice, value.get("Type").and_then(Value::as_str)) {
+        (_, Some(kind)) if value.get("Records").is_none() => {
+            let fields = value
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect::<std::collections::BTreeMap<_, _>>();
+            Some(SnsEnvelope {
+                kind: kind.to_string(),
+                topic_arn: fields.get("TopicArn").cloned().unwrap_or_default(),
+                fields,
+            })
+        }
+        _ => None,
+    };
+    Ok((envelope, notice))
 }
 
 fn parse_value(value: &Value, may_be_sns: bool) -> Result<Notice, NotAnEvent> {
@@ -312,6 +401,36 @@ mod tests {
         let test = serde_json::json!({"Type": "Notification",
             "Message": r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#});
         assert_eq!(parse(test.to_string().as_bytes()), Ok(Notice::Test));
+    }
+
+    #[test]
+    fn an_sns_envelope_keeps_what_its_signature_covers() {
+        let body = serde_json::json!({"Type": "Notification", "MessageId": "m",
+            "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": aws("ObjectCreated:Put", "x", "1"),
+            "Timestamp": "2026-12-07T00:00:00.000Z", "Signature": "c2ln",
+            "SignatureVersion": "1", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/c.pem",
+            "UnsubscribeURL": "https://u"});
+        let (envelope, notice) = parse_delivery(body.to_string().as_bytes()).unwrap();
+        let envelope = envelope.expect("an SNS envelope");
+        assert!(matches!(notice, Notice::Records(ref r) if r.len() == 1));
+        assert_eq!(envelope.topic_arn, "arn:aws:sns:us-east-1:1:t");
+        assert_eq!(envelope.field("SignatureVersion"), Some("1"));
+        let message = body["Message"].as_str().unwrap();
+        assert_eq!(
+            envelope.string_to_sign().unwrap(),
+            format!(
+                "Message\n{message}\nMessageId\nm\nTimestamp\n2026-12-07T00:00:00.000Z\n\
+                 TopicArn\narn:aws:sns:us-east-1:1:t\nType\nNotification\n"
+            )
+        );
+        let confirm = serde_json::json!({"Type": "SubscriptionConfirmation", "MessageId": "m",
+            "TopicArn": "t", "Message": "hi", "Timestamp": "z", "SubscribeURL": "https://s"});
+        let (envelope, _) = parse_delivery(confirm.to_string().as_bytes()).unwrap();
+        let e = envelope.unwrap().string_to_sign().unwrap_err();
+        assert_eq!(e.0, "SNS SubscriptionConfirmation without Token");
+        // Plain records come in no envelope.
+        let (envelope, _) = parse_delivery(aws("ObjectCreated:Put", "x", "1").as_bytes()).unwrap();
+        assert_eq!(envelope, None);
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl Config {
                 format!("cannot read the config file: {e}"),
             )],
         })?;
-        Self::from_toml(&text)
+        let config = Self::from_toml(&text)?;
+        warn_if_exposed(path, &text);
+        Ok(config)
     }
 
     /// Parses and validates config text.
@@ -88,6 +90,9 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Further seed nodes of the cluster, after `url` (from `urls`).
     pub seeds: Vec<String>,
+    /// A PEM file of certificate authorities trusted on `rediss://` connections, besides the
+    /// system's and `AWS_CA_BUNDLE`'s.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -98,6 +103,7 @@ impl RedisConfig {
             namespace: namespace.into(),
             cluster: false,
             seeds: Vec::new(),
+            ca_file: None,
         }
     }
 
@@ -108,6 +114,7 @@ impl RedisConfig {
             namespace: namespace.into(),
             cluster: true,
             seeds: urls.iter().skip(1).cloned().collect(),
+            ca_file: None,
         }
     }
 
@@ -135,6 +142,17 @@ impl RedisConfig {
     /// Contains the secret: never log it.
     pub fn connection_url(&self) -> String {
         encode_userinfo(&self.url)
+    }
+
+    /// Remembers the passwords of its URLs for [`redact_known`].
+    pub fn remember_passwords(&self) {
+        for url in std::iter::once(&self.url).chain(&self.seeds) {
+            if let Some((_, userinfo, _)) = split_userinfo(url) {
+                let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+                remember(password);
+                remember(&String::from_utf8_lossy(&percent_decode(password)));
+            }
+        }
     }
 }
 
@@ -207,6 +225,99 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
+/// Every secret this process has read (keys, tokens, Redis passwords), for [`redact_known`].
+static KNOWN_SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Secrets shorter than this are not searched for (they would match ordinary text).
+const SHORTEST_SECRET: usize = 4;
+
+/// Remembers `secret` for [`redact_known`].
+pub fn remember(secret: &str) {
+    if secret.len() < SHORTEST_SECRET {
+        return;
+    }
+    let mut known = KNOWN_SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    if !known.iter().any(|k| k == secret) {
+        known.push(secret.to_string());
+    }
+}
+
+/// `text` with every secret read so far, and every URL's user and password, replaced by `***`:
+/// for text ferry did not write itself (a panic's message, a library's error).
+pub fn redact_known(text: &str) -> String {
+    let mut out = text.to_string();
+    let known = KNOWN_SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    for secret in known.iter() {
+        out = out.replace(secret.as_str(), "***");
+    }
+    drop(known);
+    out.split(' ')
+        .map(|word| match word.find("://") {
+            Some(_) if split_userinfo(word).is_some() => redact_url(word),
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The secrets written in config text itself (not named by `_env`): where each is.
+pub fn secrets_held(text: &str) -> Vec<String> {
+    let Ok(top) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut held = Vec::new();
+    if let Some(endpoints) = top.get("endpoints").and_then(toml::Value::as_table) {
+        for (name, endpoint) in endpoints {
+            if endpoint.get("secret_access_key").is_some() {
+                held.push(format!("endpoints.{name}.secret_access_key"));
+            }
+        }
+    }
+    if let Some(redis) = top.get("redis").and_then(toml::Value::as_table) {
+        let urls = redis
+            .get("url")
+            .into_iter()
+            .chain(
+                redis
+                    .get("urls")
+                    .and_then(toml::Value::as_array)
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter_map(toml::Value::as_str);
+        if urls
+            .filter_map(split_userinfo)
+            .any(|(_, userinfo, _)| userinfo.contains(':'))
+        {
+            held.push("redis.url (a password)".to_string());
+        }
+    }
+    held
+}
+
+/// Warns when the config file at `path` (whose text is `text`) holds a secret and every user
+/// of the machine can read it.
+pub fn warn_if_exposed(path: &Path, text: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode();
+        let held = secrets_held(text);
+        if mode & 0o004 != 0 && !held.is_empty() {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                secrets = %held.join(", "),
+                "the config file holds secrets and every user of this machine can read it: \
+                 chmod 600 it, or move the secrets to environment variables (*_env)"
+            );
+        }
+    }
+}
+
 /// Replaces the whole userinfo of `scheme://user:password@host` with `***`, whatever
 /// characters the password holds.
 pub fn redact_url(url: &str) -> String {
@@ -262,8 +373,9 @@ pub enum Credentials {
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a secret.
+    /// Wraps a secret, and remembers it so that [`redact_known`] hides it wherever it shows up.
     pub fn new(value: String) -> Self {
+        remember(&value);
         Secret(value)
     }
     /// The secret itself, for the one place that needs it (the SDK's credentials).
@@ -333,7 +445,11 @@ pub enum Events {
         endpoint: String,
     },
     /// `POST /events/RULE` on the coordinator's `--events-listen` address.
-    Webhook,
+    Webhook {
+        /// The SNS topics whose messages are taken (empty: any topic, once the message's
+        /// signature holds).
+        sns_topics: Vec<String>,
+    },
 }
 
 /// What to do with a source object in an archive class that is not restored.
@@ -347,6 +463,14 @@ pub enum Archived {
 }
 
 impl Rule {
+    /// With `events = { webhook = true }`: the SNS topics it takes (empty: any).
+    pub fn webhook(&self) -> Option<&[String]> {
+        match &self.events {
+            Some(Events::Webhook { sns_topics }) => Some(sns_topics),
+            _ => None,
+        }
+    }
+
     /// The source prefixes to list, sorted; one empty prefix for the whole bucket.
     ///
     /// Sorted non-overlapping prefixes list in key order one after another, so listing them in
@@ -505,6 +629,32 @@ impl fmt::Display for ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secrets_a_config_file_holds_are_named() {
+        let text = "[redis]\nurl = \"redis://app:pw@h:1\"\n\
+                    [endpoints.a]\nsecret_access_key = \"s\"\n\
+                    [endpoints.b]\nsecret_access_key_env = \"B_SECRET\"\n";
+        assert_eq!(
+            secrets_held(text),
+            ["endpoints.a.secret_access_key", "redis.url (a password)"]
+        );
+        assert!(secrets_held("[redis]\nurl = \"redis://h:1\"\n").is_empty());
+        assert!(secrets_held("[redis]\nurls = [\"redis://h:1\", \"redis://:p@g:2\"]\n").len() == 1);
+    }
+
+    #[test]
+    fn known_secrets_and_url_passwords_are_redacted_from_any_text() {
+        let secret = Secret::new("s3cr3t-redaction-test".into());
+        let redis = RedisConfig::new("redis://u:p%40ss-redaction@h:1", "ns");
+        redis.remember_passwords();
+        let text = format!(
+            "key {} at redis://u:other-pass@h:1 and p@ss-redaction, p%40ss-redaction",
+            secret.expose()
+        );
+        let shown = redact_known(&text);
+        assert_eq!(shown, "key *** at redis://***@h:1 and ***, ***");
+    }
 
     #[test]
     fn redact_url_hides_the_whole_userinfo() {

@@ -157,12 +157,20 @@ fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
             format!("{namespace:?} must be non-empty, without spaces or braces"),
         ));
     }
+    let ca_file = t.string("ca_file", problems).map(std::path::PathBuf::from);
+    if ca_file.is_some() && !all.iter().any(|u| u.starts_with("rediss://")) {
+        problems.push(Problem::new(
+            t.path("ca_file"),
+            "only applies to TLS connections: use rediss:// in the URL",
+        ));
+    }
     t.finish(problems);
-    if cluster {
+    let redis = if cluster {
         RedisConfig::cluster(&all, namespace)
     } else {
         RedisConfig::new(all.into_iter().next().unwrap_or_default(), namespace)
-    }
+    };
+    RedisConfig { ca_file, ..redis }
 }
 
 fn parse_endpoint(name: &str, t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Endpoint> {
@@ -260,25 +268,7 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
     let source = t.table("source", problems).map(|s| {
         let endpoint = s.required_string("endpoint", problems);
         let bucket = s.required_string("bucket", problems);
-        let prefixes = s
-            .array("prefixes", problems)
-            .map(|items| {
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| match v.as_str() {
-                        Some(p) => Some(p.to_string()),
-                        None => {
-                            problems.push(Problem::new(
-                                s.path(&format!("prefixes[{i}]")),
-                                "must be a string",
-                            ));
-                            None
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let prefixes = s.strings("prefixes", problems).unwrap_or_default();
         s.finish(problems);
         (endpoint, bucket, prefixes)
     });
@@ -405,7 +395,7 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         .table("events", problems)
         .and_then(|e| parse_events(&e, source_endpoint, problems));
     let events_token = t.string("events_token_env", problems).and_then(|var| {
-        if events != Some(Events::Webhook) {
+        if !matches!(events, Some(Events::Webhook { .. })) {
             problems.push(Problem::new(
                 t.path("events_token_env"),
                 "only applies with events = { webhook = true }",
@@ -446,7 +436,8 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
     })
 }
 
-/// `events = { sqs = "URL" [, endpoint = "NAME"] }` or `events = { webhook = true }`.
+/// `events = { sqs = "URL" [, endpoint = "NAME"] }` or
+/// `events = { webhook = true [, sns_topics = ["ARN", ...]] }`.
 fn parse_events(
     e: &Fields<'_>,
     source_endpoint: Option<String>,
@@ -455,7 +446,22 @@ fn parse_events(
     let sqs = e.string("sqs", problems);
     let webhook = e.bool("webhook", problems);
     let endpoint = e.string("endpoint", problems);
+    let sns_topics = e.strings("sns_topics", problems);
+    for (i, arn) in sns_topics.iter().flatten().enumerate() {
+        if !is_topic_arn(arn) {
+            problems.push(Problem::new(
+                e.path(&format!("sns_topics[{i}]")),
+                format!("{arn:?} is not an SNS topic ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME)"),
+            ));
+        }
+    }
     e.finish(problems);
+    if sns_topics.is_some() && webhook != Some(true) {
+        problems.push(Problem::new(
+            e.path("sns_topics"),
+            "only applies with webhook = true (SQS deliveries are not signed by SNS)",
+        ));
+    }
     match (sqs, webhook) {
         (Some(url), None | Some(false)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -476,7 +482,9 @@ fn parse_events(
                     "only applies with sqs (a webhook needs no credentials)",
                 ));
             }
-            Some(Events::Webhook)
+            Some(Events::Webhook {
+                sns_topics: sns_topics.unwrap_or_default(),
+            })
         }
         (None, Some(false)) => None,
         (Some(_), Some(true)) => {
@@ -494,6 +502,15 @@ fn parse_events(
             None
         }
     }
+}
+
+/// `arn:PARTITION:sns:REGION:ACCOUNT:NAME`, every part present.
+fn is_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "sns"
+        && parts.iter().all(|p| !p.is_empty())
 }
 
 fn parse_stop(s: &str) -> Result<Stop, String> {
@@ -582,6 +599,27 @@ impl<'a> Fields<'a> {
         self.typed(key, "an array", problems, Value::as_array)
     }
 
+    /// An array of strings; an item that is not one is a problem (and left out).
+    fn strings(&self, key: &str, problems: &mut Vec<Problem>) -> Option<Vec<String>> {
+        let items = self.array(key, problems)?;
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match v.as_str() {
+                    Some(p) => Some(p.to_string()),
+                    None => {
+                        problems.push(Problem::new(
+                            self.path(&format!("{key}[{i}]")),
+                            "must be a string",
+                        ));
+                        None
+                    }
+                })
+                .collect(),
+        )
+    }
+
     fn table(&self, key: &str, problems: &mut Vec<Problem>) -> Option<Fields<'a>> {
         let path = self.path(key);
         self.typed(key, "a table", problems, Value::as_table)
@@ -632,6 +670,82 @@ mod tests {
             .filter(|p| p.path.starts_with("redis"))
             .map(|p| (p.path, p.message))
             .collect()
+    }
+
+    #[test]
+    fn a_ca_file_is_read_for_tls_and_named_without_it() {
+        let (config, problems) =
+            parse("[redis]\nurl = \"rediss://h:1\"\nca_file = \"/etc/ca.pem\"\n").unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            config.redis.unwrap().ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        let problems = redis_problems("url = \"redis://h:1\"\nca_file = \"/etc/ca.pem\"");
+        assert!(
+            problems
+                .iter()
+                .any(|(p, m)| p == "redis.ca_file" && m.contains("rediss://")),
+            "{problems:?}"
+        );
+    }
+
+    /// `(path, message)` of every problem of a rule whose events are `events`.
+    fn events_problems(events: &str) -> (Vec<(String, String)>, Option<super::Events>) {
+        let text = format!(
+            "[endpoints.a]\nregion = \"us-east-1\"\n[[rules]]\nname = \"r\"\n\
+             source = {{ endpoint = \"a\", bucket = \"src-b\" }}\n\
+             destination = {{ endpoint = \"a\", bucket = \"dst-b\" }}\nevents = {events}\n"
+        );
+        let (config, problems) = parse(&text).expect("valid TOML");
+        (
+            problems.into_iter().map(|p| (p.path, p.message)).collect(),
+            config.rules.first().and_then(|r| r.events.clone()),
+        )
+    }
+
+    #[test]
+    fn sns_topics_are_read_and_bad_ones_named() {
+        let arn = "arn:aws:sns:us-east-1:123456789012:photos";
+        let (problems, events) =
+            events_problems(&format!("{{ webhook = true, sns_topics = [\"{arn}\"] }}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            events,
+            Some(super::Events::Webhook {
+                sns_topics: vec![arn.to_string()]
+            })
+        );
+        for (events, path, says) in [
+            (
+                "{ webhook = true, sns_topics = [\"photos\"] }",
+                "sns_topics[0]",
+                "is not an SNS topic ARN",
+            ),
+            (
+                "{ webhook = true, sns_topics = [\"arn:aws:sqs:us-east-1:1:q\"] }",
+                "sns_topics[0]",
+                "is not an SNS topic ARN",
+            ),
+            (
+                "{ webhook = true, sns_topics = [3] }",
+                "sns_topics[0]",
+                "must be a string",
+            ),
+            (
+                "{ sqs = \"https://sqs/q\", sns_topics = [\"arn:aws:sns:r:1:t\"] }",
+                "sns_topics",
+                "only applies with webhook = true",
+            ),
+        ] {
+            let (problems, _) = events_problems(events);
+            assert!(
+                problems
+                    .iter()
+                    .any(|(p, m)| p.ends_with(path) && m.contains(says)),
+                "{events}: expected {path}: ...{says}..., got {problems:?}"
+            );
+        }
     }
 
     #[test]

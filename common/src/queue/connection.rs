@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, RetryMethod, TlsCertificates, Value,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -101,13 +104,76 @@ impl Health {
     }
 }
 
+/// The error codes with which Redis turns a client away: no waiting makes them pass.
+const REFUSALS: [&str; 4] = ["DENIED", "NOAUTH", "WRONGPASS", "NOPERM"];
+
+/// Why Redis refused this client, when it did: a protected-mode server reached from afar
+/// (`DENIED`), a missing or wrong password (`NOAUTH`, `WRONGPASS`), an ACL user without a
+/// command or key it needs (`NOPERM`), or a TLS handshake that failed (an untrusted or
+/// mismatched certificate). Each is a configuration error, never an outage to ride out.
+pub(crate) fn refusal(e: &RedisError) -> Option<String> {
+    if let Some(tls) = tls_failure(e) {
+        return Some(tls);
+    }
+    let text = e.to_string();
+    // The code as Redis sends it (the client spells some its own way: `NoPerm`), or, for a
+    // refusal it does not know, the first word of its text that is one.
+    let code = e
+        .code()
+        .map(str::to_ascii_uppercase)
+        .filter(|c| REFUSALS.contains(&c.as_str()))
+        .or_else(|| {
+            text.split_whitespace()
+                .take(8)
+                .map(|w| {
+                    w.trim_matches(|c: char| !c.is_ascii_alphabetic())
+                        .to_ascii_uppercase()
+                })
+                .find(|w| REFUSALS.contains(&w.as_str()))
+        });
+    match code {
+        Some(code) => Some(format!("Redis answered {code}")),
+        None if matches!(
+            e.kind(),
+            ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
+        ) =>
+        {
+            Some("Redis refused ferry's connection".to_string())
+        }
+        None => None,
+    }
+}
+
+/// A TLS handshake failure somewhere in the error's causes.
+fn tls_failure(e: &RedisError) -> Option<String> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let said = |tls: &rustls::Error| Some(format!("the TLS handshake failed: {tls}"));
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        // The client keeps its causes behind an `Arc`, and an I/O error keeps rustls's inside.
+        let inner: &(dyn std::error::Error + 'static) = match c.downcast_ref::<Shared>() {
+            Some(shared) => shared.as_ref(),
+            None => c,
+        };
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return said(tls);
+        }
+        if let Some(tls) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return said(tls);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 /// Whether an error means Redis could not be reached (or not served yet), as opposed to a
 /// command that Redis refused.
 pub(crate) fn unreachable(e: &RedisError) -> bool {
-    if matches!(
-        e.kind(),
-        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
-    ) {
+    if refusal(e).is_some() {
         return false;
     }
     e.is_io_error()
@@ -259,6 +325,64 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// How long a server's unprompted first words (a refusal) are waited for.
+const GREETING_WAIT: Duration = Duration::from_millis(500);
+
+/// What a plain-TCP node says, unasked, on a new connection: an error line (`-DENIED ...`)
+/// from a server that refuses this client, or nothing from one that serves it.
+async fn greeting(nodes: &[ConnectionInfo]) -> Option<String> {
+    for node in nodes {
+        if let Some(said) = exchange(node, &[], GREETING_WAIT).await {
+            return Some(said);
+        }
+    }
+    None
+}
+
+/// What the first plain-TCP node answers to AUTH with the configured credentials: Redis's
+/// reason for refusing them (`WRONGPASS ...`, `ERR ...`), with the password redacted.
+async fn auth_answer(nodes: &[ConnectionInfo]) -> Option<String> {
+    let node = nodes.first()?;
+    let settings = node.redis_settings();
+    let password = settings.password()?;
+    let mut auth = redis::cmd("AUTH");
+    if let Some(user) = settings.username() {
+        auth.arg(user);
+    }
+    auth.arg(password);
+    let said = exchange(node, &auth.get_packed_command(), RESPONSE_TIMEOUT).await?;
+    Some(said.replace(password, "***"))
+}
+
+/// Connects to `node` over plain TCP, sends `request` (nothing: only listens) and returns the
+/// error line it answers within `wait`, if it answers one.
+async fn exchange(node: &ConnectionInfo, request: &[u8], wait: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ConnectionAddr::Tcp(host, port) = node.addr() else {
+        return None;
+    };
+    let mut stream = tokio::time::timeout(
+        CONNECTION_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), *port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    if !request.is_empty() {
+        stream.write_all(request).await.ok()?;
+    }
+    let mut said = vec![0u8; 4096];
+    let n = tokio::time::timeout(wait, stream.read(&mut said))
+        .await
+        .ok()?
+        .ok()?;
+    if n < 2 || said[0] != b'-' {
+        return None;
+    }
+    let line = String::from_utf8_lossy(&said[1..n]);
+    Some(line.lines().next().unwrap_or_default().trim().to_string())
+}
+
 /// How long a connection attempt to one node may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a command may wait for its answer (a long script on a big rule included).
@@ -276,7 +400,8 @@ pub(crate) async fn connect(
         // The CLI: one try, then tell the user.
         config = config.set_number_of_retries(0);
     }
-    connect_with(health, || {
+    let nodes = [client.get_connection_info().clone()];
+    connect_with(health, &nodes, || {
         client.get_connection_manager_with_config(config.clone())
     })
     .await
@@ -287,20 +412,29 @@ pub(crate) async fn connect(
 /// `MOVED` and `ASK` redirect it, and a failover refreshes its slot map.
 pub(crate) async fn connect_cluster(
     urls: &[String],
+    roots: Option<TlsCertificates>,
     health: &Health,
 ) -> redis::RedisResult<ClusterConnection> {
     let mut builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
         .connection_timeout(CONNECTION_TIMEOUT)
         .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(roots) = roots {
+        builder = builder.certs(roots);
+    }
     if health.ride_out().is_none() {
         builder = builder.retries(1);
     }
     let client = builder.build()?;
-    connect_with(health, || client.get_async_connection()).await
+    let nodes: Vec<ConnectionInfo> = urls
+        .iter()
+        .filter_map(|u| u.as_str().into_connection_info().ok())
+        .collect();
+    connect_with(health, &nodes, || client.get_async_connection()).await
 }
 
 async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
     health: &Health,
+    nodes: &[ConnectionInfo],
     mut open: impl FnMut() -> F,
 ) -> redis::RedisResult<C> {
     let mut attempt = 0;
@@ -309,6 +443,36 @@ async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
             Ok(conn) => {
                 health.up();
                 return Ok(conn);
+            }
+            // The client drops Redis's own words on a refused AUTH: ask again, to say them.
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
+                return Err(match auth_answer(nodes).await {
+                    Some(said) => RedisError::from((
+                        ErrorKind::AuthenticationFailed,
+                        "Redis refused the credentials",
+                        said,
+                    )),
+                    None => e,
+                });
+            }
+            // A server that turns a client away says why, then closes: the client, writing
+            // its first command, sees only the reset. Read what the server said.
+            Err(e) if refusal(&e).is_none() && (e.is_io_error() || e.is_connection_dropped()) => {
+                if let Some(said) = greeting(nodes).await {
+                    return Err(RedisError::from((
+                        ErrorKind::InvalidClientConfig,
+                        "Redis refused the connection",
+                        said,
+                    )));
+                }
+                if health.ride_out().is_none() {
+                    return Err(e);
+                }
+                health.down(&e);
+                attempt += 1;
+                if !health.wait(attempt).await {
+                    return Err(e);
+                }
             }
             Err(e) if unreachable(&e) && health.ride_out().is_some() => {
                 health.down(&e);
@@ -319,5 +483,52 @@ async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_from_outages() {
+        let said = |kind, detail: &str| RedisError::from((kind, "refused", detail.to_string()));
+        for (e, code) in [
+            (
+                said(
+                    ErrorKind::InvalidClientConfig,
+                    "DENIED Redis is running in protected mode",
+                ),
+                "Redis answered DENIED",
+            ),
+            (
+                said(
+                    ErrorKind::AuthenticationFailed,
+                    "WRONGPASS invalid username-password pair",
+                ),
+                "Redis answered WRONGPASS",
+            ),
+            (
+                match redis::parse_redis_value(b"-NOPERM this user has no permissions\r\n") {
+                    Ok(Value::ServerError(e)) => RedisError::from(e),
+                    other => panic!("{other:?}"),
+                },
+                "Redis answered NOPERM",
+            ),
+        ] {
+            assert_eq!(refusal(&e).as_deref(), Some(code), "{e}");
+            assert!(!unreachable(&e), "{e}");
+        }
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(refusal(&reset), None);
+        assert!(unreachable(&reset));
+        let tls = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        ));
+        assert!(
+            refusal(&tls).is_some_and(|t| t.starts_with("the TLS handshake failed")),
+            "{tls}"
+        );
     }
 }

@@ -76,6 +76,9 @@ pub enum QueueError {
     /// The embedded backend's state directory cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The certificate authorities for a `rediss://` connection cannot be read.
+    #[error(transparent)]
+    Trust(#[from] crate::storage::TrustError),
     /// A stored value could not be decoded.
     #[error("decoding a stored value: {0}")]
     Codec(#[from] CodecError),
@@ -106,6 +109,19 @@ pub enum QueueError {
 }
 
 /// Where a queue's data lives, for messages: `redis at URL`, or the embedded state dir.
+impl QueueError {
+    /// Why Redis (or its TLS setup) refused this client, when it did: a configuration error
+    /// to fix (a password, an ACL, protected mode, a certificate), not an outage to wait out.
+    /// The text is Redis's own, and never holds the password.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            QueueError::Redis { cause, .. } => connection::refusal(cause),
+            QueueError::Trust(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
 fn place(url: &str) -> String {
     if url.starts_with("state dir ") {
         url.to_string()
@@ -302,15 +318,29 @@ impl Queue {
             cause,
         };
         let health = Health::new(url.clone(), persistence);
+        let urls = config.connection_urls();
+        let roots = if urls.iter().any(|u| u.starts_with("rediss://")) {
+            let trust = crate::storage::Trust::from_env()?;
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(trust.roots_pem(config.ca_file.as_deref())?),
+            })
+        } else {
+            None
+        };
         let inner = if config.cluster {
-            let urls = config.connection_urls();
             Link::Cluster(
-                connection::connect_cluster(&urls, &health)
+                connection::connect_cluster(&urls, roots, &health)
                     .await
                     .map_err(wrap)?,
             )
         } else {
-            let client = redis::Client::open(config.connection_url().as_str()).map_err(wrap)?;
+            let url = config.connection_url();
+            let client = match roots {
+                Some(roots) => redis::Client::build_with_tls(url.as_str(), roots),
+                None => redis::Client::open(url.as_str()),
+            }
+            .map_err(wrap)?;
             Link::Redis(connection::connect(&client, &health).await.map_err(wrap)?)
         };
         Ok(Queue {

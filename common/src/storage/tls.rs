@@ -35,10 +35,13 @@ struct Bundle {
     certs: Vec<CertificateDer<'static>>,
 }
 
-/// An `AWS_CA_BUNDLE` that cannot be used: which file, and why.
+/// A file of certificate authorities that cannot be used: where it was named, which file,
+/// and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{CA_BUNDLE_VAR}={}: {reason}", path.display())]
+#[error("{named}={}: {reason}", path.display())]
 pub struct TrustError {
+    /// Where the file was named: `AWS_CA_BUNDLE`, or `redis.ca_file`.
+    pub named: &'static str,
     /// The file named.
     pub path: PathBuf,
     /// What is wrong with it.
@@ -66,29 +69,12 @@ impl Trust {
     /// a usable authority is refused whole: a half-loaded bundle would fail later, on the
     /// first connection to the endpoint it was meant for, far from its cause.
     pub fn with_bundle(path: &Path) -> Result<Trust, TrustError> {
-        let fail = |reason: String| TrustError {
+        let pem = std::fs::read(path).map_err(|e| TrustError {
+            named: CA_BUNDLE_VAR,
             path: path.to_path_buf(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(format!("is not a PEM file of certificates: {e}")))?;
-        if certs.is_empty() {
-            return Err(fail(
-                "holds no certificate (no -----BEGIN CERTIFICATE----- block)".to_string(),
-            ));
-        }
-        let mut check = rustls::RootCertStore::empty();
-        for (i, cert) in certs.iter().enumerate() {
-            check.add(cert.clone()).map_err(|e| {
-                fail(format!(
-                    "certificate {} of {} cannot be a certificate authority: {e}",
-                    i + 1,
-                    certs.len()
-                ))
-            })?;
-        }
+            reason: format!("cannot be read: {e}"),
+        })?;
+        let certs = authorities(CA_BUNDLE_VAR, path, &pem)?;
         let bundle = Bundle {
             path: path.to_path_buf(),
             pem,
@@ -137,8 +123,33 @@ impl Trust {
         self.bundle.as_deref().map(|b| b.path.as_path())
     }
 
-    /// TLS settings for the lean request path.
-    pub(crate) fn rustls_config(&self) -> rustls::ClientConfig {
+    /// Every certificate authority trusted, the system's and the bundle's, plus those of the
+    /// PEM file `extra` (a `[redis] ca_file`), as one PEM text: what the Redis client takes
+    /// (it trusts only the roots it is given, so the system's are written out too).
+    pub fn roots_pem(&self, extra: Option<&Path>) -> Result<Vec<u8>, TrustError> {
+        use base64::Engine as _;
+        let mut certs = rustls_native_certs::load_native_certs().certs;
+        if let Some(bundle) = &self.bundle {
+            certs.extend(bundle.certs.iter().cloned());
+        }
+        if let Some(path) = extra {
+            certs.extend(read_authorities("redis.ca_file", path)?);
+        }
+        let mut pem = Vec::new();
+        for cert in &certs {
+            pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+            let text = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+            for line in text.as_bytes().chunks(64) {
+                pem.extend_from_slice(line);
+                pem.push(b'\n');
+            }
+            pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+        }
+        Ok(pem)
+    }
+
+    /// TLS settings trusting these authorities (the lean request path's; SNS certificates).
+    pub fn rustls_config(&self) -> rustls::ClientConfig {
         (*self.rustls).clone()
     }
 
@@ -146,6 +157,51 @@ impl Trust {
     pub fn sdk_http_client(&self) -> SharedHttpClient {
         self.sdk.clone()
     }
+}
+
+/// The certificate authorities of the PEM file at `path`, every one usable (see
+/// [`Trust::with_bundle`]).
+pub(crate) fn read_authorities(
+    named: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let pem = std::fs::read(path).map_err(|e| TrustError {
+        named,
+        path: path.to_path_buf(),
+        reason: format!("cannot be read: {e}"),
+    })?;
+    authorities(named, path, &pem)
+}
+
+fn authorities(
+    named: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let fail = |reason: String| TrustError {
+        named,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("is not a PEM file of certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail(
+            "holds no certificate (no -----BEGIN CERTIFICATE----- block)".to_string(),
+        ));
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        check.add(cert.clone()).map_err(|e| {
+            fail(format!(
+                "certificate {} of {} cannot be a certificate authority: {e}",
+                i + 1,
+                certs.len()
+            ))
+        })?;
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

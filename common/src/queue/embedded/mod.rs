@@ -107,9 +107,58 @@ fn unusable(path: &Path, reason: impl std::fmt::Display) -> StateError {
     }
 }
 
+/// Creates `dir` (and its missing parents) for this user alone (0700), and makes an existing
+/// one so: the state names buckets, keys and endpoints, which are nobody else's business.
+fn private_dir(dir: &Path) -> Result<(), StateError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder
+            .create(dir)
+            .map_err(|e| unusable(dir, format!("creating it: {e}")))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| unusable(dir, format!("making it private (0700): {e}")))?;
+    }
+    #[cfg(not(unix))]
+    builder
+        .create(dir)
+        .map_err(|e| unusable(dir, format!("creating it: {e}")))?;
+    Ok(())
+}
+
+/// Creates `file` in `dir` for this user alone (0600) if it is not there, and makes it so if
+/// it is (a state written by an older ferry).
+fn private_file(dir: &Path, file: &Path) -> Result<(), StateError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        options
+            .open(file)
+            .map_err(|e| unusable(dir, format!("opening {}: {e}", file.display())))?;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            unusable(
+                dir,
+                format!("making {} private (0600): {e}", file.display()),
+            )
+        })?;
+    }
+    #[cfg(not(unix))]
+    options
+        .open(file)
+        .map_err(|e| unusable(dir, format!("opening {}: {e}", file.display())))?;
+    Ok(())
+}
+
 /// Takes the directory's lock, or names who holds it.
 fn lock(dir: &Path) -> Result<File, StateError> {
     let path = dir.join("lock");
+    private_file(dir, &path)?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -188,9 +237,10 @@ impl Embedded {
     /// Opens (creating it if needed) the state in `dir`, with the scripts the queue will
     /// call by SHA1.
     pub(crate) fn open(dir: &Path, scripts: &[String]) -> Result<Embedded, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| unusable(dir, format!("creating it: {e}")))?;
+        private_dir(dir)?;
         let lock = lock(dir)?;
         let file = dir.join("state.redb");
+        private_file(dir, &file)?;
         let db = Database::builder()
             .set_cache_size(64 << 20)
             .create(&file)
