@@ -62,6 +62,12 @@ if [ "$want_ceph" = 1 ]; then
   done
 fi
 
+# openssl: the security tests sign SNS messages with it (SHA-1 signatures, SNS's version 1).
+if [ "$moto_only" = 0 ] && ! command -v openssl >/dev/null 2>&1; then
+  echo "deps: installing openssl"
+  apt_install openssl
+fi
+
 if ! command -v python3 >/dev/null 2>&1; then
   echo "deps: installing python3"
   apt_install python3 python3-pip

@@ -160,6 +160,43 @@ struct CoordinatorArgs {
     /// Serve `POST http://ADDR/events/RULE` for rules with `events = { webhook = true }`.
     #[arg(long, env = "FERRY_EVENTS_LISTEN")]
     events_listen: Option<SocketAddr>,
+    /// Let a webhook rule without `events_token_env` listen beyond loopback: anyone who
+    /// reaches the port can then send it events.
+    #[arg(long, env = "FERRY_EVENTS_INSECURE_NO_TOKEN")]
+    events_insecure_no_token: bool,
+}
+
+impl CoordinatorArgs {
+    /// The webhook refuses to run open: on an address beyond loopback, every webhook rule
+    /// needs a token, unless the operator says otherwise.
+    fn check_open(&self, config: &Config) -> Result<(), Failure> {
+        let Some(addr) = self.events_listen else {
+            return Ok(());
+        };
+        if addr.ip().is_loopback() || self.events_insecure_no_token {
+            return Ok(());
+        }
+        let problems: Vec<Problem> = config
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.webhook().is_some() && r.events_token.is_none())
+            .map(|(i, r)| Problem {
+                path: format!("rules[{i}].events_token_env"),
+                message: format!(
+                    "rule {} takes webhook events on --events-listen {addr}, beyond loopback, \
+                     with no token: anyone who reaches the port could send it events. Set \
+                     events_token_env, listen on 127.0.0.1, or pass --events-insecure-no-token",
+                    r.name
+                ),
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::Config(ConfigError { problems }))
+        }
+    }
 }
 
 #[derive(Args)]
@@ -227,7 +264,7 @@ impl S3Args {
         let trust = Trust::from_env().map_err(|e| {
             Failure::Config(ConfigError {
                 problems: vec![Problem {
-                    path: CA_BUNDLE_VAR.into(),
+                    path: e.named.into(),
                     message: format!("{}: {}", e.path.display(), e.reason),
                 }],
             })
@@ -260,6 +297,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    redact_panics();
     let cli = Cli::parse();
     // `sync` draws progress on stderr: only warnings and errors go there besides.
     init_logging(
@@ -285,12 +323,57 @@ fn main() -> ExitCode {
             eprint!("{e}");
             ExitCode::from(2)
         }
-        Err(Failure::Runtime(e)) => {
-            error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(Failure::Runtime(e)) => match refused(&e) {
+            // Redis turned ferry away: a configuration error (a password, an ACL, protected
+            // mode, a certificate), said in Redis's own words.
+            Some(why) => {
+                error!("{e:#}");
+                eprintln!(
+                    "error: {e:#}\n{why}: a configuration error, which waiting will not change; \
+                     check [redis] (its URL, user and password, ca_file) and the server's settings"
+                );
+                ExitCode::from(2)
+            }
+            None => {
+                error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+/// A panic's message goes through the same redaction as ferry's own errors: a library that
+/// panics with a URL or a key in its message does not print it.
+fn redact_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        eprintln!(
+            "ferry panicked in thread {}{place}: {}",
+            thread.name().unwrap_or("unnamed"),
+            ferry_common::config::redact_known(&message)
+        );
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
+}
+
+/// Why Redis refused ferry, when that is what `e` comes down to.
+fn refused(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<ferry_common::queue::QueueError>())
+        .and_then(|q| q.refusal())
 }
 
 fn init_logging(default: &str) {
@@ -447,7 +530,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
             };
-            let (config, queue) = start(&common, role, stop, "ferry coordinator").await?;
+            let check = |c: &Config| coordinator.check_open(c);
+            let (config, queue) = start(&common, role, stop, "ferry coordinator", &check).await?;
             let stores = Stores::connect(&config, timeouts, &trust)
                 .await
                 .with_limits(&config, &queue);
@@ -465,7 +549,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let options = worker_options(&worker, None)?;
             let cancel = ferry_common::shutdown::on_signal();
             let stop = hard_stop(&cancel, options.drain);
-            let (config, queue) = start(&common, Role::Worker, stop, "ferry worker").await?;
+            let (config, queue) =
+                start(&common, Role::Worker, stop, "ferry worker", &|_| Ok(())).await?;
             let stores = Stores::connect(&config, timeouts, &trust)
                 .await
                 .with_limits(&config, &queue);
@@ -490,7 +575,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
             };
-            let (config, queue) = start(&common, role, stop, "").await?;
+            let check = |c: &Config| coordinator.check_open(c);
+            let (config, queue) = start(&common, role, stop, "", &check).await?;
             let stores = Stores::connect(&config, timeouts, &trust)
                 .await
                 .with_limits(&config, &queue);
@@ -551,12 +637,13 @@ async fn run_coordinator(
         .config
         .rules
         .iter()
-        .filter(|r| r.events == Some(ferry_common::config::Events::Webhook))
+        .filter(|r| r.webhook().is_some())
         .map(|r| r.name.as_str())
         .collect();
     let listener = match args.events_listen {
         Some(addr) => {
-            let listener = ferry_coordinator::events::Listener::bind(addr)
+            let sns = ferry_coordinator::events::SnsCheck::new(ctx.stores.trust().rustls_config());
+            let listener = ferry_coordinator::events::Listener::bind(addr, sns)
                 .await
                 .with_context(|| format!("binding --events-listen {addr}"))?;
             let bound = listener
@@ -591,6 +678,9 @@ async fn run_coordinator(
 
 fn load(common: &Common) -> Result<Config, Failure> {
     let mut config = Config::load(&common.config).map_err(Failure::Config)?;
+    if let Some(redis) = &config.redis {
+        redis.remember_passwords();
+    }
     if let Some(url) = &common.redis {
         let configured = config.redis.take();
         let namespace = configured
@@ -598,11 +688,16 @@ fn load(common: &Common) -> Result<Config, Failure> {
             .map_or_else(|| "ferry".to_string(), |r| r.namespace.clone());
         // `--redis URL` replaces the nodes; a configured cluster stays a cluster (URL is then
         // its one seed).
-        let cluster = configured.is_some_and(|r| r.cluster);
+        let cluster = configured.as_ref().is_some_and(|r| r.cluster);
+        let ca_file = configured.and_then(|r| r.ca_file);
         config.redis = Some(ferry_common::config::RedisConfig {
             cluster,
+            ca_file,
             ..ferry_common::config::RedisConfig::new(url.clone(), namespace)
         });
+        if let Some(redis) = &config.redis {
+            redis.remember_passwords();
+        }
     }
     Ok(config)
 }
@@ -637,14 +732,17 @@ fn hard_stop(shutdown: &CancellationToken, grace: Duration) -> CancellationToken
 /// and the buckets of rules of the same name); a coordinator then registers them.
 ///
 /// `needs_redis` names a command that only works with Redis (its process shares the queue
-/// with others); empty for one that may use the embedded queue.
+/// with others); empty for one that may use the embedded queue. `check` runs on the config
+/// before anything is connected.
 async fn start(
     common: &Common,
     role: Role,
     stop: CancellationToken,
     needs_redis: &str,
+    check: &dyn Fn(&Config) -> Result<(), Failure>,
 ) -> Result<(Arc<Config>, Queue), Failure> {
     let config = load(common)?;
+    check(&config)?;
     if config.redis.is_none() && !needs_redis.is_empty() {
         return Err(Failure::Config(ConfigError {
             problems: vec![Problem {

@@ -315,6 +315,10 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
                 .collect(),
         )
     })?;
+    ferry_common::config::warn_if_exposed(&path, &text);
+    if let Some(redis) = &config.redis {
+        redis.remember_passwords();
+    }
     Ok((config, name))
 }
 

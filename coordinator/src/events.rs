@@ -9,6 +9,7 @@
 //! conditional writes, so neither can undo the other, and an event that lost a race to an
 //! iteration finds nothing left to do.
 
+mod sns;
 mod sqs;
 mod webhook;
 
@@ -29,6 +30,7 @@ use tracing::debug;
 use crate::planner::copy_task;
 use crate::{Context, CoordinatorError};
 
+pub use sns::SnsCheck;
 pub use sqs::follow_queue;
 pub use webhook::{Listener, serve};
 
@@ -51,6 +53,9 @@ pub struct Tally {
     pub ignored: u64,
     /// Bodies that were not events.
     pub invalid: u64,
+    /// SNS messages not believed: a signature that does not hold, another topic, unsigned
+    /// without a token (answered 403).
+    pub refused: u64,
 }
 
 impl Tally {
@@ -62,6 +67,7 @@ impl Tally {
         self.stale += other.stale;
         self.ignored += other.ignored;
         self.invalid += other.invalid;
+        self.refused += other.refused;
     }
 
     /// Counts these into `ferry_events_total{rule,outcome}`.
@@ -73,6 +79,7 @@ impl Tally {
             ("stale", self.stale),
             ("ignored", self.ignored),
             ("invalid", self.invalid),
+            ("refused", self.refused),
         ] {
             if n > 0 {
                 metrics::counter!(telemetry::EVENTS, "rule" => rule.to_string(), "outcome" => outcome)

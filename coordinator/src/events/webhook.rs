@@ -4,15 +4,22 @@
 //! A request is answered 2xx only once its tasks are in the queue, so a sender that retries
 //! until it gets one loses nothing. Bad input enqueues nothing and never stops the listener:
 //! 400 for a body that is not an event (with the reason), 401 for a missing or wrong token,
-//! 404 for a rule that does not take webhook events, 405 for another method, 413 for a body
-//! over 1 MiB, 503 when the queue or a store could not be reached (send it again).
+//! 403 for an SNS message that is not believed (see below), 404 for a rule that does not take
+//! webhook events, 405 for another method, 413 for a body over 1 MiB, 503 when the queue or a
+//! store could not be reached (send it again).
+//!
+//! An SNS message is believed when its signature holds ([`SnsCheck`]) and its topic is one
+//! of the rule's `sns_topics` (when it names some). An unsigned one (an SNS-compatible sender
+//! that is not AWS) is taken only on a rule with a token, since the token is then all that
+//! vouches for it; a subscription is confirmed only on a signed confirmation whose
+//! `SubscribeURL` is SNS's own, so a forged one makes the coordinator fetch nothing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_common::config::{Events, Rule};
-use ferry_common::events::{self, MAX_BODY, Notice};
+use ferry_common::config::Rule;
+use ferry_common::events::{self, MAX_BODY, Notice, SnsEnvelope};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -21,22 +28,22 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use super::sns::SnsCheck;
 use super::{Tally, apply};
 use crate::Context;
-
-/// How long an SNS subscription confirmation may take.
-const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bound events listener.
 pub struct Listener {
     listener: TcpListener,
+    sns: Arc<SnsCheck>,
 }
 
 impl Listener {
-    /// Binds `addr` (port 0 picks a free port).
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Listener> {
+    /// Binds `addr` (port 0 picks a free port); SNS messages are checked with `sns`.
+    pub async fn bind(addr: SocketAddr, sns: SnsCheck) -> std::io::Result<Listener> {
         Ok(Listener {
             listener: TcpListener::bind(addr).await?,
+            sns: Arc::new(sns),
         })
     }
 
@@ -63,10 +70,11 @@ pub async fn serve(ctx: Context, listener: Listener) {
             }
         };
         let ctx = ctx.clone();
+        let sns = listener.sns.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&ctx, req).await) }
+                let (ctx, sns) = (ctx.clone(), sns.clone());
+                async move { Ok::<_, std::convert::Infallible>(answer(&ctx, &sns, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -84,15 +92,11 @@ fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-async fn answer(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(ctx: &Context, sns: &SnsCheck, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(name) = req.uri().path().strip_prefix("/events/") else {
         return reply(StatusCode::NOT_FOUND, "not found: POST /events/RULE".into());
     };
-    let Some(rule) = ctx
-        .config
-        .rule(name)
-        .filter(|r| r.events == Some(Events::Webhook))
-    else {
+    let Some(rule) = ctx.config.rule(name).filter(|r| r.webhook().is_some()) else {
         return reply(
             StatusCode::NOT_FOUND,
             format!("no rule named {name:?} takes webhook events"),
@@ -129,7 +133,24 @@ async fn answer(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => return reply(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
-    match events::parse(&body) {
+    let notice = match events::parse_delivery(&body) {
+        Ok((Some(envelope), notice)) => match admit(sns, rule, &envelope).await {
+            Ok(()) => Ok(notice),
+            Err(why) => {
+                warn!(rule = %rule.name, topic = %envelope.topic_arn, kind = %envelope.kind,
+                    reason = %why, "refused an SNS message");
+                Tally {
+                    refused: 1,
+                    ..Tally::default()
+                }
+                .publish(&rule.name);
+                return reply(StatusCode::FORBIDDEN, format!("refused: {why}"));
+            }
+        },
+        Ok((None, notice)) => Ok(notice),
+        Err(e) => Err(e),
+    };
+    match notice {
         Err(e) => {
             Tally {
                 invalid: 1,
@@ -143,7 +164,7 @@ async fn answer(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
         Ok(Notice::SubscriptionConfirmation {
             subscribe_url,
             topic_arn,
-        }) => match confirm(&subscribe_url).await {
+        }) => match sns.confirm(&subscribe_url).await {
             Ok(()) => {
                 info!(rule = %rule.name, topic = %topic_arn, "confirmed the SNS subscription");
                 reply(
@@ -250,26 +271,31 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Confirms an SNS subscription by fetching its `SubscribeURL`.
-async fn confirm(url: &str) -> Result<(), String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("SubscribeURL: {e}"))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, http_body_util::Empty<Bytes>>(https);
-    let answer = tokio::time::timeout(CONFIRM_TIMEOUT, client.get(uri))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    if answer.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("SubscribeURL answered {}", answer.status()))
+/// Whether an SNS message is believed (see the module's documentation); why not, when not.
+async fn admit(sns: &SnsCheck, rule: &Rule, message: &SnsEnvelope) -> Result<(), String> {
+    let topics = rule.webhook().unwrap_or_default();
+    if !topics.is_empty() && !topics.contains(&message.topic_arn) {
+        return Err(format!(
+            "topic {:?} is not one of rule {}'s sns_topics",
+            message.topic_arn, rule.name
+        ));
     }
+    if message.field("Signature").is_some() {
+        return sns
+            .verify(message)
+            .await
+            .map_err(|e| format!("the SNS signature does not hold: {e}"));
+    }
+    if message.kind == "SubscriptionConfirmation" {
+        return Err("an unsigned subscription confirmation is never confirmed".into());
+    }
+    if rule.events_token.is_none() {
+        return Err(format!(
+            "an unsigned SNS message is taken only with a token (rule {} has no events_token_env)",
+            rule.name
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
