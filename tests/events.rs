@@ -5,13 +5,12 @@
 
 mod harness;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule as ProxyRule};
 use harness::data::{bytes, list_keys, put};
+use harness::webhook::{event, notify_through_sns, post, tally};
 use harness::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,50 +100,6 @@ async fn queued_messages(server: &S3Server, url: &str) -> u64 {
             .unwrap_or(0)
     })
     .sum()
-}
-
-/// An HTTP/1.1 POST to `127.0.0.1:port`; returns the status and body.
-fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the webhook");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
-    }
-    req += "\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    // A body refused early (413) may be answered before it is all sent.
-    let _ = s.write_all(body);
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// An AWS S3 event body of one record.
-fn event(name: &str, bucket: &str, raw_key: &str, sequencer: &str) -> String {
-    serde_json::json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-12-02T10:00:00.000Z", "eventName": name,
-        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket},
-               "object": {"key": raw_key, "size": 1, "sequencer": sequencer}}
-    }]})
-    .to_string()
-}
-
-fn tally(body: &str) -> serde_json::Value {
-    serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{body:?}: {e}"))
 }
 
 /// `ferry run` on `config` with the events listener and metrics on free ports (and `vars`
@@ -353,7 +308,10 @@ async fn webhook_posts_direct_sns_tokens_keys_stale_and_duplicates_on_moto() {
     put(&client, &src, "sns/k", b"wrapped").await;
     let inner = event("ObjectCreated:Put", &src, "sns/k", "01");
     let wrapped = serde_json::json!({"Type": "Notification", "Message": inner}).to_string();
-    let basic = format!("Basic {}", base64_encode(format!("sns:{token}").as_bytes()));
+    let basic = format!(
+        "Basic {}",
+        ferry_testkit::tls::base64(format!("sns:{token}").as_bytes())
+    );
     let (code, out) = post(
         port,
         "/events/hook",
@@ -370,157 +328,26 @@ async fn webhook_posts_direct_sns_tokens_keys_stale_and_duplicates_on_moto() {
     })
     .await;
 
-    // A subscription confirmation: its SubscribeURL is fetched.
-    let confirmations = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let confirm_url = format!(
-        "http://{}/confirm?Token=abc",
-        confirmations.local_addr().unwrap()
-    );
-    let confirmed = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut s, _) = confirmations.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).await.unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    });
-    let confirmation = serde_json::json!({"Type": "SubscriptionConfirmation",
-        "TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Token": "abc",
-        "SubscribeURL": confirm_url})
-    .to_string();
-    let header = bearer.clone();
-    let (code, out) = tokio::task::spawn_blocking(move || {
-        post(
-            port,
-            "/events/hook",
-            &[("Authorization", header.as_str())],
-            confirmation.as_bytes(),
-        )
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 200, "{out}");
-    let request = tokio::time::timeout(Duration::from_secs(10), confirmed)
-        .await
-        .expect("SubscribeURL fetched")
-        .unwrap();
-    assert!(request.starts_with("GET /confirm?Token=abc "), "{request}");
-
-    // A real SNS HTTP subscription from moto: the bucket notifies a topic, the topic posts.
-    put_through_sns(&env, &src, port, token).await;
-    wait_until(RUN_TIMEOUT, "the SNS subscription's copy", || {
-        has(&env, &dst, "via-sns/real", b"real")
+    // A real SNS HTTP subscription from moto: the bucket notifies a topic, the topic posts a
+    // signed notification. Its certificate is on sns.us-east-1.amazonaws.com, which moto
+    // stands in for but this process reaches for real: the signature cannot be checked, so
+    // the message is refused, whatever token it carries (tests/security.rs has it accepted
+    // once the certificate is reachable under a trusted authority).
+    let endpoint = format!("http://sns:{token}@127.0.0.1:{port}/events/hook");
+    notify_through_sns(&env, &src, &endpoint).await;
+    put(&client, &src, "via-sns/real", b"real").await;
+    wait_until(RUN_TIMEOUT, "moto's SNS message refused", || async {
+        samples(&scrape(run.metrics), "ferry_events_total")
+            .iter()
+            .any(|(labels, n)| labels.contains("outcome=\"refused\"") && *n >= 1.0)
     })
     .await;
+    assert!(!has(&env, &dst, "via-sns/real", b"real").await);
 
     let record = events_record(&env, "hook").await;
-    assert_eq!(record.get("copied"), Some(&4), "{record:?}");
+    assert_eq!(record.get("copied"), Some(&3), "{record:?}");
     assert_eq!(history(&env.redis, &env.ns, "hook").await, vec![1]);
     run.stop();
-}
-
-/// Subscribes the webhook (with the token in the URL) to a moto SNS topic the source bucket
-/// notifies, then puts `via-sns/real`.
-async fn put_through_sns(env: &Env, bucket: &str, port: u16, token: &str) {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
-    let sns_topic = sns_call(
-        env,
-        &[("Action", "CreateTopic"), ("Name", &unique("topic"))],
-        "TopicArn",
-    )
-    .await;
-    let endpoint = format!("http://sns:{token}@127.0.0.1:{port}/events/hook");
-    sns_call(
-        env,
-        &[
-            ("Action", "Subscribe"),
-            ("TopicArn", &sns_topic),
-            ("Protocol", "http"),
-            ("Endpoint", &endpoint),
-        ],
-        "SubscriptionArn",
-    )
-    .await;
-    env.src
-        .client()
-        .put_bucket_notification_configuration()
-        .bucket(bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .topic_configurations(
-                    TopicConfiguration::builder()
-                        .topic_arn(sns_topic)
-                        .events(Event::S3ObjectCreated)
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("notifying the topic");
-    put(&env.src.client(), bucket, "via-sns/real", b"real").await;
-}
-
-/// One call of moto's SNS query API (no SNS SDK needed); returns the text of `<field>`.
-async fn sns_call(env: &Env, params: &[(&str, &str)], field: &str) -> String {
-    let body: String = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", url_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let port = env.src.url().rsplit(':').next().unwrap().parse().unwrap();
-    let auth = "AWS4-HMAC-SHA256 Credential=testing/20261202/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0";
-    let (code, out) = tokio::task::spawn_blocking(move || {
-        post(
-            port,
-            "/",
-            &[
-                ("Content-Type", "application/x-www-form-urlencoded"),
-                ("Authorization", auth),
-            ],
-            body.as_bytes(),
-        )
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 200, "{out}");
-    let open = format!("<{field}>");
-    let start = out.find(&open).unwrap_or_else(|| panic!("{out}")) + open.len();
-    let end = out[start..].find('<').unwrap() + start;
-    out[start..end].to_string()
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,4 +20,5 @@ pub mod cluster;
 pub mod memstore;
 pub mod proxy;
 pub mod servers;
+pub mod sns;
 pub mod tls;

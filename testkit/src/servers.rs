@@ -252,6 +252,61 @@ impl Redis {
         )
     }
 
+    /// In protected mode (the default of a redis-server with no password) and also listening
+    /// on `addr`: clients from there are turned away with `-DENIED`.
+    pub fn start_protected_on(addr: &str) -> Redis {
+        Redis::start_bound(
+            &format!("127.0.0.1 {addr}"),
+            &["--appendonly", "no", "--protected-mode", "yes"],
+        )
+    }
+
+    /// Serving TLS alone, with `ca`'s server certificate (for `127.0.0.1` and `localhost`);
+    /// clients need no certificate of their own. [`Redis::url`] is then `rediss://`.
+    pub fn start_tls(ca: &crate::tls::PrivateCa) -> Redis {
+        let dir = TempDir::new("redis-tls");
+        let (cert, key, ca_file) = (
+            dir.path().join("server.pem"),
+            dir.path().join("server.key"),
+            dir.path().join("ca.pem"),
+        );
+        ca.write_server_pem(&cert, &key);
+        ca.write_ca_pem(&ca_file);
+        let port = free_port();
+        let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+        let args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &path(&cert),
+            "--tls-key-file",
+            &path(&key),
+            "--tls-ca-cert-file",
+            &path(&ca_file),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let proc = Redis::spawn(&args, &dir, port);
+        Redis {
+            port,
+            bind: "127.0.0.1".into(),
+            proc,
+            dir,
+            args,
+        }
+    }
+
     fn start_with(extra: &[&str]) -> Redis {
         Redis::start_bound("127.0.0.1", extra)
     }
@@ -311,7 +366,11 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.args.iter().any(|a| a == "--tls-port") {
+            format!("rediss://127.0.0.1:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {

@@ -25,6 +25,11 @@ pub struct PrivateCa {
 impl PrivateCa {
     /// A new authority named `name`, and a certificate for `127.0.0.1` and `localhost`.
     pub fn new(name: &str) -> PrivateCa {
+        PrivateCa::for_names(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A new authority named `name`, and a server certificate for `names` (hosts or IPs).
+    pub fn for_names(name: &str, names: &[&str]) -> PrivateCa {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -35,8 +40,9 @@ impl PrivateCa {
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let mut params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("server params");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("server params");
         params
             .distinguished_name
             .push(DnType::CommonName, format!("{name} test server"));
@@ -54,7 +60,38 @@ impl PrivateCa {
         std::fs::write(path, &self.ca_pem).expect("writing the CA certificate");
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// Writes the server's certificate and key as PEM (what `redis-server --tls-cert-file`
+    /// and `--tls-key-file` read).
+    pub fn write_server_pem(&self, cert: &Path, key: &Path) {
+        let body = |der: &[u8]| {
+            use std::fmt::Write;
+            let text = base64(der);
+            let mut out = String::new();
+            for line in text.as_bytes().chunks(64) {
+                let _ = writeln!(out, "{}", String::from_utf8_lossy(line));
+            }
+            out
+        };
+        std::fs::write(
+            cert,
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}-----END CERTIFICATE-----\n",
+                body(self.server_cert.as_ref())
+            ),
+        )
+        .expect("writing the server certificate");
+        std::fs::write(
+            key,
+            format!(
+                "-----BEGIN PRIVATE KEY-----\n{}-----END PRIVATE KEY-----\n",
+                body(&self.server_key)
+            ),
+        )
+        .expect("writing the server key");
+    }
+
+    /// Accepts TLS with the server certificate.
+    pub fn acceptor(&self) -> TlsAcceptor {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -65,6 +102,26 @@ impl PrivateCa {
             .expect("server certificate and key");
         TlsAcceptor::from(Arc::new(config))
     }
+}
+
+/// Standard base64, padded.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Counts of the TLS front's connections.

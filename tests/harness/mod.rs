@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod data;
+pub mod webhook;
 
 use std::path::Path;
 use std::process::Command;
