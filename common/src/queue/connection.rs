@@ -401,6 +401,22 @@ pub(crate) async fn connect(
         config = config.set_number_of_retries(0);
     }
     let nodes = [client.get_connection_info().clone()];
+    if health.ride_out().is_some() {
+        // The connection manager retries a first connection that fails, for seconds, before
+        // ferry sees why: one plain attempt first says at once whether Redis refuses ferry.
+        let once = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        if let Err(e) = client
+            .get_multiplexed_async_connection_with_config(&once)
+            .await
+        {
+            let e = explained(e, &nodes).await;
+            if refusal(&e).is_some() {
+                return Err(e);
+            }
+        }
+    }
     connect_with(health, &nodes, || {
         client.get_connection_manager_with_config(config.clone())
     })
@@ -444,28 +460,9 @@ async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
                 health.up();
                 return Ok(conn);
             }
-            // The client drops Redis's own words on a refused AUTH: ask again, to say them.
-            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
-                return Err(match auth_answer(nodes).await {
-                    Some(said) => RedisError::from((
-                        ErrorKind::AuthenticationFailed,
-                        "Redis refused the credentials",
-                        said,
-                    )),
-                    None => e,
-                });
-            }
-            // A server that turns a client away says why, then closes: the client, writing
-            // its first command, sees only the reset. Read what the server said.
-            Err(e) if refusal(&e).is_none() && (e.is_io_error() || e.is_connection_dropped()) => {
-                if let Some(said) = greeting(nodes).await {
-                    return Err(RedisError::from((
-                        ErrorKind::InvalidClientConfig,
-                        "Redis refused the connection",
-                        said,
-                    )));
-                }
-                if health.ride_out().is_none() {
+            Err(e) => {
+                let e = explained(e, nodes).await;
+                if !unreachable(&e) || health.ride_out().is_none() {
                     return Err(e);
                 }
                 health.down(&e);
@@ -474,16 +471,36 @@ async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
                     return Err(e);
                 }
             }
-            Err(e) if unreachable(&e) && health.ride_out().is_some() => {
-                health.down(&e);
-                attempt += 1;
-                if !health.wait(attempt).await {
-                    return Err(e);
-                }
-            }
-            Err(e) => return Err(e),
         }
     }
+}
+
+/// `e`, with what Redis said when the client lost it: the client drops Redis's own words on a
+/// refused AUTH, so they are asked for again; and a server that turns a client away says why,
+/// then closes, so the client, writing its first command, sees only a reset: what the server
+/// says unasked is read.
+async fn explained(e: RedisError, nodes: &[ConnectionInfo]) -> RedisError {
+    if e.kind() == ErrorKind::AuthenticationFailed {
+        return match auth_answer(nodes).await {
+            Some(said) => RedisError::from((
+                ErrorKind::AuthenticationFailed,
+                "Redis refused the credentials",
+                said,
+            )),
+            None => e,
+        };
+    }
+    if refusal(&e).is_none()
+        && (e.is_io_error() || e.is_connection_dropped())
+        && let Some(said) = greeting(nodes).await
+    {
+        return RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "Redis refused the connection",
+            said,
+        ));
+    }
+    e
 }
 
 #[cfg(test)]
