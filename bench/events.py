@@ -238,7 +238,7 @@ def main():
             log(f"bench: {path}: {len(lat)} events measured")
 
         print(f"\nNotification-to-replica latency, {args.events} objects of {args.size} B "
-              f"per path at {args.rate:g}/s (moto source with its SQS and SNS, moto "
+              f"per path at {args.rate:g}/s (moto source with its SQS; webhook records pushed as MinIO and RGW do; moto "
               f"destination, Redis; interval 1h, so no iteration ran)\n")
         print("| path | events | median s | p99 s | max s | ferry CPU ms/event | "
               "ferry_event_lag_seconds p50 / p99 (bucket bound) |")
