@@ -8,6 +8,8 @@
 #   scripts/chaos.sh [--runs N] [--seed S] [--objects N] [--store garage|rgw]
 #                                                   (default 10 runs on Garage)
 set -euo pipefail
+. "$(dirname "$0")/help.sh"
+help_if_asked "$0" -- "$@"
 cd "$(dirname "$0")/.."
 scripts/deps.sh --garage --ceph
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -11,6 +11,8 @@
 #                                ~/.local/share/ferry/bin so that folder can go first in PATH
 #                                without shadowing python3), for the benchmarks
 set -euo pipefail
+. "$(dirname "$0")/help.sh"
+help_if_asked "$0" -- "$@"
 
 want_garage=0
 want_ceph=0

@@ -11,6 +11,8 @@
 #   scripts/quickstart.sh ferry.toml    replicates what your config says (coordinator and workers
 #                                       in one process; see README for multi-machine runs).
 set -euo pipefail
+. "$(dirname "$0")/help.sh"
+help_if_asked "$0" -- "$@"
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 

@@ -288,6 +288,17 @@ struct MetricsArgs {
 enum Failure {
     Config(ConfigError),
     Runtime(anyhow::Error),
+    /// Stopped by this signal, after draining (its summary already said): exit 128 + signal.
+    Interrupted(i32),
+}
+
+/// `Err(Interrupted)` when a signal stopped this process, so that `sync` and `run` never
+/// report success for work they did not finish.
+fn unless_interrupted() -> Result<(), Failure> {
+    match ferry_common::shutdown::received() {
+        Some(signal) => Err(Failure::Interrupted(signal)),
+        None => Ok(()),
+    }
 }
 
 impl From<anyhow::Error> for Failure {
@@ -323,6 +334,7 @@ fn main() -> ExitCode {
             eprint!("{e}");
             ExitCode::from(2)
         }
+        Err(Failure::Interrupted(signal)) => ExitCode::from((128 + signal).clamp(0, 255) as u8),
         Err(Failure::Runtime(e)) => match refused(&e) {
             // Redis turned ferry away: a configuration error (a password, an ACL, protected
             // mode, a certificate), said in Redis's own words.
@@ -601,7 +613,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     .context("worker task panicked")?
                     .context("worker failed")?;
             }
-            result
+            result?;
+            if let Some(signal) = ferry_common::shutdown::received() {
+                eprintln!(
+                    "interrupted (signal {signal}); in-flight tasks were finished or released"
+                );
+            }
+            unless_interrupted()
         }
     }
 }

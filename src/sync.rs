@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use ferry_common::config::{Config, ConfigError, Problem};
-use ferry_common::queue::{DeadLetter, IterationRecord, Persistence, Queue, TaskId};
+use ferry_common::queue::{DeadLetter, Persistence, Queue, TaskId};
 use ferry_common::storage::Stores;
 use ferry_common::task::Task;
 use serde::Serialize;
@@ -352,6 +352,8 @@ struct Summary {
     deleted: u64,
     failed: u64,
     seconds: f64,
+    /// A signal stopped the sync before it was done (it exits 130 or 143).
+    interrupted: bool,
     failures: Vec<FailedObject>,
 }
 
@@ -443,7 +445,15 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     } else {
         "redis"
     };
+    summary.interrupted = ferry_common::shutdown::received().is_some();
     report(&args, &summary)?;
+    if summary.interrupted && !args.json {
+        eprintln!(
+            "interrupted after {} object(s) ({}); run the same command to resume",
+            summary.copied,
+            human_bytes(summary.bytes)
+        );
+    }
     match worker_result {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -457,6 +467,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
             )));
         }
     }
+    crate::unless_interrupted()?;
     match result {
         Ok(()) if summary.failed == 0 => Ok(()),
         Ok(()) | Err(ferry_coordinator::CoordinatorError::Rules(_)) if summary.failed > 0 => {
@@ -512,18 +523,27 @@ async fn dry_run(
     Ok(())
 }
 
-/// Adds up the iterations from `first` on, and lists their dead letters.
+/// Adds up the iterations from `first` on, whole (a resumed one counts what the runs before
+/// did in it too), the one still running included when a signal stopped this run; and lists
+/// their dead letters.
 async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Failure> {
-    let history = queue
+    let mut records = queue
         .history(rule)
         .await
         .context("reading the iterations")?;
+    if let Some(latest) = queue
+        .latest_iteration(rule)
+        .await
+        .context("reading the rule")?
+        && !records.iter().any(|r| r.number == latest.number)
+    {
+        records.push(latest);
+    }
     let mut summary = Summary {
         rule: rule.to_string(),
         ..Summary::default()
     };
-    let mine: Vec<&IterationRecord> = history.iter().filter(|r| r.number >= first).collect();
-    for r in &mine {
+    for r in records.iter().filter(|r| r.number >= first) {
         summary.iterations += 1;
         summary.listed += r.listed;
         summary.skipped += r.skipped;

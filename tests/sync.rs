@@ -595,6 +595,105 @@ on_every_server!(
     progress_under_a_terminal,
 );
 
+/// Ctrl-C (SIGINT) mid-sync, then SIGTERM mid-rerun: each drains and exits 128 + the signal
+/// (130, 143), never 0, with the summary of what it did so far and `"interrupted": true`;
+/// the last run completes and the destination equals the source, every key written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_sync_exits_130_or_143_with_what_it_did_and_a_rerun_resumes_on_moto() {
+    let pair = Pair::start(Kind::Moto).await;
+    let client = pair.src.client();
+    seed(&client, &pair.sb, &seeds("k/", 300)).await;
+    // Slow the destination down so the signals land mid-copy.
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "slow",
+        Match::default(),
+        Action::Throttle {
+            bytes_per_sec: 64 << 10,
+        },
+    )]);
+    let dst = pair.dst.client();
+    let mut copied_by_runs = 0;
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let args: Vec<String> = pair
+            .args("")
+            .into_iter()
+            .chain(["--json".to_string()])
+            .collect();
+        let out = pair.dir.path().join(format!("{signal}.out"));
+        let err = pair.dir.path().join(format!("{signal}.err"));
+        let mut child = std::process::Command::new(ferry_bin())
+            .args(&args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("starting ferry sync");
+        let (dst, db) = (dst.clone(), pair.db.clone());
+        let at_least = copied_by_runs + 10;
+        wait_until(Duration::from_secs(60), "some objects copied", || {
+            let (dst, db) = (dst.clone(), db.clone());
+            async move { list_keys(&dst, &db).await.len() >= at_least }
+        })
+        .await;
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ferry sync did not stop on SIG{signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (stdout, stderr) = (
+            std::fs::read_to_string(&out).unwrap(),
+            std::fs::read_to_string(&err).unwrap(),
+        );
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "SIG{signal}:\n{stdout}\n{stderr}"
+        );
+        let summary = Output {
+            code,
+            stdout,
+            stderr,
+        }
+        .json();
+        assert_eq!(summary["interrupted"], true, "{summary}");
+        let copied = summary["copied"].as_u64().unwrap();
+        let present = list_keys(&dst, &pair.db).await.len() as u64;
+        // What the summary counts was copied; it is never the zeros of before.
+        assert!(
+            copied > copied_by_runs as u64 && copied <= present,
+            "{summary}, {present} present"
+        );
+        assert!(
+            copied < 300,
+            "the signal came too late to test anything: {summary}"
+        );
+        copied_by_runs = present as usize;
+    }
+    pair.dst_proxy.clear();
+    let rerun = pair.sync("", &["--json"]).await;
+    assert_ok(&rerun);
+    let summary = rerun.json();
+    assert_eq!(summary["interrupted"], false, "{summary}");
+    assert_eq!(
+        summary["copied"], 300,
+        "each object counted once: {summary}"
+    );
+    assert_eq!(
+        assert_same_objects(&client, &pair.sb, &dst, &pair.db).await,
+        300
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_the_state_dir_is_refused_naming_the_holder() {
     let pair = Pair::start(Kind::Moto).await;
