@@ -29,6 +29,41 @@ mod sync;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// How much is logged, and how (every command).
+#[derive(Args)]
+struct LogArgs {
+    /// More log lines: -v for info (sync and probe show warnings and errors alone by
+    /// default), -vv for debug. `RUST_LOG` (e.g. `RUST_LOG=ferry=debug`) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Errors alone (and a command's own output, such as sync's summary).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogArgs {
+    /// The filter for `command`, unless `RUST_LOG` gives one.
+    fn level(&self, quiet_by_default: bool) -> &'static str {
+        match (self.quiet, self.verbose, quiet_by_default) {
+            (true, _, _) => "error",
+            (false, 0, true) => "warn",
+            (false, 0, false) | (false, 1, _) => "info",
+            (false, _, _) => "debug",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -310,14 +345,9 @@ impl From<anyhow::Error> for Failure {
 fn main() -> ExitCode {
     redact_panics();
     let cli = Cli::parse();
-    // `sync` draws progress on stderr: only warnings and errors go there besides.
-    init_logging(
-        if matches!(cli.command, Command::Sync(_) | Command::Probe(_)) {
-            "warn"
-        } else {
-            "info"
-        },
-    );
+    // `sync` draws progress on stderr: only warnings and errors go there besides, unless -v.
+    let quiet_by_default = matches!(cli.command, Command::Sync(_) | Command::Probe(_));
+    init_logging(cli.log.level(quiet_by_default), cli.log.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -388,15 +418,23 @@ fn refused(e: &anyhow::Error) -> Option<String> {
         .and_then(|q| q.refusal())
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+fn init_logging(default: &str, format: LogFormat) {
+    // `RUST_LOG`, when set and not empty, overrides the flags.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|_| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 }
 
 async fn dispatch(command: Command) -> Result<(), Failure> {
