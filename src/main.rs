@@ -15,6 +15,7 @@ use ferry_common::storage::{CA_BUNDLE_VAR, Stores, Timeouts, Trust};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+mod forget;
 mod probe;
 mod queues;
 mod status;
@@ -135,6 +136,9 @@ enum Command {
     /// What a store does and does not do, measured with a few small objects under
     /// `.ferry-probe/` (removed after), and what ferry does about each answer.
     Probe(Box<probe::ProbeArgs>),
+    /// Drop a pairing (its ledger, queues and history; the objects stay), so that its
+    /// buckets may be paired again. Stop the processes that run it first.
+    Forget(Box<forget::ForgetArgs>),
     /// Coordinator and workers in one process.
     Run {
         #[command(flatten)]
@@ -566,6 +570,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Sync(args) => sync::run(*args).await,
         Command::Probe(args) => probe::run(*args).await,
+        Command::Forget(args) => forget::run(*args).await,
         Command::Coordinator {
             common,
             coordinator,
@@ -880,8 +885,10 @@ async fn register(config: &Config, queue: &Queue, role: Role) -> Result<(), Fail
             continue;
         }
         let message = format!(
-            "rule {:?} is registered in {place} as {} -> {}, but this              config pairs {} -> {}; use another rule name or namespace, or pass --replace-rule              to take it over (forgetting the old pairing's queues, ledger and history)",
-            old.rule, old.source, old.destination, new.source, new.destination
+            "rule {:?} is registered in {place} as {} -> {}, but this config pairs {} -> {}; \
+             use another rule name or namespace, `ferry forget {}` it, or pass --replace-rule \
+             to take it over (forgetting the old pairing's queues, ledger and history)",
+            old.rule, old.source, old.destination, new.source, new.destination, old.rule
         );
         match role {
             Role::Coordinator { replace: false } => taken.push(Problem {

@@ -393,6 +393,9 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         leader_lease: Duration::from_secs(30),
         max_outstanding: 50_000,
     };
+    // A pair is registered (and its buckets claimed) only once both buckets answered: a
+    // typo in a bucket's name must not claim the other bucket for good.
+    answers_a_listing(&stores, &rule_cfg).await?;
     if args.dry_run {
         crate::register(&config, &queue, Role::Worker).await?;
         return dry_run(&args, &coordinator, &rule_cfg).await;
@@ -484,6 +487,41 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
             anyhow::Error::new(e).context("sync failed"),
         )),
     }
+}
+
+/// Both buckets of `rule` answer a listing (one page of at most 1,000 keys); else which one
+/// did not, and why, as an error that stops the sync before anything is registered.
+async fn answers_a_listing(
+    stores: &Stores,
+    rule: &ferry_common::config::Rule,
+) -> Result<(), Failure> {
+    let first_prefix = rule.source.prefixes.first().map_or("", String::as_str);
+    let (from, to) = (stores.source(rule), stores.destination(rule));
+    let (source, destination) = tokio::join!(
+        from.list_page(&rule.source.bucket, first_prefix, None, None),
+        to.list_page(&rule.destination.bucket, "", None, None),
+    );
+    for (what, side, bucket, answer) in [
+        (
+            "SRC",
+            &rule.source.endpoint,
+            &rule.source.bucket,
+            source.err(),
+        ),
+        (
+            "DST",
+            &rule.destination.endpoint,
+            &rule.destination.bucket,
+            destination.err(),
+        ),
+    ] {
+        if let Some(e) = answer {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "{what} {side}:{bucket} cannot be listed, so nothing was registered or copied: {e}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn dry_run(

@@ -694,6 +694,89 @@ async fn an_interrupted_sync_exits_130_or_143_with_what_it_did_and_a_rerun_resum
     );
 }
 
+/// A typo in a bucket's name claims nothing: the sync stops before registering the pair, and
+/// the corrected one runs. A real pairing conflict names `ferry forget`, which drops the
+/// pairing (after a confirmation, or with --yes), and the buckets pair again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_claims_nothing_and_ferry_forget_frees_a_pairing_on_moto() {
+    let pair = Pair::start(Kind::Moto).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("k/", 3)).await;
+    let with_source = |source: &str, extra: &[&str]| {
+        let mut args = pair.args("");
+        args[1] = format!("src:{source}");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_ferry(args)
+    };
+    let typo = with_source("nosuchbucket-typo", &[]).await;
+    assert_eq!(typo.code, 1, "{}", typo.stderr);
+    assert!(
+        typo.stderr
+            .contains("SRC src:nosuchbucket-typo cannot be listed, so nothing was registered"),
+        "{}",
+        typo.stderr
+    );
+    let corrected = pair.sync("", &["--json"]).await;
+    assert_ok(&corrected);
+    let rule = corrected.json()["rule"].as_str().unwrap().to_string();
+
+    // Another source for the same destination: refused, naming the way out.
+    let other = unique("other");
+    pair.src.create_bucket(&other).await;
+    let refused = with_source(&other, &[]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("`ferry forget {rule}` drops that pairing")),
+        "{}",
+        refused.stderr
+    );
+
+    let state = pair.state.to_str().unwrap().to_string();
+    let forget = |extra: &[&str]| {
+        let mut args = vec![
+            "forget".to_string(),
+            rule.clone(),
+            "--state-dir".to_string(),
+            state.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_ferry(args)
+    };
+    // Not on a terminal, and without --yes: nothing forgotten.
+    let unconfirmed = forget(&[]).await;
+    assert_eq!(unconfirmed.code, 2, "{}", unconfirmed.stderr);
+    assert!(
+        unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert_eq!(with_source(&other, &[]).await.code, 2);
+    let unknown = run_ferry(vec![
+        "forget".into(),
+        "no-such-rule".into(),
+        "--state-dir".into(),
+        state.clone(),
+        "--yes".into(),
+    ])
+    .await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains(&format!("registered: {rule}")),
+        "{}",
+        unknown.stderr
+    );
+
+    let forgotten = forget(&["--yes"]).await;
+    assert_ok(&forgotten);
+    assert!(
+        forgotten.stdout.contains(&format!("forgot rule {rule}")),
+        "{}",
+        forgotten.stdout
+    );
+    assert_ok(&with_source(&other, &[]).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_the_state_dir_is_refused_naming_the_holder() {
     let pair = Pair::start(Kind::Moto).await;

@@ -212,7 +212,8 @@ pub fn check_pairing(rules: &[BucketRef]) -> Vec<String> {
             match owner.get(bucket.as_str()) {
                 Some((other, other_side)) if *other != r.rule => problems.push(format!(
                     "rule {:?}: bucket {bucket} cannot be its {side}: it is already the \
-                     {other_side} of rule {other:?} (a bucket belongs to one pairing only)",
+                     {other_side} of rule {other:?} (a bucket belongs to one pairing only; \
+                     `ferry forget {other}` drops that pairing)",
                     r.rule
                 )),
                 _ => {
