@@ -124,6 +124,65 @@ async fn rgw_checks_uploads_end_to_end() {
     uploads_are_checked_end_to_end(S3Server::rgw(), true).await;
 }
 
+/// A 2 GiB tmpfs filled to 96.5 %, unmounted on drop.
+struct NearlyFullDisk(TempDir);
+
+impl NearlyFullDisk {
+    fn mount() -> NearlyFullDisk {
+        let dir = TempDir::new("nearly-full");
+        let run = |cmd: &str, args: &[&str]| {
+            let out = std::process::Command::new(cmd).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let at = dir.path().to_str().unwrap();
+        run("mount", &["-t", "tmpfs", "-o", "size=2048m", "tmpfs", at]);
+        let filler = dir.path().join("filler");
+        run("fallocate", &["-l", "1976m", filler.to_str().unwrap()]);
+        NearlyFullDisk(dir)
+    }
+
+    /// Free space as a share of the filesystem's size.
+    fn free_share(&self) -> f64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=size,avail", "-k"])
+            .arg(self.0.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let numbers: Vec<f64> = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        numbers[1] / numbers[0]
+    }
+}
+
+impl Drop for NearlyFullDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Regression: a Ceph monitor exits 28, silently, when its filesystem has under 5 % free
+/// (`mon data avail crit`), which failed every RGW test in a CI run on a shared disk.
+#[tokio::test]
+async fn rgw_starts_on_a_disk_with_under_5_percent_free() {
+    let disk = NearlyFullDisk::mount();
+    let free = disk.free_share();
+    assert!(free < 0.05, "the disk is {:.1} % free", free * 100.0);
+    uploads_are_checked_end_to_end(S3Server::rgw_under(disk.0.path()), true).await;
+}
+
 /// The endpoint `s3` of a config for `server` (as `url`), on the request path given.
 async fn s3_store(server: &S3Server, url: &str, path: RequestPath) -> S3Store {
     s3_store_trusting(server, url, &Trust::system(), path).await

@@ -5,12 +5,16 @@
 //! The settings that make it start in a second or two and answer small requests quickly are
 //! in `../shared/TESTING.md`: memstore, pools of size 1, a short paxos propose interval, and
 //! `tcp_nodelay` on the beast frontend.
+//!
+//! `mon data avail crit = 0`: a monitor refuses to start, silently with exit code 28, when the
+//! filesystem holding its data has less than 5 % free. These machines share a large disk
+//! whose free share can dip below that; a test cluster of a few megabytes must not care.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::servers::{Proc, TempDir, free_port, random_hex, wait_for_port};
+use crate::servers::{Proc, TempDir, free_port, random_hex};
 
 /// The Debian packages a gateway needs (`scripts/deps.sh --ceph` installs them).
 pub const PACKAGES: &str = "ceph-mon ceph-osd radosgw ceph-common";
@@ -85,7 +89,12 @@ impl Rgw {
     /// Starts a cluster and its gateway, and creates an S3 user. Panics when the Ceph
     /// packages are missing or the cluster does not come up.
     pub fn start() -> Rgw {
-        let dir = TempDir::new("rgw");
+        Rgw::start_under(&std::env::temp_dir())
+    }
+
+    /// Like [`Rgw::start`], with the cluster's files in a new directory in `parent`.
+    pub fn start_under(parent: &Path) -> Rgw {
+        let dir = TempDir::under(parent, "rgw");
         let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
         for sub in ["run", "log", "mon", "osd/osd.0", "rgw"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("ceph dirs");
@@ -105,6 +114,7 @@ impl Rgw {
                  osd pool default size = 1\nosd pool default min size = 1\n\
                  mon allow pool size one = true\nmon warn on pool no redundancy = false\n\
                  paxos propose interval = 0.05\n\
+                 mon data avail crit = 0\nmon data avail warn = 0\n\
                  run dir = {d}/run\nadmin socket = {d}/run/$name.asok\n\
                  log file = {d}/log/$name.log\npid file = {d}/run/$name.pid\n\
                  mon data = {d}/mon/$name\nosd data = {d}/osd/$name\n\
@@ -161,13 +171,14 @@ impl Rgw {
                 &keyring,
             ],
         );
-        let mut procs = vec![daemon(
+        let mut mon = daemon(
             "ceph-mon",
             dir.path(),
             "ceph-mon",
             &["-c", &conf, "-i", "a", "-f"],
-        )];
-        wait_for_port(v2, Duration::from_secs(20), "ceph-mon");
+        );
+        mon.wait_listening(v2, Duration::from_secs(20));
+        let mut procs = vec![mon];
         let osd = uuid();
         tool("ceph", &["-c", &conf, "osd", "new", &osd, "0"]);
         tool(
@@ -211,7 +222,7 @@ impl Rgw {
                 &secret_key,
             ],
         );
-        wait_for_port(s3, Duration::from_secs(30), "radosgw");
+        procs[0].wait_listening(s3, Duration::from_secs(30));
         let rgw = Rgw {
             port: s3,
             access_key,

@@ -66,8 +66,13 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
+        TempDir::under(&std::env::temp_dir(), label)
+    }
+
+    /// A unique directory in `parent`.
+    pub fn under(parent: &Path, label: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "ferry-test-{label}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
@@ -133,6 +138,26 @@ impl Proc {
             if Instant::now() >= deadline {
                 return None;
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until this process listens on `port` of 127.0.0.1; panics after `timeout`, or at
+    /// once, with its exit status, if it exits first.
+    pub fn wait_listening(&mut self, port: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before listening on port {port}",
+                    self.name
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on port {port} within {timeout:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -607,7 +632,12 @@ impl S3Server {
     /// Ceph's RADOS Gateway on a single-node cluster of its own. Panics when Ceph is not
     /// installed (scripts/test.sh installs it).
     pub fn rgw() -> S3Server {
-        let rgw = crate::ceph::Rgw::start();
+        S3Server::rgw_under(&std::env::temp_dir())
+    }
+
+    /// [`S3Server::rgw`] with the cluster's files in `parent`.
+    pub fn rgw_under(parent: &Path) -> S3Server {
+        let rgw = crate::ceph::Rgw::start_under(parent);
         S3Server {
             kind: Kind::Rgw,
             port: rgw.port,
