@@ -58,10 +58,12 @@ enum LogFormat {
 impl LogArgs {
     /// The filter for `command`, unless `RUST_LOG` gives one.
     fn level(&self, quiet_by_default: bool) -> &'static str {
+        // The AWS SDK's own warnings (a credentials provider that found nothing, with its
+        // error's structure dumped) come with -vv: ferry says what failed, once, in words.
         match (self.quiet, self.verbose, quiet_by_default) {
             (true, _, _) => "error",
-            (false, 0, true) => "warn",
-            (false, 0, false) | (false, 1, _) => "info",
+            (false, 0, true) => "warn,aws_config=error,aws_smithy_runtime=error",
+            (false, 0, false) | (false, 1, _) => "info,aws_config=error,aws_smithy_runtime=error",
             (false, _, _) => "debug",
         }
     }
@@ -362,6 +364,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The final error goes to stderr once, as a plain line; a JSON log also gets it as a
+    // record, for a collector that reads nothing else.
+    let json_logs = matches!(cli.log.log_format, LogFormat::Json);
+    let log_error = |e: &anyhow::Error| {
+        if json_logs {
+            error!("{e:#}");
+        }
+    };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
@@ -373,7 +383,7 @@ fn main() -> ExitCode {
             // Redis turned ferry away: a configuration error (a password, an ACL, protected
             // mode, a certificate), said in Redis's own words.
             Some(why) => {
-                error!("{e:#}");
+                log_error(&e);
                 eprintln!(
                     "error: {e:#}\n{why}: a configuration error, which waiting will not change; \
                      check [redis] (its URL, user and password, ca_file) and the server's settings"
@@ -381,7 +391,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
             None => {
-                error!("{e:#}");
+                log_error(&e);
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)
             }
@@ -416,7 +426,7 @@ fn redact_panics() {
 }
 
 /// Why Redis refused ferry, when that is what `e` comes down to.
-fn refused(e: &anyhow::Error) -> Option<String> {
+pub(crate) fn refused(e: &anyhow::Error) -> Option<String> {
     e.chain()
         .find_map(|c| c.downcast_ref::<ferry_common::queue::QueueError>())
         .and_then(|q| q.refusal())

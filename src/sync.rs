@@ -378,7 +378,13 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let shutdown = ferry_common::shutdown::on_signal();
     let stop = crate::hard_stop(&shutdown, Duration::from_secs(20));
     let state_dir = state_dir(args.state_dir.as_deref())?;
-    let queue = crate::open_queue(&config, Persistence::RideOut(stop), &state_dir).await?;
+    if config.redis.is_some() {
+        redis_answers(&config, &state_dir).await?;
+    }
+    let queue = tokio::select! {
+        queue = crate::open_queue(&config, Persistence::RideOut(stop), &state_dir) => queue?,
+        _ = shutdown.cancelled() => return crate::unless_interrupted(),
+    };
     let config = Arc::new(config);
     let stores = Stores::connect(&config, timeouts, &trust)
         .await
@@ -394,8 +400,17 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         max_outstanding: 50_000,
     };
     // A pair is registered (and its buckets claimed) only once both buckets answered: a
-    // typo in a bucket's name must not claim the other bucket for good.
-    answers_a_listing(&stores, &rule_cfg).await?;
+    // typo in a bucket's name must not claim the other bucket for good. A pair registered
+    // before has answered already, and its rerun lists nothing more than it needs.
+    let registered = queue
+        .registered_rules()
+        .await
+        .context("reading the registered pairs")?
+        .iter()
+        .any(|r| r.rule == rule);
+    if !registered {
+        answers_a_listing(&stores, &rule_cfg).await?;
+    }
     if args.dry_run {
         crate::register(&config, &queue, Role::Worker).await?;
         return dry_run(&args, &coordinator, &rule_cfg).await;
@@ -491,6 +506,28 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
 
 /// Both buckets of `rule` answer a listing (one page of at most 1,000 keys); else which one
 /// did not, and why, as an error that stops the sync before anything is registered.
+/// A Redis that is down or refuses ferry when `sync` starts is a fact to report, not an
+/// outage to wait out: one attempt (within the connect timeout) and one command say why.
+/// Once running, the queue rides outages out.
+async fn redis_answers(config: &Config, state_dir: &Path) -> Result<(), Failure> {
+    let answered = match crate::open_queue(config, Persistence::FailFast, state_dir).await {
+        Ok(queue) => queue
+            .registered_rules()
+            .await
+            .map(drop)
+            .map_err(|e| Failure::Runtime(anyhow::Error::new(e).context("reading the queue"))),
+        Err(e) => Err(e),
+    };
+    answered.map_err(|e| match e {
+        // A refusal (a password, an ACL) keeps its own words and exit code.
+        Failure::Runtime(e) if crate::refused(&e).is_none() => Failure::Runtime(anyhow::anyhow!(
+            "{e:#}; `sync` uses the Redis of the config's [redis] section (or --redis): \
+             start it, or leave [redis] out to keep the queue in the state dir"
+        )),
+        other => other,
+    })
+}
+
 async fn answers_a_listing(
     stores: &Stores,
     rule: &ferry_common::config::Rule,

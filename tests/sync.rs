@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule};
-use ferry_testkit::servers::{Kind, S3Server, TempDir, wait_until};
+use ferry_testkit::servers::{Kind, S3Server, TempDir, free_port, wait_until};
 use ferry_testkit::tls::{PrivateCa, TlsFront};
 use harness::data::{Seed, assert_same_objects, list_keys, open_uploads, put, seed};
 use harness::{ferry_bin, spawn_ferry, unique};
@@ -1112,4 +1112,78 @@ async fn with_redis_in_the_config_sync_uses_redis_and_a_second_machine_joins() {
         .filter(|e| e.method == "PUT" && !e.path.contains(".ferry-probe"))
         .count();
     assert_eq!(puts, 400, "each object written once");
+}
+
+/// Each failure is said once, on one line, in words: a missing bucket, a wrong secret, a
+/// closed port and a `[redis]` that is down. Before, a missing bucket or a wrong secret was
+/// said four times ("trying again at the next interval" on a one-shot sync), a closed port
+/// printed a struct dump of ~500 characters, and a down Redis was waited for forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_error_is_said_once_in_words_on_garage() {
+    let pair = Pair::start(Kind::Garage).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("e/", 2)).await;
+    let closed = free_port();
+    let mut wrong = pair.src.endpoint_toml_at("wrongkey", &pair.src.url());
+    wrong = wrong.replace(&pair.src.secret_key, &"0".repeat(pair.src.secret_key.len()));
+    let text = std::fs::read_to_string(&pair.config).unwrap()
+        + &wrong
+        + &format!(
+            "[endpoints.closed]\nurl = \"http://127.0.0.1:{closed}\"\nregion = \"garage\"\n\
+             access_key_id = \"k\"\nsecret_access_key = \"s\"\n"
+        );
+    std::fs::write(&pair.config, &text).unwrap();
+    let private: std::fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&pair.config, private.clone()).unwrap();
+    let with_source = |source: String, config: &str| {
+        let mut args = pair.args("");
+        args[1] = source;
+        let at = args.iter().position(|a| a == "--config").unwrap();
+        args[at + 1] = config.to_string();
+        run_ferry(args)
+    };
+    let one_line = |out: &Output, says: &str| {
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line:\n{}", out.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+        assert!(lines[0].contains(says), "{}", lines[0]);
+        for dump in ["DispatchFailure", "ConnectorError", "{ ", "next interval"] {
+            assert!(!lines[0].contains(dump), "{dump} in {}", lines[0]);
+        }
+    };
+
+    let missing = with_source("src:nosuch-bucket".into(), &pair.config).await;
+    one_line(
+        &missing,
+        "SRC src:nosuch-bucket cannot be listed, so nothing was registered or copied: \
+         ListObjectsV2 s3://nosuch-bucket/ on endpoint src: NoSuchBucket",
+    );
+    let secret = with_source(format!("wrongkey:{}", pair.sb), &pair.config).await;
+    one_line(&secret, "(http 403)");
+    let refused = with_source(format!("closed:{}", pair.sb), &pair.config).await;
+    one_line(
+        &refused,
+        &format!("connection refused at http://127.0.0.1:{closed}: nothing listens there"),
+    );
+
+    let with_redis = pair.dir.path().join("with-redis.toml");
+    std::fs::write(
+        &with_redis,
+        format!(
+            "{text}[redis]\nurl = \"redis://127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&with_redis, private).unwrap();
+    let started = std::time::Instant::now();
+    let down = with_source(pair.src_arg(""), with_redis.to_str().unwrap()).await;
+    one_line(&down, "start it, or leave [redis] out");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a down Redis is reported within the connect timeout, not waited for: {:?}",
+        started.elapsed()
+    );
+    // None of it registered anything: the real pair syncs.
+    assert_ok(&pair.sync("", &["--json"]).await);
 }

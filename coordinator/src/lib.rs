@@ -279,7 +279,11 @@ async fn iterate(
             }
             Err(CoordinatorError::Storage(e)) => {
                 empty_streak = 0;
-                warn!(rule = %rule.name, error = %e, "the iteration failed; trying again at the next interval");
+                // A one-shot rule reports its failure once, where it ends; a repeating one
+                // says it here, since it goes on.
+                if rule.stop != Stop::Once {
+                    warn!(rule = %rule.name, error = %e, "the iteration failed; trying again at the next interval");
+                }
                 Some(e.to_string())
             }
             Err(e) => return Err(e),

@@ -455,7 +455,19 @@ async fn connect_with<C, F: Future<Output = redis::RedisResult<C>>>(
 ) -> redis::RedisResult<C> {
     let mut attempt = 0;
     loop {
-        match open().await {
+        // A process told to stop is not kept waiting by a connection attempt in flight (the
+        // connection manager's own retries take tens of seconds against a closed port).
+        let opened = match health.ride_out() {
+            Some(stop) => tokio::select! {
+                opened = open() => opened,
+                _ = stop.cancelled() => Err(RedisError::from((
+                    ErrorKind::Io,
+                    "stopped while connecting to Redis",
+                ))),
+            },
+            None => open().await,
+        };
+        match opened {
             Ok(conn) => {
                 health.up();
                 return Ok(conn);

@@ -33,7 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::error::untrusted_certificate;
+use super::error::{error_chain, transport_words, untrusted_certificate};
 use super::s3::{Progress, SizedBody, quoted, status_text, watch_upload};
 use super::sigv4::{self, DayKey, Scope, Stamp};
 use super::{
@@ -122,6 +122,8 @@ struct Keyed {
 /// it (plain SigV4, no extra headers), and everything else goes through the SDK.
 pub(crate) struct Direct {
     name: String,
+    /// The endpoint's URL, for errors.
+    address: String,
     client: HttpsClient,
     provider: SharedCredentialsProvider,
     credentials: tokio::sync::RwLock<Option<Arc<Keyed>>>,
@@ -173,6 +175,7 @@ impl Direct {
         };
         Some(Direct {
             name: name.to_string(),
+            address: super::s3::address(endpoint_url, &params.region),
             client,
             provider,
             credentials: tokio::sync::RwLock::new(None),
@@ -283,13 +286,7 @@ impl Direct {
                 CredentialsError::InvalidConfiguration(_) => ErrorKind::Permanent,
                 _ => ErrorKind::Retryable,
             };
-            op.error(
-                kind,
-                format!(
-                    "loading credentials: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ),
-            )
+            op.error(kind, format!("loading credentials: {}", error_chain(&e)))
         })?;
         let keyed = Arc::new(Keyed {
             credentials,
@@ -419,10 +416,7 @@ impl Direct {
         answer.map_err(|e| {
             counted(match untrusted_certificate(&e) {
                 Some(message) => op.error(ErrorKind::Permanent, message),
-                None => op.error(
-                    ErrorKind::Retryable,
-                    format!("sending the request: {}", error_chain(&e)),
-                ),
+                None => op.error(ErrorKind::Retryable, transport_words(&e, &self.address)),
             })
         })
     }
@@ -790,19 +784,6 @@ fn body_stream(body: Incoming, operation: &'static str, target: String) -> BodyS
             message: format!("reading the body: {}", error_chain(&e)),
         })
     }))
-}
-
-/// An error and its causes, joined: hyper's own message alone ("client error (Connect)")
-/// rarely says what happened.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

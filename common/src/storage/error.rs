@@ -131,6 +131,82 @@ fn certificate_error(err: &(dyn std::error::Error + 'static)) -> Option<String> 
     None
 }
 
+/// A transport failure (no answer from the server) in words: what happened, where, and what
+/// to check, never a dump of the error's structure. `address` is the endpoint's URL.
+pub(crate) fn transport_words(err: &(dyn std::error::Error + 'static), address: &str) -> String {
+    if let Some(message) = untrusted_certificate(err) {
+        return message;
+    }
+    let chain = error_chain(err);
+    if let Some(io) = io_error(err) {
+        use std::io::ErrorKind as Io;
+        let words = match io.kind() {
+            Io::ConnectionRefused => Some(format!(
+                "connection refused at {address}: nothing listens there; check the endpoint's \
+                 url and that the server is up"
+            )),
+            Io::TimedOut => Some(format!(
+                "timed out connecting to {address}: the host does not answer"
+            )),
+            Io::ConnectionReset => Some(format!("the connection to {address} was reset")),
+            Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
+                Some(format!("{address} closed the connection"))
+            }
+            Io::HostUnreachable | Io::NetworkUnreachable => Some(format!(
+                "no route to {address}: the network cannot reach it"
+            )),
+            _ => None,
+        };
+        if let Some(words) = words {
+            return words;
+        }
+    }
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        return format!(
+            "the host name of {address} does not resolve ({}); check the endpoint's url",
+            innermost(err)
+        );
+    }
+    format!("{chain} ({address})")
+}
+
+/// The first `io::Error` among `err` and its causes.
+fn io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// The last cause of `err`: usually the one that says what happened.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(c) = last.source() {
+        last = c;
+    }
+    last.to_string()
+}
+
+/// An error and its causes, each said once: hyper's own message alone ("client error
+/// (Connect)") rarely says what happened, and a wrapper often repeats its cause.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +267,33 @@ mod tests {
             classify(Some(400), Some("InvalidArgument")),
             ErrorKind::Permanent
         );
+    }
+
+    #[test]
+    fn a_refused_connection_is_said_in_words_with_the_address() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "os error 111");
+        let words = transport_words(&refused, "http://127.0.0.1:9");
+        assert!(
+            words.starts_with("connection refused at http://127.0.0.1:9: "),
+            "{words}"
+        );
+    }
+
+    #[test]
+    fn a_cause_repeated_by_its_wrapper_is_said_once() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "io error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Wrapper(std::io::Error::other("broken"));
+        assert_eq!(error_chain(&e), "io error: broken");
     }
 }

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
 use super::direct::Direct;
-use super::error::untrusted_certificate;
+use super::error::{error_chain, transport_words, untrusted_certificate};
 use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ListPage, ObjectAttrs,
     ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartHead, PutOptions, StorageError, Trust,
@@ -100,6 +100,8 @@ pub async fn sdk_config(endpoint: &Endpoint, trust: &Trust) -> aws_config::SdkCo
 #[derive(Clone, Debug)]
 pub struct S3Store {
     name: String,
+    /// The endpoint's URL, for errors.
+    address: String,
     client: Client,
     /// The same client for uploads (PutObject, UploadPart): the SDK's first-byte timeout
     /// would cap a whole upload (the answer comes only after the last byte), so these run
@@ -184,6 +186,10 @@ impl S3Store {
         };
         S3Store {
             name: endpoint.name.clone(),
+            address: address(
+                endpoint.url.as_deref(),
+                &shared.region().map(|r| r.to_string()).unwrap_or_default(),
+            ),
             client: Client::from_conf(client.build()),
             uploads: Client::from_conf(uploads.build()),
             direct,
@@ -263,14 +269,29 @@ impl S3Store {
             SdkError::ConstructionFailure(_) => (
                 None,
                 credentials_fault(&err).unwrap_or(ErrorKind::Permanent),
-                format!("{}", DisplayErrorContext(&err)),
+                error_chain(&err),
             ),
+            _ if matches!(&err, SdkError::TimeoutError(_))
+                || matches!(&err, SdkError::DispatchFailure(d) if d.is_timeout()) =>
+            {
+                (
+                    None,
+                    ErrorKind::Retryable,
+                    format!(
+                        "no answer within {:?} ({})",
+                        self.timeouts.first_byte, self.address
+                    ),
+                )
+            }
             _ => match untrusted_certificate(&err) {
                 Some(message) => (None, ErrorKind::Permanent, message),
                 None => (
                     None,
                     credentials_fault(&err).unwrap_or_else(|| classify(None, None)),
-                    format!("{}", DisplayErrorContext(&err)),
+                    match credentials_fault(&err) {
+                        Some(_) => credentials_words(&err),
+                        None => transport_words(&err, &self.address),
+                    },
                 ),
             },
         };
@@ -315,6 +336,28 @@ fn credentials_fault(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKin
         cause = e.source();
     }
     None
+}
+
+/// A request that could not be signed, in words: which credentials were missing, and where
+/// to give them.
+fn credentials_words(err: &(dyn std::error::Error + 'static)) -> String {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            let why = match c {
+                CredentialsError::CredentialsNotLoaded(_) => "none were found".to_string(),
+                other => error_chain(other),
+            };
+            return format!(
+                "no credentials to sign with ({why}): give the endpoint access_key_id and \
+                 secret_access_key (or access_key_id_env and secret_access_key_env), or set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+            );
+        }
+        cause = e.source();
+    }
+    error_chain(err)
 }
 
 pub(super) fn status_text(status: u16) -> String {
@@ -381,6 +424,14 @@ impl Progress {
     fn quiet_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// An endpoint's URL as errors name it: the configured one, or AWS's for the region.
+pub(crate) fn address(url: Option<&str>, region: &str) -> String {
+    match url {
+        Some(url) => url.to_string(),
+        None => format!("https://s3.{region}.amazonaws.com"),
     }
 }
 
@@ -525,7 +576,7 @@ fn from_sdk_body(body: ByteStream, operation: &'static str, target: String) -> B
                     target,
                     status: None,
                     code: None,
-                    message: format!("reading the body: {}", DisplayErrorContext(&e)),
+                    message: format!("reading the body: {}", error_chain(&e)),
                 }),
             }
         }
