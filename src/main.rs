@@ -16,16 +16,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 mod forget;
+mod init;
 mod probe;
 mod queues;
+mod remote;
 mod status;
 mod sync;
+
+const EXAMPLES: &str = "\
+Examples:
+  ferry sync s3://photos s3://photos-dr --dst-endpoint http://127.0.0.1:9000
+                      one bucket to another, credentials from the AWS environment
+  ferry sync minio:photos aws:photos-dr
+                      endpoints named in ./ferry.toml, or rclone remotes of type s3
+  ferry sync east:photos/2024 west:photos-dr --stop never --interval 15m
+                      a prefix, again every 15 minutes until stopped
+  ferry init          a commented ferry.toml to start from
+  ferry run --config ferry.toml
+                      the rules of a config file, coordinator and worker in one process
+  ferry status        what each rule is doing, from the state dir or Redis";
 
 #[derive(Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Incremental, distributed replication between S3-compatible buckets"
+    about = "Incremental, distributed replication between S3-compatible buckets",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -71,6 +87,12 @@ impl LogArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Copy SRC to DST (ENDPOINT:BUCKET[/PREFIX] with endpoints from the config file or
+    /// rclone's, or s3://BUCKET[/PREFIX]) in this process, with a progress display; a second
+    /// run copies only what changed.
+    Sync(Box<sync::SyncArgs>),
+    /// Write a commented starter config (ferry.toml, readable by you alone).
+    Init(init::InitArgs),
     /// Check a config file and print every problem found.
     Validate(Common),
     /// Plan iterations: list, diff and enqueue copy tasks for every rule.
@@ -132,9 +154,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy SRC to DST (ENDPOINT:BUCKET[/PREFIX], endpoints from the config file) in this
-    /// process, with a progress display; a second run copies only what changed.
-    Sync(Box<sync::SyncArgs>),
     /// What a store does and does not do, measured with a few small objects under
     /// `.ferry-probe/` (removed after), and what ferry does about each answer.
     Probe(Box<probe::ProbeArgs>),
@@ -171,9 +190,9 @@ enum DeadAction {
 
 #[derive(Args)]
 struct Common {
-    /// The config file (TOML).
-    #[arg(long, short, env = "FERRY_CONFIG")]
-    config: PathBuf,
+    /// The config file (TOML) [default: ./ferry.toml, else ~/.config/ferry/ferry.toml].
+    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Redis URL; overrides `[redis] url` in the config.
     #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
@@ -469,7 +488,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Status { common, rule, json } => {
-            let config = load(&common)?;
+            let config = load_to_read(&common)?;
             let queue = connect(&common, &config, Persistence::FailFast).await?;
             let rules = rule_names(&config, &queue).await?;
             check_rule(&rules, rule.as_deref())?;
@@ -498,7 +517,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             json,
             watch,
         } => {
-            let config = load(&common)?;
+            let config = load_to_read(&common)?;
             let queue = connect(&common, &config, Persistence::FailFast).await?;
             let rules = rule_names(&config, &queue).await?;
             check_rule(&rules, rule.as_deref())?;
@@ -533,7 +552,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             rule,
             json,
         } => {
-            let config = load(&common)?;
+            let config = load_to_read(&common)?;
             let queue = connect(&common, &config, Persistence::FailFast).await?;
             let rules = rule_names(&config, &queue).await?;
             check_rule(&rules, rule.as_deref())?;
@@ -581,6 +600,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Sync(args) => sync::run(*args).await,
         Command::Probe(args) => probe::run(*args).await,
         Command::Forget(args) => forget::run(*args).await,
+        Command::Init(args) => init::run(args),
         Command::Coordinator {
             common,
             coordinator,
@@ -747,8 +767,29 @@ async fn run_coordinator(
     }
 }
 
+/// The config of a command that reads the queue alone (`status`, `queues`, `dead-letters`):
+/// without a config file anywhere, an empty one, so the state dir a `sync` of `s3://` sides
+/// (which needs no file) left behind can still be read.
+fn load_to_read(common: &Common) -> Result<Config, Failure> {
+    if common.config.is_none() && sync::config_path(None).is_err() {
+        let config = Config {
+            redis: None,
+            endpoints: Default::default(),
+            rules: Vec::new(),
+        };
+        return Ok(with_redis_flag(config, common));
+    }
+    load(common)
+}
+
 fn load(common: &Common) -> Result<Config, Failure> {
-    let mut config = Config::load(&common.config).map_err(Failure::Config)?;
+    let path = sync::config_path(common.config.as_deref())?;
+    let config = Config::load(&path).map_err(Failure::Config)?;
+    Ok(with_redis_flag(config, common))
+}
+
+/// `config`, with `--redis URL` in place of its `[redis]` nodes.
+fn with_redis_flag(mut config: Config, common: &Common) -> Config {
     if let Some(redis) = &config.redis {
         redis.remember_passwords();
     }
@@ -770,7 +811,7 @@ fn load(common: &Common) -> Result<Config, Failure> {
             redis.remember_passwords();
         }
     }
-    Ok(config)
+    config
 }
 
 /// Which kind of long-running process is starting.

@@ -25,11 +25,64 @@ use crate::{Failure, Role, S3Args};
 /// `ferry sync` arguments.
 #[derive(Args)]
 pub(crate) struct SyncArgs {
-    /// Source, as ENDPOINT:BUCKET[/PREFIX] (ENDPOINT named in the config file).
+    /// Source: ENDPOINT:BUCKET[/PREFIX] (an endpoint of the config file, or an rclone remote
+    /// of type s3), or s3://BUCKET[/PREFIX] (the AWS environment, or --src-endpoint).
     src: String,
-    /// Destination, as ENDPOINT:BUCKET[/PREFIX] (the prefix, if any, must be the source's:
-    /// keys keep their names).
+    /// Destination, the same way (the prefix, if any, must be the source's: keys keep their
+    /// names).
     dst: String,
+    /// For an s3:// SRC: the S3 API's URL [default: AWS_ENDPOINT_URL_S3, else
+    /// AWS_ENDPOINT_URL, else AWS's own]. Keys: FERRY_SRC_ACCESS_KEY_ID and
+    /// FERRY_SRC_SECRET_ACCESS_KEY, else the AWS credential chain.
+    #[arg(
+        long,
+        env = "FERRY_SRC_ENDPOINT",
+        value_name = "URL",
+        help_heading = "s3:// sides"
+    )]
+    src_endpoint: Option<String>,
+    /// For an s3:// SRC: a profile of the shared AWS config and credentials files.
+    #[arg(
+        long,
+        env = "FERRY_SRC_PROFILE",
+        value_name = "NAME",
+        help_heading = "s3:// sides"
+    )]
+    src_profile: Option<String>,
+    /// For an s3:// SRC: the signing region [default: AWS_REGION, else AWS_DEFAULT_REGION,
+    /// else the profile's, else us-east-1].
+    #[arg(
+        long,
+        env = "FERRY_SRC_REGION",
+        value_name = "REGION",
+        help_heading = "s3:// sides"
+    )]
+    src_region: Option<String>,
+    /// For an s3:// DST: the S3 API's URL (as --src-endpoint; keys: FERRY_DST_ACCESS_KEY_ID
+    /// and FERRY_DST_SECRET_ACCESS_KEY).
+    #[arg(
+        long,
+        env = "FERRY_DST_ENDPOINT",
+        value_name = "URL",
+        help_heading = "s3:// sides"
+    )]
+    dst_endpoint: Option<String>,
+    /// For an s3:// DST: a profile of the shared AWS files.
+    #[arg(
+        long,
+        env = "FERRY_DST_PROFILE",
+        value_name = "NAME",
+        help_heading = "s3:// sides"
+    )]
+    dst_profile: Option<String>,
+    /// For an s3:// DST: the signing region (as --src-region).
+    #[arg(
+        long,
+        env = "FERRY_DST_REGION",
+        value_name = "REGION",
+        help_heading = "s3:// sides"
+    )]
+    dst_region: Option<String>,
     /// The config file with the endpoints (default: ./ferry.toml, else
     /// ~/.config/ferry/ferry.toml). Its rules are ignored.
     #[arg(long, short, env = "FERRY_CONFIG")]
@@ -92,6 +145,8 @@ struct Side {
     bucket: String,
     /// Empty, or ending in `/`.
     prefix: String,
+    /// Given as `s3://BUCKET`: its endpoint comes from the environment and flags.
+    s3_url: bool,
 }
 
 fn problem(path: &str, message: impl Into<String>) -> Problem {
@@ -107,6 +162,25 @@ fn config_error(problems: Vec<Problem>) -> Failure {
 
 /// Parses `ENDPOINT:BUCKET[/PREFIX]`; a prefix names a directory (`a/b` means `a/b/`).
 fn parse_side(arg: &str, value: &str) -> Result<Side, Problem> {
+    if let Some(rest) = value.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(problem(
+                arg,
+                format!("{value:?} is not s3://BUCKET[/PREFIX] (no bucket)"),
+            ));
+        }
+        let mut prefix = prefix.to_string();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        return Ok(Side {
+            endpoint: format!("s3-{}", arg.to_ascii_lowercase()),
+            bucket: bucket.into(),
+            prefix,
+            s3_url: true,
+        });
+    }
     let Some((endpoint, rest)) = value.split_once(':') else {
         return Err(problem(
             arg,
@@ -128,17 +202,29 @@ fn parse_side(arg: &str, value: &str) -> Result<Side, Problem> {
         endpoint: endpoint.into(),
         bucket: bucket.into(),
         prefix,
+        s3_url: false,
     })
 }
 
 /// The rule's name: readable, and the same for the same pair of buckets on every machine.
 /// The prefix is not part of it: syncing a prefix of a pair synced before is the same rule
 /// (one ledger per pair; a bucket belongs to one pairing only).
-fn rule_name(src: &Side, dst: &Side) -> String {
-    let spec = format!(
-        "{}:{} {}:{}",
-        src.endpoint, src.bucket, dst.endpoint, dst.bucket
-    );
+fn rule_name(src: &Side, dst: &Side, endpoints: &toml::Table) -> String {
+    // A named endpoint by its name; an s3:// one by what it points at (its URL, or AWS and
+    // the region), since its name is the same for every s3:// side.
+    let id = |side: &Side| {
+        if !side.s3_url {
+            return side.endpoint.clone();
+        }
+        let e = endpoints.get(&side.endpoint).and_then(|e| e.as_table());
+        let url = e.and_then(|e| e.get("url")).and_then(|u| u.as_str());
+        let region = e.and_then(|e| e.get("region")).and_then(|r| r.as_str());
+        match (url, region) {
+            (Some(url), _) => format!("s3+{}", url.trim_end_matches('/').to_ascii_lowercase()),
+            (None, region) => format!("s3+aws:{}", region.unwrap_or_default()),
+        }
+    };
+    let spec = format!("{}:{} {}:{}", id(src), src.bucket, id(dst), dst.bucket);
     let hash = xxhash_rust::xxh3::xxh3_64(spec.as_bytes());
     let readable: String = format!("sync-{}-{}", src.bucket, dst.bucket)
         .chars()
@@ -202,46 +288,120 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
             ),
         )]));
     }
-    let path = config_path(args.config.as_deref())?;
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        config_error(vec![problem(
-            &path.display().to_string(),
-            format!("cannot read the config file: {e}"),
-        )])
-    })?;
+    // The config file: needed for endpoints named in it, and read when it is there for its
+    // [redis]; s3:// sides and rclone remotes need none.
+    let needs_file = args.config.is_some() || {
+        let rclone = crate::remote::rclone_config_path();
+        [&src, &dst].iter().any(|side| {
+            !side.s3_url
+                && !rclone.as_ref().is_some_and(|p| {
+                    // A remote there, usable or not, is rclone's to speak of.
+                    !matches!(crate::remote::rclone_remote(p, &side.endpoint), Ok(None))
+                })
+        })
+    };
+    let found = match config_path(args.config.as_deref()) {
+        Ok(path) => Some(path),
+        Err(e) if needs_file => return Err(e),
+        Err(_) => None,
+    };
+    let (path, text) = match &found {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| {
+                config_error(vec![problem(
+                    &path.display().to_string(),
+                    format!("cannot read the config file: {e}"),
+                )])
+            })?,
+        ),
+        None => ("no config file".to_string(), String::new()),
+    };
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        config_error(vec![problem(
-            &path.display().to_string(),
-            e.message().to_string(),
-        )])
+        config_error(vec![problem(&path, e.message().to_string())])
     })?;
     let known: Vec<String> = table
         .get("endpoints")
         .and_then(|e| e.as_table())
         .map(|t| t.keys().cloned().collect())
         .unwrap_or_default();
+    let mut added = toml::Table::new();
     let mut missing = Vec::new();
+    let flags = |side: &str| match side {
+        "SRC" => crate::remote::SideFlags {
+            endpoint: args.src_endpoint.clone(),
+            profile: args.src_profile.clone(),
+            region: args.src_region.clone(),
+        },
+        _ => crate::remote::SideFlags {
+            endpoint: args.dst_endpoint.clone(),
+            profile: args.dst_profile.clone(),
+            region: args.dst_region.clone(),
+        },
+    };
     for (arg, side) in [("SRC", &src), ("DST", &dst)] {
-        if !known.contains(&side.endpoint) {
+        let flags = flags(arg);
+        let lower = arg.to_ascii_lowercase();
+        if side.s3_url {
+            match crate::remote::s3_url_endpoint(&lower, &flags) {
+                Ok(endpoint) => {
+                    added.insert(side.endpoint.clone(), endpoint.into());
+                }
+                Err(p) => missing.push(p),
+            }
+            continue;
+        }
+        if let Some(flag) = flags.given() {
             missing.push(problem(
+                &format!("--{lower}-{flag}"),
+                format!(
+                    "applies to an s3:// {arg} only; {arg} names endpoint {:?}, whose settings are its own",
+                    side.endpoint
+                ),
+            ));
+        }
+        if known.contains(&side.endpoint) {
+            continue;
+        }
+        let rclone = crate::remote::rclone_config_path();
+        match rclone
+            .as_deref()
+            .map(|p| crate::remote::rclone_remote(p, &side.endpoint))
+        {
+            Some(Ok(Some(endpoint))) => {
+                added.insert(side.endpoint.clone(), endpoint.into());
+            }
+            Some(Err(p)) => missing.push(p),
+            _ => missing.push(problem(
                 arg,
                 format!(
-                    "no endpoint {:?} in {} (endpoints: {})",
+                    "no endpoint {:?} in {path} (endpoints: {}), and no rclone remote of that name ({})",
                     side.endpoint,
-                    path.display(),
                     if known.is_empty() {
                         "none".into()
                     } else {
                         known.join(", ")
+                    },
+                    match &rclone {
+                        Some(p) => format!("rclone config: {}", p.display()),
+                        None => "no rclone config".into(),
                     }
                 ),
-            ));
+            )),
         }
     }
     if !missing.is_empty() {
         return Err(config_error(missing));
     }
-    let name = rule_name(&src, &dst);
+    if !added.is_empty() {
+        let endpoints = table
+            .entry("endpoints")
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(e) = endpoints.as_table_mut() {
+            e.extend(added.clone());
+        }
+    }
+    let name = rule_name(&src, &dst, &added);
     let mut rule = toml::Table::new();
     rule.insert("name".into(), name.clone().into());
     let mut source = toml::Table::new();
@@ -308,14 +468,16 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
                         }
                     }
                     None => Problem {
-                        path: format!("{} ({})", p.path, path.display()),
+                        path: format!("{} ({path})", p.path),
                         message: p.message,
                     },
                 })
                 .collect(),
         )
     })?;
-    ferry_common::config::warn_if_exposed(&path, &text);
+    if let Some(found) = &found {
+        ferry_common::config::warn_if_exposed(found, &text);
+    }
     if let Some(redis) = &config.redis {
         redis.remember_passwords();
     }
@@ -787,7 +949,8 @@ mod tests {
             Side {
                 endpoint: "east".into(),
                 bucket: "photos".into(),
-                prefix: "2024/".into()
+                prefix: "2024/".into(),
+                s3_url: false,
             }
         );
         assert_eq!(parse_side("SRC", "east:photos").unwrap().prefix, "");
@@ -805,7 +968,10 @@ mod tests {
             endpoint: e.into(),
             bucket: b.into(),
             prefix: p.into(),
+            s3_url: false,
         };
+        let none = toml::Table::new();
+        let rule_name = |a: &Side, b: &Side| rule_name(a, b, &none);
         let a = rule_name(&side("east", "photos", ""), &side("west", "photos-dr", ""));
         assert_eq!(
             a,
@@ -828,5 +994,32 @@ mod tests {
             long.bytes()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         );
+    }
+
+    #[test]
+    fn s3_url_sides_are_named_by_what_they_point_at() {
+        let side = parse_side("SRC", "s3://photos/2024").unwrap();
+        assert_eq!(
+            (
+                side.endpoint.as_str(),
+                side.bucket.as_str(),
+                side.prefix.as_str()
+            ),
+            ("s3-src", "photos", "2024/")
+        );
+        assert!(side.s3_url);
+        assert_eq!(parse_side("DST", "s3://").unwrap_err().path, "DST");
+        let dst = parse_side("DST", "s3://photos-dr").unwrap();
+        let at = |url: &str| {
+            let mut endpoints = toml::Table::new();
+            for name in ["s3-src", "s3-dst"] {
+                let mut e = toml::Table::new();
+                e.insert("url".into(), url.into());
+                endpoints.insert(name.into(), e.into());
+            }
+            rule_name(&side, &dst, &endpoints)
+        };
+        assert_eq!(at("http://a:9000"), at("http://a:9000/"));
+        assert_ne!(at("http://a:9000"), at("http://b:9000"));
     }
 }

@@ -153,9 +153,22 @@ async fn run_cmd(bin: &str, args: Vec<String>) -> Output {
 
 /// [`run_cmd`] with environment variables set (`Some`) or removed (`None`).
 async fn run_cmd_env(bin: &str, args: Vec<String>, env: Vec<(String, Option<String>)>) -> Output {
+    run_cmd_in(bin, args, env, None).await
+}
+
+/// [`run_cmd_env`] in directory `dir`, when given.
+async fn run_cmd_in(
+    bin: &str,
+    args: Vec<String>,
+    env: Vec<(String, Option<String>)>,
+    dir: Option<PathBuf>,
+) -> Output {
     let bin = bin.to_string();
     tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(&bin);
+        if let Some(dir) = &dir {
+            command.current_dir(dir);
+        }
         for (key, value) in &env {
             match value {
                 Some(value) => command.env(key, value),
@@ -1186,4 +1199,269 @@ async fn each_error_is_said_once_in_words_on_garage() {
     );
     // None of it registered anything: the real pair syncs.
     assert_ok(&pair.sync("", &["--json"]).await);
+}
+
+/// [`seeds`], each with a content type: a store fills in its own default for an object
+/// without one (moto: `binary/octet-stream`, Garage: none), which is not a copy's fault.
+fn typed_seeds(prefix: &str, n: usize) -> Vec<Seed> {
+    let mut all = seeds(prefix, n);
+    for s in &mut all {
+        s.content_type
+            .get_or_insert_with(|| "application/octet-stream".into());
+    }
+    all
+}
+
+/// A place with no config file of any kind: its own HOME and XDG dirs, no AWS or rclone
+/// variables but those given.
+fn bare_env(home: &std::path::Path, set: &[(&str, String)]) -> Vec<(String, Option<String>)> {
+    let mut env: Vec<(String, Option<String>)> = [
+        "FERRY_CONFIG",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "RCLONE_CONFIG",
+        "XDG_CONFIG_HOME",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), None))
+    .collect();
+    env.push(("HOME".into(), Some(home.to_str().unwrap().to_string())));
+    for (k, v) in set {
+        env.retain(|(name, _)| name != k);
+        env.push((k.to_string(), Some(v.clone())));
+    }
+    env
+}
+
+/// `ferry sync s3://SRC s3://DST` with no config file anywhere: the destination from the
+/// AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID...), the source on
+/// another store from --src-endpoint, --src-region and FERRY_SRC_* keys. A rerun copies
+/// nothing; a side's flag on a named endpoint is refused, naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_urls_need_no_config_file_from_garage_to_moto() {
+    let (src, dst) = (S3Server::garage(), S3Server::moto());
+    let (sb, db) = (unique("s"), unique("d"));
+    src.create_bucket(&sb).await;
+    dst.create_bucket(&db).await;
+    seed(&src.client(), &sb, &typed_seeds("u/", 40)).await;
+    let home = TempDir::new("bare-home");
+    let env = bare_env(
+        home.path(),
+        &[
+            ("AWS_ENDPOINT_URL", dst.url()),
+            ("AWS_REGION", dst.region.clone()),
+            ("AWS_ACCESS_KEY_ID", dst.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", dst.secret_key.clone()),
+            ("FERRY_SRC_ACCESS_KEY_ID", src.access_key.clone()),
+            ("FERRY_SRC_SECRET_ACCESS_KEY", src.secret_key.clone()),
+        ],
+    );
+    let state = home.path().join("state").to_str().unwrap().to_string();
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "sync".into(),
+            format!("s3://{sb}/u"),
+            format!("s3://{db}"),
+            "--src-endpoint".into(),
+            src.url(),
+            "--src-region".into(),
+            src.region.clone(),
+            "--state-dir".into(),
+            state.clone(),
+            "--json".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |extra: &[&str]| {
+        run_cmd_in(
+            ferry_bin(),
+            args(extra),
+            env.clone(),
+            Some(home.path().to_path_buf()),
+        )
+    };
+    let first = run(&[]).await;
+    assert_ok(&first);
+    assert_eq!(first.json()["copied"], 40, "{}", first.stdout);
+    assert_eq!(
+        assert_same_objects(&src.client(), &sb, &dst.client(), &db).await,
+        40
+    );
+    let again = run(&[]).await;
+    assert_ok(&again);
+    assert_eq!(
+        (&again.json()["copied"], &again.json()["skipped"]),
+        (&serde_json::json!(0), &serde_json::json!(40)),
+        "{}",
+        again.stdout
+    );
+
+    // Without the source's keys, the chain finds the destination's, which Garage refuses:
+    // said once, naming the endpoint's URL is not needed, the server's words are.
+    let without_keys: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("FERRY_SRC_"))
+        .cloned()
+        .collect();
+    let refused = run_cmd_in(
+        ferry_bin(),
+        args(&[]),
+        without_keys,
+        Some(home.path().to_path_buf()),
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("(http 403)"), "{}", refused.stderr);
+
+    // `status` needs no config file either: it reads the state dir the sync left.
+    let status = run_cmd_in(
+        ferry_bin(),
+        vec!["status".into(), "--state-dir".into(), state.clone()],
+        env.clone(),
+        Some(home.path().to_path_buf()),
+    )
+    .await;
+    assert_ok(&status);
+    assert!(
+        status.stdout.contains(&format!("sync-{sb}-{db}-")),
+        "{}",
+        status.stdout
+    );
+
+    std::fs::write(
+        home.path().join("ferry.toml"),
+        src.endpoint_toml_at("east", &src.url()),
+    )
+    .unwrap();
+    let mut named = args(&[]);
+    named[1] = format!("east:{sb}");
+    let flag_on_named = run_cmd_in(
+        ferry_bin(),
+        named,
+        env.clone(),
+        Some(home.path().to_path_buf()),
+    )
+    .await;
+    assert_eq!(flag_on_named.code, 2, "{}", flag_on_named.stderr);
+    assert!(
+        flag_on_named
+            .stderr
+            .contains("--src-endpoint: applies to an s3:// SRC only"),
+        "{}",
+        flag_on_named.stderr
+    );
+}
+
+/// An rclone user's remotes work unchanged: `ferry sync gsrc:BUCKET mdst:BUCKET` with the
+/// endpoints, regions and keys of rclone's own config file (RCLONE_CONFIG), and no ferry
+/// config. A remote of another type, or one that is not there, is refused naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rclone_remote_is_used_unchanged_from_garage_to_moto() {
+    let (src, dst) = (S3Server::garage(), S3Server::moto());
+    let (sb, db) = (unique("s"), unique("d"));
+    src.create_bucket(&sb).await;
+    dst.create_bucket(&db).await;
+    seed(&src.client(), &sb, &typed_seeds("r/", 25)).await;
+    let home = TempDir::new("rclone-home");
+    let conf = home.path().join("rclone.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[gsrc]\ntype = s3\nprovider = Other\nendpoint = {}\nregion = {}\n\
+             access_key_id = {}\nsecret_access_key = {}\n\n\
+             [mdst]\ntype = s3\nprovider = Other\nendpoint = {}\nforce_path_style = true\n\
+             access_key_id = {}\nsecret_access_key = {}\n\n\
+             [gdrive]\ntype = drive\n",
+            src.url(),
+            src.region,
+            src.access_key,
+            src.secret_key,
+            dst.url(),
+            dst.access_key,
+            dst.secret_key
+        ),
+    )
+    .unwrap();
+    let before = std::fs::read(&conf).unwrap();
+    let env = bare_env(
+        home.path(),
+        &[("RCLONE_CONFIG", conf.to_str().unwrap().to_string())],
+    );
+    let state = home.path().join("state").to_str().unwrap().to_string();
+    let sync = |src_arg: String| {
+        run_cmd_in(
+            ferry_bin(),
+            vec![
+                "sync".into(),
+                src_arg,
+                format!("mdst:{db}"),
+                "--state-dir".into(),
+                state.clone(),
+                "--json".into(),
+            ],
+            env.clone(),
+            Some(home.path().to_path_buf()),
+        )
+    };
+    let out = sync(format!("gsrc:{sb}")).await;
+    assert_ok(&out);
+    assert_eq!(out.json()["copied"], 25, "{}", out.stdout);
+    assert_eq!(
+        assert_same_objects(&src.client(), &sb, &dst.client(), &db).await,
+        25
+    );
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        before,
+        "rclone's file is read only"
+    );
+    for secret in [&src.secret_key, &dst.secret_key] {
+        assert!(!out.stderr.contains(secret.as_str()), "{}", out.stderr);
+    }
+
+    let drive = sync(format!("gdrive:{sb}")).await;
+    assert_eq!(drive.code, 2, "{}", drive.stderr);
+    assert!(
+        drive.stderr.contains("only remotes of type \"s3\" work"),
+        "{}",
+        drive.stderr
+    );
+    let unknown = sync(format!("nowhere:{sb}")).await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no config file")
+            || unknown.stderr.contains("no rclone remote of that name"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+/// `ferry init` writes a commented starter, readable by its owner alone, that `validate`
+/// accepts as it is; it never writes over a file.
+#[tokio::test]
+async fn ferry_init_writes_a_private_starter_that_validates_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("init");
+    let path = dir.path().join("ferry.toml");
+    let at = path.to_str().unwrap().to_string();
+    let first = run_ferry(vec!["init".into(), at.clone()]).await;
+    assert_ok(&first);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains("[endpoints."), "{written}");
+    let valid = run_ferry(vec!["validate".into(), "--config".into(), at.clone()]).await;
+    assert_ok(&valid);
+    std::fs::write(&path, "mine").unwrap();
+    let again = run_ferry(vec!["init".into(), at.clone()]).await;
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("exists already"), "{}", again.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
 }
