@@ -69,7 +69,10 @@ struct Iteration {
     ended: Option<String>,
     duration_seconds: Option<f64>,
     listed: u64,
+    /// Skipped by the diff, or on a worker's second look (the record's own count).
     skipped: u64,
+    /// Every object not copied, by why (archived included).
+    skipped_by: std::collections::BTreeMap<&'static str, u64>,
     archived: u64,
     planned: u64,
     done: u64,
@@ -98,6 +101,7 @@ impl From<&IterationRecord> for Iteration {
             duration_seconds: ended.map(|e| e.saturating_sub(r.started_ms) as f64 / 1000.0),
             listed: r.listed,
             skipped: r.skipped,
+            skipped_by: r.skipped_by_reason(),
             archived: r.archived,
             planned: r.planned,
             done: r.done,
@@ -310,6 +314,20 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
                     "         {} cop{} with another ETag than the source's (ETag differs: source layout unknown)\n",
                     i.etag_differs,
                     if i.etag_differs == 1 { "y" } else { "ies" }
+                );
+            }
+            let reasons: Vec<String> = i
+                .skipped_by
+                .iter()
+                .filter(|(reason, n)| **n > 0 && **reason != "archived")
+                .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
+                .collect();
+            if !reasons.is_empty() {
+                out += &format!("         skipped: {}\n", reasons.join(", "));
+            }
+            if let Some(n) = i.skipped_by.get("unmanaged").filter(|n| **n > 0) {
+                out += &format!(
+                    "         {n} destination object(s) ferry did not write differ from the source: left as they are (overwrite_unmanaged = true, or sync --overwrite-unmanaged, replaces them)\n"
                 );
             }
         }

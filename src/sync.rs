@@ -7,6 +7,7 @@
 //! joins in: the rule's name comes from SRC and DST, so they all serve the same rule, one
 //! leading its iterations and all of them copying.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use ferry_common::config::{Config, ConfigError, Problem};
-use ferry_common::queue::{DeadLetter, Persistence, Queue, TaskId};
+use ferry_common::queue::{DeadLetter, IterationRecord, Persistence, Queue, TaskId};
 use ferry_common::storage::Stores;
 use ferry_common::task::Task;
 use serde::Serialize;
@@ -125,6 +126,26 @@ pub(crate) struct SyncArgs {
     /// Storage class of every copy (default: the source object's).
     #[arg(long)]
     storage_class: Option<String>,
+    /// Copy only keys that match GLOB (repeatable; rclone's glob rules, on the key relative
+    /// to the prefix: `*.jpg`, `/2024/**`, `{a,b}/*`).
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    include: Vec<String>,
+    /// Leave out keys that match GLOB (repeatable; wins over --include). Excluded objects
+    /// are counted, never copied, and never deleted by --delete.
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    exclude: Vec<String>,
+    /// Leave out objects smaller than SIZE (e.g. 1MiB).
+    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
+    min_size: Option<String>,
+    /// Leave out objects larger than SIZE.
+    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
+    max_size: Option<String>,
+    /// Leave out objects modified more recently than DURATION ago (e.g. 1h).
+    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
+    min_age: Option<String>,
+    /// Leave out objects modified longer than DURATION ago (e.g. 7d).
+    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
+    max_age: Option<String>,
     /// List what would be copied or deleted, and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -430,9 +451,19 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
     if let Some(o) = &args.overwrite {
         rule.insert("overwrite".into(), o.clone().into());
     }
+    for (field, globs) in [("include", &args.include), ("exclude", &args.exclude)] {
+        if !globs.is_empty() {
+            let list: Vec<toml::Value> = globs.iter().map(|g| g.clone().into()).collect();
+            rule.insert(field.into(), toml::Value::Array(list));
+        }
+    }
     for (field, value) in [
         ("multipart_threshold", &args.multipart_threshold),
         ("part_size", &args.part_size),
+        ("min_size", &args.min_size),
+        ("max_size", &args.max_size),
+        ("min_age", &args.min_age),
+        ("max_age", &args.max_age),
     ] {
         if let Some(v) = value {
             rule.insert(field.into(), v.clone().into());
@@ -462,6 +493,7 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
                     // A rule field came from a flag: name the flag.
                     Some(field) => {
                         let field = field.rsplit('.').next().unwrap_or(field);
+                        let field = field.split('[').next().unwrap_or(field);
                         Problem {
                             path: format!("--{}", field.replace('_', "-")),
                             message: p.message,
@@ -508,7 +540,11 @@ struct Summary {
     backend: &'static str,
     iterations: u64,
     listed: u64,
+    /// Every listed object not copied, whatever the reason: the sum of `skipped_by`.
     skipped: u64,
+    /// Why: `unchanged`, `destination_newer`, `unmanaged` (ferry did not write it, and it
+    /// differs), `overwrite_never`, `archived` (not restored).
+    skipped_by: BTreeMap<&'static str, u64>,
     copied: u64,
     bytes: u64,
     deleted: u64,
@@ -746,6 +782,7 @@ async fn dry_run(
             "dry_run": true,
             "listed": found.listed,
             "skipped": found.skipped,
+            "skipped_by": found.skipped_by.iter().map(|(c, n)| (c.as_str(), *n)).collect::<BTreeMap<_, _>>(),
             "would_copy": found.copies,
             "would_copy_bytes": found.copy_bytes,
             "would_delete": found.deletes,
@@ -753,8 +790,19 @@ async fn dry_run(
         println!("{value}");
     } else {
         println!(
-            "dry run: {} listed, {} would be copied ({} bytes), {} deleted, {} skipped; nothing was changed",
-            found.listed, found.copies, found.copy_bytes, found.deletes, found.skipped
+            "dry run: {} listed, {} would be copied ({} bytes), {} deleted, {} skipped{}; nothing was changed",
+            found.listed,
+            found.copies,
+            found.copy_bytes,
+            found.deletes,
+            found.skipped,
+            skip_reasons(
+                &found
+                    .skipped_by
+                    .iter()
+                    .map(|(c, n)| (c.as_str(), *n))
+                    .collect()
+            )
         );
     }
     Ok(())
@@ -780,10 +828,14 @@ async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Fai
         rule: rule.to_string(),
         ..Summary::default()
     };
+    let mut by: BTreeMap<&'static str, u64> = IterationRecord::default().skipped_by_reason();
     for r in records.iter().filter(|r| r.number >= first) {
         summary.iterations += 1;
         summary.listed += r.listed;
-        summary.skipped += r.skipped;
+        for (reason, n) in r.skipped_by_reason() {
+            *by.entry(reason).or_default() += n;
+        }
+
         summary.copied += r.copied;
         summary.bytes += r.copied_bytes;
         summary.deleted += r.deleted;
@@ -802,6 +854,8 @@ async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Fai
         })
         .collect();
     summary.failed = summary.failures.len() as u64;
+    summary.skipped = by.values().sum();
+    summary.skipped_by = by;
     Ok(summary)
 }
 
@@ -817,19 +871,49 @@ fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
         eprintln!("failed: {} ({} attempts): {}", f.key, f.attempts, f.error);
     }
     eprintln!(
-        "{}: {} listed, {} copied ({}), {} skipped, {} deleted, {} failed in {:.1}s ({} iteration(s), {} queue)",
+        "{}: {} listed, {} copied ({}), {} skipped{}, {} deleted, {} failed in {:.1}s ({} iteration(s), {} queue)",
         s.rule,
         s.listed,
         s.copied,
         human_bytes(s.bytes),
         s.skipped,
+        skip_reasons(&s.skipped_by),
         s.deleted,
         s.failed,
         s.seconds,
         s.iterations,
         s.backend
     );
+    let unmanaged = s.skipped_by.get("unmanaged").copied().unwrap_or(0);
+    if unmanaged > 0 {
+        eprintln!(
+            "{unmanaged} destination object(s) were not written by ferry and differ from the \
+             source, so they were left as they are; --overwrite-unmanaged replaces them (as \
+             --overwrite allows)"
+        );
+    }
+    let archived = s.skipped_by.get("archived").copied().unwrap_or(0);
+    if archived > 0 {
+        eprintln!(
+            "{archived} source object(s) are archived and not restored, so they could not be \
+             read; restore them, and the next run copies them"
+        );
+    }
     Ok(())
+}
+
+/// ` (N unchanged, M unmanaged, ...)`, the reasons that counted any, or nothing.
+fn skip_reasons(by: &BTreeMap<&'static str, u64>) -> String {
+    let said: Vec<String> = by
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
+        .collect();
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", said.join(", "))
+    }
 }
 
 fn human_bytes(n: u64) -> String {

@@ -1465,3 +1465,200 @@ async fn ferry_init_writes_a_private_starter_that_validates_and_never_overwrites
     assert!(again.stderr.contains("exists already"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
 }
+
+/// Every listed object is accounted for, by why it was not copied: unchanged (an identical
+/// object ferry did not write counts as unchanged), unmanaged and different (with the flag
+/// that would copy them), and archived. Before, the archived ones vanished from the counts
+/// and unmanaged ones were a bare "skipped".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_is_accounted_for_by_reason_on_moto() {
+    let pair = Pair::start(Kind::Moto).await;
+    let (src, dst) = (pair.src.client(), pair.dst.client());
+    let mut objects = seeds("k/", 10);
+    objects.push(Seed::new("k/same", "the same bytes on both sides"));
+    for key in ["cold/a", "cold/b"] {
+        let mut s = Seed::new(key, format!("{key}, archived"));
+        s.storage_class = Some("GLACIER".into());
+        objects.push(s);
+    }
+    seed(&src, &pair.sb, &objects).await;
+    seed(
+        &dst,
+        &pair.db,
+        &[Seed::new("k/same", "the same bytes on both sides")],
+    )
+    .await;
+    let accounted = |s: &serde_json::Value| {
+        let by = s["skipped_by"].as_object().expect("skipped_by");
+        let sum: u64 = by.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(s["skipped"].as_u64(), Some(sum), "{s}");
+        assert_eq!(
+            s["listed"].as_u64().unwrap(),
+            s["copied"].as_u64().unwrap() + sum + s["failed"].as_u64().unwrap(),
+            "every listed object accounted for: {s}"
+        );
+    };
+    let reasons = |s: &serde_json::Value| {
+        [
+            "unchanged",
+            "destination_newer",
+            "unmanaged",
+            "overwrite_never",
+            "archived",
+        ]
+        .map(|r| s["skipped_by"][r].as_u64().unwrap_or(u64::MAX))
+    };
+
+    let first = pair.sync("", &["--json"]).await;
+    assert_ok(&first);
+    let s = first.json();
+    accounted(&s);
+    assert_eq!(
+        (&s["listed"], &s["copied"]),
+        (&13.into(), &10.into()),
+        "{s}"
+    );
+    assert_eq!(reasons(&s), [1, 0, 0, 0, 2], "{s}");
+
+    for key in ["k/00000.txt", "k/00001.txt"] {
+        put(&dst, &pair.db, key, b"changed at the destination").await;
+    }
+    let second = pair.sync("", &["--json"]).await;
+    assert_ok(&second);
+    let s = second.json();
+    accounted(&s);
+    assert_eq!(s["copied"], 0, "{s}");
+    assert_eq!(reasons(&s), [9, 0, 2, 0, 2], "{s}");
+
+    let said = pair.sync("", &["--no-progress"]).await;
+    assert_ok(&said);
+    assert!(
+        said.stderr
+            .contains("13 skipped (2 archived, 9 unchanged, 2 unmanaged)"),
+        "{}",
+        said.stderr
+    );
+    assert!(
+        said.stderr.contains(
+            "2 destination object(s) were not written by ferry and differ from the source"
+        ) && said.stderr.contains("--overwrite-unmanaged replaces them"),
+        "{}",
+        said.stderr
+    );
+    assert!(
+        said.stderr
+            .contains("2 source object(s) are archived and not restored"),
+        "{}",
+        said.stderr
+    );
+}
+
+/// Filters, applied in the diff: `--include`, `--exclude`, `--max-size` and `--min-age`
+/// leave objects out, count them as excluded, and never delete an excluded destination
+/// object with `--delete`; a bad glob names the flag.
+async fn filters_leave_out_count_and_never_delete(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    let (src, dst) = (pair.src.client(), pair.dst.client());
+    let mut objects = vec![
+        Seed::new("photos/a.jpg", "a jpeg"),
+        Seed::new("photos/b.png", "a png"),
+        Seed::new("photos/private/c.jpg", "a private jpeg"),
+        Seed::new("docs/big.txt", vec![b'x'; 4096]),
+        Seed::new("docs/small.txt", "small"),
+    ];
+    for s in &mut objects {
+        s.content_type = Some("application/octet-stream".into());
+    }
+    seed(&src, &pair.sb, &objects).await;
+    let all = pair.sync("", &["--json", "--delete"]).await;
+    assert_ok(&all);
+    assert_eq!(all.json()["copied"], 5, "{}", all.stdout);
+
+    for key in ["photos/b.png", "docs/small.txt"] {
+        src.delete_object()
+            .bucket(&pair.sb)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let filters = [
+        "--include",
+        "*.jpg",
+        "--include",
+        "*.txt",
+        "--exclude",
+        "private/**",
+        "--max-size",
+        "2KiB",
+    ];
+    let mut args = vec!["--json", "--delete"];
+    args.extend(filters);
+    let filtered = pair.sync("", &args).await;
+    assert_ok(&filtered);
+    let s = filtered.json();
+    assert_eq!(s["listed"], 3, "{s}");
+    assert_eq!(s["skipped_by"]["unchanged"], 1, "{s}");
+    assert_eq!(
+        s["skipped_by"]["excluded"], 2,
+        "private/c.jpg and big.txt: {s}"
+    );
+    assert_eq!(
+        s["deleted"], 1,
+        "docs/small.txt only; photos/b.png is excluded: {s}"
+    );
+    let names = |listed: Vec<(String, String, i64)>| -> Vec<String> {
+        listed.into_iter().map(|(k, _, _)| k).collect()
+    };
+    assert_eq!(
+        names(list_keys(&dst, &pair.db).await),
+        [
+            "docs/big.txt",
+            "photos/a.jpg",
+            "photos/b.png",
+            "photos/private/c.jpg"
+        ]
+    );
+
+    put(&src, &pair.sb, "photos/new.jpg", b"new jpeg").await;
+    put(&src, &pair.sb, "photos/new.png", b"new png").await;
+    let young = pair
+        .sync("", &["--json", "--dry-run", "--min-age", "1h"])
+        .await;
+    assert_ok(&young);
+    let s = young.json();
+    assert_eq!(
+        s["would_copy"], 0,
+        "everything is younger than an hour: {s}"
+    );
+    assert_eq!(s["skipped_by"]["excluded"], s["listed"], "{s}");
+    let mut args = vec!["--json"];
+    args.extend(filters);
+    let again = pair.sync("", &args).await;
+    assert_ok(&again);
+    assert_eq!(
+        again.json()["copied"],
+        1,
+        "photos/new.jpg: {}",
+        again.stdout
+    );
+    assert!(!names(list_keys(&dst, &pair.db).await).contains(&"photos/new.png".to_string()));
+
+    let bad = pair.sync("", &["--include", "[unclosed"]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--include") && bad.stderr.contains("\"[unclosed\" is not a glob"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_leave_out_count_and_never_delete_on_moto() {
+    filters_leave_out_count_and_never_delete(Kind::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_leave_out_count_and_never_delete_on_garage() {
+    filters_leave_out_count_and_never_delete(Kind::Garage).await;
+}

@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod config;
 pub mod events;
+pub mod filter;
 pub mod flow;
 pub mod ledger;
 pub mod parts;

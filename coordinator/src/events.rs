@@ -205,6 +205,21 @@ pub async fn apply(
                 (None, Some(destination)) => Some(Joined::DestinationOnly(destination)),
                 (None, None) => None,
             };
+            // The rule's filters, as a listing applies them: an excluded source object is
+            // not copied, an excluded destination object not deleted.
+            let relative = record
+                .key
+                .strip_prefix(prefix_of(rule, &record.key))
+                .unwrap_or(&record.key);
+            let clock_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let joined = joined.filter(|j| {
+                let object = match j {
+                    Joined::SourceOnly(o) | Joined::Both { source: o, .. } | Joined::DestinationOnly(o) => o,
+                };
+                rule.filter.admits(relative, object.size, object.last_modified_ms, clock_ms)
+            });
             let task = joined.and_then(|joined| {
                 let action = decide(&joined, view.entry.as_ref(), view.stray_besides(None), &policy);
                 debug!(rule = %rule.name, key = %record.key, event = %record.name, ?action, "event decided");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ferry_common::codec::slot_bytes;
 use ferry_common::config::Rule;
-use ferry_common::policy::{Action, Policy, decide, is_managed};
-use ferry_common::queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch};
+use ferry_common::policy::{Action, Policy, Reason, decide, is_managed};
+use ferry_common::queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch, SkipCategory};
 use ferry_common::shard::{ShardId, shard_of, shard_of_range};
 use ferry_common::storage::ObjectMeta;
 use ferry_common::task::{Expected, ObjectVersion, Task};
@@ -22,12 +22,14 @@ use crate::diff::Joined;
 pub(crate) const BATCH: usize = 1000;
 
 /// What a dry run found: the work an iteration would plan now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DryRun {
     /// Source objects listed.
     pub listed: u64,
     /// Source objects the diff skipped.
     pub skipped: u64,
+    /// Those, by why.
+    pub skipped_by: BTreeMap<SkipCategory, u64>,
     /// Objects it would copy.
     pub copies: u64,
     /// Bytes those copies would move.
@@ -68,6 +70,8 @@ pub(crate) struct Planner<'a> {
     /// For a rule with events, after its first success: source changes made in this window
     /// (ms, from..to) that the iteration finds to copy were missed by the events.
     missed_window: Option<(u64, u64)>,
+    /// The clock the rule's age filters read (ms since the epoch, this machine's).
+    now_ms: i64,
 }
 
 /// How long after a change its event may still be on its way: an iteration that finds a
@@ -104,6 +108,9 @@ impl<'a> Planner<'a> {
             settled_floor: 0,
             prune_before_ms,
             missed_window: None,
+            now_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         }
     }
 
@@ -147,7 +154,7 @@ impl<'a> Planner<'a> {
 
     /// What the dry run found so far.
     pub(crate) fn dry_found(&self) -> Option<DryRun> {
-        self.dry.as_ref().map(|d| d.found)
+        self.dry.as_ref().map(|d| d.found.clone())
     }
 
     /// Starts a rule prefix (flush the previous one first).
@@ -184,6 +191,7 @@ impl<'a> Planner<'a> {
         let mut tasks: BTreeMap<ShardId, Vec<Task>> = BTreeMap::new();
         let (mut listed, mut skipped, mut missed) = (0u64, 0u64, 0u64);
         let mut skip_reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut skipped_by: BTreeMap<SkipCategory, u64> = BTreeMap::new();
         let mut prune = Vec::new();
         for joined in self.batch.drain(..) {
             let view = match joined {
@@ -192,6 +200,31 @@ impl<'a> Planner<'a> {
             };
             if !matches!(joined, Joined::DestinationOnly(_)) {
                 listed += 1;
+            }
+            // Filters first, before the ledger's view is weighed: an excluded source object
+            // is counted as such, and an excluded destination object is never deleted.
+            if !self.rule.filter.is_empty() {
+                let (object, source_side) = match &joined {
+                    Joined::SourceOnly(s) | Joined::Both { source: s, .. } => (s, true),
+                    Joined::DestinationOnly(d) => (d, false),
+                };
+                let relative = object
+                    .key
+                    .strip_prefix(self.prefix.as_str())
+                    .unwrap_or(&object.key);
+                if !self.rule.filter.admits(
+                    relative,
+                    object.size,
+                    object.last_modified_ms,
+                    self.now_ms,
+                ) {
+                    if source_side {
+                        skipped += 1;
+                        *skip_reasons.entry("excluded").or_default() += 1;
+                        *skipped_by.entry(SkipCategory::Excluded).or_default() += 1;
+                    }
+                    continue;
+                }
             }
             let stray = view.stray_besides(None);
             let action = decide(&joined, view.entry.as_ref(), stray, &self.policy);
@@ -232,9 +265,10 @@ impl<'a> Planner<'a> {
                     key: destination.key,
                     destination_etag: destination.etag,
                 },
-                (Action::Skip(reason), _) => {
+                (Action::Skip(reason), joined) => {
                     skipped += 1;
                     *skip_reasons.entry(reason.label()).or_default() += 1;
+                    *skipped_by.entry(category(reason, &joined)).or_default() += 1;
                     continue;
                 }
                 _ => continue,
@@ -250,6 +284,9 @@ impl<'a> Planner<'a> {
         if let Some(dry) = &mut self.dry {
             dry.found.listed += listed;
             dry.found.skipped += skipped;
+            for (c, n) in &skipped_by {
+                *dry.found.skipped_by.entry(*c).or_default() += n;
+            }
             for task in tasks.values().flatten() {
                 match task {
                     Task::DeleteObject { .. } => dry.found.deletes += 1,
@@ -267,6 +304,7 @@ impl<'a> Planner<'a> {
             tasks: tasks.into_iter().collect(),
             listed,
             skipped,
+            skipped_by: skipped_by.iter().map(|(c, n)| (c.field(), *n)).collect(),
             checkpoint: Some(checkpoint.clone()),
             after: self.after.take(),
             range: self.range.map(|(range, _)| range),
@@ -327,5 +365,24 @@ pub(crate) fn copy_task(object: ObjectMeta, destination: Expected) -> Task {
             storage_class: object.storage_class,
         },
         destination,
+    }
+}
+
+/// Why a skipped key was skipped, as users read it. An object ferry did not write that is
+/// the source's very version (same ETag and size) is unchanged, not an unmanaged conflict.
+fn category(reason: Reason, joined: &Joined) -> SkipCategory {
+    match reason {
+        Reason::NotNewer => SkipCategory::DestinationNewer,
+        Reason::NeverOverwrite => SkipCategory::OverwriteNever,
+        Reason::Unmanaged => match joined {
+            Joined::Both {
+                source,
+                destination,
+            } if source.etag == destination.etag && source.size == destination.size => {
+                SkipCategory::Unchanged
+            }
+            _ => SkipCategory::Unmanaged,
+        },
+        _ => SkipCategory::Unchanged,
     }
 }

@@ -432,6 +432,9 @@ pub struct Rule {
     pub events: Option<Events>,
     /// The bearer token a webhook request must carry (from `events_token_env`).
     pub events_token: Option<Secret>,
+    /// Which objects it copies (`include`, `exclude`, `min_size`, `max_size`, `min_age`,
+    /// `max_age`).
+    pub filter: crate::filter::Filter,
 }
 
 /// Where a rule's change notifications come from (see PRODUCT.md, "Events").

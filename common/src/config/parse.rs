@@ -404,6 +404,21 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         read_env(&var, &t.path("events_token_env"), problems).map(Secret::new)
     });
 
+    let filter = crate::filter::Filter::new(
+        t.strings("include", problems).unwrap_or_default(),
+        t.strings("exclude", problems).unwrap_or_default(),
+        t.size("min_size", problems).map(|s| s.0),
+        t.size("max_size", problems).map(|s| s.0),
+        t.duration("min_age", problems),
+        t.duration("max_age", problems),
+    )
+    .unwrap_or_else(|bad| {
+        for (key, message) in bad {
+            problems.push(Problem::new(t.path(&key), message));
+        }
+        crate::filter::Filter::default()
+    });
+
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
     Some(Rule {
@@ -433,6 +448,7 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         max_bandwidth,
         events,
         events_token,
+        filter,
     })
 }
 

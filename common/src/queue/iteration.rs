@@ -55,8 +55,13 @@ pub struct IterationRecord {
     pub sealed: bool,
     /// Source objects listed.
     pub listed: u64,
-    /// Objects skipped by the diff.
+    /// Objects skipped by the diff (and by a worker's second look: `skipped` outcomes).
     pub skipped: u64,
+    /// The diff's skips by why, by [`super::SkipCategory`] (absent ones are 0).
+    pub skipped_by: BTreeMap<super::SkipCategory, u64>,
+    /// Tasks a worker found needless on a second look, the destination holding the same or
+    /// something newer (`kept` outcomes).
+    pub kept: u64,
     /// Tasks enqueued.
     pub planned: u64,
     /// Bytes the planned tasks move.
@@ -108,6 +113,25 @@ pub struct ListingMarks {
 }
 
 impl IterationRecord {
+    /// Every source object of the iteration that was not copied, by why: the diff's
+    /// [`super::SkipCategory`]s, a worker's second look (`skipped`: the source's version was
+    /// there already, counted as unchanged; `kept`: something as new or newer), and
+    /// `archived`. Every reason is there, 0 or not.
+    pub fn skipped_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        use super::SkipCategory;
+        let mut by: BTreeMap<&'static str, u64> = SkipCategory::ALL
+            .iter()
+            .map(|c| (c.as_str(), self.skipped_by.get(c).copied().unwrap_or(0)))
+            .collect();
+        let by_diff: u64 = self.skipped_by.values().sum();
+        *by.entry(SkipCategory::Unchanged.as_str()).or_default() +=
+            self.skipped.saturating_sub(by_diff);
+        *by.entry(SkipCategory::DestinationNewer.as_str())
+            .or_default() += self.kept;
+        by.insert("archived", self.archived);
+        by
+    }
+
     pub(super) fn from_fields(number: u64, f: &HashMap<String, String>) -> Self {
         let n = |k: &str| f.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         IterationRecord {
@@ -118,6 +142,12 @@ impl IterationRecord {
             sealed: n("sealed") == 1,
             listed: n("listed"),
             skipped: n("skipped"),
+            skipped_by: super::SkipCategory::ALL
+                .iter()
+                .map(|c| (*c, n(c.field())))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            kept: n("kept"),
             planned: n("planned"),
             planned_bytes: n("planned_bytes"),
             done: n("done"),

@@ -182,6 +182,66 @@ struct SharedProbe {
     capabilities: crate::storage::Capabilities,
 }
 
+/// Why the diff skipped a source object, as users read it: each is a field of the iteration
+/// record (`skipped_unchanged`, ...), and together they add up to the diff's `skipped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipCategory {
+    /// The destination holds the source's version already.
+    Unchanged,
+    /// `if-newer`, and the destination is as new as the source, or newer.
+    DestinationNewer,
+    /// The destination holds an object ferry did not write, which differs from the source
+    /// (`overwrite_unmanaged` copies over it).
+    Unmanaged,
+    /// `overwrite = never`, and the destination holds an object.
+    OverwriteNever,
+    /// Left out by the rule's filters (`include`, `exclude`, sizes, ages).
+    Excluded,
+}
+
+impl SkipCategory {
+    pub const ALL: [SkipCategory; 5] = [
+        SkipCategory::Unchanged,
+        SkipCategory::DestinationNewer,
+        SkipCategory::Unmanaged,
+        SkipCategory::OverwriteNever,
+        SkipCategory::Excluded,
+    ];
+
+    /// The name in summaries and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipCategory::Unchanged => "unchanged",
+            SkipCategory::DestinationNewer => "destination_newer",
+            SkipCategory::Unmanaged => "unmanaged",
+            SkipCategory::OverwriteNever => "overwrite_never",
+            SkipCategory::Excluded => "excluded",
+        }
+    }
+
+    /// The iteration record's field.
+    pub fn field(self) -> &'static str {
+        match self {
+            SkipCategory::Unchanged => "skipped_unchanged",
+            SkipCategory::DestinationNewer => "skipped_newer",
+            SkipCategory::Unmanaged => "skipped_unmanaged",
+            SkipCategory::OverwriteNever => "skipped_never",
+            SkipCategory::Excluded => "skipped_excluded",
+        }
+    }
+}
+
+/// `plan.lua`'s count of skipped objects: the total, then `;FIELD:N` for each reason.
+fn skip_counts(total: u64, by: &[(&'static str, u64)]) -> String {
+    let mut out = total.to_string();
+    for (field, n) in by {
+        if *n > 0 {
+            out.push_str(&format!(";{field}:{n}"));
+        }
+    }
+    out
+}
+
 impl Counted {
     /// The iteration record's field.
     pub fn as_str(self) -> &'static str {
@@ -487,7 +547,7 @@ impl Queue {
         inv.arg(&rk.prefix)
             .arg(iteration)
             .arg(batch.listed)
-            .arg(batch.skipped);
+            .arg(skip_counts(batch.skipped, &batch.skipped_by));
         for checkpoint in [&batch.checkpoint, &batch.after] {
             match (checkpoint, batch.range) {
                 (Some((prefix, key)), Some(range)) => {
@@ -821,6 +881,8 @@ pub struct PlanBatch {
     pub listed: u64,
     /// Source objects the diff skipped in this batch.
     pub skipped: u64,
+    /// Those skipped, by why: (a [`SkipCategory`]'s record field, count).
+    pub skipped_by: Vec<(&'static str, u64)>,
     /// Everything up to and including this (prefix index, key) has been planned.
     pub checkpoint: Option<(usize, String)>,
     /// Set for a batch of one key range of the prefix: `checkpoint` and `after` are that

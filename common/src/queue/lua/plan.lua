@@ -6,7 +6,8 @@
 -- former leader cannot plan.
 -- KEYS[1] tasks hash  KEYS[2] shards set  KEYS[3] seq counter  KEYS[4] iteration record
 -- KEYS[5] write intents  KEYS[6] leader lease
--- ARGV[1] rule key prefix  ARGV[2] iteration  ARGV[3] listed  ARGV[4] skipped
+-- ARGV[1] rule key prefix  ARGV[2] iteration  ARGV[3] listed  ARGV[4] skipped: the total,
+-- then ';FIELD:N' for each reason counted (e.g. '7;skipped_unchanged:5;skipped_unmanaged:2')
 -- ARGV[5] checkpoint prefix index + 1 ('0' = leave unchanged, no compare)  ARGV[6] its key
 -- ARGV[7] the checkpoint this batch follows (prefix index + 1, '0' = none)  ARGV[8] its key
 -- A batch of one key range of a prefix gives 'P:R' (prefix index + 1, range index) in
@@ -42,6 +43,8 @@ end
 local now = string.format('%d', now_ms())
 local cutoff, prunes = tonumber(ARGV[10]), tonumber(ARGV[11])
 if not cutoff or not prunes or not tonumber(ARGV[12]) or not tonumber(ARGV[13]) then return redis.error_reply('ERR bad prune list') end
+local skipped = tonumber(string.match(ARGV[4], '^(%d+)'))
+if not skipped then return redis.error_reply('ERR bad skipped count') end
 for j = 14, 13 + prunes do intent_prune(KEYS[5], ARGV[j], cutoff) end
 local total = 0
 local i = 14 + prunes
@@ -65,7 +68,10 @@ if total > 0 then redis.call('HINCRBY', KEYS[4], 'planned', total) end
 if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[4], 'planned_bytes', ARGV[12]) end
 if tonumber(ARGV[13]) > 0 then redis.call('HINCRBY', KEYS[4], 'missed', ARGV[13]) end
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[4], 'listed', ARGV[3]) end
-if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', ARGV[4]) end
+if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
+for field, n in string.gmatch(ARGV[4], ';(skipped_[%a_]+):(%d+)') do
+  redis.call('HINCRBY', KEYS[4], field, n)
+end
 if lane then
   redis.call('HSET', KEYS[4], lane, ARGV[6])
 elseif ARGV[5] ~= '0' then
