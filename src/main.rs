@@ -284,14 +284,14 @@ struct WorkerArgs {
 #[derive(Args)]
 struct S3Args {
     /// Time to set up a connection to an S3 endpoint.
-    #[arg(long, env = "FERRY_S3_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, env = "FERRY_S3_CONNECT_TIMEOUT", value_name = "DURATION", help_heading = "Connections", value_parser = humantime::parse_duration, default_value = "10s")]
     s3_connect_timeout: Duration,
     /// Time to the first byte of an answer: for requests without a body, and for uploads once
     /// their body is sent.
-    #[arg(long, env = "FERRY_S3_FIRST_BYTE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    #[arg(long, env = "FERRY_S3_FIRST_BYTE_TIMEOUT", value_name = "DURATION", help_heading = "Connections", value_parser = humantime::parse_duration, default_value = "60s")]
     s3_first_byte_timeout: Duration,
     /// Longest time an upload may make no progress at all (not a cap on its total time).
-    #[arg(long, env = "FERRY_S3_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    #[arg(long, env = "FERRY_S3_IDLE_TIMEOUT", value_name = "DURATION", help_heading = "Connections", value_parser = humantime::parse_duration, default_value = "60s")]
     s3_idle_timeout: Duration,
 }
 

@@ -25,6 +25,11 @@ use crate::{Failure, Role, S3Args};
 
 /// `ferry sync` arguments.
 #[derive(Args)]
+#[command(after_help = "Examples:
+  ferry sync s3://photos s3://photos-dr --dst-endpoint http://127.0.0.1:9000
+  ferry sync minio:photos/2024 aws:photos-dr --include '*.jpg' --delete
+  ferry sync east:photos west:photos-dr --stop never --interval 15m
+  ferry sync east:photos west:photos-dr --dry-run")]
 pub(crate) struct SyncArgs {
     /// Source: ENDPOINT:BUCKET[/PREFIX] (an endpoint of the config file, or an rclone remote
     /// of type s3), or s3://BUCKET[/PREFIX] (the AWS environment, or --src-endpoint).
@@ -84,47 +89,82 @@ pub(crate) struct SyncArgs {
         help_heading = "s3:// sides"
     )]
     dst_region: Option<String>,
-    /// The config file with the endpoints (default: ./ferry.toml, else
-    /// ~/.config/ferry/ferry.toml). Its rules are ignored.
-    #[arg(long, short, env = "FERRY_CONFIG")]
+    /// The config file with the endpoints [default: ./ferry.toml, else
+    /// ~/.config/ferry/ferry.toml]. Its rules are ignored.
+    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Redis URL; overrides `[redis] url` in the config (and means: use Redis).
-    #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FERRY_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     redis: Option<String>,
-    /// Where the embedded queue keeps its state when there is no `[redis]` (default:
-    /// ~/.local/state/ferry).
-    #[arg(long, env = "FERRY_STATE_DIR")]
+    /// Where the embedded queue keeps its state when there is no `[redis]` [default:
+    /// ~/.local/state/ferry].
+    #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Tasks copied at once.
-    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "FERRY_CONCURRENCY",
+        default_value_t = 32,
+        value_name = "N"
+    )]
     concurrency: usize,
     /// One iteration, then exit (the default).
-    #[arg(long, conflicts_with = "stop")]
+    #[arg(long, conflicts_with = "stop", help_heading = "Iterations")]
     once: bool,
     /// When to stop: `once`, `empty:N` (after N iterations in a row that change nothing) or
     /// `never`.
-    #[arg(long)]
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "once",
+        help_heading = "Iterations"
+    )]
     stop: Option<String>,
     /// Pause between iterations (with `--stop empty:N` or `never`).
-    #[arg(long)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        help_heading = "Iterations"
+    )]
     interval: Option<String>,
     /// When an existing destination object is replaced.
-    #[arg(long, value_parser = ["never", "if-newer", "if-different", "always"])]
+    #[arg(
+        long,
+        value_parser = ["never", "if-newer", "if-different", "always"],
+        default_value = "if-newer",
+        help_heading = "What is copied"
+    )]
     overwrite: Option<String>,
     /// Also replace destination objects ferry did not write.
-    #[arg(long)]
+    #[arg(long, help_heading = "What is copied")]
     overwrite_unmanaged: bool,
     /// Delete destination objects ferry wrote whose source is gone.
-    #[arg(long)]
+    #[arg(long, help_heading = "What is copied")]
     delete: bool,
-    /// Objects at or above this size are copied in parts (default 100MiB).
-    #[arg(long)]
+    /// Objects at or above SIZE are copied in parts.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "100MiB",
+        help_heading = "What is copied"
+    )]
     multipart_threshold: Option<String>,
-    /// Size of each part (default 50MiB).
-    #[arg(long)]
+    /// Size of each part.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "50MiB",
+        help_heading = "What is copied"
+    )]
     part_size: Option<String>,
-    /// Storage class of every copy (default: the source object's).
-    #[arg(long)]
+    /// Storage class of every copy [default: the source object's].
+    #[arg(long, value_name = "CLASS", help_heading = "What is copied")]
     storage_class: Option<String>,
     /// Copy only keys that match GLOB (repeatable; rclone's glob rules, on the key relative
     /// to the prefix: `*.jpg`, `/2024/**`, `{a,b}/*`).
@@ -147,13 +187,13 @@ pub(crate) struct SyncArgs {
     #[arg(long, value_name = "DURATION", help_heading = "Filters")]
     max_age: Option<String>,
     /// List what would be copied or deleted, and change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     dry_run: bool,
     /// No progress display.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     no_progress: bool,
     /// Print one JSON summary on stdout at the end.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     json: bool,
     #[command(flatten)]
     s3: S3Args,
