@@ -1662,3 +1662,34 @@ async fn filters_leave_out_count_and_never_delete_on_moto() {
 async fn filters_leave_out_count_and_never_delete_on_garage() {
     filters_leave_out_count_and_never_delete(Kind::Garage).await;
 }
+
+/// Ctrl-C under a terminal: the bar was drawn, then cleared, and the interrupted summary
+/// says what was done and how to resume; the exit is 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_sync_under_a_terminal_shows_the_bar_then_what_it_did_on_moto() {
+    let pair = Pair::start(Kind::Moto).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("t/", 300)).await;
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "slow",
+        Match::default(),
+        Action::Delay { ms: 50 },
+    )]);
+    // SIGINT after 3 s, as a Ctrl-C would send it; `--preserve-status` passes ferry's own
+    // exit code through.
+    let command: Vec<String> = ["timeout", "--preserve-status", "-s", "INT", "3", ferry_bin()]
+        .into_iter()
+        .map(str::to_string)
+        .chain(pair.args(""))
+        .chain(["--concurrency".to_string(), "2".to_string()])
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let out = run_under_pty(command.join(" ")).await;
+    assert_eq!(out.code, 130, "{}", out.stdout);
+    assert!(out.stdout.contains("ETA"), "no bar:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains("interrupted after")
+            && out.stdout.contains("run the same command to resume"),
+        "no interrupted summary:\n{}",
+        out.stdout
+    );
+}
