@@ -593,6 +593,8 @@ struct Summary {
     /// A signal stopped the sync before it was done (it exits 130 or 143).
     interrupted: bool,
     failures: Vec<FailedObject>,
+    /// The source keys found archived and not restored (up to 10,000 per iteration).
+    archived_keys: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -870,6 +872,14 @@ async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Fai
     };
     let mut by: BTreeMap<&'static str, u64> = IterationRecord::default().skipped_by_reason();
     for r in records.iter().filter(|r| r.number >= first) {
+        if r.archived > 0 {
+            summary.archived_keys.extend(
+                queue
+                    .archived_keys(rule, r.number)
+                    .await
+                    .context("reading the archived keys")?,
+            );
+        }
         summary.iterations += 1;
         summary.listed += r.listed;
         for (reason, n) in r.skipped_by_reason() {
@@ -899,6 +909,9 @@ async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<Summary, Fai
     Ok(summary)
 }
 
+/// Failed and archived keys named on screen; `--json` has them all.
+const SHOWN_KEYS: usize = 20;
+
 fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
     if args.json {
         println!(
@@ -907,8 +920,14 @@ fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    for f in &s.failures {
+    for f in s.failures.iter().take(SHOWN_KEYS) {
         eprintln!("failed: {} ({} attempts): {}", f.key, f.attempts, f.error);
+    }
+    if s.failures.len() > SHOWN_KEYS {
+        eprintln!(
+            "failed: ... and {} more (all in --json, and in ferry dead-letters list)",
+            s.failures.len() - SHOWN_KEYS
+        );
     }
     eprintln!(
         "{}: {} listed, {} copied ({}), {} skipped{}, {} deleted, {} failed in {:.1}s ({} iteration(s), {} queue)",
@@ -938,6 +957,15 @@ fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
             "{archived} source object(s) are archived and not restored, so they could not be \
              read; restore them, and the next run copies them"
         );
+        for key in s.archived_keys.iter().take(SHOWN_KEYS) {
+            eprintln!("archived: {key}");
+        }
+        if s.archived_keys.len() > SHOWN_KEYS {
+            eprintln!(
+                "archived: ... and {} more (all in --json)",
+                archived as usize - SHOWN_KEYS
+            );
+        }
     }
     Ok(())
 }

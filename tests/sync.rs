@@ -1529,6 +1529,14 @@ async fn every_object_is_accounted_for_by_reason_on_moto() {
     accounted(&s);
     assert_eq!(s["copied"], 0, "{s}");
     assert_eq!(reasons(&s), [9, 0, 2, 0, 2], "{s}");
+    let mut archived: Vec<&str> = s["archived_keys"]
+        .as_array()
+        .expect("archived_keys")
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    archived.sort();
+    assert_eq!(archived, ["cold/a", "cold/b"], "{s}");
 
     let said = pair.sync("", &["--no-progress"]).await;
     assert_ok(&said);
@@ -1547,7 +1555,9 @@ async fn every_object_is_accounted_for_by_reason_on_moto() {
     );
     assert!(
         said.stderr
-            .contains("2 source object(s) are archived and not restored"),
+            .contains("2 source object(s) are archived and not restored")
+            && said.stderr.contains("archived: cold/a")
+            && said.stderr.contains("archived: cold/b"),
         "{}",
         said.stderr
     );
@@ -1676,13 +1686,20 @@ async fn an_interrupted_sync_under_a_terminal_shows_the_bar_then_what_it_did_on_
     )]);
     // SIGINT after 3 s, as a Ctrl-C would send it; `--preserve-status` passes ferry's own
     // exit code through.
-    let command: Vec<String> = ["timeout", "--preserve-status", "-s", "INT", "3", ferry_bin()]
-        .into_iter()
-        .map(str::to_string)
-        .chain(pair.args(""))
-        .chain(["--concurrency".to_string(), "2".to_string()])
-        .map(|a| format!("'{a}'"))
-        .collect();
+    let command: Vec<String> = [
+        "timeout",
+        "--preserve-status",
+        "-s",
+        "INT",
+        "3",
+        ferry_bin(),
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .chain(pair.args(""))
+    .chain(["--concurrency".to_string(), "2".to_string()])
+    .map(|a| format!("'{a}'"))
+    .collect();
     let out = run_under_pty(command.join(" ")).await;
     assert_eq!(out.code, 130, "{}", out.stdout);
     assert!(out.stdout.contains("ETA"), "no bar:\n{}", out.stdout);

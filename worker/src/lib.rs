@@ -458,9 +458,20 @@ async fn acknowledge(
                         "reason" => reason.label())
                     .increment(1)
                 }
-                Outcome::Archived => metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => name,
+                Outcome::Archived => {
+                    metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => name,
                         "reason" => "archived")
-                .increment(1),
+                    .increment(1);
+                    // Named, so a summary and a report can say which (the count is the
+                    // ack's; a name lost here loses no object).
+                    if let Err(e) = shared
+                        .queue
+                        .note_archived(&claimed.rule, claimed.id.iteration(), task.key())
+                        .await
+                    {
+                        warn!(task = %claimed.id, error = %e, "could not name an archived key");
+                    }
+                }
                 _ => {}
             }
         }

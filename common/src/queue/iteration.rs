@@ -358,11 +358,23 @@ impl Queue {
         if !dropped.is_empty() {
             let mut del = redis::cmd("DEL");
             for old in dropped {
-                del.arg(rk.iteration(old));
+                del.arg(rk.iteration(old)).arg(rk.archived(old));
             }
             self.query::<()>(&mut del).await?;
         }
         self.iteration(rule, n).await
+    }
+
+    /// The keys iteration `n` of `rule` found archived and not restored, in the order found
+    /// (at most [`super::ARCHIVED_KEYS_KEPT`]; the record's `archived` counts them all).
+    pub async fn archived_keys(&self, rule: &str, n: u64) -> Result<Vec<String>, QueueError> {
+        self.query(
+            redis::cmd("LRANGE")
+                .arg(self.keys.rule(rule).archived(n))
+                .arg(0)
+                .arg(-1),
+        )
+        .await
     }
 
     /// The finished iterations of `rule`, newest first.

@@ -147,6 +147,11 @@ impl RuleKeys {
     pub fn iteration(&self, n: u64) -> String {
         self.key(&format!("it:{n}"))
     }
+    /// The keys iteration `n` found archived and not restored (a list, at most
+    /// [`super::ARCHIVED_KEYS_KEPT`]); deleted with the iteration's record.
+    pub fn archived(&self, n: u64) -> String {
+        self.key(&format!("it:{n}:archived"))
+    }
     /// Finished iterations.
     pub fn history(&self) -> String {
         self.key("history")

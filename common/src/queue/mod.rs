@@ -182,6 +182,9 @@ struct SharedProbe {
     capabilities: crate::storage::Capabilities,
 }
 
+/// Archived keys named per iteration (its `archived` count has them all).
+pub const ARCHIVED_KEYS_KEPT: u64 = 10_000;
+
 /// Why the diff skipped a source object, as users read it: each is a field of the iteration
 /// record (`skipped_unchanged`, ...), and together they add up to the diff's `skipped`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

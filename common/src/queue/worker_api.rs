@@ -166,6 +166,10 @@ pub trait WorkerQueue: Send + Sync {
     /// Registers the worker, or refreshes its registration and counts.
     async fn heartbeat(&self, info: &WorkerInfo) -> Result<(), QueueError>;
 
+    /// Names `key` among those iteration `iteration` found archived and not restored (the
+    /// count itself is the ack's).
+    async fn note_archived(&self, rule: &str, iteration: u64, key: &str) -> Result<(), QueueError>;
+
     /// Removes the worker from the registry (it is shutting down).
     async fn deregister(&self, id: &str) -> Result<(), QueueError>;
 }
@@ -438,6 +442,23 @@ impl WorkerQueue for Queue {
     async fn ledger_get(&self, rule: &str, keys: &[&str]) -> Result<Vec<LedgerView>, QueueError> {
         // Also the coordinator's ledger read, so it stays a method of Queue.
         Queue::ledger_get(self, rule, keys).await
+    }
+
+    async fn note_archived(&self, rule: &str, iteration: u64, key: &str) -> Result<(), QueueError> {
+        let list = self.keys.rule(rule).archived(iteration);
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH")
+            .arg(&list)
+            .arg(key)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&list)
+            .arg(0)
+            .arg(super::ARCHIVED_KEYS_KEPT - 1)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Registers or refreshes `info` (a heartbeat), and forgets workers silent for longer
