@@ -16,13 +16,18 @@ pub(crate) struct ForgetArgs {
     /// The rule (a `sync` pair's rule name is in its summary and in `ferry status`).
     rule: String,
     /// A config file: its `[redis]`, or without one its embedded state dir.
-    #[arg(long, short, env = "FERRY_CONFIG")]
+    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Redis URL; overrides `[redis] url`.
-    #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FERRY_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     redis: Option<String>,
     /// The embedded queue's state dir (default: ~/.local/state/ferry).
-    #[arg(long, env = "FERRY_STATE_DIR")]
+    #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Do not ask for confirmation.
     #[arg(long, short)]

@@ -165,7 +165,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Worker loops in this process.
-        #[arg(long, env = "FERRY_WORKERS", default_value_t = 1)]
+        #[arg(long, env = "FERRY_WORKERS", value_name = "N", default_value_t = 1)]
         workers: usize,
         #[command(flatten)]
         coordinator: CoordinatorArgs,
@@ -194,31 +194,36 @@ struct Common {
     #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Redis URL; overrides `[redis] url` in the config.
-    #[arg(long, env = "FERRY_REDIS_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FERRY_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     redis: Option<String>,
-    /// With no `[redis]`: where the embedded queue keeps its state (default:
-    /// ~/.local/state/ferry). One process at a time may use it.
-    #[arg(long, env = "FERRY_STATE_DIR")]
+    /// With no `[redis]`: where the embedded queue keeps its state [default:
+    /// ~/.local/state/ferry]. One process at a time may use it.
+    #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct CoordinatorArgs {
     /// Coordinator name in leader leases (default: host-pid).
-    #[arg(long, env = "FERRY_COORDINATOR_ID")]
+    #[arg(long, env = "FERRY_COORDINATOR_ID", value_name = "NAME")]
     coordinator_id: Option<String>,
     /// Lease on leading a rule; a standby coordinator takes over this long after a leader dies.
-    #[arg(long, env = "FERRY_LEADER_LEASE", value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(long, env = "FERRY_LEADER_LEASE", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     leader_lease: Duration,
     /// Unfinished tasks per rule before planning pauses for workers to catch up.
-    #[arg(long, env = "FERRY_MAX_OUTSTANDING", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FERRY_MAX_OUTSTANDING", value_name = "N", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_outstanding: u64,
     /// Take over rule names registered in Redis with other buckets, forgetting everything
     /// the old pairing left there (its queues, ledger and history).
     #[arg(long, env = "FERRY_REPLACE_RULE")]
     replace_rule: bool,
     /// Serve `POST http://ADDR/events/RULE` for rules with `events = { webhook = true }`.
-    #[arg(long, env = "FERRY_EVENTS_LISTEN")]
+    #[arg(long, env = "FERRY_EVENTS_LISTEN", value_name = "ADDR")]
     events_listen: Option<SocketAddr>,
     /// Let a webhook rule without `events_token_env` listen beyond loopback: anyone who
     /// reaches the port can then send it events.
@@ -262,20 +267,25 @@ impl CoordinatorArgs {
 #[derive(Args)]
 struct WorkerArgs {
     /// Tasks copied at once.
-    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "FERRY_CONCURRENCY",
+        value_name = "N",
+        default_value_t = 32
+    )]
     concurrency: usize,
     /// Most multipart parts copied at once (within --concurrency), so the parts of one large
     /// object spread over every worker.
-    #[arg(long, env = "FERRY_PART_CONCURRENCY", default_value_t = ferry_worker::DEFAULT_PART_CONCURRENCY)]
+    #[arg(long, env = "FERRY_PART_CONCURRENCY", value_name = "N", default_value_t = ferry_worker::DEFAULT_PART_CONCURRENCY)]
     part_concurrency: usize,
     /// Worker name (default: host-pid). Must be unique among live workers.
-    #[arg(long, env = "FERRY_WORKER_ID")]
+    #[arg(long, env = "FERRY_WORKER_ID", value_name = "NAME")]
     id: Option<String>,
     /// Lease on a claimed task; renewed every third of it.
-    #[arg(long, env = "FERRY_LEASE", value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(long, env = "FERRY_LEASE", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     lease: Duration,
     /// On SIGTERM, how long in-flight tasks may finish before they are released.
-    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
+    #[arg(long, env = "FERRY_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "20s")]
     drain_timeout: Duration,
 }
 
@@ -340,7 +350,7 @@ impl S3Args {
 #[derive(Args)]
 struct MetricsArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
 }
 
@@ -453,11 +463,14 @@ pub(crate) fn refused(e: &anyhow::Error) -> Option<String> {
 
 fn init_logging(default: &str, format: LogFormat) {
     // `RUST_LOG`, when set and not empty, overrides the flags.
-    let filter = std::env::var("RUST_LOG")
+    let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
-        .and_then(|_| tracing_subscriber::EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+        .and_then(|_| tracing_subscriber::EnvFilter::try_from_default_env().ok());
+    // Module paths (`ferry_common::config`) help whoever debugs, not whoever reads a
+    // warning: in text they come with -vv or RUST_LOG (JSON records always carry them).
+    let targets = from_env.is_some() || default == "debug";
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -465,6 +478,7 @@ fn init_logging(default: &str, format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Text => builder
+            .with_target(targets)
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .init(),
     }

@@ -22,7 +22,7 @@ pub(crate) struct ProbeArgs {
     target: String,
     /// The config file with the endpoints (default: ./ferry.toml, else
     /// ~/.config/ferry/ferry.toml). Its rules are ignored.
-    #[arg(long, short, env = "FERRY_CONFIG")]
+    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -12,7 +12,8 @@ use std::process::Command;
 use harness::{TempDir, ferry_bin};
 
 /// Flags the docs name that belong to other tools, each with its tool.
-const OTHER_TOOLS: [(&str, &str); 21] = [
+const OTHER_TOOLS: [(&str, &str); 22] = [
+    ("--path", "cargo install"),
     ("--all-targets", "cargo clippy"),
     ("--check", "cargo fmt"),
     ("--release", "cargo build"),
@@ -119,17 +120,7 @@ fn docs_text() -> String {
 
 fn script_flags() -> BTreeSet<String> {
     let mut all = BTreeSet::new();
-    for script in [
-        "bench/run",
-        "bench/events",
-        "bench/listing",
-        "bench/queue",
-        "bench/slowdown",
-        "scripts/chaos.sh",
-        "scripts/deps.sh",
-        "scripts/quickstart.sh",
-        "scripts/test.sh",
-    ] {
+    for script in ferry_testkit::SCRIPTS {
         let mut command = Command::new(root().join(script));
         command.arg("--help");
         all.extend(flags(&output(command)));

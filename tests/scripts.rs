@@ -5,18 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Every script a reader of the README may run.
-const SCRIPTS: [&str; 9] = [
-    "bench/run",
-    "bench/events",
-    "bench/listing",
-    "bench/queue",
-    "bench/slowdown",
-    "scripts/chaos.sh",
-    "scripts/deps.sh",
-    "scripts/quickstart.sh",
-    "scripts/test.sh",
-];
+use ferry_testkit::SCRIPTS;
 
 /// Commands an installing or building script would run: each stand-in records its name.
 const INSTALLERS: [&str; 10] = [

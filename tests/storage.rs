@@ -183,6 +183,18 @@ async fn rgw_starts_on_a_disk_with_under_5_percent_free() {
     uploads_are_checked_end_to_end(S3Server::rgw_under(disk.0.path()), true).await;
 }
 
+/// Regression: a free port taken by another test's server before radosgw bound it made the
+/// gateway exit 98 (EADDRINUSE) and failed the test; it now starts again on another port.
+#[test]
+fn rgw_starts_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // It returns once the gateway answers a listing of its buckets with 200.
+    let rgw = ferry_testkit::ceph::Rgw::start_trying_port(port);
+    assert_ne!(rgw.port, port);
+    drop(taken);
+}
+
 /// The endpoint `s3` of a config for `server` (as `url`), on the request path given.
 async fn s3_store(server: &S3Server, url: &str, path: RequestPath) -> S3Store {
     s3_store_trusting(server, url, &Trust::system(), path).await

@@ -1710,3 +1710,76 @@ async fn an_interrupted_sync_under_a_terminal_shows_the_bar_then_what_it_did_on_
         out.stdout
     );
 }
+
+/// A first Ctrl-C is answered at once ("stopping: ...", while copies in flight finish); a
+/// second one stops the process within a second, exit 130, and a rerun copies the rest:
+/// nothing held is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_stops_at_once_and_a_rerun_completes_on_moto() {
+    let pair = Pair::start(Kind::Moto).await;
+    seed(&pair.src.client(), &pair.sb, &seeds("c/", 200)).await;
+    // Each write held for 3 s: a drain would take that long, at least.
+    pair.dst_proxy.set_rules(vec![Rule::new(
+        "slow",
+        Match {
+            method: Some("PUT".into()),
+            ..Match::default()
+        },
+        Action::Delay { ms: 3000 },
+    )]);
+    let err = pair.dir.path().join("twice.err");
+    let mut child = std::process::Command::new(ferry_bin())
+        .args(pair.args(""))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("starting ferry sync");
+    let read = || std::fs::read_to_string(&err).unwrap_or_default();
+    // Copies are in flight once source objects are being read (their writes are held).
+    wait_until(Duration::from_secs(60), "source objects read", || {
+        let reads = pair
+            .src_proxy
+            .events()
+            .iter()
+            .filter(|e| e.method == "GET" && !e.query.contains("list-type"))
+            .count();
+        async move { reads >= 4 }
+    })
+    .await;
+    let interrupt = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(interrupt(child.id()).success());
+    wait_until(Duration::from_secs(1), "the first Ctrl-C answered", || {
+        let said = read().contains("stopping: no new work is claimed");
+        async move { said }
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "draining, not gone");
+    assert!(interrupt(child.id()).success());
+    let second = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(1),
+            "a second Ctrl-C did not stop ferry within a second:\n{}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{}", read());
+    assert!(read().contains("stopped at once"), "{}", read());
+
+    pair.dst_proxy.clear();
+    let rerun = pair.sync("", &["--json"]).await;
+    assert_ok(&rerun);
+    assert_eq!(
+        assert_same_objects(&pair.src.client(), &pair.sb, &pair.dst.client(), &pair.db).await,
+        200
+    );
+}

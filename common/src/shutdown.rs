@@ -16,14 +16,23 @@ pub fn received() -> Option<i32> {
     }
 }
 
-/// Returns a token cancelled on the first SIGTERM or SIGINT.
+/// Returns a token cancelled on the first SIGTERM or SIGINT. A second one ends the process
+/// at once (exit 128 + that signal): what it held is claimed again when its leases run out,
+/// or at once by the next process on the same state dir.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let child = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested; no new work is claimed");
+        tracing::warn!(
+            "stopping: no new work is claimed, and copies in flight finish first; \
+             a second Ctrl-C (or SIGTERM) stops at once"
+        );
         child.cancel();
+        wait_for_signal().await;
+        let signal = RECEIVED.load(Ordering::Relaxed);
+        eprintln!("stopped at once; run the same command to resume");
+        std::process::exit(128 + signal);
     });
     token
 }

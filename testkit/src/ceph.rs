@@ -94,12 +94,21 @@ impl Rgw {
 
     /// Like [`Rgw::start`], with the cluster's files in a new directory in `parent`.
     pub fn start_under(parent: &Path) -> Rgw {
+        Rgw::start_in(parent, free_port())
+    }
+
+    /// [`Rgw::start`], trying S3 port `s3` first (another one when it is taken).
+    pub fn start_trying_port(s3: u16) -> Rgw {
+        Rgw::start_in(&std::env::temp_dir(), s3)
+    }
+
+    fn start_in(parent: &Path, s3: u16) -> Rgw {
         let dir = TempDir::under(parent, "rgw");
         let d = dir.path().to_str().expect("utf-8 temp dir").to_string();
         for sub in ["run", "log", "mon", "osd/osd.0", "rgw"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("ceph dirs");
         }
-        let (v1, v2, s3) = (free_port(), free_port(), free_port());
+        let (v1, v2) = (free_port(), free_port());
         let fsid = uuid();
         let conf = format!("{d}/ceph.conf");
         let keyring = format!("{d}/keyring");
@@ -194,15 +203,39 @@ impl Rgw {
                 &["-c", &conf, "-i", "0", "-f"],
             ),
         );
-        procs.insert(
-            0,
-            daemon(
+        // A free port may be taken by another test's server before the gateway binds it
+        // (it then exits 98, EADDRINUSE): it starts again on another.
+        let mut s3 = s3;
+        for attempt in 1.. {
+            let frontends = format!("beast endpoint=127.0.0.1:{s3} tcp_nodelay=1");
+            let mut gateway = daemon(
                 "radosgw",
                 dir.path(),
                 "radosgw",
-                &["-c", &conf, "-n", "client.rgw", "-f"],
-            ),
-        );
+                &[
+                    "-c",
+                    &conf,
+                    "-n",
+                    "client.rgw",
+                    "-f",
+                    "--rgw_frontends",
+                    &frontends,
+                ],
+            );
+            match serving(&mut gateway, s3, Duration::from_secs(60)) {
+                Ok(()) => {
+                    procs.insert(0, gateway);
+                    break;
+                }
+                Err(Some(status)) if status.code() == Some(98) && attempt < 5 => {
+                    s3 = free_port();
+                }
+                Err(Some(status)) => {
+                    panic!("radosgw exited ({status}) before serving on port {s3}")
+                }
+                Err(None) => panic!("radosgw did not answer on port {s3} within 60s"),
+            }
+        }
         let access_key = format!("RGW{}", random_hex(8).to_uppercase());
         let secret_key = random_hex(20);
         tool(
@@ -222,41 +255,47 @@ impl Rgw {
                 &secret_key,
             ],
         );
-        procs[0].wait_listening(s3, Duration::from_secs(30));
-        let rgw = Rgw {
+        Rgw {
             port: s3,
             access_key,
             secret_key,
             procs,
             dir,
-        };
-        rgw.wait_ready(Duration::from_secs(30));
-        rgw
-    }
-
-    /// Waits until the gateway answers a plain GET of `/` (a listing of no buckets) with 200:
-    /// its pools are made and it serves requests.
-    fn wait_ready(&self, timeout: Duration) {
-        use std::io::{Read, Write};
-        let deadline = Instant::now() + timeout;
-        loop {
-            let answered = std::net::TcpStream::connect(("127.0.0.1", self.port))
-                .and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-                    let mut head = [0u8; 12];
-                    s.read_exact(&mut head)?;
-                    Ok(head.ends_with(b"200"))
-                })
-                .unwrap_or(false);
-            if answered {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "radosgw did not answer within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// Waits until `gateway` answers a plain GET of `/` on `port` with a listing of buckets (its
+/// pools are made, and it is this gateway, not another server that took the port), or
+/// exits: `Err(Some(status))`; `Err(None)` after `timeout`.
+fn serving(
+    gateway: &mut Proc,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), Option<std::process::ExitStatus>> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = gateway.child.try_wait() {
+            return Err(Some(status));
+        }
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+                let mut answer = Vec::new();
+                s.take(64 * 1024).read_to_end(&mut answer)?;
+                let text = String::from_utf8_lossy(&answer);
+                Ok(text.split_whitespace().nth(1) == Some("200")
+                    && text.contains("ListAllMyBucketsResult"))
+            })
+            .unwrap_or(false);
+        if answered {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

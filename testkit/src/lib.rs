@@ -14,6 +14,19 @@
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
 
+/// Every script a reader of the README may run, relative to the repository's root.
+pub const SCRIPTS: [&str; 9] = [
+    "bench/run",
+    "bench/events",
+    "bench/listing",
+    "bench/queue",
+    "bench/slowdown",
+    "scripts/chaos.sh",
+    "scripts/deps.sh",
+    "scripts/quickstart.sh",
+    "scripts/test.sh",
+];
+
 pub mod ceph;
 pub mod chaos;
 pub mod cluster;

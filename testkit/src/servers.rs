@@ -145,21 +145,39 @@ impl Proc {
     /// Waits until this process listens on `port` of 127.0.0.1; panics after `timeout`, or at
     /// once, with its exit status, if it exits first.
     pub fn wait_listening(&mut self, port: u16, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
+        match self.try_listening(port, timeout) {
+            Ok(()) => {}
+            Err(Some(status)) => {
                 panic!(
                     "{} exited ({status}) before listening on port {port}",
                     self.name
-                );
+                )
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(None) => panic!(
                 "{} did not listen on port {port} within {timeout:?}",
                 self.name
-            );
+            ),
+        }
+    }
+
+    /// [`Proc::wait_listening`], saying how it failed instead: `Err(Some(status))` when the
+    /// process exited first (98 is a port another process took), `Err(None)` on the timeout.
+    pub fn try_listening(
+        &mut self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Err(None);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     pub fn log_text(&self) -> String {
