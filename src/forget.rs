@@ -2,11 +2,10 @@
 //! and its registration), so that both its buckets may be paired again.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use ferry_common::config::{Config, ConfigError, Problem, RedisConfig};
+use ferry_common::config::{ConfigError, Problem};
 use ferry_common::queue::Persistence;
 
 use crate::Failure;
@@ -15,20 +14,9 @@ use crate::Failure;
 pub(crate) struct ForgetArgs {
     /// The rule (a `sync` pair's rule name is in its summary and in `ferry status`).
     rule: String,
-    /// A config file: its `[redis]`, or without one its embedded state dir.
-    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Redis URL; overrides `[redis] url`.
-    #[arg(
-        long,
-        env = "FERRY_REDIS_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    redis: Option<String>,
-    /// The embedded queue's state dir (default: ~/.local/state/ferry).
-    #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    /// Where the pairing is kept: the config's `[redis]`, or the state dir.
+    #[command(flatten)]
+    common: crate::Common,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     yes: bool,
@@ -44,27 +32,12 @@ fn problem(path: &str, message: String) -> Failure {
 }
 
 pub(crate) async fn run(args: ForgetArgs) -> Result<(), Failure> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(Failure::Config)?,
-        None => Config {
-            redis: None,
-            endpoints: Default::default(),
-            rules: Vec::new(),
-        },
-    };
-    if let Some(url) = &args.redis {
-        let namespace = config
-            .redis
-            .as_ref()
-            .map_or_else(|| "ferry".to_string(), |r| r.namespace.clone());
-        config.redis = Some(RedisConfig::new(url.clone(), namespace));
-    }
+    let config = crate::load_to_read(&args.common)?;
     let place = match &config.redis {
         Some(r) => format!("redis {} (namespace {:?})", r.redacted_url(), r.namespace),
         None => "the state dir".to_string(),
     };
-    let dir = crate::sync::state_dir(args.state_dir.as_deref())?;
-    let queue = crate::open_queue(&config, Persistence::FailFast, &dir).await?;
+    let queue = crate::connect(&args.common, &config, Persistence::FailFast).await?;
     let registered = queue
         .registered_rules()
         .await

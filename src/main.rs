@@ -61,7 +61,7 @@ struct LogArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Log lines as text, or as one JSON object each (for log collectors).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
