@@ -349,18 +349,21 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
             ),
         )]));
     }
-    // The config file: needed for endpoints named in it, and read when it is there for its
-    // [redis]; s3:// sides and rclone remotes need none.
-    let needs_file = args.config.is_some() || {
-        let rclone = crate::remote::rclone_config_path();
-        [&src, &dst].iter().any(|side| {
-            !side.s3_url
-                && !rclone.as_ref().is_some_and(|p| {
-                    // A remote there, usable or not, is rclone's to speak of.
-                    !matches!(crate::remote::rclone_remote(p, &side.endpoint), Ok(None))
-                })
-        })
+    // Each named side's rclone remote, looked up once: `None` when rclone's config has no
+    // such remote (or there is no rclone config).
+    let rclone = crate::remote::rclone_config_path();
+    let remote = |side: &Side| -> Option<Result<toml::Table, Problem>> {
+        let path = rclone.as_deref().filter(|_| !side.s3_url)?;
+        crate::remote::rclone_remote(path, &side.endpoint).transpose()
     };
+    let remotes = [remote(&src), remote(&dst)];
+    // The config file: needed for endpoints named in it, and read when it is there for its
+    // [redis]; s3:// sides and rclone remotes (usable or not: rclone's to speak of) need none.
+    let needs_file = args.config.is_some()
+        || [&src, &dst]
+            .iter()
+            .zip(&remotes)
+            .any(|(side, remote)| !side.s3_url && remote.is_none());
     let found = match config_path(args.config.as_deref()) {
         Ok(path) => Some(path),
         Err(e) if needs_file => return Err(e),
@@ -400,7 +403,7 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
             region: args.dst_region.clone(),
         },
     };
-    for (arg, side) in [("SRC", &src), ("DST", &dst)] {
+    for ((arg, side), remote) in [("SRC", &src), ("DST", &dst)].into_iter().zip(remotes) {
         let flags = flags(arg);
         let lower = arg.to_ascii_lowercase();
         if side.s3_url {
@@ -424,16 +427,12 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
         if known.contains(&side.endpoint) {
             continue;
         }
-        let rclone = crate::remote::rclone_config_path();
-        match rclone
-            .as_deref()
-            .map(|p| crate::remote::rclone_remote(p, &side.endpoint))
-        {
-            Some(Ok(Some(endpoint))) => {
+        match remote {
+            Some(Ok(endpoint)) => {
                 added.insert(side.endpoint.clone(), endpoint.into());
             }
             Some(Err(p)) => missing.push(p),
-            _ => missing.push(problem(
+            None => missing.push(problem(
                 arg,
                 format!(
                     "no endpoint {:?} in {path} (endpoints: {}), and no rclone remote of that name ({})",
