@@ -5,8 +5,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context as _;
 use clap::Args;
-use ferry_common::config::{ConfigError, Problem};
-use ferry_common::queue::Persistence;
+use ferry_core::config::{ConfigError, Problem};
+use ferry_queue::Persistence;
 
 use crate::Failure;
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use ferry_common::config::{ConfigError, Problem};
+use ferry_core::config::{ConfigError, Problem};
 
 use crate::Failure;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use ferry_common::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
-use ferry_common::queue::{Persistence, Queue, ViewQueue};
-use ferry_common::storage::{CA_BUNDLE_VAR, Stores, Timeouts, Trust};
+use ferry_core::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
+use ferry_queue::{Persistence, Queue, ViewQueue};
+use ferry_storage::{CA_BUNDLE_VAR, Stores, Timeouts, Trust};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -20,6 +20,7 @@ mod init;
 mod probe;
 mod queues;
 mod remote;
+mod shutdown;
 mod status;
 mod sync;
 
@@ -365,7 +366,7 @@ enum Failure {
 /// `Err(Interrupted)` when a signal stopped this process, so that `sync` and `run` never
 /// report success for work they did not finish.
 fn unless_interrupted() -> Result<(), Failure> {
-    match ferry_common::shutdown::received() {
+    match crate::shutdown::received() {
         Some(signal) => Err(Failure::Interrupted(signal)),
         None => Ok(()),
     }
@@ -446,7 +447,7 @@ fn redact_panics() {
         eprintln!(
             "ferry panicked in thread {}{place}: {}",
             thread.name().unwrap_or("unnamed"),
-            ferry_common::config::redact_known(&message)
+            ferry_core::config::redact_known(&message)
         );
         if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
             eprintln!("{}", std::backtrace::Backtrace::force_capture());
@@ -457,7 +458,7 @@ fn redact_panics() {
 /// Why Redis refused ferry, when that is what `e` comes down to.
 pub(crate) fn refused(e: &anyhow::Error) -> Option<String> {
     e.chain()
-        .find_map(|c| c.downcast_ref::<ferry_common::queue::QueueError>())
+        .find_map(|c| c.downcast_ref::<ferry_queue::QueueError>())
         .and_then(|q| q.refusal())
 }
 
@@ -467,7 +468,7 @@ fn init_logging(default: &str, format: LogFormat) {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .and_then(|_| tracing_subscriber::EnvFilter::try_from_default_env().ok());
-    // Module paths (`ferry_common::config`) help whoever debugs, not whoever reads a
+    // Module paths (`ferry_core::config`) help whoever debugs, not whoever reads a
     // warning: in text they come with -vv or RUST_LOG (JSON records always carry them).
     let targets = from_env.is_some() || default == "debug";
     let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
@@ -624,7 +625,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
             let trust = s3.trust()?;
-            let cancel = ferry_common::shutdown::on_signal();
+            let cancel = crate::shutdown::on_signal();
             let stop = hard_stop(&cancel, Duration::ZERO);
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
@@ -633,7 +634,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let (config, queue) = start(&common, role, stop, "ferry coordinator", &check).await?;
             let stores = Stores::connect(&config, timeouts, &trust)
                 .await
-                .with_limits(&config, &queue);
+                .with_limits(&config, Arc::new(queue.clone()));
             run_coordinator(&coordinator, config, stores, queue, cancel).await
         }
         Command::Worker {
@@ -646,13 +647,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let timeouts = s3.timeouts()?;
             let trust = s3.trust()?;
             let options = worker_options(&worker, None)?;
-            let cancel = ferry_common::shutdown::on_signal();
+            let cancel = crate::shutdown::on_signal();
             let stop = hard_stop(&cancel, options.drain);
             let (config, queue) =
                 start(&common, Role::Worker, stop, "ferry worker", &|_| Ok(())).await?;
             let stores = Stores::connect(&config, timeouts, &trust)
                 .await
-                .with_limits(&config, &queue);
+                .with_limits(&config, Arc::new(queue.clone()));
             ferry_worker::run(config, stores, Arc::new(queue), options, cancel)
                 .await
                 .context("worker failed")?;
@@ -669,7 +670,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             serve_metrics(&metrics)?;
             let timeouts = s3.timeouts()?;
             let trust = s3.trust()?;
-            let shutdown = ferry_common::shutdown::on_signal();
+            let shutdown = crate::shutdown::on_signal();
             let stop = hard_stop(&shutdown, worker.drain_timeout);
             let role = Role::Coordinator {
                 replace: coordinator.replace_rule,
@@ -678,7 +679,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let (config, queue) = start(&common, role, stop, "", &check).await?;
             let stores = Stores::connect(&config, timeouts, &trust)
                 .await
-                .with_limits(&config, &queue);
+                .with_limits(&config, Arc::new(queue.clone()));
             // Workers stop when the coordinator is done (or on a signal).
             let workers_stop = shutdown.child_token();
             let mut handles = Vec::new();
@@ -701,7 +702,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     .context("worker failed")?;
             }
             result?;
-            if let Some(signal) = ferry_common::shutdown::received() {
+            if let Some(signal) = crate::shutdown::received() {
                 eprintln!(
                     "interrupted (signal {signal}); in-flight tasks were finished or released"
                 );
@@ -816,10 +817,10 @@ fn with_redis_flag(mut config: Config, common: &Common) -> Config {
         // its one seed).
         let cluster = configured.as_ref().is_some_and(|r| r.cluster);
         let ca_file = configured.and_then(|r| r.ca_file);
-        config.redis = Some(ferry_common::config::RedisConfig {
+        config.redis = Some(ferry_core::config::RedisConfig {
             cluster,
             ca_file,
-            ..ferry_common::config::RedisConfig::new(url.clone(), namespace)
+            ..ferry_core::config::RedisConfig::new(url.clone(), namespace)
         });
         if let Some(redis) = &config.redis {
             redis.remember_passwords();
@@ -910,7 +911,7 @@ async fn open_queue(
         None => Queue::open_embedded(state_dir, "ferry")
             .await
             .map_err(|e| match e {
-                ferry_common::queue::QueueError::State(e) => Failure::Config(ConfigError {
+                ferry_queue::QueueError::State(e) => Failure::Config(ConfigError {
                     problems: vec![Problem {
                         path: "--state-dir".into(),
                         message: e.to_string(),
@@ -1110,7 +1111,7 @@ fn serve_metrics(args: &MetricsArgs) -> Result<(), Failure> {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(
-                    ferry_common::telemetry::EVENT_LAG.to_string(),
+                    ferry_core::telemetry::EVENT_LAG.to_string(),
                 ),
                 &[
                     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ferry_common::config::{Config, ConfigError, Problem};
-use ferry_common::storage::{Capabilities, S3Store, probe};
+use ferry_core::config::{Config, ConfigError, Problem};
+use ferry_storage::{Capabilities, S3Store, probe};
 use serde::Serialize;
 
 use crate::{Failure, S3Args, sync};

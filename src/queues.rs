@@ -2,7 +2,7 @@
 //! dead), the oldest pending task's age, the last minute's throughput, and the worker fleet.
 //! It reads Redis only and changes nothing. `ferry dead-letters` lives here too.
 
-use ferry_common::queue::{
+use ferry_queue::{
     DeadLetter, QueueError, ShardView, THROUGHPUT_WINDOW, Throughput, ViewQueue, WorkerSeen,
 };
 use serde::Serialize;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_common::config::Problem;
+use ferry_core::config::Problem;
 
 /// What the command line and the environment say about one `s3://` side.
 #[derive(Debug, Default, Clone)]

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_common::queue::{
-    IterationRecord, IterationState, QueueDepth, QueueError, RuleState, ViewQueue,
-};
+use ferry_queue::{IterationRecord, IterationState, QueueDepth, QueueError, RuleState, ViewQueue};
 use serde::Serialize;
 
 /// Iterations shown per rule in the human-readable form (JSON has all that are kept).

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use ferry_common::config::{Config, ConfigError, Problem};
-use ferry_common::queue::{DeadLetter, IterationRecord, Persistence, Queue, TaskId};
-use ferry_common::storage::Stores;
-use ferry_common::task::Task;
+use ferry_core::config::{Config, ConfigError, Problem};
+use ferry_core::task::Task;
+use ferry_queue::{DeadLetter, IterationRecord, Persistence, Queue, TaskId};
+use ferry_storage::Stores;
 use serde::Serialize;
 
 use crate::{Failure, Role, S3Args};
@@ -547,7 +547,7 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
         )
     })?;
     if let Some(found) = &found {
-        ferry_common::config::warn_if_exposed(found, &text);
+        ferry_core::config::warn_if_exposed(found, &text);
     }
     if let Some(redis) = &config.redis {
         redis.remember_passwords();
@@ -614,7 +614,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     }
     let timeouts = args.s3.timeouts()?;
     let trust = args.s3.trust()?;
-    let shutdown = ferry_common::shutdown::on_signal();
+    let shutdown = crate::shutdown::on_signal();
     let stop = crate::hard_stop(&shutdown, Duration::from_secs(20));
     let state_dir = state_dir(args.state_dir.as_deref())?;
     if config.redis.is_some() {
@@ -627,7 +627,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let config = Arc::new(config);
     let stores = Stores::connect(&config, timeouts, &trust)
         .await
-        .with_limits(&config, &queue);
+        .with_limits(&config, Arc::new(queue.clone()));
     let rule_cfg = config.rules[0].clone();
     let coordinator = ferry_coordinator::Context {
         config: config.clone(),
@@ -670,7 +670,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let options = ferry_worker::WorkerOptions {
         id: crate::default_process_id(),
         concurrency: args.concurrency,
-        lease: ferry_common::queue::DEFAULT_LEASE,
+        lease: ferry_queue::DEFAULT_LEASE,
         drain: Duration::from_secs(20),
         part_concurrency: ferry_worker::DEFAULT_PART_CONCURRENCY.min(args.concurrency),
     };
@@ -702,7 +702,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     } else {
         "redis"
     };
-    summary.interrupted = ferry_common::shutdown::received().is_some();
+    summary.interrupted = crate::shutdown::received().is_some();
     report(&args, &summary)?;
     if summary.interrupted && !args.json {
         eprintln!(
@@ -769,7 +769,7 @@ async fn redis_answers(config: &Config, state_dir: &Path) -> Result<(), Failure>
 
 async fn answers_a_listing(
     stores: &Stores,
-    rule: &ferry_common::config::Rule,
+    rule: &ferry_core::config::Rule,
 ) -> Result<(), Failure> {
     let first_prefix = rule.source.prefixes.first().map_or("", String::as_str);
     let (from, to) = (stores.source(rule), stores.destination(rule));
@@ -803,7 +803,7 @@ async fn answers_a_listing(
 async fn dry_run(
     args: &SyncArgs,
     ctx: &ferry_coordinator::Context,
-    rule: &ferry_common::config::Rule,
+    rule: &ferry_core::config::Rule,
 ) -> Result<(), Failure> {
     let json = args.json;
     let found = ferry_coordinator::dry_run(ctx, rule, |task| {

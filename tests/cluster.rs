@@ -140,9 +140,9 @@ async fn rules_replicate_through_a_redis_cluster_of_three_masters_on_moto() {
     }
     // Forgetting a rule on a cluster (`--replace-rule`'s first step) finds its keys in its
     // slot, on its master.
-    let queue = ferry_common::queue::Queue::connect(
-        &ferry_common::config::RedisConfig::cluster(&cluster.urls(), ns.clone()),
-        ferry_common::queue::Persistence::FailFast,
+    let queue = ferry_queue::Queue::connect(
+        &ferry_core::config::RedisConfig::cluster(&cluster.urls(), ns.clone()),
+        ferry_queue::Persistence::FailFast,
     )
     .await
     .expect("connecting ferry's queue to the cluster");

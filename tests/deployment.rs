@@ -83,7 +83,7 @@ fn compose_file(name: &str) -> String {
 fn defined_metrics() -> Vec<String> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/common/src/telemetry.rs"
+        "/core/src/telemetry.rs"
     ))
     .expect("reading telemetry.rs");
     text.split('"')

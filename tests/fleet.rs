@@ -8,10 +8,10 @@ mod harness;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ferry_common::config::RedisConfig;
-use ferry_common::queue::{Abandon, Queue, WorkerQueue};
-use ferry_common::shard::shard_of;
-use ferry_common::task::{Expected, ObjectVersion, Task};
+use ferry_core::config::RedisConfig;
+use ferry_core::shard::shard_of;
+use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_queue::{Abandon, Queue, WorkerQueue};
 use harness::data::{Seed, head, list_keys, seed};
 use harness::{Env, ferry_output, free_port, samples, scrape, spawn_ferry};
 use serde_json::Value;
@@ -273,7 +273,7 @@ async fn dead_letters_are_listed_retried_and_purged() {
     let config = env.write_config("dl.toml", &rule);
     let queue = Queue::connect(
         &RedisConfig::new(env.redis.url(), env.ns.clone()),
-        ferry_common::queue::Persistence::FailFast,
+        ferry_queue::Persistence::FailFast,
     )
     .await
     .unwrap();

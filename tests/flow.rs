@@ -8,7 +8,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferry_common::shard::shard_of;
+use ferry_core::shard::shard_of;
 use ferry_testkit::proxy::{Action, Event, FaultProxy, Match, Rule};
 use harness::data::{Seed, assert_same_objects, list_keys, seed};
 use harness::{Env, Proc, free_port, iteration_record, rule_toml, samples, scrape, spawn_ferry};

@@ -1,5 +1,5 @@
 //! The flow controller in Redis (the Lua in `lib.lua`, `claim.lua`, `throttle.lua`) against
-//! its pure model (`ferry_common::flow`): random sequences of claims, successes, throttles and
+//! its pure model (`ferry_core::flow`): random sequences of claims, successes, throttles and
 //! other ends, through the real scripts on a real redis-server, must leave both in the same
 //! state after every event.
 
@@ -7,11 +7,11 @@ mod harness;
 
 use std::time::Duration;
 
-use ferry_common::config::RedisConfig;
-use ferry_common::flow::{Admit, Event, Flow};
-use ferry_common::queue::Counted;
-use ferry_common::queue::{Abandon, Claimed, LedgerOp, Persistence, Queue, WorkerQueue};
-use ferry_common::task::{Expected, ObjectVersion, Task};
+use ferry_core::config::RedisConfig;
+use ferry_core::flow::{Admit, Event, Flow};
+use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_queue::Counted;
+use ferry_queue::{Abandon, Claimed, LedgerOp, Persistence, Queue, WorkerQueue};
 use harness::{Redis, unique};
 use rand::{Rng, SeedableRng};
 
@@ -117,7 +117,7 @@ async fn the_scripts_and_the_model_agree_on_every_event() {
                             )
                             .await
                             .unwrap();
-                        assert_ne!(outcome, ferry_common::queue::FailOutcome::Lost);
+                        assert_ne!(outcome, ferry_queue::FailOutcome::Lost);
                         Event::Ended { probe }
                     }
                 };

@@ -346,9 +346,9 @@ async fn a_source_changed_after_planning_is_copied_at_its_new_version_never_a_mi
         assert_eq!(got.get(&format!("k{i:02}")), Some(&expected));
     }
     // The ledger holds the version actually copied (the re-planned one), not the planned one.
-    let queue = ferry_common::queue::Queue::connect(
-        &ferry_common::config::RedisConfig::new(env.redis.url(), env.ns.clone()),
-        ferry_common::queue::Persistence::FailFast,
+    let queue = ferry_queue::Queue::connect(
+        &ferry_core::config::RedisConfig::new(env.redis.url(), env.ns.clone()),
+        ferry_queue::Persistence::FailFast,
     )
     .await
     .expect("redis");

@@ -6,9 +6,9 @@
 
 mod harness;
 
-use ferry_common::config::RedisConfig;
-use ferry_common::ledger::LedgerEntry;
-use ferry_common::queue::{Keys, Queue};
+use ferry_core::config::RedisConfig;
+use ferry_core::ledger::LedgerEntry;
+use ferry_queue::{Keys, Queue};
 use harness::Redis;
 use redis::AsyncCommands;
 
@@ -98,7 +98,7 @@ async fn redis_ledger(total: u64, fresh: bool) -> (f64, u64, f64) {
     let redis = Redis::start();
     let q = Queue::connect(
         &RedisConfig::new(redis.url(), "ferry"),
-        ferry_common::queue::Persistence::FailFast,
+        ferry_queue::Persistence::FailFast,
     )
     .await
     .unwrap();
@@ -185,10 +185,7 @@ async fn redis_ledger_bytes_per_object_at_ten_and_fifty_million_entries() {
             compact, 1.0,
             "buckets left the listpack encoding at {total}"
         );
-        assert_eq!(
-            buckets,
-            total.div_ceil(u64::from(ferry_common::ledger::LOAD))
-        );
+        assert_eq!(buckets, total.div_ceil(u64::from(ferry_core::ledger::LOAD)));
     }
 }
 

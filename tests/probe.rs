@@ -4,7 +4,7 @@
 
 mod harness;
 
-use ferry_common::storage::{Capabilities, Conditions, EtagForm};
+use ferry_storage::{Capabilities, Conditions, EtagForm};
 use harness::data::{every_open_upload, list_every_key};
 use harness::{Kind, S3Server, unique};
 
@@ -248,7 +248,7 @@ async fn a_probe_through_a_fault_storm_measures_the_same(kind: Kind) {
     ]);
     let stormy = harness::store_at(&server, &proxy.url()).await;
     for round in 0..3 {
-        let (found, disturbed) = ferry_common::storage::probe_patiently(stormy.as_ref(), &bucket)
+        let (found, disturbed) = ferry_storage::probe_patiently(stormy.as_ref(), &bucket)
             .await
             .unwrap_or_else(|e| panic!("round {round}: the probe gave up: {e}"));
         assert_eq!(found, clean, "round {round}");

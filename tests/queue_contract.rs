@@ -7,14 +7,14 @@ mod harness;
 
 use std::time::Duration;
 
-use ferry_common::config::{BucketRef, RedisConfig};
-use ferry_common::ledger::LedgerEntry;
-use ferry_common::queue::Counted;
-use ferry_common::queue::{
+use ferry_core::config::{BucketRef, RedisConfig};
+use ferry_core::ledger::LedgerEntry;
+use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_queue::Counted;
+use ferry_queue::{
     Abandon, FailOutcome, HISTORY, LeaderToken, LedgerOp, ListingMarks, PlanBatch, Queue,
     QueueError, WorkerQueue,
 };
-use ferry_common::task::{Expected, ObjectVersion, Task};
 use ferry_testkit::servers::TempDir;
 use harness::{Redis, unique};
 
@@ -50,7 +50,7 @@ impl Backend {
         match self {
             Backend::Redis(redis) => Queue::connect(
                 &RedisConfig::new(redis.url(), unique("q")),
-                ferry_common::queue::Persistence::FailFast,
+                ferry_queue::Persistence::FailFast,
             )
             .await
             .expect("connecting"),
@@ -440,7 +440,7 @@ async fn commands_sent_while_redis_loads_after_a_restart_wait_for_it() {
     let mut redis = Redis::start_aof_loading_slowly(3_000).await;
     let q = Queue::connect(
         &RedisConfig::new(redis.url(), unique("q")),
-        ferry_common::queue::Persistence::RideOut(tokio_util::sync::CancellationToken::new()),
+        ferry_queue::Persistence::RideOut(tokio_util::sync::CancellationToken::new()),
     )
     .await
     .unwrap();
@@ -494,7 +494,7 @@ async fn undecodable_payloads_are_reported_not_dropped() {
     let ns = unique("q");
     let q = Queue::connect(
         &RedisConfig::new(redis.url(), ns.clone()),
-        ferry_common::queue::Persistence::FailFast,
+        ferry_queue::Persistence::FailFast,
     )
     .await
     .unwrap();
@@ -676,9 +676,9 @@ async fn a_former_leader_is_fenced_off_every_coordinator_write(backend: Backend)
     let n = q.begin_iteration("r", &old).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let now = q.acquire_leader("r", "c2", lease).await.unwrap().unwrap();
-    let fenced = |r: Result<(), ferry_common::queue::QueueError>| {
+    let fenced = |r: Result<(), ferry_queue::QueueError>| {
         assert!(
-            matches!(r, Err(ferry_common::queue::QueueError::Fenced { .. })),
+            matches!(r, Err(ferry_queue::QueueError::Fenced { .. })),
             "{r:?}"
         )
     };
@@ -693,14 +693,8 @@ async fn a_former_leader_is_fenced_off_every_coordinator_write(backend: Backend)
     fenced(q.finish_iteration("r", n, true, &old).await.map(drop));
     fenced(q.begin_iteration("r", &old).await.map(drop));
     fenced(
-        q.set_rule_state(
-            "r",
-            &old,
-            ferry_common::queue::RuleState::Stopped,
-            None,
-            true,
-        )
-        .await,
+        q.set_rule_state("r", &old, ferry_queue::RuleState::Stopped, None, true)
+            .await,
     );
     let record = q.iteration("r", n).await.unwrap();
     assert_eq!((record.planned, record.sealed), (0, false), "{record:?}");
@@ -718,7 +712,7 @@ async fn a_former_leader_is_fenced_off_every_coordinator_write(backend: Backend)
 }
 
 async fn events_apply_their_sequencer_and_task_at_once_and_measure_the_lag(backend: Backend) {
-    use ferry_common::queue::{EVENTS_ITERATION, EventApplied, EventTask};
+    use ferry_queue::{EVENTS_ITERATION, EventApplied, EventTask};
     let q = backend.queue().await;
     let now = q.redis_time_ms().await.unwrap();
     let event = |key: &str, seq: Option<&str>, with_task: bool| EventTask {
@@ -791,7 +785,7 @@ async fn events_apply_their_sequencer_and_task_at_once_and_measure_the_lag(backe
 }
 
 async fn acks_in_one_batch_are_each_fenced_by_their_own_lease(backend: Backend) {
-    use ferry_common::queue::AckItem;
+    use ferry_queue::AckItem;
     let q = backend.queue().await;
     let n = q
         .begin_iteration("r", &LeaderToken::unfenced())
@@ -847,7 +841,7 @@ async fn acks_in_one_batch_are_each_fenced_by_their_own_lease(backend: Backend) 
     assert!(q.ack_many("w", "r", &[]).await.unwrap().is_empty());
 }
 
-fn key_of(c: &ferry_common::queue::Claimed) -> String {
+fn key_of(c: &ferry_queue::Claimed) -> String {
     match c.task.as_ref().unwrap() {
         Task::CopyObject { source, .. } => source.key.clone(),
         other => panic!("unexpected task {other:?}"),
@@ -876,7 +870,7 @@ async fn the_ledger_grows_a_bucket_per_load_of_entries_and_keeps_every_entry(bac
         q.ledger_put_many("r", chunk).await.unwrap();
     }
     // One bucket per LOAD entries, rounded up: each entry past the load split one bucket.
-    let buckets = total.div_ceil(u64::from(ferry_common::ledger::LOAD));
+    let buckets = total.div_ceil(u64::from(ferry_core::ledger::LOAD));
     assert_eq!(q.ledger_size("r").await.unwrap(), (buckets, Some(total)));
     // Every entry is still found where the grown ledger looks for it.
     for chunk in all.chunks(500) {
@@ -922,7 +916,7 @@ async fn a_ledger_found_without_a_shape_on_a_registered_rule_keeps_fixed_buckets
     q.shape_ledger("r", false).await.unwrap();
     // Shaping again, even as a fresh rule, changes nothing.
     q.shape_ledger("r", true).await.unwrap();
-    let buckets = u64::from(ferry_common::ledger::LEGACY_BUCKETS);
+    let buckets = u64::from(ferry_core::ledger::LEGACY_BUCKETS);
     assert_eq!(q.ledger_size("r").await.unwrap(), (buckets, None));
     let all: Vec<(String, LedgerEntry)> = (0..300)
         .map(|i| (format!("k{i}"), numbered_entry(i)))
@@ -941,19 +935,15 @@ async fn a_ledger_written_before_ledgers_grew_is_still_read() {
     let redis = Redis::start();
     let q = Queue::connect(
         &RedisConfig::new(redis.url(), "old"),
-        ferry_common::queue::Persistence::FailFast,
+        ferry_queue::Persistence::FailFast,
     )
     .await
     .unwrap();
     let mut conn = redis.conn().await;
     for i in 0..50 {
-        let (bucket, field) = ferry_common::ledger::slot(&format!("k{i}"));
+        let (bucket, field) = ferry_core::ledger::slot(&format!("k{i}"));
         let _: () = redis::cmd("HSET")
-            .arg(
-                ferry_common::queue::Keys::new("old")
-                    .rule("r")
-                    .ledger(bucket),
-            )
+            .arg(ferry_queue::Keys::new("old").rule("r").ledger(bucket))
             .arg(&field[..])
             .arg(numbered_entry(i).encode())
             .query_async(&mut conn)

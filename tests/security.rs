@@ -10,10 +10,10 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::config::Config;
-use ferry_common::queue::{Persistence, Queue};
-use ferry_common::storage::{Stores, Timeouts, Trust};
 use ferry_coordinator::events::{Listener, SnsCheck};
+use ferry_core::config::Config;
+use ferry_queue::{Persistence, Queue};
+use ferry_storage::{Stores, Timeouts, Trust};
 use ferry_testkit::sns::{FakeSns, SNS_HOST};
 use ferry_testkit::tls::PrivateCa;
 use harness::data::{list_keys, put};

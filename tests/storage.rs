@@ -5,8 +5,8 @@
 mod harness;
 
 use bytes::Bytes;
-use ferry_common::config::Config;
-use ferry_common::storage::{
+use ferry_core::config::Config;
+use ferry_storage::{
     BodyStream, ByteRange, ErrorKind, ObjectAttrs, ObjectStore, PutOptions, RequestPath, S3Store,
     StorageError, Stores, Timeouts, Trust, WriteCondition,
 };

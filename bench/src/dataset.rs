@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use ferry_common::storage::{
+use ferry_storage::{
     BodyStream, ObjectAttrs, ObjectStore, PutOptions, StorageError, UploadedPart, WriteCondition,
 };
 use futures::{StreamExt, TryStreamExt, stream};

@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use ferry_common::config::Overwrite;
-use ferry_common::ledger::LedgerEntry;
-use ferry_common::storage::ObjectMeta;
 use ferry_coordinator::diff::{Joined, MergeJoin, Step};
 use ferry_coordinator::policy::{Action, Policy, decide};
+use ferry_core::config::Overwrite;
+use ferry_core::ledger::LedgerEntry;
+use ferry_storage::ObjectMeta;
 
 /// Keys per listing page, as S3 returns them.
 const PAGE: u64 = 1000;

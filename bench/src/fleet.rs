@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferry_common::config::RedisConfig;
-use ferry_common::queue::{
+use ferry_core::config::RedisConfig;
+use ferry_core::shard::SHARDS;
+use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_queue::{
     AckItem, Counted, LeaderToken, LedgerOp, Persistence, PlanBatch, Queue, WorkerQueue,
 };
-use ferry_common::shard::SHARDS;
-use ferry_common::task::{Expected, ObjectVersion, Task};
 use serde::Serialize;
 
 /// Where the simulation runs: one Redis, or a Redis Cluster through its nodes (all of them:

@@ -15,8 +15,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_bench::dataset::{self, Dataset};
 use ferry_bench::{diff, verify};
-use ferry_common::config::Config;
-use ferry_common::storage::{Stores, Timeouts, Trust};
+use ferry_core::config::Config;
+use ferry_storage::{Stores, Timeouts, Trust};
 
 #[derive(Parser)]
 #[command(

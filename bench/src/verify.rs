@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ferry_common::storage::{ObjectMeta, ObjectStore, etag_is_md5, list_pages};
 use ferry_coordinator::diff::{Joined, MergeJoin, Step};
+use ferry_storage::{ObjectMeta, ObjectStore, etag_is_md5, list_pages};
 use futures::{StreamExt, TryStreamExt, stream};
 use md5::{Digest, Md5};
 

@@ -6,9 +6,9 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use ferry_common::storage::ObjectMeta;
+use ferry_storage::ObjectMeta;
 
-pub use ferry_common::policy::Joined;
+pub use ferry_core::policy::Joined;
 
 /// What the merge-join needs or has.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,8 +107,8 @@ pub fn diff_all(source: Vec<ObjectMeta>, destination: Vec<ObjectMeta>) -> Vec<Jo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_common::config::Overwrite;
-    use ferry_common::policy::{Action, Policy, decide};
+    use ferry_core::config::Overwrite;
+    use ferry_core::policy::{Action, Policy, decide};
     use proptest::prelude::*;
 
     fn meta(key: &str, size: u64, etag: &str) -> ObjectMeta {

@@ -9,6 +9,7 @@
 //! conditional writes, so neither can undo the other, and an event that lost a race to an
 //! iteration finds nothing left to do.
 
+pub mod notice;
 mod sns;
 mod sqs;
 mod webhook;
@@ -16,14 +17,14 @@ mod webhook;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_common::config::Rule;
-use ferry_common::events::{EventKind, EventRecord, sequencer_cmp};
-use ferry_common::policy::{Action, Joined, Policy, decide};
-use ferry_common::queue::{EventApplied, EventTask};
-use ferry_common::shard::shard_of;
-use ferry_common::storage::{ErrorKind, ObjectHead, ObjectMeta, ObjectStore, StorageError};
-use ferry_common::task::{Expected, Task};
-use ferry_common::telemetry;
+use crate::events::notice::{EventKind, EventRecord, sequencer_cmp};
+use ferry_core::config::Rule;
+use ferry_core::policy::{Action, Joined, Policy, decide};
+use ferry_core::shard::shard_of;
+use ferry_core::task::{Expected, Task};
+use ferry_core::telemetry;
+use ferry_queue::{EventApplied, EventTask};
+use ferry_storage::{ErrorKind, ObjectHead, ObjectMeta, ObjectStore, StorageError};
 use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
 
@@ -309,7 +310,7 @@ fn present(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_common::config::Config;
+    use ferry_core::config::Config;
 
     fn rule(prefixes: &str) -> Rule {
         let config = Config::from_toml(&format!(

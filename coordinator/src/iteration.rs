@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::config::{Rule, Stop};
-use ferry_common::queue::{IterationRecord, QueueError, RuleState};
-use ferry_common::storage::{ListPage, ObjectStore, StorageError, list_pages};
-use ferry_common::telemetry;
+use ferry_core::config::{Rule, Stop};
+use ferry_core::telemetry;
+use ferry_queue::{IterationRecord, QueueError, RuleState};
+use ferry_storage::{ListPage, ObjectStore, StorageError, list_pages};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,10 +18,10 @@ use crate::marks::Marks;
 use crate::planner::{DryRun, DrySink, Planner};
 use crate::ranges::KeyRange;
 use crate::{Context, CoordinatorError};
-use ferry_common::policy::Policy;
-use ferry_common::queue::LeaderToken;
-use ferry_common::queue::STRAY_HORIZON;
-use ferry_common::task::Task;
+use ferry_core::policy::Policy;
+use ferry_core::task::Task;
+use ferry_queue::LeaderToken;
+use ferry_queue::STRAY_HORIZON;
 
 /// How long the sequencer of an applied event is kept past the next successful iteration.
 const SEQUENCER_MEMORY: Duration = Duration::from_secs(3600);

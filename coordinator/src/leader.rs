@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use ferry_common::queue::{CoordinatorQueue, LeaderToken};
+use ferry_queue::{CoordinatorQueue, LeaderToken};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

@@ -12,10 +12,10 @@ mod uploads;
 
 use std::sync::Arc;
 
-use ferry_common::config::{Config, Rule, Stop};
-use ferry_common::queue::{CoordinatorQueue, QueueError, RuleState};
-use ferry_common::storage::{StorageError, Stores};
-use ferry_common::telemetry;
+use ferry_core::config::{Config, Rule, Stop};
+use ferry_core::telemetry;
+use ferry_queue::{CoordinatorQueue, QueueError, RuleState};
+use ferry_storage::{StorageError, Stores};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -28,12 +28,12 @@ pub use crate::planner::DryRun;
 pub async fn dry_run(
     ctx: &Context,
     rule: &Rule,
-    mut each: impl FnMut(&ferry_common::task::Task) + Send,
+    mut each: impl FnMut(&ferry_core::task::Task) + Send,
 ) -> Result<DryRun, CoordinatorError> {
     iteration::dry_run(ctx, rule, &mut each).await
 }
 
-pub use ferry_common::policy;
+pub use ferry_core::policy;
 
 /// Why the coordinator stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ pub async fn run(ctx: Context) -> Result<(), CoordinatorError> {
         .config
         .rules
         .iter()
-        .filter(|r| matches!(r.events, Some(ferry_common::config::Events::Sqs { .. })))
+        .filter(|r| matches!(r.events, Some(ferry_core::config::Events::Sqs { .. })))
         .map(|rule| tokio::spawn(events::follow_queue(ctx.clone(), rule.clone())))
         .collect();
     for rule in ctx.config.rules.clone() {

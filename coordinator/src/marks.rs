@@ -9,7 +9,7 @@
 //! lanes' marks, merged in key order, give [`QUANTILES`] keys at equal counts. Marking costs a
 //! counter per key and at most [`MOST`] keys per lane in memory.
 
-use ferry_common::queue::ListingMarks;
+use ferry_queue::ListingMarks;
 
 /// Marks a lane keeps before it halves them (even).
 const MOST: usize = 512;

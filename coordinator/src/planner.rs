@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_common::codec::slot_bytes;
-use ferry_common::config::Rule;
-use ferry_common::policy::{Action, Policy, Reason, decide, is_managed};
-use ferry_common::queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch, SkipCategory};
-use ferry_common::shard::{ShardId, shard_of, shard_of_range};
-use ferry_common::storage::ObjectMeta;
-use ferry_common::task::{Expected, ObjectVersion, Task};
-use ferry_common::telemetry;
+use ferry_core::codec::slot_bytes;
+use ferry_core::config::Rule;
+use ferry_core::policy::{Action, Policy, Reason, decide, is_managed};
+use ferry_core::shard::{ShardId, shard_of, shard_of_range};
+use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_core::telemetry;
+use ferry_queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch, SkipCategory};
+use ferry_storage::ObjectMeta;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use ferry_common::storage::{ListPage, ObjectStore, StorageError, list_pages};
+use ferry_storage::{ListPage, ObjectStore, StorageError, list_pages};
 use futures::{StreamExt, TryStreamExt};
 
 /// Sampled pages per range wanted.

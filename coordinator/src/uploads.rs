@@ -5,9 +5,9 @@
 //! object task buried after it had created its upload), and is aborted here so that no upload
 //! ferry started stays open (and billed) at the destination.
 
-use ferry_common::config::Rule;
-use ferry_common::storage::ErrorKind;
-use ferry_common::telemetry;
+use ferry_core::config::Rule;
+use ferry_core::telemetry;
+use ferry_storage::ErrorKind;
 use tracing::{info, warn};
 
 use crate::{Context, CoordinatorError};

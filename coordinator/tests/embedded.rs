@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_common::config::Config;
+use ferry_core::config::Config;
 use std::collections::BTreeMap;
 
-use ferry_common::queue::Queue;
-use ferry_common::storage::{ObjectStore, Stores};
-use ferry_common::task::Task;
+use ferry_core::task::Task;
+use ferry_queue::Queue;
+use ferry_storage::{ObjectStore, Stores};
 use ferry_testkit::memstore::MemStore;
 use ferry_testkit::servers::TempDir;
 use tokio_util::sync::CancellationToken;

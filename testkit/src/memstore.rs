@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use ferry_common::storage::{
+use ferry_storage::{
     BodyStream, ByteRange, ErrorKind, GetObject, ListPage, ObjectAttrs, ObjectHead, ObjectMeta,
     ObjectStore, OpenUpload, PartHead, PutOptions, StorageError, UploadedPart, WriteCondition,
     Written,

@@ -171,8 +171,8 @@ pub fn rule_toml(name: &str, source: &str, destination: &str, extra: &str) -> St
 
 /// What `bucket` on `server` does, as ferry's probe measures it: tests that expect a
 /// store-dependent outcome branch on this, never on the store's name.
-pub async fn measured(server: &S3Server, bucket: &str) -> ferry_common::storage::Capabilities {
-    ferry_common::storage::probe(store_at(server, &server.url()).await.as_ref(), bucket)
+pub async fn measured(server: &S3Server, bucket: &str) -> ferry_storage::Capabilities {
+    ferry_storage::probe(store_at(server, &server.url()).await.as_ref(), bucket)
         .await
         .unwrap_or_else(|e| panic!("probing {bucket}: {e}"))
 }
@@ -181,16 +181,16 @@ pub async fn measured(server: &S3Server, bucket: &str) -> ferry_common::storage:
 pub async fn store_at(
     server: &S3Server,
     url: &str,
-) -> std::sync::Arc<dyn ferry_common::storage::ObjectStore> {
-    let config = ferry_common::config::Config::from_toml(&format!(
+) -> std::sync::Arc<dyn ferry_storage::ObjectStore> {
+    let config = ferry_core::config::Config::from_toml(&format!(
         "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
         server.endpoint_toml_at("store", url)
     ))
     .expect("config");
-    ferry_common::storage::Stores::connect(
+    ferry_storage::Stores::connect(
         &config,
-        ferry_common::storage::Timeouts::default(),
-        &ferry_common::storage::Trust::system(),
+        ferry_storage::Timeouts::default(),
+        &ferry_storage::Trust::system(),
     )
     .await
     .get("store")

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferry_common::queue::{AckItem, QueueError, WorkerQueue};
+use ferry_queue::{AckItem, QueueError, WorkerQueue};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most acks in one round trip.

@@ -2,18 +2,18 @@
 //! same endpoint; deleting one; what a task achieved; and what to do when a conditional write
 //! finds the destination changed.
 
-use ferry_common::config::Rule;
-use ferry_common::ledger::LedgerEntry;
-use ferry_common::parts::etag_parts;
-use ferry_common::policy::{Action, Joined, Policy, Reason, decide};
-use ferry_common::queue::Counted;
-use ferry_common::telemetry;
+use ferry_core::config::Rule;
+use ferry_core::ledger::LedgerEntry;
+use ferry_core::parts::etag_parts;
+use ferry_core::policy::{Action, Joined, Policy, Reason, decide};
+use ferry_core::telemetry;
+use ferry_queue::Counted;
 use std::sync::{Arc, Mutex};
 
-use ferry_common::storage::{
+use ferry_core::task::{Expected, ObjectVersion};
+use ferry_storage::{
     BodyStream, Capabilities, ErrorKind, ObjectMeta, PutOptions, StorageError, Written, etag_is_md5,
 };
-use ferry_common::task::{Expected, ObjectVersion};
 use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use tracing::debug;

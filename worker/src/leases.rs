@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_common::queue::{Claimed, WorkerQueue};
-use ferry_common::telemetry;
+use ferry_core::telemetry;
+use ferry_queue::{Claimed, WorkerQueue};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ferry_common::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
-use ferry_common::queue::{
+use ferry_core::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
+use ferry_core::retry::RetryPolicy;
+use ferry_core::task::Task;
+use ferry_core::telemetry;
+use ferry_queue::{
     Abandon, Claimed, FailOutcome, HEARTBEAT, LedgerOp, QueueError, WorkerInfo, WorkerQueue,
 };
-use ferry_common::retry::RetryPolicy;
-use ferry_common::storage::{ErrorKind, StorageError, Stores};
-use ferry_common::task::Task;
-use ferry_common::telemetry;
+use ferry_storage::{ErrorKind, StorageError, Stores};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -127,7 +127,7 @@ fn is_part(claimed: &Claimed) -> bool {
 
 /// Claims and copies until `shutdown` is cancelled, then drains: in-flight tasks get
 /// `options.drain` to finish, after which the rest are released back to their queues.
-/// `queue` is any backend (Redis: `Arc::new(queue)` of a [`ferry_common::queue::Queue`]).
+/// `queue` is any backend (Redis: `Arc::new(queue)` of a [`ferry_queue::Queue`]).
 pub async fn run(
     config: Arc<Config>,
     stores: Stores,
@@ -419,7 +419,7 @@ async fn acknowledge(
         warn!(task = %claimed.id, "lease lost; abandoned without committing");
         return;
     };
-    let item = ferry_common::queue::AckItem {
+    let item = ferry_queue::AckItem {
         id: claimed.id.clone(),
         token: claimed.token,
         outcome: counted,
@@ -433,7 +433,7 @@ async fn acknowledge(
             shared.completed.fetch_add(1, Ordering::Relaxed);
             let name = rule.name.clone();
             // An event's copy: its id carries the event's time.
-            if claimed.id.iteration() == ferry_common::queue::EVENTS_ITERATION
+            if claimed.id.iteration() == ferry_queue::EVENTS_ITERATION
                 && matches!(outcome, Outcome::Copied { .. } | Outcome::Completed { .. })
                 && let Some(event_ms) = claimed.id.enqueued_ms()
             {

@@ -15,17 +15,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferry_common::config::Archived;
-use ferry_common::ledger::LedgerEntry;
-use ferry_common::parts::{
+use ferry_core::config::Archived;
+use ferry_core::ledger::LedgerEntry;
+use ferry_core::parts::{
     Layout, MAX_PART, PartHasher, candidate_part_sizes, etag_parts, multipart_etag,
 };
-use ferry_common::queue::{Counted, PartRecorded};
-use ferry_common::storage::{
-    ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written,
-};
-use ferry_common::task::{Expected, ObjectVersion, PartTask, Task, UploadRecord};
-use ferry_common::telemetry;
+use ferry_core::task::{Expected, ObjectVersion, PartTask, Task, UploadRecord};
+use ferry_core::telemetry;
+use ferry_queue::{Counted, PartRecorded};
+use ferry_storage::{ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written};
 use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use tracing::{debug, warn};

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_common::config::Config;
-use ferry_common::queue::{LeaderToken, Queue};
-use ferry_common::storage::{ObjectStore, Stores};
-use ferry_common::task::{Expected, ObjectVersion, Task};
+use ferry_core::config::Config;
+use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_queue::{LeaderToken, Queue};
+use ferry_storage::{ObjectStore, Stores};
 use ferry_testkit::memstore::MemStore;
 use ferry_testkit::servers::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ impl World {
 
     /// Enqueues `tasks` as iteration 1, runs a worker until the iteration settles, and
     /// returns the iteration's record.
-    async fn work(&self, tasks: &[Task]) -> ferry_common::queue::IterationRecord {
+    async fn work(&self, tasks: &[Task]) -> ferry_queue::IterationRecord {
         let unfenced = LeaderToken::unfenced();
         let n = self.queue.begin_iteration("r", &unfenced).await.unwrap();
         self.queue.enqueue("r", n, 0, tasks).await.unwrap();
@@ -172,7 +172,7 @@ async fn a_delete_task_removes_only_the_object_the_ledger_names() {
 async fn tags_refused_with_the_write_are_set_after_it() {
     let world = World::new().await;
     world.dst.refuse_tag_headers();
-    let found = ferry_common::storage::probe(world.dst.as_ref(), DST)
+    let found = ferry_storage::probe(world.dst.as_ref(), DST)
         .await
         .expect("probe");
     assert!(found.tagging, "{found:?}");
@@ -202,9 +202,7 @@ async fn tags_refused_with_the_write_are_set_after_it() {
 #[tokio::test]
 async fn the_probe_finds_every_capability_of_a_faithful_store() {
     let store = MemStore::new("faithful");
-    let found = ferry_common::storage::probe(&store, DST)
-        .await
-        .expect("probe");
+    let found = ferry_storage::probe(&store, DST).await.expect("probe");
     assert!(
         found.conditional_writes() && found.complete.honoured(),
         "{found:?}"

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::events::notice::SnsEnvelope;
 use base64::Engine as _;
 use bytes::Bytes;
-use ferry_common::events::SnsEnvelope;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;

@@ -11,13 +11,13 @@
 
 use std::time::Duration;
 
+use crate::events::notice::{self as events, Notice};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
 };
-use ferry_common::config::{Events, Rule};
-use ferry_common::events::{self, Notice};
-use ferry_common::storage::sdk_config;
+use ferry_core::config::{Events, Rule};
+use ferry_storage::sdk_config;
 use tracing::{debug, info, warn};
 
 use super::{Tally, apply};

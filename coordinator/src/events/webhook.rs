@@ -17,9 +17,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::events::notice::{self as events, MAX_BODY, Notice, SnsEnvelope};
 use bytes::Bytes;
-use ferry_common::config::Rule;
-use ferry_common::events::{self, MAX_BODY, Notice, SnsEnvelope};
+use ferry_core::config::Rule;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
