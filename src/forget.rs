@@ -71,7 +71,7 @@ pub(crate) async fn run(args: ForgetArgs) -> Result<(), Failure> {
             ));
         }
         eprint!("Forget {what}: its ledger, queues and history? The objects stay. [y/N] ");
-        let _ = std::io::stderr().flush();
+        std::io::stderr().flush().ok(); // a prompt that cannot be shown is answered all the same
         let mut answer = String::new();
         std::io::stdin()
             .lock()

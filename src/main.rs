@@ -554,7 +554,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 // like top: home the cursor and clear, then redraw
                 print!("\x1b[H\x1b[2J{}", queues::render(&view));
                 use std::io::Write;
-                let _ = std::io::stdout().flush();
+                std::io::stdout().flush().ok(); // redrawn in 2 s anyway
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -1111,7 +1111,7 @@ fn serve_metrics(args: &MetricsArgs) -> Result<(), Failure> {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(
-                    ferry_core::telemetry::EVENT_LAG.to_string(),
+                    ferry_core::telemetry::Metric::EventLag.name().to_string(),
                 ),
                 &[
                     0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
@@ -1121,6 +1121,7 @@ fn serve_metrics(args: &MetricsArgs) -> Result<(), Failure> {
             .with_http_listener(addr)
             .install()
             .with_context(|| format!("serving metrics on {addr}"))?;
+        ferry_core::telemetry::describe_all();
     }
     Ok(())
 }

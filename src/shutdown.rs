@@ -50,14 +50,23 @@ async fn wait_for_signal() {
                 RECEIVED.store(signal, Ordering::Relaxed);
             }
             Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                ctrl_c().await;
                 RECEIVED.store(2, Ordering::Relaxed);
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        ctrl_c().await;
         RECEIVED.store(2, Ordering::Relaxed);
+    }
+}
+
+/// Waits for Ctrl-C; where no handler can be installed, waits forever (a process that
+/// cannot hear signals keeps running rather than stopping as if asked to).
+async fn ctrl_c() {
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
     }
 }

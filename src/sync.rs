@@ -692,7 +692,11 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let result = ferry_coordinator::run(coordinator).await;
     workers_stop.cancel();
     progress_stop.cancel();
-    let _ = progress.await;
+    if let Err(e) = progress.await
+        && e.is_panic()
+    {
+        tracing::warn!(error = %e, "the progress display panicked");
+    }
     let worker_result = worker.await;
 
     let mut summary = summarize(&queue, &rule, first).await?;

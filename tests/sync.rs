@@ -187,15 +187,16 @@ async fn run_cmd_in(
         let pid = child.id();
         std::thread::spawn(move || {
             if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-                let _ = std::process::Command::new("kill")
+                std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
-                    .status();
+                    .status()
+                    .ok(); // best-effort clean-up
             }
         });
         let out = child
             .wait_with_output()
             .unwrap_or_else(|e| panic!("waiting for {bin}: {e}"));
-        let _ = tx.send(());
+        tx.send(()).ok(); // the watchdog may have fired already
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -963,10 +964,11 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
+        std::process::Command::new("umount")
             .arg("-l")
             .arg(&self.0)
-            .status();
+            .status()
+            .ok(); // best-effort clean-up
     }
 }
 

@@ -22,7 +22,7 @@ use ferry_core::config::Rule;
 use ferry_core::policy::{Action, Joined, Policy, decide};
 use ferry_core::shard::shard_of;
 use ferry_core::task::{Expected, Task};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{EventApplied, EventTask};
 use ferry_storage::{ErrorKind, ObjectHead, ObjectMeta, ObjectStore, StorageError};
 use futures::{StreamExt, TryStreamExt};
@@ -83,7 +83,8 @@ impl Tally {
             ("refused", self.refused),
         ] {
             if n > 0 {
-                metrics::counter!(telemetry::EVENTS, "rule" => rule.to_string(), "outcome" => outcome)
+                Metric::Events
+                    .counter(&[("rule", rule.to_string()), ("outcome", outcome.into())])
                     .increment(n);
             }
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::config::{Rule, Stop};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{IterationRecord, QueueError, RuleState};
 use ferry_storage::{ListPage, ObjectStore, StorageError, list_pages};
 use futures::StreamExt;
@@ -67,7 +67,9 @@ async fn attempt_iteration(
         }
         _ => (queue.begin_iteration(&rule.name, token).await?, None),
     };
-    metrics::gauge!(telemetry::ITERATION, "rule" => rule.name.clone()).set(n as f64);
+    Metric::Iteration
+        .gauge(&[("rule", rule.name.clone())])
+        .set(n as f64);
     queue
         .set_rule_state(&rule.name, token, RuleState::Running, None, false)
         .await?;

@@ -107,6 +107,9 @@ impl Leadership {
     /// Stops renewing and frees the lease for a standby coordinator.
     pub(crate) async fn release(self) {
         self.renewer.abort();
-        let _ = self.queue.release_leader(&self.rule, &self.token).await;
+        // Unreleased, the lease still frees itself when it runs out.
+        if let Err(e) = self.queue.release_leader(&self.rule, &self.token).await {
+            tracing::debug!(rule = %self.rule, error = %e, "cannot release the leader lease; it will expire");
+        }
     }
 }

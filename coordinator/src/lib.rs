@@ -13,7 +13,7 @@ mod uploads;
 use std::sync::Arc;
 
 use ferry_core::config::{Config, Rule, Stop};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{CoordinatorQueue, QueueError, RuleState};
 use ferry_storage::{StorageError, Stores};
 use tokio_util::sync::CancellationToken;
@@ -141,18 +141,22 @@ async fn publish_queue_metrics(ctx: Context, rule: String) {
         if let Ok(views) = ctx.queue.shard_views(&rule).await {
             for v in views {
                 let shard = v.shard.to_string();
-                metrics::gauge!(telemetry::SHARD_LIMIT, "rule" => rule.clone(),
-                    "shard" => shard.clone())
-                .set(f64::from(v.limit.unwrap_or(0)));
+                Metric::ShardLimit
+                    .gauge(&[("rule", rule.clone()), ("shard", shard.clone())])
+                    .set(f64::from(v.limit.unwrap_or(0)));
                 for (state, n) in [
                     ("pending", v.pending),
                     ("leased", v.leased),
                     ("retrying", v.retrying),
                     ("dead", v.dead),
                 ] {
-                    metrics::gauge!(telemetry::TASKS, "rule" => rule.clone(),
-                        "shard" => shard.clone(), "state" => state)
-                    .set(n as f64);
+                    Metric::Tasks
+                        .gauge(&[
+                            ("rule", rule.clone()),
+                            ("shard", shard.clone()),
+                            ("state", state.into()),
+                        ])
+                        .set(n as f64);
                 }
             }
         }
@@ -161,7 +165,9 @@ async fn publish_queue_metrics(ctx: Context, rule: String) {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             let lag = oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
-            metrics::gauge!(telemetry::REPLICATION_LAG, "rule" => rule.clone()).set(lag);
+            Metric::ReplicationLag
+                .gauge(&[("rule", rule.clone())])
+                .set(lag);
         }
         tokio::select! {
             _ = tokio::time::sleep(QUEUE_METRICS_EVERY) => {}
@@ -255,9 +261,11 @@ async fn iterate(
         let failure = match run_iteration(ctx, rule, lead).await {
             Ok(record) => {
                 let seconds = record.ended_ms.saturating_sub(record.started_ms) as f64 / 1000.0;
-                metrics::gauge!(telemetry::ITERATION_DURATION, "rule" => rule.name.clone())
+                Metric::IterationDuration
+                    .gauge(&[("rule", rule.name.clone())])
                     .set(seconds);
-                metrics::gauge!(telemetry::ITERATION_EMPTY, "rule" => rule.name.clone())
+                Metric::IterationEmpty
+                    .gauge(&[("rule", rule.name.clone())])
                     .set(if record.is_empty() { 1.0 } else { 0.0 });
                 info!(
                     rule = %rule.name, iteration = record.number, state = %record.state_name(),

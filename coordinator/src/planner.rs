@@ -9,7 +9,7 @@ use ferry_core::config::Rule;
 use ferry_core::policy::{Action, Policy, Reason, decide, is_managed};
 use ferry_core::shard::{ShardId, shard_of, shard_of_range};
 use ferry_core::task::{Expected, ObjectVersion, Task};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch, SkipCategory};
 use ferry_storage::ObjectMeta;
 use tokio_util::sync::CancellationToken;
@@ -320,12 +320,17 @@ impl<'a> Planner<'a> {
         self.enqueued += applied.unwrap_or(0) as u64;
         self.after = Some(checkpoint);
         let rule = self.rule.name.clone();
-        metrics::counter!(telemetry::OBJECTS_LISTED, "rule" => rule.clone()).increment(listed);
+        Metric::ObjectsListed
+            .counter(&[("rule", rule.clone())])
+            .increment(listed);
         if missed > 0 {
-            metrics::counter!(telemetry::EVENTS_MISSED, "rule" => rule.clone()).increment(missed);
+            Metric::EventsMissed
+                .counter(&[("rule", rule.clone())])
+                .increment(missed);
         }
         for (reason, n) in skip_reasons {
-            metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => rule.clone(), "reason" => reason)
+            Metric::ObjectsSkipped
+                .counter(&[("rule", rule.clone()), ("reason", reason.into())])
                 .increment(n);
         }
         Ok(())

@@ -6,7 +6,7 @@
 //! ferry started stays open (and billed) at the destination.
 
 use ferry_core::config::Rule;
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_storage::ErrorKind;
 use tracing::{info, warn};
 
@@ -45,7 +45,9 @@ pub(crate) async fn abort_abandoned(ctx: &Context, rule: &Rule) -> Result<(), Co
         ctx.queue.forget_upload(&rule.name, &rid).await?;
         aborted += 1;
     }
-    metrics::counter!(telemetry::UPLOADS_ABORTED, "rule" => rule.name.clone()).increment(aborted);
+    Metric::UploadsAborted
+        .counter(&[("rule", rule.name.clone())])
+        .increment(aborted);
     info!(rule = %rule.name, aborted, "aborted abandoned multipart uploads");
     Ok(())
 }

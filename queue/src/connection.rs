@@ -5,7 +5,7 @@
 //! (refused, reset, timed out, loading its AOF after a restart, a replica promoted) is sent
 //! again with backoff until it gets through or the process gives up on shutdown. The outage is
 //! logged once when it starts and once when it ends, and its length is added to
-//! [`telemetry::REDIS_DISCONNECTED_SECONDS`]. The CLI fails fast instead, with the error.
+//! `ferry_redis_disconnected_seconds`. The CLI fails fast instead, with the error.
 //!
 //! Resending is safe because every script is written to be: the task scripts check the lease
 //! they fence on, `plan.lua` and `begin.lua` compare and set, and plain writes are idempotent.
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use ferry_core::retry::RetryPolicy;
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 
 /// What a queue does when Redis cannot be reached.
 #[derive(Clone, Debug)]
@@ -52,7 +52,7 @@ pub(crate) struct Health {
 
 impl Health {
     pub(crate) fn new(url: String, persistence: Persistence) -> Arc<Health> {
-        metrics::gauge!(telemetry::REDIS_UP).set(1.0);
+        Metric::RedisUp.gauge(&[]).set(1.0);
         Arc::new(Health {
             url,
             persistence,
@@ -70,8 +70,10 @@ impl Health {
             return;
         };
         let seconds = since.elapsed().as_secs_f64();
-        metrics::gauge!(telemetry::REDIS_UP).set(1.0);
-        metrics::gauge!(telemetry::REDIS_DISCONNECTED_SECONDS).increment(seconds);
+        Metric::RedisUp.gauge(&[]).set(1.0);
+        Metric::RedisDisconnectedSeconds
+            .gauge(&[])
+            .increment(seconds);
         info!(redis = %self.url, seconds, "redis is reachable again");
     }
 
@@ -79,7 +81,7 @@ impl Health {
         let mut since = self.lock();
         if since.is_none() {
             *since = Some(Instant::now());
-            metrics::gauge!(telemetry::REDIS_UP).set(0.0);
+            Metric::RedisUp.gauge(&[]).set(0.0);
             warn!(redis = %self.url, error = %error, "redis is unreachable; retrying until it is back");
         }
     }
@@ -280,7 +282,7 @@ macro_rules! retrying {
     ($self:ident, $conn:ident => $send:expr) => {{
         let mut attempt = 0;
         loop {
-            metrics::counter!(telemetry::REDIS_REQUESTS).increment(1);
+            Metric::RedisRequests.counter(&[]).increment(1);
             let $conn = &mut $self.inner;
             match $send.await.and_then(served) {
                 Ok(v) => {

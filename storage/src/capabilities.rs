@@ -42,6 +42,13 @@ fn probe_prefix() -> &'static str {
 /// removes it.
 const STRAY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A clean-up that failed leaves a stray the next probe removes (after [`STRAY_AGE`]).
+fn left_as_stray<T>(result: Result<T, StorageError>, key: &str) {
+    if let Err(e) = result {
+        tracing::debug!(key, error = %e, "left for the next probe to clean up");
+    }
+}
+
 /// Attempts at deleting each probe object before it is left (with a warning).
 const DELETE_ATTEMPTS: u32 = 5;
 
@@ -611,15 +618,16 @@ impl Probe<'_> {
         let old = |at_ms: i64| at_ms > 0 && now_ms - at_ms > STRAY_AGE.as_millis() as i64;
         if let Ok(uploads) = self.store.list_uploads(self.bucket, root).await {
             for u in uploads.iter().filter(|u| old(u.initiated_ms)) {
-                let _ = self
+                let aborted = self
                     .store
                     .abort_multipart(self.bucket, &u.key, &u.upload_id)
                     .await;
+                left_as_stray(aborted, &u.key);
             }
         }
         if let Ok(page) = self.store.list_page(self.bucket, root, None, None).await {
             for o in page.objects.iter().filter(|o| old(o.last_modified_ms)) {
-                let _ = self.store.delete(self.bucket, &o.key).await;
+                left_as_stray(self.store.delete(self.bucket, &o.key).await, &o.key);
             }
         }
     }
@@ -629,15 +637,17 @@ impl Probe<'_> {
     async fn clean_up(&mut self) {
         self.clean_strays().await;
         for (key, id) in std::mem::take(&mut self.uploads) {
-            let _ = self.store.abort_multipart(self.bucket, &key, &id).await;
+            let aborted = self.store.abort_multipart(self.bucket, &key, &id).await;
+            left_as_stray(aborted, &key);
         }
         // Uploads started by a request whose answer was lost: ids the probe never learnt.
         if let Ok(open) = self.store.list_uploads(self.bucket, probe_prefix()).await {
             for u in open {
-                let _ = self
+                let aborted = self
                     .store
                     .abort_multipart(self.bucket, &u.key, &u.upload_id)
                     .await;
+                left_as_stray(aborted, &u.key);
             }
         }
         for key in std::mem::take(&mut self.written) {

@@ -40,7 +40,7 @@ use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ObjectAttrs, ObjectHead,
     PutOptions, StorageError, Timeouts, Trust, WriteCondition, Written, classify, etag_is_md5,
 };
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 
 /// The SHA-256 of an empty body: the payload hash of a request without one.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -584,9 +584,16 @@ fn counted(e: StorageError) -> StorageError {
     if super::capabilities::probing() {
         return e;
     }
-    metrics::counter!(telemetry::S3_ERRORS, "operation" => e.operation,
-        "status" => e.status.map_or_else(|| "none".to_string(), |s| s.to_string()))
-    .increment(1);
+    Metric::S3Errors
+        .counter(&[
+            ("operation", e.operation.into()),
+            (
+                "status",
+                e.status
+                    .map_or_else(|| "none".to_string(), |s| s.to_string()),
+            ),
+        ])
+        .increment(1);
     e
 }
 

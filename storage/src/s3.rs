@@ -33,7 +33,7 @@ use super::{
     UploadedPart, WriteCondition, Written, classify, etag_is_md5,
 };
 use ferry_core::config::{Credentials, Endpoint};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 
 /// How long S3 requests may take, in the ways that matter on a slow or lossy link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,9 +296,15 @@ impl S3Store {
             },
         };
         if !super::capabilities::probing() {
-            metrics::counter!(telemetry::S3_ERRORS, "operation" => operation,
-                "status" => status.map_or_else(|| "none".to_string(), |s| s.to_string()))
-            .increment(1);
+            Metric::S3Errors
+                .counter(&[
+                    ("operation", operation.into()),
+                    (
+                        "status",
+                        status.map_or_else(|| "none".to_string(), |s| s.to_string()),
+                    ),
+                ])
+                .increment(1);
         }
         StorageError {
             kind,
@@ -312,11 +318,12 @@ impl S3Store {
 
     fn count(operation: &'static str) {
         let name = if super::capabilities::probing() {
-            telemetry::PROBE_REQUESTS
+            Metric::ProbeRequests
         } else {
-            telemetry::S3_REQUESTS
+            Metric::S3Requests
         };
-        metrics::counter!(name, "operation" => operation).increment(1);
+        name.counter(&[("operation", operation.into())])
+            .increment(1);
     }
 }
 
@@ -465,7 +472,7 @@ pub(super) async fn watch_upload<T>(
     tokio::select! {
         result = upload => result,
         message = watchdog => {
-            metrics::counter!(telemetry::S3_ERRORS, "operation" => operation, "status" => "timeout")
+            Metric::S3Errors.counter(&[("operation", operation.into()), ("status", "timeout".into())])
                 .increment(1);
             Err(StorageError {
                 kind: ErrorKind::Retryable,

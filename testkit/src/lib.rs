@@ -13,6 +13,10 @@
 //! - [`tls`]: a private certificate authority and an HTTPS front for a plain-HTTP S3 server.
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
+#![allow(
+    clippy::let_underscore_must_use,
+    reason = "test tools clean up on a best-effort basis: killing a server already gone, or answering a client that hung up, is no failure"
+)]
 
 /// Every script a reader of the README may run, relative to the repository's root.
 pub const SCRIPTS: [&str; 9] = [

@@ -97,13 +97,13 @@ async fn send_batches(
             match results {
                 Ok(done) => {
                     for (request, ok) in requests.into_iter().zip(done) {
-                        let _ = request.reply.send(Ok(ok));
+                        request.reply.send(Ok(ok)).ok(); // unread if the task was cancelled
                     }
                 }
                 Err(e) => {
                     let why = e.to_string();
                     for request in requests {
-                        let _ = request.reply.send(Err(why.clone()));
+                        request.reply.send(Err(why.clone())).ok();
                     }
                 }
             }

@@ -6,7 +6,7 @@ use ferry_core::config::Rule;
 use ferry_core::ledger::LedgerEntry;
 use ferry_core::parts::etag_parts;
 use ferry_core::policy::{Action, Joined, Policy, Reason, decide};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::Counted;
 use std::sync::{Arc, Mutex};
 
@@ -128,7 +128,9 @@ pub(crate) async fn copy_single(
     if etag_differs(&entry) {
         tracing::warn!(rule = %rule.name, key = %version.key, source = %entry.source_etag,
             destination = %entry.destination_etag, "ETag differs: source layout unknown");
-        metrics::counter!(telemetry::ETAG_DIFFERS, "rule" => rule.name.clone()).increment(1);
+        Metric::EtagDiffers
+            .counter(&[("rule", rule.name.clone())])
+            .increment(1);
     }
     Ok(Outcome::Copied { bytes, entry })
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{Claimed, WorkerQueue};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -113,9 +113,11 @@ impl Leases {
                     .await
                 {
                     Ok(lost) => {
-                        metrics::counter!(telemetry::LEASE_RENEWALS, "outcome" => "renewed")
+                        Metric::LeaseRenewals
+                            .counter(&[("outcome", "renewed".into())])
                             .increment((ids.len() - lost.len()) as u64);
-                        metrics::counter!(telemetry::LEASE_RENEWALS, "outcome" => "lost")
+                        Metric::LeaseRenewals
+                            .counter(&[("outcome", "lost".into())])
                             .increment(lost.len() as u64);
                         let mut held = self.lock();
                         for id in lost {

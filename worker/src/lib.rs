@@ -13,7 +13,7 @@ use std::time::Duration;
 use ferry_core::config::{Config, DEFAULT_MAX_ATTEMPTS, Rule};
 use ferry_core::retry::RetryPolicy;
 use ferry_core::task::Task;
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{
     Abandon, Claimed, FailOutcome, HEARTBEAT, LedgerOp, QueueError, WorkerInfo, WorkerQueue,
 };
@@ -270,7 +270,10 @@ async fn claim_loop(
             let Some(permit) = permits.pop() else {
                 // Cannot happen (we claimed no more than the permits held), but if it did,
                 // handing the task back is always safe.
-                let _ = shared.queue.release(&shared.options.id, &task, false).await;
+                unheld(
+                    shared.queue.release(&shared.options.id, &task, false).await,
+                    &task.id,
+                );
                 continue;
             };
             let shared = shared.clone();
@@ -321,10 +324,13 @@ async fn process(shared: &Shared, claimed: Claimed, slot: tokio::sync::OwnedSema
     let Some(rule) = shared.config.rule(&claimed.rule) else {
         // A task of a rule this worker's config does not know: let a worker that knows it
         // take it, without counting an attempt.
-        let _ = shared
-            .queue
-            .release_after(worker, &claimed, false, UNKNOWN_RULE_DELAY)
-            .await;
+        unheld(
+            shared
+                .queue
+                .release_after(worker, &claimed, false, UNKNOWN_RULE_DELAY)
+                .await,
+            &claimed.id,
+        );
         return;
     };
     let job = Job {
@@ -339,23 +345,27 @@ async fn process(shared: &Shared, claimed: Claimed, slot: tokio::sync::OwnedSema
         // without counting an attempt; burying it would lose it.
         Err(e) => {
             warn!(task = %claimed.id, error = %e, "cannot decode this task; leaving it for a newer worker");
-            metrics::counter!(telemetry::TASKS_UNDECODABLE, "rule" => claimed.rule.clone())
+            Metric::TasksUndecodable
+                .counter(&[("rule", claimed.rule.clone())])
                 .increment(1);
-            let _ = shared
-                .queue
-                .release_after(worker, &claimed, false, UNDECODABLE_DELAY)
-                .await;
+            unheld(
+                shared
+                    .queue
+                    .release_after(worker, &claimed, false, UNDECODABLE_DELAY)
+                    .await,
+                &claimed.id,
+            );
             return;
         }
     };
     let guard = shared.leases.hold(&claimed);
-    metrics::gauge!(telemetry::WORKER_IN_FLIGHT).increment(1.0);
+    Metric::WorkerInFlight.gauge(&[]).increment(1.0);
     shared.in_flight.fetch_add(1, Ordering::Relaxed);
     let result = tokio::select! {
         r = run_task(&job, &task) => Some(r),
         _ = guard.token.cancelled() => None,
     };
-    metrics::gauge!(telemetry::WORKER_IN_FLIGHT).decrement(1.0);
+    Metric::WorkerInFlight.gauge(&[]).decrement(1.0);
     shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     let reason = guard.finish();
     // The slot is free once the work is done: the ack (batched) or the failure report goes
@@ -363,10 +373,13 @@ async fn process(shared: &Shared, claimed: Claimed, slot: tokio::sync::OwnedSema
     drop(slot);
     match result {
         None if reason == leases::Stop::Release => {
-            let _ = shared
-                .queue
-                .release(worker, &claimed, job.may_have_written())
-                .await;
+            unheld(
+                shared
+                    .queue
+                    .release(worker, &claimed, job.may_have_written())
+                    .await,
+                &claimed.id,
+            );
             debug!(task = %claimed.id, "released on shutdown");
         }
         None | Some(Ok(Outcome::LeaseLost)) => {
@@ -440,28 +453,30 @@ async fn acknowledge(
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                metrics::histogram!(telemetry::EVENT_LAG, "rule" => name.clone())
+                Metric::EventLag
+                    .histogram(&[("rule", name.clone())])
                     .record(now_ms.saturating_sub(event_ms) as f64 / 1000.0);
             }
             match outcome {
                 Outcome::Copied { bytes, .. } => {
-                    metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => name.clone())
+                    Metric::ObjectsCopied
+                        .counter(&[("rule", name.clone())])
                         .increment(1);
-                    metrics::counter!(telemetry::BYTES_COPIED, "rule" => name).increment(bytes);
+                    Metric::BytesCopied
+                        .counter(&[("rule", name)])
+                        .increment(bytes);
                 }
                 // Its bytes were counted part by part, by whichever worker copied each.
-                Outcome::Completed { .. } => {
-                    metrics::counter!(telemetry::OBJECTS_COPIED, "rule" => name).increment(1)
-                }
-                Outcome::Skipped { reason, .. } => {
-                    metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => name,
-                        "reason" => reason.label())
-                    .increment(1)
-                }
+                Outcome::Completed { .. } => Metric::ObjectsCopied
+                    .counter(&[("rule", name)])
+                    .increment(1),
+                Outcome::Skipped { reason, .. } => Metric::ObjectsSkipped
+                    .counter(&[("rule", name), ("reason", reason.label().into())])
+                    .increment(1),
                 Outcome::Archived => {
-                    metrics::counter!(telemetry::OBJECTS_SKIPPED, "rule" => name,
-                        "reason" => "archived")
-                    .increment(1);
+                    Metric::ObjectsSkipped
+                        .counter(&[("rule", name), ("reason", "archived".into())])
+                        .increment(1);
                     // Named, so a summary and a report can say which (the count is the
                     // ack's; a name lost here loses no object).
                     if let Err(e) = shared
@@ -504,7 +519,8 @@ async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, TaskError> {
 async fn report_throttle(job: &Job<'_>, error: &str) {
     let (shared, claimed) = (job.shared, job.claimed);
     let shard = claimed.id.shard().to_string();
-    metrics::counter!(telemetry::THROTTLED, "rule" => claimed.rule.clone(), "shard" => shard.clone())
+    Metric::Throttled
+        .counter(&[("rule", claimed.rule.clone()), ("shard", shard.clone())])
         .increment(1);
     let delay = Duration::from_millis(rand::random_range(0..500));
     match shared
@@ -578,13 +594,17 @@ async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: E
     match outcome {
         Ok(FailOutcome::Dead) => {
             warn!(rule = %rule, task = %claimed.id, attempts, error, "task failed; moved to dead letters");
-            metrics::counter!(telemetry::OBJECTS_FAILED, "rule" => rule.clone()).increment(1);
-            metrics::counter!(telemetry::TASK_FAILURES, "rule" => rule, "outcome" => "dead")
+            Metric::ObjectsFailed
+                .counter(&[("rule", rule.clone())])
+                .increment(1);
+            Metric::TaskFailures
+                .counter(&[("rule", rule), ("outcome", "dead".into())])
                 .increment(1);
         }
         Ok(FailOutcome::Retry) => {
             debug!(rule = %rule, task = %claimed.id, attempts, error, ?delay, "task failed; will retry");
-            metrics::counter!(telemetry::TASK_FAILURES, "rule" => rule, "outcome" => "retry")
+            Metric::TaskFailures
+                .counter(&[("rule", rule), ("outcome", "retry".into())])
                 .increment(1);
         }
         Ok(FailOutcome::Lost) => {
@@ -593,6 +613,14 @@ async fn report_failure(job: &Job<'_>, task: Option<&Task>, error: &str, kind: E
         Err(e) => {
             warn!(task = %claimed.id, error = %e, "could not record the failure; the lease will expire")
         }
+    }
+}
+
+/// A task handed back whose release failed is claimed again when its lease runs out: later,
+/// and (for a release that counts an attempt) without that attempt counted.
+fn unheld(result: Result<impl Sized, QueueError>, task: &impl std::fmt::Display) {
+    if let Err(e) = result {
+        debug!(%task, error = %e, "cannot hand the task back; its lease will run out");
     }
 }
 

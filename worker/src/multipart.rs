@@ -21,7 +21,7 @@ use ferry_core::parts::{
     Layout, MAX_PART, PartHasher, candidate_part_sizes, etag_parts, multipart_etag,
 };
 use ferry_core::task::{Expected, ObjectVersion, PartTask, Task, UploadRecord};
-use ferry_core::telemetry;
+use ferry_core::telemetry::Metric;
 use ferry_queue::{Counted, PartRecorded};
 use ferry_storage::{ByteRange, ErrorKind, ObjectHead, StorageError, UploadedPart, Written};
 use futures::TryStreamExt;
@@ -400,7 +400,8 @@ pub(crate) async fn abort(job: &Job<'_>, key: &str, upload_id: &str) -> Result<(
         .await
     {
         Ok(()) => {
-            metrics::counter!(telemetry::UPLOADS_ABORTED, "rule" => job.rule.name.clone())
+            Metric::UploadsAborted
+                .counter(&[("rule", job.rule.name.clone())])
                 .increment(1);
             Ok(())
         }
@@ -417,14 +418,18 @@ pub(crate) async fn copy_part(job: &Job<'_>, part: &PartTask) -> Result<Outcome,
     };
     let etag = match reusable_part(job, part).await {
         Ok(Some(etag)) => {
-            metrics::counter!(telemetry::PARTS_REUSED, "rule" => rule.name.clone()).increment(1);
+            Metric::PartsReused
+                .counter(&[("rule", rule.name.clone())])
+                .increment(1);
             etag
         }
         Ok(None) => match upload_part(job, part).await {
             Ok(etag) => {
-                metrics::counter!(telemetry::PARTS_COPIED, "rule" => rule.name.clone())
+                Metric::PartsCopied
+                    .counter(&[("rule", rule.name.clone())])
                     .increment(1);
-                metrics::counter!(telemetry::BYTES_COPIED, "rule" => rule.name.clone())
+                Metric::BytesCopied
+                    .counter(&[("rule", rule.name.clone())])
                     .increment(part.len());
                 etag
             }
@@ -709,7 +714,9 @@ async fn complete(
             "ETag differs: source layout unknown"
         };
         warn!(rule = %rule.name, key = %key, source = %part.source.etag, destination = %etag, "{why}");
-        metrics::counter!(telemetry::ETAG_DIFFERS, "rule" => rule.name.clone()).increment(1);
+        Metric::EtagDiffers
+            .counter(&[("rule", rule.name.clone())])
+            .increment(1);
     }
     if caps.tagging && !caps.tags_on_multipart {
         let source = job.shared.stores.source(rule);

@@ -69,7 +69,11 @@ pub async fn follow_queue(ctx: Context, rule: Rule) {
         })
         .collect();
     for p in pollers {
-        let _ = p.await;
+        if let Err(e) = p.await
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "an SQS poller panicked");
+        }
     }
 }
 

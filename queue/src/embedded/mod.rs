@@ -170,7 +170,9 @@ fn lock(dir: &Path) -> Result<File, StateError> {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
+            if file.read_to_string(&mut pid).is_err() {
+                pid.clear(); // the holder's pid is only named when it can be read
+            }
             let pid = pid.trim();
             return Err(StateError::Locked {
                 path: dir.to_path_buf(),
@@ -268,11 +270,12 @@ impl Embedded {
                 let lua = match lua::Scripts::with(&scripts) {
                     Ok(lua) => lua,
                     Err(e) => {
-                        let _ = started.send(Err(e));
+                        // Unread only when the opener has given up waiting.
+                        started.send(Err(e)).ok();
                         return;
                     }
                 };
-                let _ = started.send(Ok(()));
+                started.send(Ok(())).ok();
                 Server {
                     db,
                     lua,
@@ -382,9 +385,9 @@ impl Server {
             }
             if let Some(e) = &self.broken {
                 for req in batch {
-                    let _ = req
-                        .reply
-                        .send(Err(CmdError::new(&e.code, e.detail.clone())));
+                    req.reply
+                        .send(Err(CmdError::new(&e.code, e.detail.clone())))
+                        .ok();
                 }
                 continue;
             }
@@ -392,7 +395,8 @@ impl Server {
             match result {
                 Ok(replies) => {
                     for (req, reply) in batch.into_iter().zip(replies) {
-                        let _ = req.reply.send(reply);
+                        // A caller that went away (its task cancelled) needs no reply.
+                        req.reply.send(reply).ok();
                     }
                 }
                 Err(e) => {
@@ -407,9 +411,9 @@ impl Server {
                     );
                     tracing::error!(error = %e.detail, "the embedded state store stopped");
                     for req in batch {
-                        let _ = req
-                            .reply
-                            .send(Err(CmdError::new(&e.code, e.detail.clone())));
+                        req.reply
+                            .send(Err(CmdError::new(&e.code, e.detail.clone())))
+                            .ok();
                     }
                     self.broken = Some(e);
                 }
@@ -618,6 +622,6 @@ mod tests {
             some(&[Some(long.as_str()), Some("one"), None])
         );
         drop(db);
-        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
