@@ -8,7 +8,8 @@ use clap::Args;
 use ferry_core::config::{ConfigError, Problem};
 use ferry_queue::Persistence;
 
-use crate::Failure;
+use crate::failure::Failure;
+use crate::startup;
 
 #[derive(Args)]
 pub(crate) struct ForgetArgs {
@@ -16,7 +17,7 @@ pub(crate) struct ForgetArgs {
     rule: String,
     /// Where the pairing is kept: the config's `[redis]`, or the state dir.
     #[command(flatten)]
-    common: crate::Common,
+    common: startup::Common,
     /// Do not ask for confirmation.
     #[arg(long, short)]
     yes: bool,
@@ -32,12 +33,12 @@ fn problem(path: &str, message: String) -> Failure {
 }
 
 pub(crate) async fn run(args: ForgetArgs) -> Result<(), Failure> {
-    let config = crate::load_to_read(&args.common)?;
+    let config = startup::load_to_read(&args.common)?;
     let place = match &config.redis {
         Some(r) => format!("redis {} (namespace {:?})", r.redacted_url(), r.namespace),
         None => "the state dir".to_string(),
     };
-    let queue = crate::connect(&args.common, &config, Persistence::FailFast).await?;
+    let queue = startup::connect(&args.common, &config, Persistence::FailFast).await?;
     let registered = queue
         .registered_rules()
         .await

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use ferry_core::config::{ConfigError, Problem};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 #[derive(Args)]
 pub(crate) struct InitArgs {

@@ -12,7 +12,8 @@ use ferry_core::config::{Config, ConfigError, Problem};
 use ferry_storage::{Capabilities, S3Store, probe};
 use serde::Serialize;
 
-use crate::{Failure, S3Args, sync};
+use crate::failure::Failure;
+use crate::startup::{S3Args, config_path};
 
 /// `ferry probe` arguments.
 #[derive(Args)]
@@ -115,7 +116,7 @@ pub(crate) async fn run(args: ProbeArgs) -> Result<(), Failure> {
             ),
         ));
     }
-    let path = sync::config_path(args.config.as_deref())?;
+    let path = config_path(args.config.as_deref())?;
     let config = endpoint_config(&path, &endpoint)?;
     let timeouts = args.s3.timeouts()?;
     let trust = args.s3.trust()?;

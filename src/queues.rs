@@ -7,7 +7,58 @@ use ferry_queue::{
 };
 use serde::Serialize;
 
-use crate::status::{bytes, time};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::failure::Failure;
+use crate::human::{bytes, time};
+use crate::startup::{self, Common};
+
+/// `ferry queues` arguments.
+#[derive(Args)]
+pub(crate) struct QueuesCommand {
+    #[command(flatten)]
+    common: Common,
+    /// Only this rule.
+    rule: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every 2 seconds, in place, until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+}
+
+/// Prints the queues once, as JSON, or again every 2 seconds (`--watch`).
+pub(crate) async fn run(args: QueuesCommand) -> Result<(), Failure> {
+    let (queue, rules) = startup::open_to_read(&args.common, args.rule.as_deref()).await?;
+    loop {
+        let view = gather(&rules, &queue, args.rule.as_deref())
+            .await
+            .context("reading queues from redis")?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&view).context("encoding json")?
+            );
+            return Ok(());
+        }
+        if !args.watch {
+            print!("{}", render(&view));
+            return Ok(());
+        }
+        // like top: home the cursor and clear, then redraw
+        print!("\x1b[H\x1b[2J{}", render(&view));
+        use std::io::Write;
+        std::io::stdout().flush().ok(); // redrawn in 2 s anyway
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
 
 #[derive(Serialize)]
 pub(crate) struct QueuesView {

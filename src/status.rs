@@ -1,10 +1,51 @@
 //! `ferry status`: per rule, its state, the current iteration's progress, the last
 //! iterations and the replication lag, read from Redis only (it changes nothing).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
+use clap::Args;
 use ferry_queue::{IterationRecord, IterationState, QueueDepth, QueueError, RuleState, ViewQueue};
 use serde::Serialize;
+
+use crate::failure::Failure;
+use crate::human::{bytes, time};
+use crate::startup::{self, Common};
+
+/// `ferry status` arguments.
+#[derive(Args)]
+pub(crate) struct StatusCommand {
+    #[command(flatten)]
+    common: Common,
+    /// Only this rule.
+    rule: Option<String>,
+    /// Print JSON instead of columns.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints each rule's status and the workers seen.
+pub(crate) async fn run(args: StatusCommand) -> Result<(), Failure> {
+    let (queue, rules) = startup::open_to_read(&args.common, args.rule.as_deref()).await?;
+    let statuses = gather(&rules, &queue, args.rule.as_deref())
+        .await
+        .context("reading status from redis")?;
+    let workers = queue
+        .workers()
+        .await
+        .context("reading workers from redis")?;
+    if args.json {
+        let value = serde_json::json!({ "rules": statuses, "workers": workers });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).context("encoding json")?
+        );
+    } else {
+        print!("{}", render(&statuses));
+        print!("{}", crate::queues::render_workers(&workers));
+    }
+    Ok(())
+}
 
 /// Iterations shown per rule in the human-readable form (JSON has all that are kept).
 const SHOWN: usize = 5;
@@ -81,10 +122,6 @@ struct Iteration {
     deleted: u64,
     failed: u64,
     missed: u64,
-}
-
-pub(crate) fn time(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 impl From<&IterationRecord> for Iteration {
@@ -196,21 +233,6 @@ pub(crate) async fn gather(
         });
     }
     Ok(out)
-}
-
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The human-readable form: one block per rule.

@@ -21,7 +21,10 @@ use ferry_queue::{DeadLetter, IterationRecord, Persistence, Queue, TaskId};
 use ferry_storage::Stores;
 use serde::Serialize;
 
-use crate::{Failure, Role, S3Args};
+use crate::failure::{Failure, unless_interrupted};
+use crate::human::bytes;
+use crate::run::Workers;
+use crate::startup::{self, Role, S3Args, config_path, state_dir};
 
 /// `ferry sync` arguments.
 #[derive(Args)]
@@ -302,31 +305,6 @@ fn rule_name(src: &Side, dst: &Side, endpoints: &toml::Table) -> String {
     format!("{readable}-{:08x}", hash as u32)
 }
 
-/// The config file to read endpoints from.
-pub(crate) fn config_path(given: Option<&Path>) -> Result<PathBuf, Failure> {
-    if let Some(p) = given {
-        return Ok(p.to_path_buf());
-    }
-    let mut tried = vec![PathBuf::from("ferry.toml")];
-    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-    {
-        tried.push(dir.join("ferry").join("ferry.toml"));
-    }
-    if let Some(found) = tried.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
-    }
-    let names: Vec<_> = tried.iter().map(|p| p.display().to_string()).collect();
-    Err(config_error(vec![problem(
-        "--config",
-        format!(
-            "no config file: give --config F (its [endpoints.NAME] name SRC's and DST's endpoints); looked for {}",
-            names.join(" and ")
-        ),
-    )]))
-}
-
 /// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments.
 /// A bad flag value is reported under the flag's name.
 fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
@@ -555,23 +533,6 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
     Ok((config, name))
 }
 
-/// The state dir: the flag, else `$XDG_STATE_HOME/ferry`, else `~/.local/state/ferry`.
-pub(crate) fn state_dir(given: Option<&Path>) -> Result<PathBuf, Failure> {
-    if let Some(p) = given {
-        return Ok(p.to_path_buf());
-    }
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .map(|d| d.join("ferry"))
-        .ok_or_else(|| {
-            config_error(vec![problem(
-                "--state-dir",
-                "no HOME to put the default state dir in; give --state-dir DIR",
-            )])
-        })
-}
-
 /// What one sync did, as `--json` prints it.
 #[derive(Debug, Default, Serialize)]
 struct Summary {
@@ -615,14 +576,14 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let timeouts = args.s3.timeouts()?;
     let trust = args.s3.trust()?;
     let shutdown = crate::shutdown::on_signal();
-    let stop = crate::hard_stop(&shutdown, Duration::from_secs(20));
+    let stop = startup::hard_stop(&shutdown, Duration::from_secs(20));
     let state_dir = state_dir(args.state_dir.as_deref())?;
     if config.redis.is_some() {
         redis_answers(&config, &state_dir).await?;
     }
     let queue = tokio::select! {
-        queue = crate::open_queue(&config, Persistence::RideOut(stop), &state_dir) => queue?,
-        _ = shutdown.cancelled() => return crate::unless_interrupted(),
+        queue = startup::open_queue(&config, Persistence::RideOut(stop), &state_dir) => queue?,
+        _ = shutdown.cancelled() => return unless_interrupted(),
     };
     let config = Arc::new(config);
     let stores = Stores::connect(&config, timeouts, &trust)
@@ -634,7 +595,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         stores: stores.clone(),
         queue: Arc::new(queue.clone()),
         cancel: shutdown.clone(),
-        id: crate::default_process_id(),
+        id: startup::default_process_id(),
         leader_lease: Duration::from_secs(30),
         max_outstanding: 50_000,
     };
@@ -651,10 +612,10 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         answers_a_listing(&stores, &rule_cfg).await?;
     }
     if args.dry_run {
-        crate::register(&config, &queue, Role::Worker).await?;
+        startup::register(&config, &queue, Role::Worker).await?;
         return dry_run(&args, &coordinator, &rule_cfg).await;
     }
-    crate::register(&config, &queue, Role::Coordinator { replace: false }).await?;
+    startup::register(&config, &queue, Role::Coordinator { replace: false }).await?;
 
     // The iterations this run works on: one left running (resumed), and all after it.
     let first = match queue
@@ -666,21 +627,14 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         Some(r) => r.number + 1,
         None => 1,
     };
-    let workers_stop = shutdown.child_token();
     let options = ferry_worker::WorkerOptions {
-        id: crate::default_process_id(),
+        id: startup::default_process_id(),
         concurrency: args.concurrency,
         lease: ferry_queue::DEFAULT_LEASE,
         drain: Duration::from_secs(20),
         part_concurrency: ferry_worker::DEFAULT_PART_CONCURRENCY.min(args.concurrency),
     };
-    let worker = tokio::spawn(ferry_worker::run(
-        config.clone(),
-        stores.clone(),
-        Arc::new(queue.clone()),
-        options,
-        workers_stop.clone(),
-    ));
+    let workers = Workers::start(&config, &stores, &queue, vec![options], &shutdown);
     let progress_stop = tokio_util::sync::CancellationToken::new();
     let progress = tokio::spawn(show_progress(
         queue.clone(),
@@ -690,14 +644,13 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         progress_stop.clone(),
     ));
     let result = ferry_coordinator::run(coordinator).await;
-    workers_stop.cancel();
+    let worker_result = workers.stop().await;
     progress_stop.cancel();
     if let Err(e) = progress.await
         && e.is_panic()
     {
         tracing::warn!(error = %e, "the progress display panicked");
     }
-    let worker_result = worker.await;
 
     let mut summary = summarize(&queue, &rule, first).await?;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -712,23 +665,11 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         eprintln!(
             "interrupted after {} object(s) ({}); run the same command to resume",
             summary.copied,
-            human_bytes(summary.bytes)
+            bytes(summary.bytes)
         );
     }
-    match worker_result {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            return Err(Failure::Runtime(
-                anyhow::Error::new(e).context("worker failed"),
-            ));
-        }
-        Err(e) => {
-            return Err(Failure::Runtime(anyhow::anyhow!(
-                "worker task panicked: {e}"
-            )));
-        }
-    }
-    crate::unless_interrupted()?;
+    worker_result?;
+    unless_interrupted()?;
     match result {
         Ok(()) if summary.failed == 0 => Ok(()),
         Ok(()) | Err(ferry_coordinator::CoordinatorError::Rules(_)) if summary.failed > 0 => {
@@ -753,7 +694,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
 /// outage to wait out: one attempt (within the connect timeout) and one command say why.
 /// Once running, the queue rides outages out.
 async fn redis_answers(config: &Config, state_dir: &Path) -> Result<(), Failure> {
-    let answered = match crate::open_queue(config, Persistence::FailFast, state_dir).await {
+    let answered = match startup::open_queue(config, Persistence::FailFast, state_dir).await {
         Ok(queue) => queue
             .registered_rules()
             .await
@@ -763,10 +704,12 @@ async fn redis_answers(config: &Config, state_dir: &Path) -> Result<(), Failure>
     };
     answered.map_err(|e| match e {
         // A refusal (a password, an ACL) keeps its own words and exit code.
-        Failure::Runtime(e) if crate::refused(&e).is_none() => Failure::Runtime(anyhow::anyhow!(
-            "{e:#}; `sync` uses the Redis of the config's [redis] section (or --redis): \
+        Failure::Runtime(e) if crate::failure::refused(&e).is_none() => {
+            Failure::Runtime(anyhow::anyhow!(
+                "{e:#}; `sync` uses the Redis of the config's [redis] section (or --redis): \
              start it, or leave [redis] out to keep the queue in the state dir"
-        )),
+            ))
+        }
         other => other,
     })
 }
@@ -937,7 +880,7 @@ fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
         s.rule,
         s.listed,
         s.copied,
-        human_bytes(s.bytes),
+        bytes(s.bytes),
         s.skipped,
         skip_reasons(&s.skipped_by),
         s.deleted,
@@ -984,21 +927,6 @@ fn skip_reasons(by: &BTreeMap<&'static str, u64>) -> String {
         String::new()
     } else {
         format!(" ({})", said.join(", "))
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -1075,8 +1003,8 @@ async fn show_progress(
                     eprintln!(
                         "progress: iteration {}, {objects}, {} of {} copied, {:.0} objects/s",
                         r.number,
-                        human_bytes(done_bytes),
-                        human_bytes(r.planned_bytes),
+                        bytes(done_bytes),
+                        bytes(r.planned_bytes),
                         r.done as f64 / secs
                     );
                 }
