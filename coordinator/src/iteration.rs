@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry_core::config::{Rule, Stop};
 use ferry_core::telemetry::Metric;
-use ferry_queue::{IterationRecord, QueueError, RuleState};
+use ferry_queue::{IterationRecord, ListingMarks, QueueError, RuleState};
 use ferry_storage::{ListPage, ObjectStore, StorageError, list_pages};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -136,10 +136,10 @@ pub(crate) async fn dry_run(
 /// run: returns what it found).
 ///
 /// A large prefix is split into key ranges, recorded in the iteration record before any of
-/// them is planned; each range is listed, diffed and planned on its own, in parallel, from its
-/// own checkpoint. The ranges are cut from the marks the previous iteration's listing of the
-/// prefix left (see `marks.rs`), else from sampled pages (see `ranges.rs`); a prefix listed
-/// whole leaves its marks for the next. A dry run lists every prefix as one stream.
+/// them is planned; each range is a lane, listed, diffed and planned on its own, in parallel,
+/// from its own checkpoint. The ranges are cut from the marks the previous iteration's listing
+/// of the prefix left (see `marks.rs`), else from sampled pages (see `ranges.rs`); a prefix
+/// listed whole leaves its marks for the next. A dry run lists every prefix as one stream.
 async fn plan<'a>(
     ctx: &'a Context,
     rule: &'a Rule,
@@ -147,63 +147,12 @@ async fn plan<'a>(
     (token, cancel): (&'a LeaderToken, &'a CancellationToken),
     dry: Option<DrySink<'a>>,
 ) -> Result<Option<DryRun>, CoordinatorError> {
+    let conductor = Conductor::new(ctx, rule, (n, resumed), (token, cancel), dry.is_none()).await?;
     let checkpoint = resumed.and_then(|r| r.checkpoint.clone());
-    let policy = Policy {
-        overwrite: rule.overwrite,
-        overwrite_unmanaged: rule.overwrite_unmanaged,
-        delete: rule.delete,
-        last_success_start_ms: ctx.queue.last_success_start(&rule.name).await?,
-    };
-    let last_success = policy.last_success_start_ms;
-    let source = ctx.stores.source(rule);
-    let destination = ctx.stores.destination(rule);
-    let now = ctx.queue.redis_time_ms().await?;
-    let prune_before = now.saturating_sub(STRAY_HORIZON.as_millis() as u64);
-    let planner_for = |after: Option<(usize, String)>| {
-        Planner::new(
-            ctx.queue.as_ref(),
-            rule,
-            (n, token),
-            policy,
-            cancel,
-            ctx.max_outstanding,
-            (prune_before, after),
-        )
-    };
-    // After the first success, a change an iteration finds to copy, made since the last
-    // success began (less 2 s for stores with whole-second times) and older than the grace,
-    // was missed by the events.
-    let missed_window = match (rule.events.is_some(), last_success) {
-        (true, Some(start)) => Some((
-            (start.max(0) as u64).saturating_sub(2000),
-            now.saturating_sub(crate::planner::MISSED_GRACE.as_millis() as u64),
-        )),
-        _ => None,
-    };
-    // Ranges are sampled for when the rule's last iteration listed enough keys for two (or
-    // on a first iteration): sampling costs listing requests that a small rule should not pay.
-    let previous = match n.checked_sub(1).filter(|last| *last > 0) {
-        Some(last) => Some(ctx.queue.iteration(&rule.name, last).await?),
-        None => None,
-    }
-    .filter(|record| record.state.is_some());
-    let min_keys = rule.list_range_min_keys;
-    let in_ranges = dry.is_none() && rule.list_ranges > 1;
-    let sample = in_ranges && previous.as_ref().is_none_or(|r| r.listed >= 2 * min_keys);
-    let marks_of = |index: usize, prefix: &str| {
-        let marks = previous.as_ref()?.marks.get(&index)?;
-        (marks.prefix == prefix).then_some(marks)
-    };
-    let mut planner = planner_for(checkpoint.clone()).count_missed(missed_window);
+    let mut planner = conductor.planner(checkpoint.clone());
     if let Some(sink) = dry {
         planner = planner.dry(sink);
     }
-    let sides = Sides {
-        source,
-        destination,
-        rule,
-        cancel,
-    };
     for (index, prefix) in rule.listing_prefixes().into_iter().enumerate() {
         let start_after = match &checkpoint {
             Some((done, _)) if *done > index => continue,
@@ -211,81 +160,264 @@ async fn plan<'a>(
             _ => None,
         };
         planner.set_prefix(index, &prefix);
-        // The ranges on record for a resumed iteration, or, for a prefix planned from its
-        // start, those a few sampled pages suggest.
-        let boundaries = match resumed.and_then(|r| r.ranges.get(&index)) {
-            Some(on_record) => on_record.clone(),
-            None if in_ranges && start_after.is_none() => {
-                let found = match marks_of(index, &prefix) {
-                    Some(marks) => crate::marks::boundaries(marks, rule.list_ranges, min_keys),
-                    None if sample => {
-                        crate::ranges::split(
-                            &sides.source,
-                            &rule.source.bucket,
-                            &prefix,
-                            rule.list_ranges,
-                            min_keys,
-                        )
-                        .await?
-                    }
-                    None => Vec::new(),
-                };
-                if found.is_empty() {
-                    found
-                } else {
-                    ctx.queue
-                        .record_ranges(&rule.name, n, index, &found, token)
-                        .await?
-                }
-            }
-            None => Vec::new(),
-        };
-        // Marks are kept of a prefix listed whole from its start, and large enough for ranges.
-        let record_marks = async |lanes: Vec<Marks>| {
-            let listed: u64 = lanes.iter().map(Marks::listed).sum();
-            if !in_ranges || listed < 2 * min_keys {
-                return Ok::<_, CoordinatorError>(());
-            }
-            let marks = crate::marks::quantiles(&prefix, &lanes);
-            ctx.queue
-                .record_marks(&rule.name, n, index, &marks, token)
-                .await?;
-            Ok(())
-        };
+        let boundaries = conductor
+            .boundaries(index, &prefix, start_after.is_none())
+            .await?;
         if boundaries.is_empty() {
-            let fresh = start_after.is_none();
-            let whole = KeyRange {
-                after: start_after,
-                through: None,
-            };
-            let mut marks = Marks::default();
-            sides
-                .list_and_plan(&mut planner, &prefix, whole, &mut marks)
+            conductor
+                .plan_whole(&mut planner, index, &prefix, start_after)
                 .await?;
-            if fresh {
-                record_marks(vec![marks]).await?;
-            }
-            continue;
+        } else {
+            conductor.plan_ranges(index, &prefix, &boundaries).await?;
+            // Every range is planned: the prefix is done.
+            planner.advance((index + 1, String::new())).await?;
         }
-        let ranges = crate::ranges::ranges_of(&boundaries);
-        info!(rule = %rule.name, iteration = n, prefix = %prefix, ranges = ranges.len(),
+    }
+    Ok(planner.dry_found())
+}
+
+/// Where a prefix's key ranges come from.
+#[derive(Debug, PartialEq, Eq)]
+enum RangesFrom<'r> {
+    /// The iteration being resumed recorded them.
+    Record(&'r [String]),
+    /// The previous iteration's listing of the prefix left its marks.
+    Marks,
+    /// A few sampled pages.
+    Sample,
+    /// None: the prefix is listed whole.
+    Whole,
+}
+
+/// Which ranges a prefix is planned in: those on record for a resumed iteration; for a
+/// prefix planned from its start (`fresh`), with ranges allowed (`in_ranges`), those its last
+/// listing's marks give, else those sampled pages give when the rule is large enough to be
+/// worth the sampling's requests (`sample`); else none.
+fn ranges_from<'r>(
+    on_record: Option<&'r [String]>,
+    in_ranges: bool,
+    fresh: bool,
+    has_marks: bool,
+    sample: bool,
+) -> RangesFrom<'r> {
+    match on_record {
+        Some(recorded) => RangesFrom::Record(recorded),
+        None if !(in_ranges && fresh) => RangesFrom::Whole,
+        None if has_marks => RangesFrom::Marks,
+        None if sample => RangesFrom::Sample,
+        None => RangesFrom::Whole,
+    }
+}
+
+/// What every lane of one iteration's planning shares: the rule, its policy and sides, the
+/// iteration, what the previous one left, and where ranges may come from.
+struct Conductor<'a> {
+    ctx: &'a Context,
+    rule: &'a Rule,
+    n: u64,
+    resumed: Option<&'a IterationRecord>,
+    token: &'a LeaderToken,
+    cancel: &'a CancellationToken,
+    policy: Policy,
+    prune_before: u64,
+    missed_window: Option<(u64, u64)>,
+    previous: Option<IterationRecord>,
+    /// Prefixes may be listed in key ranges (not in a dry run, nor with `list_ranges = 1`).
+    in_ranges: bool,
+    /// Ranges may be sampled for (a first iteration, or a rule large enough for two).
+    sample: bool,
+    sides: Sides<'a>,
+}
+
+impl<'a> Conductor<'a> {
+    async fn new(
+        ctx: &'a Context,
+        rule: &'a Rule,
+        (n, resumed): (u64, Option<&'a IterationRecord>),
+        (token, cancel): (&'a LeaderToken, &'a CancellationToken),
+        may_split: bool,
+    ) -> Result<Conductor<'a>, CoordinatorError> {
+        let policy = Policy {
+            overwrite: rule.overwrite,
+            overwrite_unmanaged: rule.overwrite_unmanaged,
+            delete: rule.delete,
+            last_success_start_ms: ctx.queue.last_success_start(&rule.name).await?,
+        };
+        let now = ctx.queue.redis_time_ms().await?;
+        // After the first success, a change an iteration finds to copy, made since the last
+        // success began (less 2 s for stores with whole-second times) and older than the
+        // grace, was missed by the events.
+        let missed_window = match (rule.events.is_some(), policy.last_success_start_ms) {
+            (true, Some(start)) => Some((
+                (start.max(0) as u64).saturating_sub(2000),
+                now.saturating_sub(crate::planner::MISSED_GRACE.as_millis() as u64),
+            )),
+            _ => None,
+        };
+        let previous = match n.checked_sub(1).filter(|last| *last > 0) {
+            Some(last) => Some(ctx.queue.iteration(&rule.name, last).await?),
+            None => None,
+        }
+        .filter(|record| record.state.is_some());
+        let in_ranges = may_split && rule.list_ranges > 1;
+        // Sampling costs listing requests that a small rule should not pay.
+        let min_keys = rule.list_range_min_keys;
+        let sample = in_ranges && previous.as_ref().is_none_or(|r| r.listed >= 2 * min_keys);
+        Ok(Conductor {
+            ctx,
+            rule,
+            n,
+            resumed,
+            token,
+            cancel,
+            policy,
+            prune_before: now.saturating_sub(STRAY_HORIZON.as_millis() as u64),
+            missed_window,
+            previous,
+            in_ranges,
+            sample,
+            sides: Sides {
+                source: ctx.stores.source(rule),
+                destination: ctx.stores.destination(rule),
+                rule,
+                cancel,
+            },
+        })
+    }
+
+    /// A planner for this iteration, resuming after `after`.
+    fn planner(&self, after: Option<(usize, String)>) -> Planner<'a> {
+        Planner::new(
+            self.ctx.queue.as_ref(),
+            self.rule,
+            (self.n, self.token),
+            self.policy,
+            self.cancel,
+            self.ctx.max_outstanding,
+            (self.prune_before, after),
+        )
+        .count_missed(self.missed_window)
+    }
+
+    /// The marks the previous iteration's listing of prefix `index` left, if it was this
+    /// prefix.
+    fn marks_of(&self, index: usize, prefix: &str) -> Option<&ListingMarks> {
+        let marks = self.previous.as_ref()?.marks.get(&index)?;
+        (marks.prefix == prefix).then_some(marks)
+    }
+
+    /// The boundaries of prefix `index`'s key ranges (none: listed whole), recorded before
+    /// any range is planned.
+    async fn boundaries(
+        &self,
+        index: usize,
+        prefix: &str,
+        fresh: bool,
+    ) -> Result<Vec<String>, CoordinatorError> {
+        let (rule, min_keys) = (self.rule, self.rule.list_range_min_keys);
+        let on_record = self
+            .resumed
+            .and_then(|r| r.ranges.get(&index))
+            .map(Vec::as_slice);
+        let marks = self.marks_of(index, prefix);
+        let found = match ranges_from(
+            on_record,
+            self.in_ranges,
+            fresh,
+            marks.is_some(),
+            self.sample,
+        ) {
+            RangesFrom::Record(recorded) => return Ok(recorded.to_vec()),
+            RangesFrom::Whole => return Ok(Vec::new()),
+            RangesFrom::Marks => marks
+                .map(|m| crate::marks::boundaries(m, rule.list_ranges, min_keys))
+                .unwrap_or_default(),
+            RangesFrom::Sample => {
+                let (source, bucket) = (&self.sides.source, &rule.source.bucket);
+                crate::ranges::split(source, bucket, prefix, rule.list_ranges, min_keys).await?
+            }
+        };
+        if found.is_empty() {
+            return Ok(found);
+        }
+        Ok(self
+            .ctx
+            .queue
+            .record_ranges(&rule.name, self.n, index, &found, self.token)
+            .await?)
+    }
+
+    /// Keeps the marks of a prefix listed whole from its start, when it is large enough for
+    /// ranges, for the next iteration to cut them from.
+    async fn record_marks(
+        &self,
+        index: usize,
+        prefix: &str,
+        lanes: Vec<Marks>,
+    ) -> Result<(), CoordinatorError> {
+        let listed: u64 = lanes.iter().map(Marks::listed).sum();
+        if !self.in_ranges || listed < 2 * self.rule.list_range_min_keys {
+            return Ok(());
+        }
+        let marks = crate::marks::quantiles(prefix, &lanes);
+        self.ctx
+            .queue
+            .record_marks(&self.rule.name, self.n, index, &marks, self.token)
+            .await?;
+        Ok(())
+    }
+
+    /// Plans prefix `index` as one lane, with the iteration's own `planner`.
+    async fn plan_whole(
+        &self,
+        planner: &mut Planner<'_>,
+        index: usize,
+        prefix: &str,
+        start_after: Option<String>,
+    ) -> Result<(), CoordinatorError> {
+        let fresh = start_after.is_none();
+        let whole = KeyRange {
+            after: start_after,
+            through: None,
+        };
+        let mut marks = Marks::default();
+        self.sides
+            .list_and_plan(planner, prefix, whole, &mut marks)
+            .await?;
+        if fresh {
+            self.record_marks(index, prefix, vec![marks]).await?;
+        }
+        Ok(())
+    }
+
+    /// Plans prefix `index` as one lane per key range, in parallel, each from its own
+    /// checkpoint.
+    async fn plan_ranges(
+        &self,
+        index: usize,
+        prefix: &str,
+        boundaries: &[String],
+    ) -> Result<(), CoordinatorError> {
+        let ranges = crate::ranges::ranges_of(boundaries);
+        info!(rule = %self.rule.name, iteration = self.n, prefix = %prefix, ranges = ranges.len(),
             "listing the prefix in key ranges");
         let count = ranges.len();
         let lanes = ranges.into_iter().enumerate().map(|(r, range)| {
-            let resume = resumed.and_then(|rec| rec.range_checkpoints.get(&(index, r)).cloned());
+            let resume = self
+                .resumed
+                .and_then(|rec| rec.range_checkpoints.get(&(index, r)).cloned());
             let fresh = resume.is_none();
-            let mut lane = planner_for(resume.clone().map(|key| (index, key)))
-                .count_missed(missed_window)
+            let mut lane = self
+                .planner(resume.clone().map(|key| (index, key)))
                 .in_range(r, count);
-            lane.set_prefix(index, &prefix);
+            lane.set_prefix(index, prefix);
             let range = KeyRange {
                 after: resume.or(range.after),
                 through: range.through,
             };
-            let (sides, prefix) = (&sides, &prefix);
             async move {
                 let mut marks = Marks::default();
-                sides
+                self.sides
                     .list_and_plan(&mut lane, prefix, range, &mut marks)
                     .await?;
                 Ok::<_, CoordinatorError>(fresh.then_some(marks))
@@ -294,12 +426,10 @@ async fn plan<'a>(
         let listed = futures::future::try_join_all(lanes).await?;
         // Only a prefix listed from the start of every range has marks for all its keys.
         if let Some(lanes) = listed.into_iter().collect::<Option<Vec<Marks>>>() {
-            record_marks(lanes).await?;
+            self.record_marks(index, prefix, lanes).await?;
         }
-        // Every range is planned: the prefix is done.
-        planner.advance((index + 1, String::new())).await?;
+        Ok(())
     }
-    Ok(planner.dry_found())
 }
 
 /// The two sides of a rule, listed and diffed for planning.
@@ -408,4 +538,34 @@ fn spawn_listing(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_come_from_the_record_then_the_marks_then_samples() {
+        let recorded = vec!["m".to_string()];
+        for bits in 0..16u8 {
+            let [in_ranges, fresh, has_marks, sample] = [0, 1, 2, 3].map(|b| bits >> b & 1 == 1);
+            // A resumed iteration keeps the ranges it recorded, whatever else holds.
+            assert_eq!(
+                ranges_from(Some(&recorded), in_ranges, fresh, has_marks, sample),
+                RangesFrom::Record(&recorded)
+            );
+            let found = ranges_from(None, in_ranges, fresh, has_marks, sample);
+            let expected = match (in_ranges && fresh, has_marks, sample) {
+                // A dry run, `list_ranges = 1`, or a prefix resumed mid-way: listed whole.
+                (false, _, _) => RangesFrom::Whole,
+                (true, true, _) => RangesFrom::Marks,
+                (true, false, true) => RangesFrom::Sample,
+                (true, false, false) => RangesFrom::Whole,
+            };
+            assert_eq!(
+                found, expected,
+                "in_ranges {in_ranges} fresh {fresh} marks {has_marks} sample {sample}"
+            );
+        }
+    }
 }
