@@ -97,15 +97,19 @@ impl Capabilities {
     }
 
     /// One row per capability: its name, what was measured, and what ferry does about it.
-    pub fn rows(&self) -> Vec<(&'static str, String, &'static str)> {
-        let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    pub fn rows(&self) -> Vec<Row> {
+        let mut rows = self.condition_rows();
+        rows.extend(self.integrity_rows());
+        rows.extend(self.tag_rows());
+        rows
+    }
+
+    /// Conditional writes: what guards a late write.
+    fn condition_rows(&self) -> Vec<Row> {
         let form = |f: Option<EtagForm>| match f {
             Some(EtagForm::Quoted) => "yes (quoted ETag)".to_string(),
             Some(EtagForm::Unquoted) => "yes (bare ETag only)".to_string(),
             None => "no".to_string(),
-        };
-        let choose = |b: bool, then: &'static str, otherwise: &'static str| {
-            if b { then } else { otherwise }
         };
         let intents = "writes unconditionally; Redis write intents guard late writes";
         vec![
@@ -137,6 +141,12 @@ impl Capabilities {
                     intents,
                 ),
             ),
+        ]
+    }
+
+    /// ETags and checksums: how each copy is checked.
+    fn integrity_rows(&self) -> Vec<Row> {
+        vec![
             (
                 "single-request ETag is the MD5",
                 yes(self.etags_are_md5),
@@ -182,6 +192,12 @@ impl Capabilities {
                     "no trailer: checks the MD5 of the bytes sent against the ETag",
                 ),
             ),
+        ]
+    }
+
+    /// Tags, and pinning server-side copies.
+    fn tag_rows(&self) -> Vec<Row> {
+        vec![
             (
                 "object tagging",
                 yes(self.tagging),
@@ -229,6 +245,17 @@ impl Capabilities {
             ),
         ]
     }
+}
+
+/// A capability's row: its name, what was measured, and what ferry does about it.
+pub type Row = (&'static str, String, &'static str);
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+fn choose(b: bool, then: &'static str, otherwise: &'static str) -> &'static str {
+    if b { then } else { otherwise }
 }
 
 /// Whether a write path keeps tags, on a store that may have no tagging at all.

@@ -23,9 +23,6 @@ pub(crate) async fn complete(
     record: &UploadRecord,
     parts: Vec<(u32, String)>,
 ) -> Result<Outcome, CopyError> {
-    let rule = job.rule;
-    let destination = job.shared.stores.destination(rule);
-    let (bucket, key) = (&rule.destination.bucket, &part.source.key);
     let expected = multipart_etag(parts.iter().map(|(_, e)| e.as_str()));
     let uploaded: Vec<UploadedPart> = parts
         .into_iter()
@@ -35,6 +32,32 @@ pub(crate) async fn complete(
             size: 0,
         })
         .collect();
+    match completed(job, part, &uploaded, expected.as_deref()).await? {
+        Completion::Written(written) => checked(job, part, record, written, expected).await,
+        Completion::Settled(outcome) => Ok(outcome),
+    }
+}
+
+/// What a completion came to.
+enum Completion {
+    /// The object is there, written by this upload.
+    Written(Written),
+    /// Nothing more to do for this upload: left (skipped), or planned again.
+    Settled(Outcome),
+}
+
+/// Sends CompleteMultipartUpload, under the condition the destination honours, deciding the
+/// key again when the destination moved on, and telling an earlier attempt's completion
+/// (whose ack was lost) from a lost upload.
+async fn completed(
+    job: &Job<'_>,
+    part: &PartTask,
+    uploaded: &[UploadedPart],
+    expected: Option<&str>,
+) -> Result<Completion, CopyError> {
+    let rule = job.rule;
+    let destination = job.shared.stores.destination(rule);
+    let (bucket, key) = (&rule.destination.bucket, &part.source.key);
     let caps = job.capabilities().await?;
     let mut wanted = part.destination.clone();
     let mut replans = 0;
@@ -42,7 +65,7 @@ pub(crate) async fn complete(
         let condition = caps.complete.apply(wanted.condition());
         job.wrote();
         match destination
-            .complete_multipart(bucket, key, &part.upload_id, &uploaded, &condition)
+            .complete_multipart(bucket, key, &part.upload_id, uploaded, &condition)
             .await
             .map_err(CopyError::on_write)
         {
@@ -57,10 +80,10 @@ pub(crate) async fn complete(
                     Replanned::AlreadyThere(written) => break written,
                     Replanned::Skip(reason) => {
                         job.abort_upload(key, &part.upload_id).await?;
-                        return Ok(Outcome::Skipped {
+                        return Ok(Completion::Settled(Outcome::Skipped {
                             reason,
                             upload: Some(part.upload.clone()),
-                        });
+                        }));
                     }
                 }
             }
@@ -71,13 +94,15 @@ pub(crate) async fn complete(
                 if e.kind == ErrorKind::NotFound || e.status.is_some_and(|s| s < 300) =>
             {
                 match destination.head(bucket, key, None).await {
-                    Ok(head) if expected.as_deref() == Some(head.etag.as_str()) => {
+                    Ok(head) if expected == Some(head.etag.as_str()) => {
                         break Written {
                             etag: head.etag,
                             etag_may_be_md5: head.etag_is_md5,
                         };
                     }
-                    _ if e.kind == ErrorKind::NotFound => return replan(job, part).await,
+                    _ if e.kind == ErrorKind::NotFound => {
+                        return replan(job, part).await.map(Completion::Settled);
+                    }
                     _ => return Err(e.into()),
                 }
             }
@@ -86,11 +111,27 @@ pub(crate) async fn complete(
             // the good part on servers (Garage) that keep the latest attempt. Start over.
             Err(CopyError::Storage(e)) if e.code.as_deref() == Some("InvalidPart") => {
                 warn!(key = %key, error = %e, "uploaded parts do not match the recorded ones; re-planning");
-                return replan(job, part).await;
+                return replan(job, part).await.map(Completion::Settled);
             }
             Err(e) => return Err(e),
         }
     };
+    Ok(Completion::Written(written))
+}
+
+/// Checks the completed object's ETag against the one its parts make (and notes one that
+/// differs from the source's), and sets the source's tags where the upload dropped them.
+async fn checked(
+    job: &Job<'_>,
+    part: &PartTask,
+    record: &UploadRecord,
+    written: Written,
+    expected: Option<String>,
+) -> Result<Outcome, CopyError> {
+    let rule = job.rule;
+    let destination = job.shared.stores.destination(rule);
+    let (bucket, key) = (&rule.destination.bucket, &part.source.key);
+    let caps = job.capabilities().await?;
     // Some stores (Ceph RGW 16) answer with an empty ETag: the object's HEAD tells it.
     let etag = if written.etag.is_empty() {
         destination.head(bucket, key, None).await?.etag

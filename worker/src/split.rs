@@ -172,8 +172,7 @@ pub(crate) async fn split(
 ) -> Result<Outcome, CopyError> {
     let (shared, rule, claimed) = (job.shared, job.rule, job.claimed);
     let source = shared.stores.source(rule);
-    let destination = shared.stores.destination(rule);
-    let (bucket, key) = (&rule.destination.bucket, &version.key);
+    let key = &version.key;
     let head: ObjectHead = source
         .head(&rule.source.bucket, key, Some(&version.etag))
         .await?;
@@ -189,6 +188,52 @@ pub(crate) async fn split(
         }));
     }
 
+    let Some(upload_id) = open_upload(job, version, layout, head).await? else {
+        return Ok(Outcome::LeaseLost);
+    };
+
+    let parts = layout.count() as u32;
+    let tasks: Vec<Task> = (1..)
+        .zip(&layout.ranges)
+        .map(|(number, range)| {
+            Task::CopyPart(Box::new(PartTask {
+                upload: claimed.id.to_string(),
+                upload_id: upload_id.clone(),
+                source: version.clone(),
+                number,
+                parts,
+                first: range.first,
+                last: range.last,
+                destination: expected.clone(),
+            }))
+        })
+        .collect();
+    debug!(key = %key, parts, from_source = layout.from_source, "split into part tasks");
+    if !shared
+        .queue
+        .replace(&shared.options.id, claimed, Counted::Split, None, &tasks)
+        .await?
+    {
+        // The upload stays recorded: whoever holds the object task now resumes it.
+        return Ok(Outcome::LeaseLost);
+    }
+    Ok(Outcome::Recorded(Counted::Split))
+}
+
+/// The multipart upload of `version`: the one recorded for this task (an earlier attempt's,
+/// resumed) if it is of this version and layout; else a new one, created and recorded (an
+/// earlier one aborted, with any a dead worker left unrecorded). `None` when the lease was
+/// lost before it could be recorded.
+async fn open_upload(
+    job: &Job<'_>,
+    version: &ObjectVersion,
+    layout: &Layout,
+    head: ObjectHead,
+) -> Result<Option<String>, CopyError> {
+    let (shared, rule, claimed) = (job.shared, job.rule, job.claimed);
+    let source = shared.stores.source(rule);
+    let destination = shared.stores.destination(rule);
+    let (bucket, key) = (&rule.destination.bucket, &version.key);
     let recorded = shared.queue.upload(&rule.name, claimed.id.as_str()).await?;
     let upload_id = match recorded {
         Some(r) if r.source_etag == version.etag && r.parts as usize == layout.count() => {
@@ -228,38 +273,12 @@ pub(crate) async fn split(
                 .await?
             {
                 job.abort_upload(key, &upload_id).await?;
-                return Ok(Outcome::LeaseLost);
+                return Ok(None);
             }
             upload_id
         }
     };
-
-    let parts = layout.count() as u32;
-    let tasks: Vec<Task> = (1..)
-        .zip(&layout.ranges)
-        .map(|(number, range)| {
-            Task::CopyPart(Box::new(PartTask {
-                upload: claimed.id.to_string(),
-                upload_id: upload_id.clone(),
-                source: version.clone(),
-                number,
-                parts,
-                first: range.first,
-                last: range.last,
-                destination: expected.clone(),
-            }))
-        })
-        .collect();
-    debug!(key = %key, parts, from_source = layout.from_source, "split into part tasks");
-    if !shared
-        .queue
-        .replace(&shared.options.id, claimed, Counted::Split, None, &tasks)
-        .await?
-    {
-        // The upload stays recorded: whoever holds the object task now resumes it.
-        return Ok(Outcome::LeaseLost);
-    }
-    Ok(Outcome::Recorded(Counted::Split))
+    Ok(Some(upload_id))
 }
 
 /// Aborts uploads of `key` at the destination that no record in Redis knows: left by a worker
