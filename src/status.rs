@@ -257,28 +257,7 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
             out += &format!("  failed: {reason}\n");
         }
         if let Some(e) = &s.events {
-            let lag = |v: Option<f64>| v.map_or("-".to_string(), |l| format!("{l:.2}s"));
-            out += &format!(
-                "  events: {} tasks, {} done, {} copied, {} deleted, {} failed; lag from event to copy: mean {}, max {}, last {} ({} within 1s, {} within 5s, {} within 30s, {} later)\n",
-                e.tasks,
-                e.done,
-                e.copied,
-                e.deleted,
-                e.failed,
-                lag(e.lag_mean_seconds),
-                lag(e.lag_max_seconds),
-                lag(e.lag_last_seconds),
-                e.within_1s,
-                e.within_5s,
-                e.within_30s,
-                e.over_30s
-            );
-            out += &format!(
-                "  missed events: {} found by the last iteration, {} over the last {} iterations\n",
-                e.missed_last_iteration,
-                e.missed_total,
-                s.last_iterations.len()
-            );
+            out += &render_events(e, s.last_iterations.len());
         }
         if let Some(c) = &s.current {
             out += &format!(
@@ -297,59 +276,92 @@ pub(crate) fn render(statuses: &[RuleStatus]) -> String {
             out += "  no finished iteration yet\n";
             continue;
         }
+        out += &render_history(&s.last_iterations);
+    }
+    out
+}
+
+/// What events did, in two lines.
+fn render_events(e: &Events, iterations: usize) -> String {
+    let mut out = String::new();
+    let lag = |v: Option<f64>| v.map_or("-".to_string(), |l| format!("{l:.2}s"));
+    out += &format!(
+        "  events: {} tasks, {} done, {} copied, {} deleted, {} failed; lag from event to copy: mean {}, max {}, last {} ({} within 1s, {} within 5s, {} within 30s, {} later)\n",
+        e.tasks,
+        e.done,
+        e.copied,
+        e.deleted,
+        e.failed,
+        lag(e.lag_mean_seconds),
+        lag(e.lag_max_seconds),
+        lag(e.lag_last_seconds),
+        e.within_1s,
+        e.within_5s,
+        e.within_30s,
+        e.over_30s
+    );
+    out += &format!(
+        "  missed events: {} found by the last iteration, {} over the last {} iterations\n",
+        e.missed_last_iteration, e.missed_total, iterations
+    );
+    out
+}
+
+/// The last iterations, one row each (and why keys were skipped, below a row).
+fn render_history(iterations: &[Iteration]) -> String {
+    let mut out = String::new();
+    out += &format!(
+        "  {:<6} {:<17} {:<21} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
+        "ITER",
+        "OUTCOME",
+        "STARTED",
+        "SECONDS",
+        "LISTED",
+        "SKIPPED",
+        "ARCHIVED",
+        "COPIED",
+        "BYTES",
+        "FAILED"
+    );
+    for i in iterations.iter().take(SHOWN) {
+        let outcome = if i.empty {
+            format!("{} (empty)", i.state)
+        } else {
+            i.state.clone()
+        };
         out += &format!(
-            "  {:<6} {:<17} {:<21} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
-            "ITER",
-            "OUTCOME",
-            "STARTED",
-            "SECONDS",
-            "LISTED",
-            "SKIPPED",
-            "ARCHIVED",
-            "COPIED",
-            "BYTES",
-            "FAILED"
+            "  #{:<5} {:<17} {:<21} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
+            i.number,
+            outcome,
+            i.started,
+            i.duration_seconds.unwrap_or(0.0),
+            i.listed,
+            i.skipped,
+            i.archived,
+            i.copied,
+            bytes(i.copied_bytes),
+            i.failed
         );
-        for i in s.last_iterations.iter().take(SHOWN) {
-            let outcome = if i.empty {
-                format!("{} (empty)", i.state)
-            } else {
-                i.state.clone()
-            };
+        if i.etag_differs > 0 {
             out += &format!(
-                "  #{:<5} {:<17} {:<21} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7}\n",
-                i.number,
-                outcome,
-                i.started,
-                i.duration_seconds.unwrap_or(0.0),
-                i.listed,
-                i.skipped,
-                i.archived,
-                i.copied,
-                bytes(i.copied_bytes),
-                i.failed
+                "         {} cop{} with another ETag than the source's (ETag differs: source layout unknown)\n",
+                i.etag_differs,
+                if i.etag_differs == 1 { "y" } else { "ies" }
             );
-            if i.etag_differs > 0 {
-                out += &format!(
-                    "         {} cop{} with another ETag than the source's (ETag differs: source layout unknown)\n",
-                    i.etag_differs,
-                    if i.etag_differs == 1 { "y" } else { "ies" }
-                );
-            }
-            let reasons: Vec<String> = i
-                .skipped_by
-                .iter()
-                .filter(|(reason, n)| **n > 0 && **reason != "archived")
-                .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
-                .collect();
-            if !reasons.is_empty() {
-                out += &format!("         skipped: {}\n", reasons.join(", "));
-            }
-            if let Some(n) = i.skipped_by.get("unmanaged").filter(|n| **n > 0) {
-                out += &format!(
-                    "         {n} destination object(s) ferry did not write differ from the source: left as they are (overwrite_unmanaged = true, or sync --overwrite-unmanaged, replaces them)\n"
-                );
-            }
+        }
+        let reasons: Vec<String> = i
+            .skipped_by
+            .iter()
+            .filter(|(reason, n)| **n > 0 && **reason != "archived")
+            .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
+            .collect();
+        if !reasons.is_empty() {
+            out += &format!("         skipped: {}\n", reasons.join(", "));
+        }
+        if let Some(n) = i.skipped_by.get("unmanaged").filter(|n| **n > 0) {
+            out += &format!(
+                "         {n} destination object(s) ferry did not write differ from the source: left as they are (overwrite_unmanaged = true, or sync --overwrite-unmanaged, replaces them)\n"
+            );
         }
     }
     out

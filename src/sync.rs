@@ -308,6 +308,39 @@ fn rule_name(src: &Side, dst: &Side, endpoints: &toml::Table) -> String {
 /// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments.
 /// A bad flag value is reported under the flag's name.
 fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
+    let (src, dst) = sides(args)?;
+    let File {
+        found,
+        text,
+        mut table,
+        added,
+    } = endpoints(args, &src, &dst)?;
+    let name = rule_name(&src, &dst, &added);
+    let rule = rule_table(args, &name, &src, &dst);
+    table.insert("rules".into(), toml::Value::Array(vec![rule.into()]));
+    if let Some(url) = &args.redis {
+        let redis = table
+            .entry("redis")
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(r) = redis.as_table_mut() {
+            r.insert("url".into(), url.clone().into());
+        }
+    }
+    let path = found
+        .as_ref()
+        .map_or_else(|| "no config file".to_string(), |p| p.display().to_string());
+    let config = parse_built(&table, &name, &path)?;
+    if let Some(found) = &found {
+        ferry_core::config::warn_if_exposed(found, &text);
+    }
+    if let Some(redis) = &config.redis {
+        redis.remember_passwords();
+    }
+    Ok((config, name))
+}
+
+/// SRC and DST, parsed; a destination prefix must be empty or the source's.
+fn sides(args: &SyncArgs) -> Result<(Side, Side), Failure> {
     let src = parse_side("SRC", &args.src);
     let dst = parse_side("DST", &args.dst);
     let (src, dst) = match (src, dst) {
@@ -327,6 +360,21 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
             ),
         )]));
     }
+    Ok((src, dst))
+}
+
+/// The config file as read (or none), as a table with every side's endpoint in it, and the
+/// endpoints added to it (s3:// sides, rclone remotes).
+struct File {
+    found: Option<PathBuf>,
+    text: String,
+    table: toml::Table,
+    added: toml::Table,
+}
+
+/// Reads the config file where one is needed or there, and adds the endpoints of the sides
+/// it does not name: an s3:// side's (from the environment and flags), an rclone remote's.
+fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
     // Each named side's rclone remote, looked up once: `None` when rclone's config has no
     // such remote (or there is no rclone config).
     let rclone = crate::remote::rclone_config_path();
@@ -334,11 +382,11 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
         let path = rclone.as_deref().filter(|_| !side.s3_url)?;
         crate::remote::rclone_remote(path, &side.endpoint).transpose()
     };
-    let remotes = [remote(&src), remote(&dst)];
+    let remotes = [remote(src), remote(dst)];
     // The config file: needed for endpoints named in it, and read when it is there for its
     // [redis]; s3:// sides and rclone remotes (usable or not: rclone's to speak of) need none.
     let needs_file = args.config.is_some()
-        || [&src, &dst]
+        || [src, dst]
             .iter()
             .zip(&remotes)
             .any(|(side, remote)| !side.s3_url && remote.is_none());
@@ -381,7 +429,7 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
             region: args.dst_region.clone(),
         },
     };
-    for ((arg, side), remote) in [("SRC", &src), ("DST", &dst)].into_iter().zip(remotes) {
+    for ((arg, side), remote) in [("SRC", src), ("DST", dst)].into_iter().zip(remotes) {
         let flags = flags(arg);
         let lower = arg.to_ascii_lowercase();
         if side.s3_url {
@@ -439,9 +487,18 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
             e.extend(added.clone());
         }
     }
-    let name = rule_name(&src, &dst, &added);
+    Ok(File {
+        found,
+        text,
+        table,
+        added,
+    })
+}
+
+/// The rule, as the config file would have it, from SRC, DST and the flags.
+fn rule_table(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> toml::Table {
     let mut rule = toml::Table::new();
-    rule.insert("name".into(), name.clone().into());
+    rule.insert("name".into(), name.into());
     let mut source = toml::Table::new();
     source.insert("endpoint".into(), src.endpoint.clone().into());
     source.insert("bucket".into(), src.bucket.clone().into());
@@ -491,18 +548,15 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
         args.overwrite_unmanaged.into(),
     );
     rule.insert("delete".into(), args.delete.into());
-    table.insert("rules".into(), toml::Value::Array(vec![rule.into()]));
-    if let Some(url) = &args.redis {
-        let redis = table
-            .entry("redis")
-            .or_insert_with(|| toml::Table::new().into());
-        if let Some(r) = redis.as_table_mut() {
-            r.insert("url".into(), url.clone().into());
-        }
-    }
-    let rendered = toml::to_string(&table).map_err(|e| Failure::Runtime(e.into()))?;
+    rule
+}
+
+/// Parses and validates the built config as the config file is; a problem in the rule is
+/// reported under the flag it came from, one in the file under the file's name.
+fn parse_built(table: &toml::Table, name: &str, path: &str) -> Result<Config, Failure> {
+    let rendered = toml::to_string(table).map_err(|e| Failure::Runtime(e.into()))?;
     let rule_at = format!("rules[0] ({name}).");
-    let config = Config::from_toml(&rendered).map_err(|e| {
+    Config::from_toml(&rendered).map_err(|e| {
         config_error(
             e.problems
                 .into_iter()
@@ -523,14 +577,7 @@ fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
                 })
                 .collect(),
         )
-    })?;
-    if let Some(found) = &found {
-        ferry_core::config::warn_if_exposed(found, &text);
-    }
-    if let Some(redis) = &config.redis {
-        redis.remember_passwords();
-    }
-    Ok((config, name))
+    })
 }
 
 /// What one sync did, as `--json` prints it.
@@ -576,14 +623,8 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let timeouts = args.s3.timeouts()?;
     let trust = args.s3.trust()?;
     let shutdown = crate::shutdown::on_signal();
-    let stop = startup::hard_stop(&shutdown, Duration::from_secs(20));
-    let state_dir = state_dir(args.state_dir.as_deref())?;
-    if config.redis.is_some() {
-        redis_answers(&config, &state_dir).await?;
-    }
-    let queue = tokio::select! {
-        queue = startup::open_queue(&config, Persistence::RideOut(stop), &state_dir) => queue?,
-        _ = shutdown.cancelled() => return unless_interrupted(),
+    let Some(queue) = open(&args, &config, &shutdown).await? else {
+        return unless_interrupted();
     };
     let config = Arc::new(config);
     let stores = Stores::connect(&config, timeouts, &trust)
@@ -651,16 +692,27 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     {
         tracing::warn!(error = %e, "the progress display panicked");
     }
-
     let mut summary = summarize(&queue, &rule, first).await?;
     summary.seconds = started.elapsed().as_secs_f64();
+    finish(&args, &queue, summary, worker_result, result)
+}
+
+/// Reports what the sync did, and how it ended: interrupted (exit 128 + signal), with
+/// failed objects, or done.
+fn finish(
+    args: &SyncArgs,
+    queue: &Queue,
+    mut summary: Summary,
+    worker_result: Result<(), Failure>,
+    result: Result<(), ferry_coordinator::CoordinatorError>,
+) -> Result<(), Failure> {
     summary.backend = if queue.is_embedded() {
         "embedded"
     } else {
         "redis"
     };
     summary.interrupted = crate::shutdown::received().is_some();
-    report(&args, &summary)?;
+    report(args, &summary)?;
     if summary.interrupted && !args.json {
         eprintln!(
             "interrupted after {} object(s) ({}); run the same command to resume",
@@ -685,6 +737,24 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         Err(e) => Err(Failure::Runtime(
             anyhow::Error::new(e).context("sync failed"),
         )),
+    }
+}
+
+/// The queue: Redis, checked to answer at once (then ridden out), or the embedded one in the
+/// state dir; `None` when a signal came first.
+async fn open(
+    args: &SyncArgs,
+    config: &Config,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Queue>, Failure> {
+    let stop = startup::hard_stop(shutdown, Duration::from_secs(20));
+    let state_dir = state_dir(args.state_dir.as_deref())?;
+    if config.redis.is_some() {
+        redis_answers(config, &state_dir).await?;
+    }
+    tokio::select! {
+        queue = startup::open_queue(config, Persistence::RideOut(stop), &state_dir) => queue.map(Some),
+        _ = shutdown.cancelled() => Ok(None),
     }
 }
 

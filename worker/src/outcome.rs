@@ -140,51 +140,7 @@ pub(crate) async fn acknowledge(
     match acked {
         Ok(true) => {
             shared.completed.fetch_add(1, Ordering::Relaxed);
-            let name = rule.name.clone();
-            // An event's copy: its id carries the event's time.
-            if claimed.id.iteration() == ferry_queue::EVENTS_ITERATION
-                && matches!(outcome, Outcome::Copied { .. } | Outcome::Completed { .. })
-                && let Some(event_ms) = claimed.id.enqueued_ms()
-            {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                Metric::EventLag
-                    .histogram(&[("rule", name.clone())])
-                    .record(now_ms.saturating_sub(event_ms) as f64 / 1000.0);
-            }
-            match outcome {
-                Outcome::Copied { bytes, .. } => {
-                    Metric::ObjectsCopied
-                        .counter(&[("rule", name.clone())])
-                        .increment(1);
-                    Metric::BytesCopied
-                        .counter(&[("rule", name)])
-                        .increment(bytes);
-                }
-                // Its bytes were counted part by part, by whichever worker copied each.
-                Outcome::Completed { .. } => Metric::ObjectsCopied
-                    .counter(&[("rule", name)])
-                    .increment(1),
-                Outcome::Skipped { reason, .. } => Metric::ObjectsSkipped
-                    .counter(&[("rule", name), ("reason", reason.label().into())])
-                    .increment(1),
-                Outcome::Archived => {
-                    Metric::ObjectsSkipped
-                        .counter(&[("rule", name), ("reason", "archived".into())])
-                        .increment(1);
-                    // Named, so a summary and a report can say which (the count is the
-                    // ack's; a name lost here loses no object).
-                    if let Err(e) = shared
-                        .queue
-                        .note_archived(&claimed.rule, claimed.id.iteration(), task.key())
-                        .await
-                    {
-                        warn!(task = %claimed.id, error = %e, "could not name an archived key");
-                    }
-                }
-                _ => {}
-            }
+            record_acked(shared, rule, claimed, task, outcome).await;
         }
         Ok(false) => {
             warn!(task = %claimed.id, "lease lost before ack; another worker redoes it")
@@ -192,6 +148,61 @@ pub(crate) async fn acknowledge(
         Err(e) => {
             warn!(task = %claimed.id, error = %e, "ack failed; the lease will expire and the task is redone")
         }
+    }
+}
+
+/// Counts an acked outcome in the metrics (and names an archived key for the summary).
+async fn record_acked(
+    shared: &Shared,
+    rule: &Rule,
+    claimed: &Claimed,
+    task: &Task,
+    outcome: Outcome,
+) {
+    let name = rule.name.clone();
+    // An event's copy: its id carries the event's time.
+    if claimed.id.iteration() == ferry_queue::EVENTS_ITERATION
+        && matches!(outcome, Outcome::Copied { .. } | Outcome::Completed { .. })
+        && let Some(event_ms) = claimed.id.enqueued_ms()
+    {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Metric::EventLag
+            .histogram(&[("rule", name.clone())])
+            .record(now_ms.saturating_sub(event_ms) as f64 / 1000.0);
+    }
+    match outcome {
+        Outcome::Copied { bytes, .. } => {
+            Metric::ObjectsCopied
+                .counter(&[("rule", name.clone())])
+                .increment(1);
+            Metric::BytesCopied
+                .counter(&[("rule", name)])
+                .increment(bytes);
+        }
+        // Its bytes were counted part by part, by whichever worker copied each.
+        Outcome::Completed { .. } => Metric::ObjectsCopied
+            .counter(&[("rule", name)])
+            .increment(1),
+        Outcome::Skipped { reason, .. } => Metric::ObjectsSkipped
+            .counter(&[("rule", name), ("reason", reason.label().into())])
+            .increment(1),
+        Outcome::Archived => {
+            Metric::ObjectsSkipped
+                .counter(&[("rule", name), ("reason", "archived".into())])
+                .increment(1);
+            // Named, so a summary and a report can say which (the count is the
+            // ack's; a name lost here loses no object).
+            if let Err(e) = shared
+                .queue
+                .note_archived(&claimed.rule, claimed.id.iteration(), task.key())
+                .await
+            {
+                warn!(task = %claimed.id, error = %e, "could not name an archived key");
+            }
+        }
+        _ => {}
     }
 }
 

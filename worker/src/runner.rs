@@ -209,37 +209,7 @@ async fn claim_loop(
             .options
             .part_concurrency
             .saturating_sub(shared.parts_held.load(Ordering::Relaxed));
-        let mut claimed = Vec::new();
-        for i in 0..rules.len() {
-            let rule = &rules[(next_rule + i) % rules.len()];
-            let max_attempts = shared
-                .config
-                .rule(rule)
-                .map_or(DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts);
-            match shared
-                .queue
-                .claim(
-                    rule,
-                    &shared.options.id,
-                    shared.options.lease,
-                    (want, parts),
-                    max_attempts,
-                )
-                .await
-            {
-                Ok(c) => claimed = c,
-                // The queue rides out an unreachable Redis itself; this is Redis refusing the
-                // claim (or the process giving up on shutdown): back off, never die.
-                Err(e) => {
-                    warn!(error = %e, "claim failed; retrying");
-                    break;
-                }
-            }
-            if !claimed.is_empty() {
-                next_rule = (next_rule + i + 1) % rules.len();
-                break;
-            }
-        }
+        let claimed = claim(shared, &rules, &mut next_rule, (want, parts)).await;
         if claimed.is_empty() {
             drop(permits);
             tokio::select! {
@@ -273,6 +243,47 @@ async fn claim_loop(
             });
         }
     }
+}
+
+/// Claims up to `want` tasks (`parts` of them part tasks at most) of the first rule, from
+/// `next_rule` on, that has any; the rule after it goes first next time.
+async fn claim(
+    shared: &Shared,
+    rules: &[String],
+    next_rule: &mut usize,
+    (want, parts): (usize, usize),
+) -> Vec<Claimed> {
+    for i in 0..rules.len() {
+        let rule = &rules[(*next_rule + i) % rules.len()];
+        let max_attempts = shared
+            .config
+            .rule(rule)
+            .map_or(DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts);
+        match shared
+            .queue
+            .claim(
+                rule,
+                &shared.options.id,
+                shared.options.lease,
+                (want, parts),
+                max_attempts,
+            )
+            .await
+        {
+            Ok(claimed) if !claimed.is_empty() => {
+                *next_rule = (*next_rule + i + 1) % rules.len();
+                return claimed;
+            }
+            Ok(_) => {}
+            // The queue rides out an unreachable Redis itself; this is Redis refusing the
+            // claim (or the process giving up on shutdown): back off, never die.
+            Err(e) => {
+                warn!(error = %e, "claim failed; retrying");
+                break;
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// Adds to `permits` (holding one) the worker's other free slots, up to [`CLAIM_BATCH`].
