@@ -183,123 +183,164 @@ impl<'a> Planner<'a> {
             .filter(|j| !matches!(j, Joined::SourceOnly(_)))
             .map(Joined::key)
             .collect();
-        let mut views = self
+        let views = self
             .queue
             .ledger_get(&self.rule.name, &needs_ledger)
-            .await?
-            .into_iter();
-        let mut tasks: BTreeMap<ShardId, Vec<Task>> = BTreeMap::new();
-        let (mut listed, mut skipped, mut missed) = (0u64, 0u64, 0u64);
-        let mut skip_reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut skipped_by: BTreeMap<SkipCategory, u64> = BTreeMap::new();
-        let mut prune = Vec::new();
-        for joined in self.batch.drain(..) {
+            .await?;
+        let tally = self.tally(views);
+        if self.dry.is_some() {
+            self.found(&tally);
+            return Ok(());
+        }
+        self.enqueue(tally, checkpoint).await
+    }
+
+    /// Decides every key of the batch, given its ledger views (one per key not only at the
+    /// source, in order).
+    fn tally(&mut self, views: Vec<LedgerView>) -> Tally {
+        let mut views = views.into_iter();
+        let mut tally = Tally::default();
+        // Taken out and put back, drained, so its allocation serves the next batch.
+        let mut batch = std::mem::take(&mut self.batch);
+        for joined in batch.drain(..) {
             let view = match joined {
                 Joined::SourceOnly(_) => LedgerView::default(),
                 _ => views.next().unwrap_or_default(),
             };
             if !matches!(joined, Joined::DestinationOnly(_)) {
-                listed += 1;
+                tally.listed += 1;
             }
             // Filters first, before the ledger's view is weighed: an excluded source object
             // is counted as such, and an excluded destination object is never deleted.
-            if !self.rule.filter.is_empty() {
-                let (object, source_side) = match &joined {
-                    Joined::SourceOnly(s) | Joined::Both { source: s, .. } => (s, true),
-                    Joined::DestinationOnly(d) => (d, false),
+            if let Some(source_side) = self.excluded(&joined) {
+                if source_side {
+                    tally.skip("excluded", SkipCategory::Excluded);
+                }
+                continue;
+            }
+            if let Some(task) = self.decide(joined, &view, &mut tally) {
+                let shard = match self.range {
+                    Some((range, ranges)) => {
+                        shard_of_range(&self.prefix, range as u32, ranges as u32, task.key())
+                    }
+                    None => shard_of(&self.prefix, task.key()),
                 };
-                let relative = object
-                    .key
-                    .strip_prefix(self.prefix.as_str())
-                    .unwrap_or(&object.key);
-                if !self.rule.filter.admits(
-                    relative,
-                    object.size,
-                    object.last_modified_ms,
-                    self.now_ms,
-                ) {
-                    if source_side {
-                        skipped += 1;
-                        *skip_reasons.entry("excluded").or_default() += 1;
-                        *skipped_by.entry(SkipCategory::Excluded).or_default() += 1;
-                    }
-                    continue;
+                tally.tasks.entry(shard).or_default().push(task);
+            }
+        }
+        self.batch = batch;
+        tally
+    }
+
+    /// `Some(whether it is the source's)` when the rule's filters leave the object out.
+    fn excluded(&self, joined: &Joined) -> Option<bool> {
+        if self.rule.filter.is_empty() {
+            return None;
+        }
+        let (object, source_side) = match joined {
+            Joined::SourceOnly(s) | Joined::Both { source: s, .. } => (s, true),
+            Joined::DestinationOnly(d) => (d, false),
+        };
+        let relative = object
+            .key
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(&object.key);
+        let admitted =
+            self.rule
+                .filter
+                .admits(relative, object.size, object.last_modified_ms, self.now_ms);
+        (!admitted).then_some(source_side)
+    }
+
+    /// Applies the decision table to one key: its task, if any (a skip is counted, stale
+    /// intents are marked to prune, and a change no event announced is counted as missed).
+    fn decide(&self, joined: Joined, view: &LedgerView, tally: &mut Tally) -> Option<Task> {
+        let stray = view.stray_besides(None);
+        let action = decide(&joined, view.entry.as_ref(), stray, &self.policy);
+        debug!(rule = %self.rule.name, key = joined.key(), ?action, stray, "decided");
+        // A key just as the ledger says, whose intents are past the horizon: those writes
+        // did not land, and no longer can.
+        if let Joined::Both { destination, .. } | Joined::DestinationOnly(destination) = &joined
+            && stray
+            && is_managed(destination, view.entry.as_ref())
+            && view
+                .intents
+                .iter()
+                .all(|i| i.claimed_ms < self.prune_before_ms)
+        {
+            tally.prune.push(slot_bytes(&destination.key));
+        }
+        if let Some((from, to)) = self.missed_window {
+            tally.missed += u64::from(match (&action, &joined) {
+                (Action::Copy(_), Joined::SourceOnly(s) | Joined::Both { source: s, .. }) => {
+                    (from..=to).contains(&(s.last_modified_ms.max(0) as u64))
                 }
+                (Action::Delete, _) => true,
+                _ => false,
+            });
+        }
+        match (action, joined) {
+            (Action::Copy(_), Joined::SourceOnly(source)) => {
+                Some(copy_task(source, Expected::Absent))
             }
-            let stray = view.stray_besides(None);
-            let action = decide(&joined, view.entry.as_ref(), stray, &self.policy);
-            debug!(rule = %self.rule.name, key = joined.key(), ?action, stray, "decided");
-            // A key just as the ledger says, whose intents are past the horizon: those writes
-            // did not land, and no longer can.
-            if let Joined::Both { destination, .. } | Joined::DestinationOnly(destination) = &joined
-                && stray
-                && is_managed(destination, view.entry.as_ref())
-                && view
-                    .intents
-                    .iter()
-                    .all(|i| i.claimed_ms < self.prune_before_ms)
-            {
-                prune.push(slot_bytes(&destination.key));
-            }
-            if let Some((from, to)) = self.missed_window {
-                missed += u64::from(match (&action, &joined) {
-                    (Action::Copy(_), Joined::SourceOnly(s) | Joined::Both { source: s, .. }) => {
-                        (from..=to).contains(&(s.last_modified_ms.max(0) as u64))
-                    }
-                    (Action::Delete, _) => true,
-                    _ => false,
-                });
-            }
-            let task = match (action, joined) {
-                (Action::Copy(_), Joined::SourceOnly(source)) => {
-                    copy_task(source, Expected::Absent)
-                }
-                (
-                    Action::Copy(_),
-                    Joined::Both {
-                        source,
-                        destination,
-                    },
-                ) => copy_task(source, Expected::Etag(destination.etag)),
-                (Action::Delete, Joined::DestinationOnly(destination)) => Task::DeleteObject {
-                    key: destination.key,
-                    destination_etag: destination.etag,
+            (
+                Action::Copy(_),
+                Joined::Both {
+                    source,
+                    destination,
                 },
-                (Action::Skip(reason), joined) => {
-                    skipped += 1;
-                    *skip_reasons.entry(reason.label()).or_default() += 1;
-                    *skipped_by.entry(category(reason, &joined)).or_default() += 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            let shard = match self.range {
-                Some((range, ranges)) => {
-                    shard_of_range(&self.prefix, range as u32, ranges as u32, task.key())
-                }
-                None => shard_of(&self.prefix, task.key()),
-            };
-            tasks.entry(shard).or_default().push(task);
-        }
-        if let Some(dry) = &mut self.dry {
-            dry.found.listed += listed;
-            dry.found.skipped += skipped;
-            for (c, n) in &skipped_by {
-                *dry.found.skipped_by.entry(*c).or_default() += n;
+            ) => Some(copy_task(source, Expected::Etag(destination.etag))),
+            (Action::Delete, Joined::DestinationOnly(destination)) => Some(Task::DeleteObject {
+                key: destination.key,
+                destination_etag: destination.etag,
+            }),
+            (Action::Skip(reason), joined) => {
+                tally.skip(reason.label(), category(reason, &joined));
+                None
             }
-            for task in tasks.values().flatten() {
-                match task {
-                    Task::DeleteObject { .. } => dry.found.deletes += 1,
-                    _ => {
-                        dry.found.copies += 1;
-                        dry.found.copy_bytes += task.bytes();
-                    }
-                }
-                (dry.each)(task);
-            }
-            return Ok(());
+            _ => None,
         }
+    }
+
+    /// A dry run's batch: counted, and each task shown.
+    fn found(&mut self, tally: &Tally) {
+        let Some(dry) = &mut self.dry else {
+            return;
+        };
+        dry.found.listed += tally.listed;
+        dry.found.skipped += tally.skipped;
+        for (c, n) in &tally.skipped_by {
+            *dry.found.skipped_by.entry(*c).or_default() += n;
+        }
+        for task in tally.tasks.values().flatten() {
+            match task {
+                Task::DeleteObject { .. } => dry.found.deletes += 1,
+                _ => {
+                    dry.found.copies += 1;
+                    dry.found.copy_bytes += task.bytes();
+                }
+            }
+            (dry.each)(task);
+        }
+    }
+
+    /// Enqueues the batch's tasks with its counts and checkpoint (`plan.lua`), once there is
+    /// room, and counts it in the metrics.
+    async fn enqueue(
+        &mut self,
+        tally: Tally,
+        checkpoint: (usize, String),
+    ) -> Result<(), CoordinatorError> {
         self.wait_for_room().await?;
+        let Tally {
+            tasks,
+            listed,
+            skipped,
+            missed,
+            skip_reasons,
+            skipped_by,
+            prune,
+        } = tally;
         let batch = PlanBatch {
             tasks: tasks.into_iter().collect(),
             listed,
@@ -389,5 +430,25 @@ fn category(reason: Reason, joined: &Joined) -> SkipCategory {
             _ => SkipCategory::Unmanaged,
         },
         _ => SkipCategory::Unchanged,
+    }
+}
+
+/// What one batch came to: its tasks by shard, and its counts.
+#[derive(Default)]
+struct Tally {
+    tasks: BTreeMap<ShardId, Vec<Task>>,
+    listed: u64,
+    skipped: u64,
+    missed: u64,
+    skip_reasons: BTreeMap<&'static str, u64>,
+    skipped_by: BTreeMap<SkipCategory, u64>,
+    prune: Vec<Vec<u8>>,
+}
+
+impl Tally {
+    fn skip(&mut self, reason: &'static str, category: SkipCategory) {
+        self.skipped += 1;
+        *self.skip_reasons.entry(reason).or_default() += 1;
+        *self.skipped_by.entry(category).or_default() += 1;
     }
 }
