@@ -265,54 +265,19 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
     if name.is_none() && t.table.get("name").is_none() {
         problems.push(Problem::new(t.path("name"), "is required"));
     }
-    let source = t.table("source", problems).map(|s| {
-        let endpoint = s.required_string("endpoint", problems);
-        let bucket = s.required_string("bucket", problems);
-        let prefixes = s.strings("prefixes", problems).unwrap_or_default();
-        s.finish(problems);
-        (endpoint, bucket, prefixes)
-    });
-    if t.table.get("source").is_none() {
-        problems.push(Problem::new(t.path("source"), "is required"));
-    }
-    let destination = t.table("destination", problems).map(|d| {
-        let endpoint = d.required_string("endpoint", problems);
-        let bucket = d.required_string("bucket", problems);
-        let storage_class = d.string("storage_class", problems).and_then(|c| {
-            let parsed = StorageClass::parse(&c);
-            if parsed.is_none() {
-                let known: Vec<_> = StorageClass::ALL.iter().map(|(_, n)| *n).collect();
-                problems.push(Problem::new(
-                    d.path("storage_class"),
-                    format!("{c:?} is not a storage class (one of {})", known.join(", ")),
-                ));
-            }
-            parsed
-        });
-        d.finish(problems);
-        (endpoint, bucket, storage_class)
-    });
-    if t.table.get("destination").is_none() {
-        problems.push(Problem::new(t.path("destination"), "is required"));
-    }
-    let overwrite = t
-        .string("overwrite", problems)
-        .map_or(Overwrite::IfNewer, |o| {
-            let parsed = match o.as_str() {
-                "never" => Some(Overwrite::Never),
-                "if-newer" => Some(Overwrite::IfNewer),
-                "if-different" => Some(Overwrite::IfDifferent),
-                "always" => Some(Overwrite::Always),
-                _ => None,
-            };
-            if parsed.is_none() {
-                problems.push(Problem::new(
-                    t.path("overwrite"),
-                    format!("{o:?} is not one of never, if-newer, if-different, always"),
-                ));
-            }
-            parsed.unwrap_or(Overwrite::IfNewer)
-        });
+    let source = parse_source(t, problems);
+    let destination = parse_destination(t, problems);
+    let overwrite = t.choice(
+        "overwrite",
+        &[
+            ("never", Overwrite::Never),
+            ("if-newer", Overwrite::IfNewer),
+            ("if-different", Overwrite::IfDifferent),
+            ("always", Overwrite::Always),
+        ],
+        Overwrite::IfNewer,
+        problems,
+    );
     let overwrite_unmanaged = t.bool("overwrite_unmanaged", problems).unwrap_or(false);
     let stop = t.string("stop", problems).map_or(Stop::Never, |s| {
         parse_stop(&s).unwrap_or_else(|e| {
@@ -330,65 +295,40 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
     let part_size = t
         .size("part_size", problems)
         .unwrap_or(ByteSize(50 * ByteSize::MIB));
-    let max_attempts = match t.integer("max_attempts", problems) {
-        None => DEFAULT_MAX_ATTEMPTS,
-        Some(n) if (1..=1000).contains(&n) => n as u32,
-        Some(n) => {
-            problems.push(Problem::new(
-                t.path("max_attempts"),
-                format!("{n} is out of range (1 to 1000)"),
-            ));
-            DEFAULT_MAX_ATTEMPTS
-        }
-    };
-    let list_ranges = match t.integer("list_ranges", problems) {
-        None => DEFAULT_LIST_RANGES,
-        Some(n) if (1..=256).contains(&n) => n as u32,
-        Some(n) => {
-            problems.push(Problem::new(
-                t.path("list_ranges"),
-                format!("{n} is out of range (1 to 256)"),
-            ));
-            DEFAULT_LIST_RANGES
-        }
-    };
-    let list_range_min_keys = match t.integer("list_range_min_keys", problems) {
-        None => DEFAULT_LIST_RANGE_MIN_KEYS,
-        Some(n) if n >= 1 => n as u64,
-        Some(n) => {
-            problems.push(Problem::new(
-                t.path("list_range_min_keys"),
-                format!("{n} must be 1 or more"),
-            ));
-            DEFAULT_LIST_RANGE_MIN_KEYS
-        }
-    };
+    let max_attempts = t.integer_as("max_attempts", DEFAULT_MAX_ATTEMPTS, problems, |n| {
+        u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("{n} is out of range (1 to 1000)"))
+    });
+    let list_ranges = t.integer_as("list_ranges", DEFAULT_LIST_RANGES, problems, |n| {
+        u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| format!("{n} is out of range (1 to 256)"))
+    });
+    let list_range_min_keys = t.integer_as(
+        "list_range_min_keys",
+        DEFAULT_LIST_RANGE_MIN_KEYS,
+        problems,
+        |n| {
+            u64::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("{n} must be 1 or more"))
+        },
+    );
 
-    let archived = t
-        .string("archived", problems)
-        .map_or(Archived::Skip, |a| match a.as_str() {
-            "skip" => Archived::Skip,
-            "fail" => Archived::Fail,
-            _ => {
-                problems.push(Problem::new(
-                    t.path("archived"),
-                    format!("{a:?} is not one of skip, fail"),
-                ));
-                Archived::Skip
-            }
-        });
+    let archived = t.choice(
+        "archived",
+        &[("skip", Archived::Skip), ("fail", Archived::Fail)],
+        Archived::Skip,
+        problems,
+    );
 
-    let max_requests_per_second = match t.integer("max_requests_per_second", problems) {
-        None => 0,
-        Some(n) if n >= 0 => n as u64,
-        Some(n) => {
-            problems.push(Problem::new(
-                t.path("max_requests_per_second"),
-                format!("{n} must be 0 (no limit) or more"),
-            ));
-            0
-        }
-    };
+    let max_requests_per_second = t.integer_as("max_requests_per_second", 0, problems, |n| {
+        u64::try_from(n).map_err(|_| format!("{n} must be 0 (no limit) or more"))
+    });
     let max_bandwidth = t.size("max_bandwidth", problems).unwrap_or(ByteSize(0));
     let source_endpoint = source.as_ref().and_then(|(e, _, _)| e.clone());
     let events = t
@@ -450,6 +390,54 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         events_token,
         filter,
     })
+}
+
+/// A rule's `source`: its endpoint, bucket and prefixes, as far as they are right.
+#[allow(clippy::type_complexity)]
+fn parse_source(
+    t: &Fields<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<(Option<String>, Option<String>, Vec<String>)> {
+    let found = t.table("source", problems).map(|s| {
+        let endpoint = s.required_string("endpoint", problems);
+        let bucket = s.required_string("bucket", problems);
+        let prefixes = s.strings("prefixes", problems).unwrap_or_default();
+        s.finish(problems);
+        (endpoint, bucket, prefixes)
+    });
+    if t.table.get("source").is_none() {
+        problems.push(Problem::new(t.path("source"), "is required"));
+    }
+    found
+}
+
+/// A rule's `destination`: its endpoint, bucket and storage class, as far as they are right.
+#[allow(clippy::type_complexity)]
+fn parse_destination(
+    t: &Fields<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<(Option<String>, Option<String>, Option<StorageClass>)> {
+    let found = t.table("destination", problems).map(|d| {
+        let endpoint = d.required_string("endpoint", problems);
+        let bucket = d.required_string("bucket", problems);
+        let storage_class = d.string("storage_class", problems).and_then(|c| {
+            let parsed = StorageClass::parse(&c);
+            if parsed.is_none() {
+                let known: Vec<_> = StorageClass::ALL.iter().map(|(_, n)| *n).collect();
+                problems.push(Problem::new(
+                    d.path("storage_class"),
+                    format!("{c:?} is not a storage class (one of {})", known.join(", ")),
+                ));
+            }
+            parsed
+        });
+        d.finish(problems);
+        (endpoint, bucket, storage_class)
+    });
+    if t.table.get("destination").is_none() {
+        problems.push(Problem::new(t.path("destination"), "is required"));
+    }
+    found
 }
 
 /// `events = { sqs = "URL" [, endpoint = "NAME"] }` or
@@ -605,6 +593,49 @@ impl<'a> Fields<'a> {
 
     fn bool(&self, key: &str, problems: &mut Vec<Problem>) -> Option<bool> {
         self.typed(key, "true or false", problems, Value::as_bool)
+    }
+
+    /// The integer `key` as `check` takes it; `default` when absent, or (with the problem
+    /// `check` names) when refused.
+    fn integer_as<T>(
+        &self,
+        key: &str,
+        default: T,
+        problems: &mut Vec<Problem>,
+        check: impl Fn(i64) -> Result<T, String>,
+    ) -> T {
+        match self.integer(key, problems).map(check) {
+            None => default,
+            Some(Ok(value)) => value,
+            Some(Err(message)) => {
+                problems.push(Problem::new(self.path(key), message));
+                default
+            }
+        }
+    }
+
+    /// The string `key`, one of `choices` (by name); `default` when absent or not one.
+    fn choice<T: Copy>(
+        &self,
+        key: &str,
+        choices: &[(&str, T)],
+        default: T,
+        problems: &mut Vec<Problem>,
+    ) -> T {
+        let Some(given) = self.string(key, problems) else {
+            return default;
+        };
+        match choices.iter().find(|(name, _)| *name == given) {
+            Some((_, value)) => *value,
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                problems.push(Problem::new(
+                    self.path(key),
+                    format!("{given:?} is not one of {}", names.join(", ")),
+                ));
+                default
+            }
+        }
     }
 
     fn integer(&self, key: &str, problems: &mut Vec<Problem>) -> Option<i64> {
