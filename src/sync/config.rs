@@ -1,0 +1,475 @@
+//! The one rule a `sync` makes from its command line: SRC and DST parsed, their endpoints
+//! found (the config file, s3:// sides, rclone remotes), and the rule built and validated as
+//! the config file is, with a bad value reported under its flag.
+
+use std::path::PathBuf;
+
+use ferry_core::config::{Config, ConfigError, Problem};
+
+use super::SyncArgs;
+use crate::failure::Failure;
+use crate::startup::config_path;
+
+/// One side of the pair, as given on the command line.
+#[derive(Debug, PartialEq, Eq)]
+struct Side {
+    endpoint: String,
+    bucket: String,
+    /// Empty, or ending in `/`.
+    prefix: String,
+    /// Given as `s3://BUCKET`: its endpoint comes from the environment and flags.
+    s3_url: bool,
+}
+
+pub(super) fn problem(path: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+pub(super) fn config_error(problems: Vec<Problem>) -> Failure {
+    Failure::Config(ConfigError { problems })
+}
+
+/// Parses `ENDPOINT:BUCKET[/PREFIX]`; a prefix names a directory (`a/b` means `a/b/`).
+fn parse_side(arg: &str, value: &str) -> Result<Side, Problem> {
+    if let Some(rest) = value.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(problem(
+                arg,
+                format!("{value:?} is not s3://BUCKET[/PREFIX] (no bucket)"),
+            ));
+        }
+        let mut prefix = prefix.to_string();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        return Ok(Side {
+            endpoint: format!("s3-{}", arg.to_ascii_lowercase()),
+            bucket: bucket.into(),
+            prefix,
+            s3_url: true,
+        });
+    }
+    let Some((endpoint, rest)) = value.split_once(':') else {
+        return Err(problem(
+            arg,
+            format!("{value:?} is not ENDPOINT:BUCKET[/PREFIX] (no ':')"),
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if endpoint.is_empty() || bucket.is_empty() {
+        return Err(problem(
+            arg,
+            format!("{value:?} is not ENDPOINT:BUCKET[/PREFIX] (empty endpoint or bucket)"),
+        ));
+    }
+    let mut prefix = prefix.to_string();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(Side {
+        endpoint: endpoint.into(),
+        bucket: bucket.into(),
+        prefix,
+        s3_url: false,
+    })
+}
+
+/// The rule's name: readable, and the same for the same pair of buckets on every machine.
+/// The prefix is not part of it: syncing a prefix of a pair synced before is the same rule
+/// (one ledger per pair; a bucket belongs to one pairing only).
+fn rule_name(src: &Side, dst: &Side, endpoints: &toml::Table) -> String {
+    // A named endpoint by its name; an s3:// one by what it points at (its URL, or AWS and
+    // the region), since its name is the same for every s3:// side.
+    let id = |side: &Side| {
+        if !side.s3_url {
+            return side.endpoint.clone();
+        }
+        let e = endpoints.get(&side.endpoint).and_then(|e| e.as_table());
+        let url = e.and_then(|e| e.get("url")).and_then(|u| u.as_str());
+        let region = e.and_then(|e| e.get("region")).and_then(|r| r.as_str());
+        match (url, region) {
+            (Some(url), _) => format!("s3+{}", url.trim_end_matches('/').to_ascii_lowercase()),
+            (None, region) => format!("s3+aws:{}", region.unwrap_or_default()),
+        }
+    };
+    let spec = format!("{}:{} {}:{}", id(src), src.bucket, id(dst), dst.bucket);
+    let hash = xxhash_rust::xxh3::xxh3_64(spec.as_bytes());
+    let readable: String = format!("sync-{}-{}", src.bucket, dst.bucket)
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(54)
+        .collect();
+    format!("{readable}-{:08x}", hash as u32)
+}
+
+/// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments.
+/// A bad flag value is reported under the flag's name.
+pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
+    let (src, dst) = sides(args)?;
+    let File {
+        found,
+        text,
+        mut table,
+        added,
+    } = endpoints(args, &src, &dst)?;
+    let name = rule_name(&src, &dst, &added);
+    let rule = rule_table(args, &name, &src, &dst);
+    table.insert("rules".into(), toml::Value::Array(vec![rule.into()]));
+    if let Some(url) = &args.redis {
+        let redis = table
+            .entry("redis")
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(r) = redis.as_table_mut() {
+            r.insert("url".into(), url.clone().into());
+        }
+    }
+    let path = found
+        .as_ref()
+        .map_or_else(|| "no config file".to_string(), |p| p.display().to_string());
+    let config = parse_built(&table, &name, &path)?;
+    if let Some(found) = &found {
+        ferry_core::config::warn_if_exposed(found, &text);
+    }
+    if let Some(redis) = &config.redis {
+        redis.remember_passwords();
+    }
+    Ok((config, name))
+}
+
+/// SRC and DST, parsed; a destination prefix must be empty or the source's.
+fn sides(args: &SyncArgs) -> Result<(Side, Side), Failure> {
+    let src = parse_side("SRC", &args.src);
+    let dst = parse_side("DST", &args.dst);
+    let (src, dst) = match (src, dst) {
+        (Ok(s), Ok(d)) => (s, d),
+        (s, d) => {
+            return Err(config_error(
+                [s.err(), d.err()].into_iter().flatten().collect(),
+            ));
+        }
+    };
+    if !dst.prefix.is_empty() && dst.prefix != src.prefix {
+        return Err(config_error(vec![problem(
+            "DST",
+            format!(
+                "prefix {:?} differs from the source's {:?}: ferry copies keys under the same names, so a destination prefix must be empty or the source's",
+                dst.prefix, src.prefix
+            ),
+        )]));
+    }
+    Ok((src, dst))
+}
+
+/// The config file as read (or none), as a table with every side's endpoint in it, and the
+/// endpoints added to it (s3:// sides, rclone remotes).
+struct File {
+    found: Option<PathBuf>,
+    text: String,
+    table: toml::Table,
+    added: toml::Table,
+}
+
+/// Reads the config file where one is needed or there, and adds the endpoints of the sides
+/// it does not name: an s3:// side's (from the environment and flags), an rclone remote's.
+fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
+    // Each named side's rclone remote, looked up once: `None` when rclone's config has no
+    // such remote (or there is no rclone config).
+    let rclone = crate::remote::rclone_config_path();
+    let remote = |side: &Side| -> Option<Result<toml::Table, Problem>> {
+        let path = rclone.as_deref().filter(|_| !side.s3_url)?;
+        crate::remote::rclone_remote(path, &side.endpoint).transpose()
+    };
+    let remotes = [remote(src), remote(dst)];
+    // The config file: needed for endpoints named in it, and read when it is there for its
+    // [redis]; s3:// sides and rclone remotes (usable or not: rclone's to speak of) need none.
+    let needs_file = args.config.is_some()
+        || [src, dst]
+            .iter()
+            .zip(&remotes)
+            .any(|(side, remote)| !side.s3_url && remote.is_none());
+    let found = match config_path(args.config.as_deref()) {
+        Ok(path) => Some(path),
+        Err(e) if needs_file => return Err(e),
+        Err(_) => None,
+    };
+    let (path, text) = match &found {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| {
+                config_error(vec![problem(
+                    &path.display().to_string(),
+                    format!("cannot read the config file: {e}"),
+                )])
+            })?,
+        ),
+        None => ("no config file".to_string(), String::new()),
+    };
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        config_error(vec![problem(&path, e.message().to_string())])
+    })?;
+    let known: Vec<String> = table
+        .get("endpoints")
+        .and_then(|e| e.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut added = toml::Table::new();
+    let mut missing = Vec::new();
+    let flags = |side: &str| match side {
+        "SRC" => crate::remote::SideFlags {
+            endpoint: args.src_endpoint.clone(),
+            profile: args.src_profile.clone(),
+            region: args.src_region.clone(),
+        },
+        _ => crate::remote::SideFlags {
+            endpoint: args.dst_endpoint.clone(),
+            profile: args.dst_profile.clone(),
+            region: args.dst_region.clone(),
+        },
+    };
+    for ((arg, side), remote) in [("SRC", src), ("DST", dst)].into_iter().zip(remotes) {
+        let flags = flags(arg);
+        let lower = arg.to_ascii_lowercase();
+        if side.s3_url {
+            match crate::remote::s3_url_endpoint(&lower, &flags) {
+                Ok(endpoint) => {
+                    added.insert(side.endpoint.clone(), endpoint.into());
+                }
+                Err(p) => missing.push(p),
+            }
+            continue;
+        }
+        if let Some(flag) = flags.given() {
+            missing.push(problem(
+                &format!("--{lower}-{flag}"),
+                format!(
+                    "applies to an s3:// {arg} only; {arg} names endpoint {:?}, whose settings are its own",
+                    side.endpoint
+                ),
+            ));
+        }
+        if known.contains(&side.endpoint) {
+            continue;
+        }
+        match remote {
+            Some(Ok(endpoint)) => {
+                added.insert(side.endpoint.clone(), endpoint.into());
+            }
+            Some(Err(p)) => missing.push(p),
+            None => missing.push(problem(
+                arg,
+                format!(
+                    "no endpoint {:?} in {path} (endpoints: {}), and no rclone remote of that name ({})",
+                    side.endpoint,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                    match &rclone {
+                        Some(p) => format!("rclone config: {}", p.display()),
+                        None => "no rclone config".into(),
+                    }
+                ),
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(config_error(missing));
+    }
+    if !added.is_empty() {
+        let endpoints = table
+            .entry("endpoints")
+            .or_insert_with(|| toml::Table::new().into());
+        if let Some(e) = endpoints.as_table_mut() {
+            e.extend(added.clone());
+        }
+    }
+    Ok(File {
+        found,
+        text,
+        table,
+        added,
+    })
+}
+
+/// The rule, as the config file would have it, from SRC, DST and the flags.
+fn rule_table(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> toml::Table {
+    let mut rule = toml::Table::new();
+    rule.insert("name".into(), name.into());
+    let mut source = toml::Table::new();
+    source.insert("endpoint".into(), src.endpoint.clone().into());
+    source.insert("bucket".into(), src.bucket.clone().into());
+    if !src.prefix.is_empty() {
+        source.insert(
+            "prefixes".into(),
+            toml::Value::Array(vec![src.prefix.clone().into()]),
+        );
+    }
+    let mut destination = toml::Table::new();
+    destination.insert("endpoint".into(), dst.endpoint.clone().into());
+    destination.insert("bucket".into(), dst.bucket.clone().into());
+    if let Some(class) = &args.storage_class {
+        destination.insert("storage_class".into(), class.clone().into());
+    }
+    rule.insert("source".into(), source.into());
+    rule.insert("destination".into(), destination.into());
+    // `--once` is the default (and conflicts with `--stop`).
+    let stop = args.stop.clone().unwrap_or_else(|| "once".into());
+    rule.insert("stop".into(), stop.into());
+    if let Some(i) = &args.interval {
+        rule.insert("interval".into(), i.clone().into());
+    }
+    if let Some(o) = &args.overwrite {
+        rule.insert("overwrite".into(), o.clone().into());
+    }
+    for (field, globs) in [("include", &args.include), ("exclude", &args.exclude)] {
+        if !globs.is_empty() {
+            let list: Vec<toml::Value> = globs.iter().map(|g| g.clone().into()).collect();
+            rule.insert(field.into(), toml::Value::Array(list));
+        }
+    }
+    for (field, value) in [
+        ("multipart_threshold", &args.multipart_threshold),
+        ("part_size", &args.part_size),
+        ("min_size", &args.min_size),
+        ("max_size", &args.max_size),
+        ("min_age", &args.min_age),
+        ("max_age", &args.max_age),
+    ] {
+        if let Some(v) = value {
+            rule.insert(field.into(), v.clone().into());
+        }
+    }
+    rule.insert(
+        "overwrite_unmanaged".into(),
+        args.overwrite_unmanaged.into(),
+    );
+    rule.insert("delete".into(), args.delete.into());
+    rule
+}
+
+/// Parses and validates the built config as the config file is; a problem in the rule is
+/// reported under the flag it came from, one in the file under the file's name.
+fn parse_built(table: &toml::Table, name: &str, path: &str) -> Result<Config, Failure> {
+    let rendered = toml::to_string(table).map_err(|e| Failure::Runtime(e.into()))?;
+    let rule_at = format!("rules[0] ({name}).");
+    Config::from_toml(&rendered).map_err(|e| {
+        config_error(
+            e.problems
+                .into_iter()
+                .map(|p| match p.path.strip_prefix(&rule_at) {
+                    // A rule field came from a flag: name the flag.
+                    Some(field) => {
+                        let field = field.rsplit('.').next().unwrap_or(field);
+                        let field = field.split('[').next().unwrap_or(field);
+                        Problem {
+                            path: format!("--{}", field.replace('_', "-")),
+                            message: p.message,
+                        }
+                    }
+                    None => Problem {
+                        path: format!("{} ({path})", p.path),
+                        message: p.message,
+                    },
+                })
+                .collect(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sides_parse_endpoint_bucket_and_a_directory_prefix() {
+        assert_eq!(
+            parse_side("SRC", "east:photos/2024").unwrap(),
+            Side {
+                endpoint: "east".into(),
+                bucket: "photos".into(),
+                prefix: "2024/".into(),
+                s3_url: false,
+            }
+        );
+        assert_eq!(parse_side("SRC", "east:photos").unwrap().prefix, "");
+        assert_eq!(parse_side("SRC", "east:photos/a/").unwrap().prefix, "a/");
+        for bad in ["photos", ":photos", "east:", "east:/x"] {
+            let p = parse_side("SRC", bad).unwrap_err();
+            assert_eq!(p.path, "SRC");
+            assert!(p.message.contains(bad), "{}", p.message);
+        }
+    }
+
+    #[test]
+    fn rule_names_are_valid_stable_and_tell_pairs_apart() {
+        let side = |e: &str, b: &str, p: &str| Side {
+            endpoint: e.into(),
+            bucket: b.into(),
+            prefix: p.into(),
+            s3_url: false,
+        };
+        let none = toml::Table::new();
+        let rule_name = |a: &Side, b: &Side| rule_name(a, b, &none);
+        let a = rule_name(&side("east", "photos", ""), &side("west", "photos-dr", ""));
+        assert_eq!(
+            a,
+            rule_name(&side("east", "photos", ""), &side("west", "photos-dr", ""))
+        );
+        assert!(a.starts_with("sync-photos-photos-dr-"), "{a}");
+        let b = rule_name(
+            &side("east", "photos", "x/"),
+            &side("west", "photos-dr", "x/"),
+        );
+        assert_eq!(a, b, "a prefix of the pair is the same rule");
+        let c = rule_name(&side("east", "photos", ""), &side("north", "photos-dr", ""));
+        assert_ne!(a, c);
+        let long = rule_name(
+            &side("e", &"b".repeat(63), ""),
+            &side("w", &"c".repeat(63), ""),
+        );
+        assert!(long.len() <= 63, "{long}");
+        assert!(
+            long.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        );
+    }
+
+    #[test]
+    fn s3_url_sides_are_named_by_what_they_point_at() {
+        let side = parse_side("SRC", "s3://photos/2024").unwrap();
+        assert_eq!(
+            (
+                side.endpoint.as_str(),
+                side.bucket.as_str(),
+                side.prefix.as_str()
+            ),
+            ("s3-src", "photos", "2024/")
+        );
+        assert!(side.s3_url);
+        assert_eq!(parse_side("DST", "s3://").unwrap_err().path, "DST");
+        let dst = parse_side("DST", "s3://photos-dr").unwrap();
+        let at = |url: &str| {
+            let mut endpoints = toml::Table::new();
+            for name in ["s3-src", "s3-dst"] {
+                let mut e = toml::Table::new();
+                e.insert("url".into(), url.into());
+                endpoints.insert(name.into(), e.into());
+            }
+            rule_name(&side, &dst, &endpoints)
+        };
+        assert_eq!(at("http://a:9000"), at("http://a:9000/"));
+        assert_ne!(at("http://a:9000"), at("http://b:9000"));
+    }
+}

@@ -1,0 +1,464 @@
+//! `ferry sync SRC DST`: one rule made from the command line, run to its stop condition in
+//! this process, with a progress display and a summary.
+//!
+//! Endpoints come from the config file (as rclone names remotes); its rules are ignored.
+//! Without `[redis]` the queue is the embedded one in `--state-dir`, so a second sync of the
+//! same pair copies only what changed. With `[redis]`, the same command run on other machines
+//! joins in: the rule's name comes from SRC and DST, so they all serve the same rule, one
+//! leading its iterations and all of them copying.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use ferry_core::config::Config;
+use ferry_core::task::Task;
+use ferry_queue::{Persistence, Queue};
+use ferry_storage::Stores;
+
+mod config;
+mod progress;
+mod summary;
+
+use config::{build_config, config_error, problem};
+use progress::{Display, show_progress};
+use summary::{Summary, report, skip_reasons, summarize};
+
+use crate::failure::{Failure, unless_interrupted};
+use crate::human::bytes;
+use crate::run::Workers;
+use crate::startup::{self, Role, S3Args, state_dir};
+
+/// `ferry sync` arguments.
+#[derive(Args)]
+#[command(after_help = "Examples:
+  ferry sync s3://photos s3://photos-dr --dst-endpoint http://127.0.0.1:9000
+  ferry sync minio:photos/2024 aws:photos-dr --include '*.jpg' --delete
+  ferry sync east:photos west:photos-dr --stop never --interval 15m
+  ferry sync east:photos west:photos-dr --dry-run")]
+pub(crate) struct SyncArgs {
+    /// Source: ENDPOINT:BUCKET[/PREFIX] (an endpoint of the config file, or an rclone remote
+    /// of type s3), or s3://BUCKET[/PREFIX] (the AWS environment, or --src-endpoint).
+    src: String,
+    /// Destination, the same way (the prefix, if any, must be the source's: keys keep their
+    /// names).
+    dst: String,
+    /// For an s3:// SRC: the S3 API's URL [default: AWS_ENDPOINT_URL_S3, else
+    /// AWS_ENDPOINT_URL, else AWS's own]. Keys: FERRY_SRC_ACCESS_KEY_ID and
+    /// FERRY_SRC_SECRET_ACCESS_KEY, else the AWS credential chain.
+    #[arg(
+        long,
+        env = "FERRY_SRC_ENDPOINT",
+        value_name = "URL",
+        help_heading = "s3:// sides"
+    )]
+    src_endpoint: Option<String>,
+    /// For an s3:// SRC: a profile of the shared AWS config and credentials files.
+    #[arg(
+        long,
+        env = "FERRY_SRC_PROFILE",
+        value_name = "NAME",
+        help_heading = "s3:// sides"
+    )]
+    src_profile: Option<String>,
+    /// For an s3:// SRC: the signing region [default: AWS_REGION, else AWS_DEFAULT_REGION,
+    /// else the profile's, else us-east-1].
+    #[arg(
+        long,
+        env = "FERRY_SRC_REGION",
+        value_name = "REGION",
+        help_heading = "s3:// sides"
+    )]
+    src_region: Option<String>,
+    /// For an s3:// DST: the S3 API's URL (as --src-endpoint; keys: FERRY_DST_ACCESS_KEY_ID
+    /// and FERRY_DST_SECRET_ACCESS_KEY).
+    #[arg(
+        long,
+        env = "FERRY_DST_ENDPOINT",
+        value_name = "URL",
+        help_heading = "s3:// sides"
+    )]
+    dst_endpoint: Option<String>,
+    /// For an s3:// DST: a profile of the shared AWS files.
+    #[arg(
+        long,
+        env = "FERRY_DST_PROFILE",
+        value_name = "NAME",
+        help_heading = "s3:// sides"
+    )]
+    dst_profile: Option<String>,
+    /// For an s3:// DST: the signing region (as --src-region).
+    #[arg(
+        long,
+        env = "FERRY_DST_REGION",
+        value_name = "REGION",
+        help_heading = "s3:// sides"
+    )]
+    dst_region: Option<String>,
+    /// The config file with the endpoints [default: ./ferry.toml, else
+    /// ~/.config/ferry/ferry.toml]. Its rules are ignored.
+    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Redis URL; overrides `[redis] url` in the config (and means: use Redis).
+    #[arg(
+        long,
+        env = "FERRY_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    redis: Option<String>,
+    /// Where the embedded queue keeps its state when there is no `[redis]` [default:
+    /// ~/.local/state/ferry].
+    #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Tasks copied at once.
+    #[arg(
+        long,
+        env = "FERRY_CONCURRENCY",
+        default_value_t = 32,
+        value_name = "N"
+    )]
+    concurrency: usize,
+    /// One iteration, then exit (the default).
+    #[arg(long, conflicts_with = "stop", help_heading = "Iterations")]
+    once: bool,
+    /// When to stop: `once`, `empty:N` (after N iterations in a row that change nothing) or
+    /// `never`.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "once",
+        help_heading = "Iterations"
+    )]
+    stop: Option<String>,
+    /// Pause between iterations (with `--stop empty:N` or `never`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        help_heading = "Iterations"
+    )]
+    interval: Option<String>,
+    /// When an existing destination object is replaced.
+    #[arg(
+        long,
+        value_parser = ["never", "if-newer", "if-different", "always"],
+        default_value = "if-newer",
+        help_heading = "What is copied"
+    )]
+    overwrite: Option<String>,
+    /// Also replace destination objects ferry did not write.
+    #[arg(long, help_heading = "What is copied")]
+    overwrite_unmanaged: bool,
+    /// Delete destination objects ferry wrote whose source is gone.
+    #[arg(long, help_heading = "What is copied")]
+    delete: bool,
+    /// Objects at or above SIZE are copied in parts.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "100MiB",
+        help_heading = "What is copied"
+    )]
+    multipart_threshold: Option<String>,
+    /// Size of each part.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "50MiB",
+        help_heading = "What is copied"
+    )]
+    part_size: Option<String>,
+    /// Storage class of every copy [default: the source object's].
+    #[arg(long, value_name = "CLASS", help_heading = "What is copied")]
+    storage_class: Option<String>,
+    /// Copy only keys that match GLOB (repeatable; rclone's glob rules, on the key relative
+    /// to the prefix: `*.jpg`, `/2024/**`, `{a,b}/*`).
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    include: Vec<String>,
+    /// Leave out keys that match GLOB (repeatable; wins over --include). Excluded objects
+    /// are counted, never copied, and never deleted by --delete.
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    exclude: Vec<String>,
+    /// Leave out objects smaller than SIZE (e.g. 1MiB).
+    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
+    min_size: Option<String>,
+    /// Leave out objects larger than SIZE.
+    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
+    max_size: Option<String>,
+    /// Leave out objects modified more recently than DURATION ago (e.g. 1h).
+    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
+    min_age: Option<String>,
+    /// Leave out objects modified longer than DURATION ago (e.g. 7d).
+    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
+    max_age: Option<String>,
+    /// List what would be copied or deleted, and change nothing.
+    #[arg(long, help_heading = "Output")]
+    dry_run: bool,
+    /// No progress display.
+    #[arg(long, help_heading = "Output")]
+    no_progress: bool,
+    /// Print one JSON summary on stdout at the end.
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (config, rule) = build_config(&args)?;
+    if args.concurrency == 0 {
+        return Err(config_error(vec![problem(
+            "--concurrency",
+            "must be at least 1",
+        )]));
+    }
+    let timeouts = args.s3.timeouts()?;
+    let trust = args.s3.trust()?;
+    let shutdown = crate::shutdown::on_signal();
+    let Some(queue) = open(&args, &config, &shutdown).await? else {
+        return unless_interrupted();
+    };
+    let config = Arc::new(config);
+    let stores = Stores::connect(&config, timeouts, &trust)
+        .await
+        .with_limits(&config, Arc::new(queue.clone()));
+    let rule_cfg = config.rules[0].clone();
+    let coordinator = ferry_coordinator::Context {
+        config: config.clone(),
+        stores: stores.clone(),
+        queue: Arc::new(queue.clone()),
+        cancel: shutdown.clone(),
+        id: startup::default_process_id(),
+        leader_lease: Duration::from_secs(30),
+        max_outstanding: 50_000,
+    };
+    // A pair is registered (and its buckets claimed) only once both buckets answered: a
+    // typo in a bucket's name must not claim the other bucket for good. A pair registered
+    // before has answered already, and its rerun lists nothing more than it needs.
+    let registered = queue
+        .registered_rules()
+        .await
+        .context("reading the registered pairs")?
+        .iter()
+        .any(|r| r.rule == rule);
+    if !registered {
+        answers_a_listing(&stores, &rule_cfg).await?;
+    }
+    if args.dry_run {
+        startup::register(&config, &queue, Role::Worker).await?;
+        return dry_run(&args, &coordinator, &rule_cfg).await;
+    }
+    startup::register(&config, &queue, Role::Coordinator { replace: false }).await?;
+
+    // The iterations this run works on: one left running (resumed), and all after it.
+    let first = match queue
+        .latest_iteration(&rule)
+        .await
+        .context("reading the rule")?
+    {
+        Some(r) if r.is_running() => r.number,
+        Some(r) => r.number + 1,
+        None => 1,
+    };
+    let options = ferry_worker::WorkerOptions {
+        id: startup::default_process_id(),
+        concurrency: args.concurrency,
+        lease: ferry_queue::DEFAULT_LEASE,
+        drain: Duration::from_secs(20),
+        part_concurrency: ferry_worker::DEFAULT_PART_CONCURRENCY.min(args.concurrency),
+    };
+    let workers = Workers::start(&config, &stores, &queue, vec![options], &shutdown);
+    let progress_stop = tokio_util::sync::CancellationToken::new();
+    let progress = tokio::spawn(show_progress(
+        queue.clone(),
+        rule.clone(),
+        first,
+        Display::choose(&args),
+        progress_stop.clone(),
+    ));
+    let result = ferry_coordinator::run(coordinator).await;
+    let worker_result = workers.stop().await;
+    progress_stop.cancel();
+    if let Err(e) = progress.await
+        && e.is_panic()
+    {
+        tracing::warn!(error = %e, "the progress display panicked");
+    }
+    let mut summary = summarize(&queue, &rule, first).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    finish(&args, &queue, summary, worker_result, result)
+}
+
+/// Reports what the sync did, and how it ended: interrupted (exit 128 + signal), with
+/// failed objects, or done.
+fn finish(
+    args: &SyncArgs,
+    queue: &Queue,
+    mut summary: Summary,
+    worker_result: Result<(), Failure>,
+    result: Result<(), ferry_coordinator::CoordinatorError>,
+) -> Result<(), Failure> {
+    summary.backend = if queue.is_embedded() {
+        "embedded"
+    } else {
+        "redis"
+    };
+    summary.interrupted = crate::shutdown::received().is_some();
+    report(args, &summary)?;
+    if summary.interrupted && !args.json {
+        eprintln!(
+            "interrupted after {} object(s) ({}); run the same command to resume",
+            summary.copied,
+            bytes(summary.bytes)
+        );
+    }
+    worker_result?;
+    unless_interrupted()?;
+    match result {
+        Ok(()) if summary.failed == 0 => Ok(()),
+        Ok(()) | Err(ferry_coordinator::CoordinatorError::Rules(_)) if summary.failed > 0 => {
+            Err(Failure::Runtime(anyhow::anyhow!(
+                "{} object(s) failed (listed above); `ferry dead-letters retry` puts them back, or run the sync again",
+                summary.failed
+            )))
+        }
+        Ok(()) => Ok(()),
+        Err(ferry_coordinator::CoordinatorError::Cancelled) => Err(Failure::Runtime(
+            anyhow::anyhow!("interrupted; run the same sync again to resume"),
+        )),
+        Err(e) => Err(Failure::Runtime(
+            anyhow::Error::new(e).context("sync failed"),
+        )),
+    }
+}
+
+/// The queue: Redis, checked to answer at once (then ridden out), or the embedded one in the
+/// state dir; `None` when a signal came first.
+async fn open(
+    args: &SyncArgs,
+    config: &Config,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Queue>, Failure> {
+    let stop = startup::hard_stop(shutdown, Duration::from_secs(20));
+    let state_dir = state_dir(args.state_dir.as_deref())?;
+    if config.redis.is_some() {
+        redis_answers(config, &state_dir).await?;
+    }
+    tokio::select! {
+        queue = startup::open_queue(config, Persistence::RideOut(stop), &state_dir) => queue.map(Some),
+        _ = shutdown.cancelled() => Ok(None),
+    }
+}
+
+/// Both buckets of `rule` answer a listing (one page of at most 1,000 keys); else which one
+/// did not, and why, as an error that stops the sync before anything is registered.
+/// A Redis that is down or refuses ferry when `sync` starts is a fact to report, not an
+/// outage to wait out: one attempt (within the connect timeout) and one command say why.
+/// Once running, the queue rides outages out.
+async fn redis_answers(config: &Config, state_dir: &Path) -> Result<(), Failure> {
+    let answered = match startup::open_queue(config, Persistence::FailFast, state_dir).await {
+        Ok(queue) => queue
+            .registered_rules()
+            .await
+            .map(drop)
+            .map_err(|e| Failure::Runtime(anyhow::Error::new(e).context("reading the queue"))),
+        Err(e) => Err(e),
+    };
+    answered.map_err(|e| match e {
+        // A refusal (a password, an ACL) keeps its own words and exit code.
+        Failure::Runtime(e) if crate::failure::refused(&e).is_none() => {
+            Failure::Runtime(anyhow::anyhow!(
+                "{e:#}; `sync` uses the Redis of the config's [redis] section (or --redis): \
+             start it, or leave [redis] out to keep the queue in the state dir"
+            ))
+        }
+        other => other,
+    })
+}
+
+async fn answers_a_listing(
+    stores: &Stores,
+    rule: &ferry_core::config::Rule,
+) -> Result<(), Failure> {
+    let first_prefix = rule.source.prefixes.first().map_or("", String::as_str);
+    let (from, to) = (stores.source(rule), stores.destination(rule));
+    let (source, destination) = tokio::join!(
+        from.list_page(&rule.source.bucket, first_prefix, None, None),
+        to.list_page(&rule.destination.bucket, "", None, None),
+    );
+    for (what, side, bucket, answer) in [
+        (
+            "SRC",
+            &rule.source.endpoint,
+            &rule.source.bucket,
+            source.err(),
+        ),
+        (
+            "DST",
+            &rule.destination.endpoint,
+            &rule.destination.bucket,
+            destination.err(),
+        ),
+    ] {
+        if let Some(e) = answer {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "{what} {side}:{bucket} cannot be listed, so nothing was registered or copied: {e}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn dry_run(
+    args: &SyncArgs,
+    ctx: &ferry_coordinator::Context,
+    rule: &ferry_core::config::Rule,
+) -> Result<(), Failure> {
+    let json = args.json;
+    let found = ferry_coordinator::dry_run(ctx, rule, |task| {
+        if json {
+            return;
+        }
+        match task {
+            Task::DeleteObject { key, .. } => println!("would delete {key}"),
+            other => println!("would copy {} ({} bytes)", other.key(), other.bytes()),
+        }
+    })
+    .await
+    .map_err(|e| Failure::Runtime(anyhow::Error::new(e).context("dry run failed")))?;
+    if json {
+        let value = serde_json::json!({
+            "rule": rule.name,
+            "dry_run": true,
+            "listed": found.listed,
+            "skipped": found.skipped,
+            "skipped_by": found.skipped_by.iter().map(|(c, n)| (c.as_str(), *n)).collect::<BTreeMap<_, _>>(),
+            "would_copy": found.copies,
+            "would_copy_bytes": found.copy_bytes,
+            "would_delete": found.deletes,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "dry run: {} listed, {} would be copied ({} bytes), {} deleted, {} skipped{}; nothing was changed",
+            found.listed,
+            found.copies,
+            found.copy_bytes,
+            found.deletes,
+            found.skipped,
+            skip_reasons(
+                &found
+                    .skipped_by
+                    .iter()
+                    .map(|(c, n)| (c.as_str(), *n))
+                    .collect()
+            )
+        );
+    }
+    Ok(())
+}
