@@ -34,8 +34,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::error::{error_chain, transport_words, untrusted_certificate};
-use super::s3::{Progress, SizedBody, quoted, status_text, watch_upload};
 use super::sigv4::{self, DayKey, Scope, Stamp};
+use super::wire::{Progress, SizedBody, quoted, status_text, watch_upload};
 use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ObjectAttrs, ObjectHead,
     PutOptions, StorageError, Timeouts, Trust, WriteCondition, Written, classify, etag_is_md5,
@@ -175,7 +175,7 @@ impl Direct {
         };
         Some(Direct {
             name: name.to_string(),
-            address: super::s3::address(endpoint_url, &params.region),
+            address: super::wire::address(endpoint_url, &params.region),
             client,
             provider,
             credentials: tokio::sync::RwLock::new(None),
@@ -729,7 +729,7 @@ pub(crate) fn head_from(headers: &HeaderMap, with_archive_status: bool) -> Objec
         tag_count: header_str(headers, "x-amz-tagging-count")
             .and_then(|n| n.trim().parse::<i64>().ok())
             .map_or(0, |n| n.max(0) as u32),
-        archived: super::s3::archived_str(
+        archived: super::wire::archived_str(
             storage_class.as_deref(),
             archive_status,
             header_str(headers, "x-amz-restore"),

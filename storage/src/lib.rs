@@ -10,6 +10,7 @@ mod s3;
 mod sigv4;
 mod stores;
 mod tls;
+mod wire;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,11 +1,8 @@
 //! [`ObjectStore`] on aws-sdk-s3, for any S3-compatible endpoint.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -22,11 +19,10 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use bytes::{Bytes, BytesMut};
-use http_body::{Frame, SizeHint};
 
 use super::direct::Direct;
 use super::error::{error_chain, transport_words, untrusted_certificate};
+use super::wire::{Progress, SizedBody, address, archived_str, quoted, status_text, watch_upload};
 use super::{
     BodyStream, ByteRange, Checksum, ChecksumKind, ErrorKind, GetObject, ListPage, ObjectAttrs,
     ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartHead, PutOptions, StorageError, Trust,
@@ -367,21 +363,6 @@ fn credentials_words(err: &(dyn std::error::Error + 'static)) -> String {
     error_chain(err)
 }
 
-pub(super) fn status_text(status: u16) -> String {
-    match status {
-        403 => "access denied".into(),
-        404 => "not found".into(),
-        412 => "precondition failed (the object changed)".into(),
-        _ => format!("http status {status}"),
-    }
-}
-
-/// An ETag as conditional headers carry it: in double quotes (RFC 9110), which some servers
-/// insist on.
-pub(super) fn quoted(etag: &str) -> String {
-    format!("\"{}\"", etag.trim_matches('"'))
-}
-
 fn strip_quotes(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
@@ -403,167 +384,6 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
         }
     }
     out
-}
-
-/// How far an upload has got, shared between its body and its watchdog.
-pub(super) struct Progress {
-    started: Instant,
-    /// Milliseconds since `started` of the last byte handed to the connection.
-    last_ms: AtomicU64,
-    /// Set once the whole body has been handed over.
-    sent: AtomicBool,
-}
-
-impl Progress {
-    pub(super) fn new() -> Arc<Progress> {
-        Arc::new(Progress {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            sent: AtomicBool::new(false),
-        })
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
-}
-
-/// An endpoint's URL as errors name it: the configured one, or AWS's for the region.
-pub(crate) fn address(url: Option<&str>, region: &str) -> String {
-    match url {
-        Some(url) => url.to_string(),
-        None => format!("https://s3.{region}.amazonaws.com"),
-    }
-}
-
-/// Runs an upload under an idle timeout instead of a cap on its total time: it fails only
-/// when no byte moved for `idle`, or when the body is all sent and no answer came within
-/// `first_byte`.
-pub(super) async fn watch_upload<T>(
-    upload: impl std::future::Future<Output = Result<T, StorageError>>,
-    progress: &Progress,
-    timeouts: Timeouts,
-    operation: &'static str,
-    target: impl FnOnce() -> String,
-) -> Result<T, StorageError> {
-    let watchdog = async {
-        let tick = (timeouts.idle.min(timeouts.first_byte) / 4).max(Duration::from_millis(50));
-        loop {
-            tokio::time::sleep(tick).await;
-            let quiet = progress.quiet_for();
-            if progress.sent.load(Ordering::Relaxed) {
-                if quiet >= timeouts.first_byte {
-                    return format!(
-                        "no answer within {:?} after the whole body was sent",
-                        timeouts.first_byte
-                    );
-                }
-            } else if quiet >= timeouts.idle {
-                return format!("the upload made no progress for {:?}", timeouts.idle);
-            }
-        }
-    };
-    tokio::select! {
-        result = upload => result,
-        message = watchdog => {
-            Metric::S3Errors.counter(&[("operation", operation.into()), ("status", "timeout".into())])
-                .increment(1);
-            Err(StorageError {
-                kind: ErrorKind::Retryable,
-                operation,
-                target: target(),
-                status: None,
-                code: None,
-                message,
-            })
-        }
-    }
-}
-
-/// A request body of a known length, so the SDK can stream it with a trailing checksum
-/// (aws-chunked encoding needs the decoded length up front).
-///
-/// Small chunks (a GET body arrives in pieces of a few KiB) are gathered into frames of up to
-/// [`FRAME`] bytes: fewer, larger writes cost the receiving server far less CPU, and memory
-/// stays bounded by one frame per upload. Every frame handed over counts as progress for the
-/// upload's idle timeout.
-pub(super) struct SizedBody {
-    inner: BodyStream,
-    remaining: u64,
-    pending: BytesMut,
-    done: bool,
-    progress: Arc<Progress>,
-}
-
-/// Most bytes gathered into one request body frame.
-const FRAME: usize = 256 * 1024;
-
-impl http_body::Body for SizedBody {
-    type Data = Bytes;
-    type Error = StorageError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, StorageError>>> {
-        let this = &mut *self;
-        while !this.done && this.pending.len() < FRAME {
-            match this.inner.as_mut().poll_next(cx) {
-                // A chunk that fills a frame on its own goes as it is, without a copy.
-                Poll::Ready(Some(Ok(chunk))) if this.pending.is_empty() && chunk.len() >= FRAME => {
-                    this.remaining = this.remaining.saturating_sub(chunk.len() as u64);
-                    this.progress.touch();
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                Poll::Ready(Some(Ok(chunk))) => this.pending.extend_from_slice(&chunk),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => this.done = true,
-                // The source wakes this task when more arrives.
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        this.progress.touch();
-        if this.pending.is_empty() {
-            this.progress.sent.store(true, Ordering::Relaxed);
-            return Poll::Ready(None);
-        }
-        let frame = this.pending.split().freeze();
-        this.remaining = this.remaining.saturating_sub(frame.len() as u64);
-        if this.done {
-            this.progress.sent.store(true, Ordering::Relaxed);
-        }
-        Poll::Ready(Some(Ok(Frame::data(frame))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done && self.pending.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
-}
-
-impl SizedBody {
-    /// A body of `length` bytes from `body`, reporting progress to `progress`.
-    pub(super) fn new(body: BodyStream, length: u64, progress: Arc<Progress>) -> SizedBody {
-        if length == 0 {
-            progress.sent.store(true, Ordering::Relaxed);
-        }
-        SizedBody {
-            inner: body,
-            remaining: length,
-            pending: BytesMut::new(),
-            done: false,
-            progress,
-        }
-    }
 }
 
 fn to_sdk_body(body: BodyStream, length: u64, progress: Arc<Progress>) -> ByteStream {
@@ -663,19 +483,6 @@ fn archived(
         status.map(ArchiveStatus::as_str),
         restore,
     )
-}
-
-/// [`archived`], from the headers' text (`x-amz-storage-class`, `x-amz-archive-status`,
-/// `x-amz-restore`).
-pub(super) fn archived_str(
-    class: Option<&str>,
-    status: Option<&str>,
-    restore: Option<&str>,
-) -> bool {
-    let restored = restore.is_some_and(|r| r.contains("ongoing-request=\"false\""));
-    let in_archive = matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
-        || matches!(status, Some("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS"));
-    in_archive && !restored
 }
 
 /// The full-object checksum a HEAD or GET returned (composite checksums of multipart objects
