@@ -289,36 +289,7 @@ pub(crate) async fn register(config: &Config, queue: &Queue, role: Role) -> Resu
         Some(r) => format!("redis namespace {:?}", r.namespace),
         None => "the state dir".to_string(),
     };
-    let mut taken = Vec::new();
-    for old in &registered {
-        let Some(new) = mine.iter().find(|m| m.rule == old.rule) else {
-            continue;
-        };
-        if (&old.source, &old.destination) == (&new.source, &new.destination) {
-            continue;
-        }
-        let message = format!(
-            "rule {:?} is registered in {place} as {} -> {}, but this config pairs {} -> {}; \
-             use another rule name or namespace, `ferry forget {}` it, or pass --replace-rule \
-             to take it over (forgetting the old pairing's queues, ledger and history)",
-            old.rule, old.source, old.destination, new.source, new.destination, old.rule
-        );
-        match role {
-            Role::Coordinator { replace: false } => taken.push(Problem {
-                path: format!("rules ({})", old.rule),
-                message,
-            }),
-            Role::Coordinator { replace: true } => {
-                let deleted = queue
-                    .forget_rule(&old.rule)
-                    .await
-                    .context("forgetting the replaced rule")?;
-                tracing::warn!(rule = %old.rule, keys = deleted, from = %old.destination,
-                    to = %new.destination, "replaced a rule registered with other buckets");
-            }
-            Role::Worker => tracing::warn!("{message}"),
-        }
-    }
+    let taken = taken_over(queue, &registered, &mine, &place, role).await?;
     if !taken.is_empty() {
         return Err(Failure::Config(ConfigError { problems: taken }));
     }
@@ -365,6 +336,49 @@ pub(crate) async fn register(config: &Config, queue: &Queue, role: Role) -> Resu
         .unwrap_or_default();
     info!(rules = mine.len(), redis = %redis, "config loaded");
     Ok(())
+}
+
+/// The rule names of `mine` registered with other buckets: refused for a coordinator (the
+/// problems returned), taken over with `--replace-rule` (the old pairing forgotten), or
+/// warned about by a worker.
+async fn taken_over(
+    queue: &Queue,
+    registered: &[BucketRef],
+    mine: &[BucketRef],
+    place: &str,
+    role: Role,
+) -> Result<Vec<Problem>, Failure> {
+    let mut taken = Vec::new();
+    for old in registered {
+        let Some(new) = mine.iter().find(|m| m.rule == old.rule) else {
+            continue;
+        };
+        if (&old.source, &old.destination) == (&new.source, &new.destination) {
+            continue;
+        }
+        let message = format!(
+            "rule {:?} is registered in {place} as {} -> {}, but this config pairs {} -> {}; \
+             use another rule name or namespace, `ferry forget {}` it, or pass --replace-rule \
+             to take it over (forgetting the old pairing's queues, ledger and history)",
+            old.rule, old.source, old.destination, new.source, new.destination, old.rule
+        );
+        match role {
+            Role::Coordinator { replace: false } => taken.push(Problem {
+                path: format!("rules ({})", old.rule),
+                message,
+            }),
+            Role::Coordinator { replace: true } => {
+                let deleted = queue
+                    .forget_rule(&old.rule)
+                    .await
+                    .context("forgetting the replaced rule")?;
+                tracing::warn!(rule = %old.rule, keys = deleted, from = %old.destination,
+                    to = %new.destination, "replaced a rule registered with other buckets");
+            }
+            Role::Worker => tracing::warn!("{message}"),
+        }
+    }
+    Ok(taken)
 }
 
 /// The rules the views show: the config's, and with the embedded queue (one user's state

@@ -191,27 +191,7 @@ pub(crate) async fn gather(
             .oldest_pending_ms(name)
             .await?
             .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0);
-        let record = queue.events_record(name).await?;
-        let missed_total = history.iter().map(|r| r.missed).sum::<u64>();
-        let measured = record.measured();
-        let seconds = |ms: u64| (measured > 0).then(|| ms as f64 / 1000.0);
-        let events = (record.tasks.planned > 0 || missed_total > 0).then(|| Events {
-            tasks: record.tasks.planned,
-            done: record.tasks.done,
-            copied: record.tasks.copied,
-            deleted: record.tasks.deleted,
-            failed: record.tasks.dead,
-            measured,
-            within_1s: record.lag_bands[0],
-            within_5s: record.lag_bands[1],
-            within_30s: record.lag_bands[2],
-            over_30s: record.lag_bands[3],
-            lag_mean_seconds: seconds(record.lag_sum_ms / measured.max(1)),
-            lag_max_seconds: seconds(record.lag_max_ms),
-            lag_last_seconds: seconds(record.lag_last_ms),
-            missed_last_iteration: history.first().map_or(0, |r| r.missed),
-            missed_total,
-        });
+        let events = events_of(queue, name, &history).await?;
         out.push(RuleStatus {
             rule: name.clone(),
             state: state.as_str().to_string(),
@@ -233,6 +213,37 @@ pub(crate) async fn gather(
         });
     }
     Ok(out)
+}
+
+/// What events did for rule `name`, if it has had any (or iterations found some missed).
+async fn events_of(
+    queue: &dyn ViewQueue,
+    name: &str,
+    history: &[IterationRecord],
+) -> Result<Option<Events>, QueueError> {
+    let record = queue.events_record(name).await?;
+    let missed_total = history.iter().map(|r| r.missed).sum::<u64>();
+    let measured = record.measured();
+    let seconds = |ms: u64| (measured > 0).then(|| ms as f64 / 1000.0);
+    Ok(
+        (record.tasks.planned > 0 || missed_total > 0).then(|| Events {
+            tasks: record.tasks.planned,
+            done: record.tasks.done,
+            copied: record.tasks.copied,
+            deleted: record.tasks.deleted,
+            failed: record.tasks.dead,
+            measured,
+            within_1s: record.lag_bands[0],
+            within_5s: record.lag_bands[1],
+            within_30s: record.lag_bands[2],
+            over_30s: record.lag_bands[3],
+            lag_mean_seconds: seconds(record.lag_sum_ms / measured.max(1)),
+            lag_max_seconds: seconds(record.lag_max_ms),
+            lag_last_seconds: seconds(record.lag_last_ms),
+            missed_last_iteration: history.first().map_or(0, |r| r.missed),
+            missed_total,
+        }),
+    )
 }
 
 /// The human-readable form: one block per rule.

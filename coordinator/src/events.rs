@@ -23,7 +23,7 @@ use ferry_core::policy::{Action, Joined, Policy, decide};
 use ferry_core::shard::shard_of;
 use ferry_core::task::{Expected, Task};
 use ferry_core::telemetry::Metric;
-use ferry_queue::{EventApplied, EventTask};
+use ferry_queue::{EventApplied, EventTask, LedgerView};
 use ferry_storage::{ErrorKind, ObjectHead, ObjectMeta, ObjectStore, StorageError};
 use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
@@ -135,7 +135,52 @@ pub async fn apply(
         tally.publish(&rule.name);
         return Ok(tally);
     }
-    // Stale already: no need to look at the stores.
+    let fresh = fresh_records(ctx, rule, mine, &mut tally).await?;
+    let sides = heads_of(ctx, rule, &fresh).await?;
+    let with_destination: Vec<&str> = fresh
+        .iter()
+        .zip(&sides)
+        .filter(|(_, (_, d))| d.is_some())
+        .map(|(r, _)| r.key.as_str())
+        .collect();
+    let mut views: HashMap<&str, _> = with_destination
+        .iter()
+        .copied()
+        .zip(ctx.queue.ledger_get(&rule.name, &with_destination).await?)
+        .collect();
+    // Only a record without a time needs the queue's clock (one more round trip).
+    let now_ms = if fresh.iter().any(|r| r.time_ms.is_none()) {
+        ctx.queue.redis_time_ms().await?
+    } else {
+        0
+    };
+    let decided: Vec<EventTask> = fresh
+        .iter()
+        .zip(sides)
+        .map(|(record, sides)| {
+            let view = views.remove(record.key.as_str()).unwrap_or_default();
+            decide_event(rule, record, sides, &view, now_ms)
+        })
+        .collect();
+    for applied in ctx.queue.apply_events(&rule.name, &decided).await? {
+        match applied {
+            EventApplied::Enqueued => tally.enqueued += 1,
+            EventApplied::Recorded => tally.skipped += 1,
+            EventApplied::Stale => tally.stale += 1,
+        }
+    }
+    tally.publish(&rule.name);
+    Ok(tally)
+}
+
+/// The records of `mine` not stale already (by the sequencers applied), the newest of each
+/// key; the stale ones counted in `tally`.
+async fn fresh_records(
+    ctx: &Context,
+    rule: &Rule,
+    mine: Vec<EventRecord>,
+    tally: &mut Tally,
+) -> Result<Vec<EventRecord>, CoordinatorError> {
     let keys: Vec<&str> = mine.iter().map(|r| r.key.as_str()).collect();
     let held = ctx.queue.applied_sequencers(&rule.name, &keys).await?;
     let (fresh, stale): (Vec<_>, Vec<_>) =
@@ -150,11 +195,18 @@ pub async fn apply(
     let before = fresh.len();
     let fresh = newest_per_key(fresh);
     tally.stale += (before - fresh.len()) as u64;
+    Ok(fresh)
+}
 
-    // What each key holds now, on both sides.
+/// What each record's key holds now, at the source and at the destination.
+async fn heads_of(
+    ctx: &Context,
+    rule: &Rule,
+    records: &[EventRecord],
+) -> Result<Vec<(Option<ObjectMeta>, Option<ObjectMeta>)>, CoordinatorError> {
     let source = ctx.stores.source(rule);
     let destination = ctx.stores.destination(rule);
-    let heads: Vec<_> = fresh
+    let heads: Vec<_> = records
         .iter()
         .map(|r| {
             head_both(
@@ -164,96 +216,76 @@ pub async fn apply(
             )
         })
         .collect();
-    let sides: Vec<(Option<ObjectMeta>, Option<ObjectMeta>)> = futures::stream::iter(heads)
+    Ok(futures::stream::iter(heads)
         .buffered(CONCURRENT_HEADS)
         .try_collect()
-        .await?;
-    let with_destination: Vec<&str> = fresh
-        .iter()
-        .zip(&sides)
-        .filter(|(_, (_, d))| d.is_some())
-        .map(|(r, _)| r.key.as_str())
-        .collect();
-    let mut views: HashMap<&str, _> = with_destination
-        .iter()
-        .copied()
-        .zip(ctx.queue.ledger_get(&rule.name, &with_destination).await?)
-        .collect();
-    // Every check, with no shortcut from the last iteration's start: an event is about a
-    // change, however old the object's Last-Modified claims to be.
+        .await?)
+}
+
+/// The task one event's key needs, from what both sides hold now, the ledger, the rule's
+/// filters (as a listing applies them) and the decision table, with every check: no shortcut
+/// from the last iteration's start, since an event is about a change, however old the
+/// object's Last-Modified claims to be.
+fn decide_event(
+    rule: &Rule,
+    record: &EventRecord,
+    sides: (Option<ObjectMeta>, Option<ObjectMeta>),
+    view: &LedgerView,
+    now_ms: u64,
+) -> EventTask {
     let policy = Policy {
         overwrite: rule.overwrite,
         overwrite_unmanaged: rule.overwrite_unmanaged,
         delete: rule.delete,
         last_success_start_ms: None,
     };
-    // Only a record without a time needs the queue's clock (one more round trip).
-    let now_ms = if fresh.iter().any(|r| r.time_ms.is_none()) {
-        ctx.queue.redis_time_ms().await?
-    } else {
-        0
+    let joined = match sides {
+        (Some(source), Some(destination)) => Some(Joined::Both {
+            source,
+            destination,
+        }),
+        (Some(source), None) => Some(Joined::SourceOnly(source)),
+        (None, Some(destination)) => Some(Joined::DestinationOnly(destination)),
+        (None, None) => None,
     };
-    let decided: Vec<EventTask> = fresh
-        .iter()
-        .zip(sides)
-        .map(|(record, sides)| {
-            let view = views.remove(record.key.as_str()).unwrap_or_default();
-            let joined = match sides {
-                (Some(source), Some(destination)) => Some(Joined::Both {
-                    source,
-                    destination,
-                }),
-                (Some(source), None) => Some(Joined::SourceOnly(source)),
-                (None, Some(destination)) => Some(Joined::DestinationOnly(destination)),
-                (None, None) => None,
-            };
-            // The rule's filters, as a listing applies them: an excluded source object is
-            // not copied, an excluded destination object not deleted.
-            let relative = record
-                .key
-                .strip_prefix(prefix_of(rule, &record.key))
-                .unwrap_or(&record.key);
-            let clock_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let joined = joined.filter(|j| {
-                let object = match j {
-                    Joined::SourceOnly(o) | Joined::Both { source: o, .. } | Joined::DestinationOnly(o) => o,
-                };
-                rule.filter.admits(relative, object.size, object.last_modified_ms, clock_ms)
-            });
-            let task = joined.and_then(|joined| {
-                let action = decide(&joined, view.entry.as_ref(), view.stray_besides(None), &policy);
-                debug!(rule = %rule.name, key = %record.key, event = %record.name, ?action, "event decided");
-                match (action, joined) {
-                    (Action::Copy(_), Joined::SourceOnly(s)) => Some(copy_task(s, Expected::Absent)),
-                    (Action::Copy(_), Joined::Both { source, destination }) => {
-                        Some(copy_task(source, Expected::Etag(destination.etag)))
-                    }
-                    (Action::Delete, Joined::DestinationOnly(d)) => Some(Task::DeleteObject {
-                        key: d.key,
-                        destination_etag: d.etag,
-                    }),
-                    _ => None,
-                }
-            });
-            EventTask {
-                key: record.key.clone(),
-                sequencer: record.sequencer.clone(),
-                time_ms: record.time_ms.unwrap_or(now_ms),
-                task: task.map(|t| (shard_of(prefix_of(rule, &record.key), &record.key), t)),
+    // An excluded source object is not copied, an excluded destination object not deleted.
+    let relative = record
+        .key
+        .strip_prefix(prefix_of(rule, &record.key))
+        .unwrap_or(&record.key);
+    let clock_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let joined = joined.filter(|j| {
+        let object = match j {
+            Joined::SourceOnly(o) | Joined::Both { source: o, .. } | Joined::DestinationOnly(o) => {
+                o
             }
-        })
-        .collect();
-    for applied in ctx.queue.apply_events(&rule.name, &decided).await? {
-        match applied {
-            EventApplied::Enqueued => tally.enqueued += 1,
-            EventApplied::Recorded => tally.skipped += 1,
-            EventApplied::Stale => tally.stale += 1,
+        };
+        rule.filter
+            .admits(relative, object.size, object.last_modified_ms, clock_ms)
+    });
+    let task = joined.and_then(|joined| {
+        let action = decide(&joined, view.entry.as_ref(), view.stray_besides(None), &policy);
+        debug!(rule = %rule.name, key = %record.key, event = %record.name, ?action, "event decided");
+        match (action, joined) {
+            (Action::Copy(_), Joined::SourceOnly(s)) => Some(copy_task(s, Expected::Absent)),
+            (Action::Copy(_), Joined::Both { source, destination }) => {
+                Some(copy_task(source, Expected::Etag(destination.etag)))
+            }
+            (Action::Delete, Joined::DestinationOnly(d)) => Some(Task::DeleteObject {
+                key: d.key,
+                destination_etag: d.etag,
+            }),
+            _ => None,
         }
+    });
+    EventTask {
+        key: record.key.clone(),
+        sequencer: record.sequencer.clone(),
+        time_ms: record.time_ms.unwrap_or(now_ms),
+        task: task.map(|t| (shard_of(prefix_of(rule, &record.key), &record.key), t)),
     }
-    tally.publish(&rule.name);
-    Ok(tally)
 }
 
 /// Of several records of one key in a batch, the newest (by sequencer; the last one when

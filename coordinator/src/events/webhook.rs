@@ -93,34 +93,10 @@ fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 async fn answer(ctx: &Context, sns: &SnsCheck, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(name) = req.uri().path().strip_prefix("/events/") else {
-        return reply(StatusCode::NOT_FOUND, "not found: POST /events/RULE".into());
+    let rule = match route(ctx, &req) {
+        Ok(rule) => rule,
+        Err(refused) => return *refused,
     };
-    let Some(rule) = ctx.config.rule(name).filter(|r| r.webhook().is_some()) else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("no rule named {name:?} takes webhook events"),
-        );
-    };
-    if req.method() != Method::POST {
-        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
-        r.headers_mut().insert(
-            hyper::header::ALLOW,
-            "POST".parse().expect("a valid header"),
-        );
-        return r;
-    }
-    if !authorized(rule, req.headers().get(AUTHORIZATION)) {
-        let mut r = reply(
-            StatusCode::UNAUTHORIZED,
-            "a missing or wrong token (Authorization: Bearer TOKEN)".into(),
-        );
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            "Bearer realm=\"ferry\"".parse().expect("a valid header"),
-        );
-        return r;
-    }
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -150,6 +126,56 @@ async fn answer(ctx: &Context, sns: &SnsCheck, req: Request<Incoming>) -> Respon
         Ok((None, notice)) => Ok(notice),
         Err(e) => Err(e),
     };
+    act(ctx, sns, rule, notice).await
+}
+
+/// The rule a request is for, when it may be: a webhook rule's path, POST, and the token
+/// where the rule has one; else the answer that refuses it.
+fn route<'c>(
+    ctx: &'c Context,
+    req: &Request<Incoming>,
+) -> Result<&'c Rule, Box<Response<Full<Bytes>>>> {
+    let Some(name) = req.uri().path().strip_prefix("/events/") else {
+        return Err(Box::new(reply(
+            StatusCode::NOT_FOUND,
+            "not found: POST /events/RULE".into(),
+        )));
+    };
+    let Some(rule) = ctx.config.rule(name).filter(|r| r.webhook().is_some()) else {
+        return Err(Box::new(reply(
+            StatusCode::NOT_FOUND,
+            format!("no rule named {name:?} takes webhook events"),
+        )));
+    };
+    if req.method() != Method::POST {
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            "POST".parse().expect("a valid header"),
+        );
+        return Err(Box::new(r));
+    }
+    if !authorized(rule, req.headers().get(AUTHORIZATION)) {
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            "a missing or wrong token (Authorization: Bearer TOKEN)".into(),
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            "Bearer realm=\"ferry\"".parse().expect("a valid header"),
+        );
+        return Err(Box::new(r));
+    }
+    Ok(rule)
+}
+
+/// Does what a notice asks: confirms a subscription, or decides and enqueues its records.
+async fn act(
+    ctx: &Context,
+    sns: &SnsCheck,
+    rule: &Rule,
+    notice: Result<Notice, events::NotAnEvent>,
+) -> Response<Full<Bytes>> {
     match notice {
         Err(e) => {
             Tally {

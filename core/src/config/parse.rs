@@ -121,33 +121,7 @@ fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
             cluster_flag.unwrap_or(false),
         ),
     };
-    let field = if t.table.get("urls").is_some() {
-        "urls"
-    } else {
-        "url"
-    };
-    for url in &all {
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
-        {
-            problems.push(Problem::new(
-                t.path(field),
-                format!(
-                    "{:?} is not a Redis URL (expected redis://, rediss:// or unix://)",
-                    super::redact_url(url)
-                ),
-            ));
-        } else if cluster && url.starts_with("unix://") {
-            problems.push(Problem::new(
-                t.path(field),
-                format!(
-                    "{:?}: a Redis Cluster is reached over TCP (redis:// or rediss://), not a unix socket",
-                    super::redact_url(url)
-                ),
-            ));
-        }
-    }
+    check_redis_urls(t, &all, cluster, problems);
     let namespace = t
         .string("namespace", problems)
         .unwrap_or_else(|| "ferry".to_string());
@@ -171,6 +145,37 @@ fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
         RedisConfig::new(all.into_iter().next().unwrap_or_default(), namespace)
     };
     RedisConfig { ca_file, ..redis }
+}
+
+/// Every Redis URL is redis://, rediss:// or unix:// (and a cluster's not unix://).
+fn check_redis_urls(t: &Fields<'_>, all: &[String], cluster: bool, problems: &mut Vec<Problem>) {
+    let field = if t.table.get("urls").is_some() {
+        "urls"
+    } else {
+        "url"
+    };
+    for url in all {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            problems.push(Problem::new(
+                t.path(field),
+                format!(
+                    "{:?} is not a Redis URL (expected redis://, rediss:// or unix://)",
+                    super::redact_url(url)
+                ),
+            ));
+        } else if cluster && url.starts_with("unix://") {
+            problems.push(Problem::new(
+                t.path(field),
+                format!(
+                    "{:?}: a Redis Cluster is reached over TCP (redis:// or rediss://), not a unix socket",
+                    super::redact_url(url)
+                ),
+            ));
+        }
+    }
 }
 
 fn parse_endpoint(name: &str, t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Endpoint> {
