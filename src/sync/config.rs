@@ -198,26 +198,7 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
             .iter()
             .zip(&remotes)
             .any(|(side, remote)| !side.s3_url && remote.is_none());
-    let found = match config_path(args.config.as_deref()) {
-        Ok(path) => Some(path),
-        Err(e) if needs_file => return Err(e),
-        Err(_) => None,
-    };
-    let (path, text) = match &found {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read_to_string(path).map_err(|e| {
-                config_error(vec![problem(
-                    &path.display().to_string(),
-                    format!("cannot read the config file: {e}"),
-                )])
-            })?,
-        ),
-        None => ("no config file".to_string(), String::new()),
-    };
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        config_error(vec![problem(&path, e.message().to_string())])
-    })?;
+    let (found, path, text, mut table) = read_file(args, needs_file)?;
     let known: Vec<String> = table
         .get("endpoints")
         .and_then(|e| e.as_table())
@@ -225,20 +206,8 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
         .unwrap_or_default();
     let mut added = toml::Table::new();
     let mut missing = Vec::new();
-    let flags = |side: &str| match side {
-        "SRC" => crate::remote::SideFlags {
-            endpoint: args.src_endpoint.clone(),
-            profile: args.src_profile.clone(),
-            region: args.src_region.clone(),
-        },
-        _ => crate::remote::SideFlags {
-            endpoint: args.dst_endpoint.clone(),
-            profile: args.dst_profile.clone(),
-            region: args.dst_region.clone(),
-        },
-    };
     for ((arg, side), remote) in [("SRC", src), ("DST", dst)].into_iter().zip(remotes) {
-        let flags = flags(arg);
+        let flags = side_flags(args, arg);
         let lower = arg.to_ascii_lowercase();
         if side.s3_url {
             match crate::remote::s3_url_endpoint(&lower, &flags) {
@@ -301,6 +270,51 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
         table,
         added,
     })
+}
+
+/// The config file (when one is given, or there), its name as problems say it, its text
+/// and its table; `needs_file` makes a missing one an error.
+fn read_file(
+    args: &SyncArgs,
+    needs_file: bool,
+) -> Result<(Option<PathBuf>, String, String, toml::Table), Failure> {
+    let found = match config_path(args.config.as_deref()) {
+        Ok(path) => Some(path),
+        Err(e) if needs_file => return Err(e),
+        Err(_) => None,
+    };
+    let (path, text) = match &found {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|e| {
+                config_error(vec![problem(
+                    &path.display().to_string(),
+                    format!("cannot read the config file: {e}"),
+                )])
+            })?,
+        ),
+        None => ("no config file".to_string(), String::new()),
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        config_error(vec![problem(&path, e.message().to_string())])
+    })?;
+    Ok((found, path, text, table))
+}
+
+/// The `--src-*` or `--dst-*` flags of an s3:// side.
+fn side_flags(args: &SyncArgs, arg: &str) -> crate::remote::SideFlags {
+    match arg {
+        "SRC" => crate::remote::SideFlags {
+            endpoint: args.src_endpoint.clone(),
+            profile: args.src_profile.clone(),
+            region: args.src_region.clone(),
+        },
+        _ => crate::remote::SideFlags {
+            endpoint: args.dst_endpoint.clone(),
+            profile: args.dst_profile.clone(),
+            region: args.dst_region.clone(),
+        },
+    }
 }
 
 /// The rule, as the config file would have it, from SRC, DST and the flags.

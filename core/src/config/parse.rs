@@ -336,33 +336,8 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
     });
     let max_bandwidth = t.size("max_bandwidth", problems).unwrap_or(ByteSize(0));
     let source_endpoint = source.as_ref().and_then(|(e, _, _)| e.clone());
-    let events = t
-        .table("events", problems)
-        .and_then(|e| parse_events(&e, source_endpoint, problems));
-    let events_token = t.string("events_token_env", problems).and_then(|var| {
-        if !matches!(events, Some(Events::Webhook { .. })) {
-            problems.push(Problem::new(
-                t.path("events_token_env"),
-                "only applies with events = { webhook = true }",
-            ));
-        }
-        read_env(&var, &t.path("events_token_env"), problems).map(Secret::new)
-    });
-
-    let filter = crate::filter::Filter::new(
-        t.strings("include", problems).unwrap_or_default(),
-        t.strings("exclude", problems).unwrap_or_default(),
-        t.size("min_size", problems).map(|s| s.0),
-        t.size("max_size", problems).map(|s| s.0),
-        t.duration("min_age", problems),
-        t.duration("max_age", problems),
-    )
-    .unwrap_or_else(|bad| {
-        for (key, message) in bad {
-            problems.push(Problem::new(t.path(&key), message));
-        }
-        crate::filter::Filter::default()
-    });
+    let (events, events_token) = parse_rule_events(t, source_endpoint, problems);
+    let filter = parse_filter(t, problems);
 
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
@@ -394,6 +369,45 @@ fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<Rule> {
         events,
         events_token,
         filter,
+    })
+}
+
+/// A rule's `events` and `events_token_env` (read from the environment now).
+fn parse_rule_events(
+    t: &Fields<'_>,
+    source_endpoint: Option<String>,
+    problems: &mut Vec<Problem>,
+) -> (Option<Events>, Option<Secret>) {
+    let events = t
+        .table("events", problems)
+        .and_then(|e| parse_events(&e, source_endpoint, problems));
+    let events_token = t.string("events_token_env", problems).and_then(|var| {
+        if !matches!(events, Some(Events::Webhook { .. })) {
+            problems.push(Problem::new(
+                t.path("events_token_env"),
+                "only applies with events = { webhook = true }",
+            ));
+        }
+        read_env(&var, &t.path("events_token_env"), problems).map(Secret::new)
+    });
+    (events, events_token)
+}
+
+/// A rule's filters: `include`, `exclude`, `min_size`, `max_size`, `min_age`, `max_age`.
+fn parse_filter(t: &Fields<'_>, problems: &mut Vec<Problem>) -> crate::filter::Filter {
+    crate::filter::Filter::new(
+        t.strings("include", problems).unwrap_or_default(),
+        t.strings("exclude", problems).unwrap_or_default(),
+        t.size("min_size", problems).map(|s| s.0),
+        t.size("max_size", problems).map(|s| s.0),
+        t.duration("min_age", problems),
+        t.duration("max_age", problems),
+    )
+    .unwrap_or_else(|bad| {
+        for (key, message) in bad {
+            problems.push(Problem::new(t.path(&key), message));
+        }
+        crate::filter::Filter::default()
     })
 }
 
