@@ -17,7 +17,10 @@
 mod api;
 mod budget;
 mod connection;
+mod counts;
+mod depth;
 mod embedded;
+mod error;
 mod events;
 mod fleet;
 mod iteration;
@@ -26,6 +29,8 @@ mod leader;
 mod ledger;
 mod multipart;
 mod reply;
+mod rules;
+mod scripts;
 mod task_id;
 mod worker_api;
 
@@ -44,7 +49,11 @@ pub use api::{CoordinatorQueue, ViewQueue};
 pub use budget::Budget;
 pub use connection::Persistence;
 use connection::{Connection, Health, Link};
+pub(crate) use counts::skip_counts;
+pub use counts::{ARCHIVED_KEYS_KEPT, Claimed, Counted, FailOutcome, SkipCategory};
+pub use depth::QueueDepth;
 pub use embedded::{STATE_FORMAT, StateError};
+pub use error::QueueError;
 pub use events::{EVENTS_ITERATION, EventApplied, EventTask, EventsRecord};
 pub use ferry_core::fleet::BudgetKind;
 pub use fleet::{
@@ -56,301 +65,18 @@ pub use keys::{Keys, RuleKeys};
 pub use leader::{LeaderToken, RuleRecord, RuleState};
 pub use ledger::{Intent, LedgerOp, LedgerView, STRAY_HORIZON};
 pub use multipart::{Abandon, PartRecorded};
+use scripts::Scripts;
 pub use task_id::TaskId;
 pub use worker_api::{AckItem, WorkerQueue};
 
 /// Default lease length.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// A queue operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// Redis could not be reached or answered with an error.
-    #[error("{place}: {cause}", place = place(.url))]
-    Redis {
-        /// The URL without its password.
-        url: String,
-        /// The client's error. Not the error's `source`: the message holds it already, so
-        /// an error chain prints it once.
-        cause: redis::RedisError,
-    },
-    /// The embedded backend's state directory cannot be used.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The certificate authorities for a `rediss://` connection cannot be read.
-    #[error(transparent)]
-    Trust(#[from] ferry_core::trust::TrustError),
-    /// A stored value could not be decoded.
-    #[error("decoding a stored value: {0}")]
-    Codec(#[from] CodecError),
-    /// A coordinator write was refused: another coordinator leads the rule now.
-    #[error("rule {rule}: another coordinator leads it now")]
-    Fenced {
-        /// The rule.
-        rule: String,
-    },
-    /// A script answered something it never answers (see `reply.rs`): an error, never read
-    /// as one of its meanings.
-    #[error("{script}: unexpected reply {reply}")]
-    Reply {
-        /// The script.
-        script: &'static str,
-        /// What it answered (cut at 200 characters).
-        reply: String,
-    },
-    /// A coordinator write found the iteration other than it left it: Redis lost its last
-    /// writes in a restart. The caller plans again from what Redis holds.
-    #[error("rule {rule}: {detail}")]
-    Stale {
-        /// The rule.
-        rule: String,
-        /// What was found.
-        detail: String,
-    },
-}
-
-/// Where a queue's data lives, for messages: `redis at URL`, or the embedded state dir.
-impl QueueError {
-    /// Why Redis (or its TLS setup) refused this client, when it did: a configuration error
-    /// to fix (a password, an ACL, protected mode, a certificate), not an outage to wait out.
-    /// The text is Redis's own, and never holds the password.
-    pub fn refusal(&self) -> Option<String> {
-        match self {
-            QueueError::Redis { cause, .. } => connection::refusal(cause),
-            QueueError::Trust(e) => Some(e.to_string()),
-            _ => None,
-        }
-    }
-}
-
-fn place(url: &str) -> String {
-    if url.starts_with("state dir ") {
-        url.to_string()
-    } else {
-        format!("redis at {url}")
-    }
-}
-
-/// A task claimed under a lease.
-#[derive(Debug)]
-pub struct Claimed {
-    /// The rule it belongs to.
-    pub rule: String,
-    /// Its id.
-    pub id: TaskId,
-    /// The lease's fencing token.
-    pub token: u64,
-    /// Failed attempts before this one.
-    pub attempts: u32,
-    /// The task, or why its payload could not be decoded.
-    pub task: Result<Task, CodecError>,
-}
-
-/// What a finished task counts as in its iteration's record (the record's field of that
-/// name is incremented).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counted {
-    /// Copied (whole or, completing an upload, in parts).
-    Copied,
-    /// Copied in parts, verified byte for byte, with an ETag that differs from the source's
-    /// (its part sizes could not be read nor inferred): counted as copied, and as
-    /// `etag_differs`.
-    CopiedEtagDiffers,
-    /// Its source was gone by the time it was copied.
-    Gone,
-    /// A destination object deleted (`delete = true`).
-    Deleted,
-    /// The destination already held something newer, or the same; left as it is.
-    Kept,
-    /// Skipped on a second look (already equal).
-    Skipped,
-    /// Its source is archived and not restored (`archived = "skip"`).
-    Archived,
-    /// A part of an upload that had been abandoned.
-    Cancelled,
-    /// An object task split into part tasks.
-    Split,
-    /// One part uploaded (the upload is not complete yet).
-    Part,
-    /// A part task replaced by an object task for the source's new version.
-    Replanned,
-}
-
 /// A probe's answer as the fleet shares it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SharedProbe {
     at_ms: u64,
     capabilities: ferry_core::capabilities::Capabilities,
-}
-
-/// Archived keys named per iteration (its `archived` count has them all).
-pub const ARCHIVED_KEYS_KEPT: u64 = 10_000;
-
-/// Why the diff skipped a source object, as users read it: each is a field of the iteration
-/// record (`skipped_unchanged`, ...), and together they add up to the diff's `skipped`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SkipCategory {
-    /// The destination holds the source's version already.
-    Unchanged,
-    /// `if-newer`, and the destination is as new as the source, or newer.
-    DestinationNewer,
-    /// The destination holds an object ferry did not write, which differs from the source
-    /// (`overwrite_unmanaged` copies over it).
-    Unmanaged,
-    /// `overwrite = never`, and the destination holds an object.
-    OverwriteNever,
-    /// Left out by the rule's filters (`include`, `exclude`, sizes, ages).
-    Excluded,
-}
-
-impl SkipCategory {
-    pub const ALL: [SkipCategory; 5] = [
-        SkipCategory::Unchanged,
-        SkipCategory::DestinationNewer,
-        SkipCategory::Unmanaged,
-        SkipCategory::OverwriteNever,
-        SkipCategory::Excluded,
-    ];
-
-    /// The name in summaries and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipCategory::Unchanged => "unchanged",
-            SkipCategory::DestinationNewer => "destination_newer",
-            SkipCategory::Unmanaged => "unmanaged",
-            SkipCategory::OverwriteNever => "overwrite_never",
-            SkipCategory::Excluded => "excluded",
-        }
-    }
-
-    /// The iteration record's field.
-    pub fn field(self) -> &'static str {
-        match self {
-            SkipCategory::Unchanged => "skipped_unchanged",
-            SkipCategory::DestinationNewer => "skipped_newer",
-            SkipCategory::Unmanaged => "skipped_unmanaged",
-            SkipCategory::OverwriteNever => "skipped_never",
-            SkipCategory::Excluded => "skipped_excluded",
-        }
-    }
-}
-
-/// `plan.lua`'s count of skipped objects: the total, then `;FIELD:N` for each reason.
-fn skip_counts(total: u64, by: &[(&'static str, u64)]) -> String {
-    let mut out = total.to_string();
-    for (field, n) in by {
-        if *n > 0 {
-            out.push_str(&format!(";{field}:{n}"));
-        }
-    }
-    out
-}
-
-impl Counted {
-    /// The iteration record's field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Counted::Copied => "copied",
-            Counted::CopiedEtagDiffers => "copied+etag_differs",
-            Counted::Gone => "gone",
-            Counted::Deleted => "deleted",
-            Counted::Kept => "kept",
-            Counted::Skipped => "skipped",
-            Counted::Archived => "archived",
-            Counted::Cancelled => "cancelled",
-            Counted::Split => "split",
-            Counted::Part => "part",
-            Counted::Replanned => "replanned",
-        }
-    }
-}
-
-/// What became of a failed task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailOutcome {
-    /// It will be retried after the delay.
-    Retry,
-    /// It is in dead letters.
-    Dead,
-    /// The lease was lost; someone else owns the task now.
-    Lost,
-}
-
-struct Scripts {
-    plan: Script,
-    event: Script,
-    claim: Script,
-    renew: Script,
-    ack: Script,
-    ack_many: Script,
-    fail: Script,
-    release: Script,
-    leader: Script,
-    upload: Script,
-    replace: Script,
-    part: Script,
-    heartbeat: Script,
-    dead: Script,
-    prune: Script,
-    begin: Script,
-    seal: Script,
-    ranges: Script,
-    marks: Script,
-    finish: Script,
-    rule: Script,
-    throttle: Script,
-    tokens: Script,
-    ledger: Script,
-    /// Every script's code, for a backend that must know them up front (the embedded one).
-    sources: Vec<String>,
-}
-
-impl Scripts {
-    fn load() -> Self {
-        // The task scripts share the helpers of lib.lua (fencing check, finishing a task).
-        // `true`: prefixed with lib.lua. Every code is kept for the embedded backend.
-        let mut sources = Vec::new();
-        let mut script = |with_lib: bool, body: &str| {
-            let lib = if with_lib {
-                include_str!("lua/lib.lua")
-            } else {
-                ""
-            };
-            let code = format!("{lib}{body}");
-            let s = Script::new(&code);
-            sources.push(code);
-            s
-        };
-        let mut scripts = Scripts {
-            plan: script(true, include_str!("lua/plan.lua")),
-            event: script(true, include_str!("lua/event.lua")),
-            claim: script(true, include_str!("lua/claim.lua")),
-            renew: script(true, include_str!("lua/renew.lua")),
-            ack: script(true, include_str!("lua/ack.lua")),
-            ack_many: script(true, include_str!("lua/ack_many.lua")),
-            fail: script(true, include_str!("lua/fail.lua")),
-            release: script(true, include_str!("lua/release.lua")),
-            leader: script(false, include_str!("lua/leader.lua")),
-            upload: script(true, include_str!("lua/upload.lua")),
-            replace: script(true, include_str!("lua/replace.lua")),
-            part: script(true, include_str!("lua/part.lua")),
-            heartbeat: script(false, include_str!("lua/heartbeat.lua")),
-            dead: script(true, include_str!("lua/dead.lua")),
-            prune: script(true, include_str!("lua/prune.lua")),
-            begin: script(true, include_str!("lua/begin.lua")),
-            seal: script(true, include_str!("lua/seal.lua")),
-            ranges: script(true, include_str!("lua/ranges.lua")),
-            marks: script(true, include_str!("lua/marks.lua")),
-            finish: script(true, include_str!("lua/finish.lua")),
-            rule: script(true, include_str!("lua/rule.lua")),
-            throttle: script(true, include_str!("lua/throttle.lua")),
-            tokens: script(false, include_str!("lua/tokens.lua")),
-            ledger: script(true, include_str!("lua/ledger.lua")),
-            sources: Vec::new(),
-        };
-        scripts.sources = sources;
-        scripts
-    }
 }
 
 /// A connection to ferry's queue in one Redis namespace. Cheap to clone.
@@ -702,177 +428,6 @@ impl Queue {
         )
         .await
     }
-
-    /// Registers rules (buckets only) so every process and later checks can see them.
-    pub async fn register_rules(&self, rules: &[BucketRef]) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        for r in rules {
-            pipe.hset(self.keys.rules(), &r.rule, codec::encode(r))
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))
-    }
-
-    /// The rules registered so far by any coordinator in this namespace. One this version
-    /// cannot decode (registered by a newer ferry) is left out, with a warning.
-    pub async fn registered_rules(&self) -> Result<Vec<BucketRef>, QueueError> {
-        let raw: Vec<(String, Vec<u8>)> = self
-            .query(redis::cmd("HGETALL").arg(self.keys.rules()))
-            .await?;
-        Ok(raw
-            .iter()
-            .filter_map(|(name, v)| match codec::decode(v) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(rule = %name, error = %e,
-                        "a registered rule cannot be decoded (a newer ferry registered it); not checked against it");
-                    None
-                }
-            })
-            .collect())
-    }
-
-    /// Forgets everything of `rule` in this namespace: queues, tasks, ledger, iterations,
-    /// uploads, intents, state (for `--replace-rule`). Returns how many keys were deleted.
-    pub async fn forget_rule(&self, rule: &str) -> Result<u64, QueueError> {
-        let prefix = self.keys.rule(rule).prefix;
-        let deleted = if let Link::Cluster(cluster) = &self.conn.inner {
-            self.forget_slot_keys(cluster.clone(), &prefix).await?
-        } else {
-            self.forget_scanned_keys(&prefix).await?
-        };
-        self.query::<()>(redis::cmd("HDEL").arg(self.keys.rules()).arg(rule))
-            .await?;
-        Ok(deleted)
-    }
-
-    /// Deletes the keys under `prefix` (`NS:{R}`) on a Redis Cluster. They all hash to the
-    /// rule's tag, so they all live in one slot, on one master: the keys of that slot are
-    /// listed there (SCAN on a cluster would have to visit every node).
-    async fn forget_slot_keys(
-        &self,
-        mut cluster: redis::cluster_async::ClusterConnection,
-        prefix: &str,
-    ) -> Result<u64, QueueError> {
-        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-        let route = || {
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
-                prefix,
-                SlotAddr::Master,
-            )))
-        };
-        let slot: u64 = self
-            .query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(prefix))
-            .await?;
-        let mut count = redis::cmd("CLUSTER");
-        count.arg("COUNTKEYSINSLOT").arg(slot);
-        let n: u64 = redis::from_redis_value(
-            cluster
-                .route_command(count, route())
-                .await
-                .map_err(|e| self.err(e))?,
-        )
-        .map_err(|e| self.err(e.into()))?;
-        let mut list = redis::cmd("CLUSTER");
-        list.arg("GETKEYSINSLOT").arg(slot).arg(n.max(1));
-        let keys: Vec<String> = redis::from_redis_value(
-            cluster
-                .route_command(list, route())
-                .await
-                .map_err(|e| self.err(e))?,
-        )
-        .map_err(|e| self.err(e.into()))?;
-        let mine: Vec<&String> = keys
-            .iter()
-            .filter(|k| {
-                k.strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with(':'))
-            })
-            .collect();
-        let mut deleted = 0;
-        for chunk in mine.chunks(1000) {
-            deleted += self.query::<u64>(redis::cmd("UNLINK").arg(chunk)).await?;
-        }
-        Ok(deleted)
-    }
-
-    /// Deletes the keys under `prefix` (`NS:{R}`) on one Redis (or the embedded store).
-    async fn forget_scanned_keys(&self, prefix: &str) -> Result<u64, QueueError> {
-        let pattern = format!("{prefix}:*");
-        let mut cursor = 0u64;
-        let mut deleted = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await?;
-            if !keys.is_empty() {
-                deleted += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
-    }
-
-    /// Tasks of `rule` by state: (ready, leased, delayed, dead).
-    pub async fn depth(&self, rule: &str) -> Result<QueueDepth, QueueError> {
-        let rk = self.keys.rule(rule);
-        let shards = self.shards(&rk).await?;
-        let mut pipe = redis::pipe();
-        pipe.zcard(rk.leases()).zcard(rk.delayed()).zcard(rk.dead());
-        for s in &shards {
-            pipe.llen(rk.queue(*s));
-        }
-        let counts: Vec<u64> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(QueueDepth {
-            leased: counts[0],
-            retrying: counts[1],
-            dead: counts[2],
-            pending: counts[3..].iter().sum(),
-        })
-    }
-
-    /// When the oldest unfinished task of `rule` (ready, leased or waiting to retry) was
-    /// enqueued (ms, Redis clock); `None` when there is none.
-    pub async fn oldest_pending_ms(&self, rule: &str) -> Result<Option<u64>, QueueError> {
-        let rk = self.keys.rule(rule);
-        let shards = self.shards(&rk).await?;
-        let mut pipe = redis::pipe();
-        for s in &shards {
-            // The claiming end holds each shard's oldest ready task.
-            pipe.cmd("LINDEX").arg(rk.queue(*s)).arg(-1);
-        }
-        let tails: Vec<Option<String>> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        let (leased, delayed): (Vec<String>, Vec<String>) = redis::pipe()
-            .zrange(rk.leases(), 0, -1)
-            .zrange(rk.delayed(), 0, -1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(tails
-            .into_iter()
-            .flatten()
-            .chain(leased)
-            .chain(delayed)
-            .filter_map(|id| TaskId::parse(&id)?.enqueued_ms())
-            .min())
-    }
 }
 
 /// One batch of planning: tasks by shard, what the batch listed and skipped, and the
@@ -902,17 +457,4 @@ pub struct PlanBatch {
     pub prune_before_ms: u64,
     /// Changes in this batch that no event announced (rules with `events`).
     pub missed: u64,
-}
-
-/// How many tasks of a rule are in each state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueDepth {
-    /// Ready to claim.
-    pub pending: u64,
-    /// Claimed under a live lease.
-    pub leased: u64,
-    /// Waiting for their retry time.
-    pub retrying: u64,
-    /// In dead letters.
-    pub dead: u64,
 }
