@@ -114,6 +114,14 @@ struct Space {
 }
 
 impl Space {
+    /// The space the keys of `samples` use after `base`.
+    fn of_samples(base: &str, samples: &[Sample]) -> Self {
+        let keys = samples
+            .iter()
+            .flat_map(|s| s.keys.iter().map(String::as_str));
+        Space::learn(base, keys)
+    }
+
     fn learn<'k>(base: &str, keys: impl Iterator<Item = &'k str>) -> Self {
         let mut seen = vec![[false; 256]; DEPTH];
         for key in keys {
@@ -252,22 +260,6 @@ async fn page_after(
     }))
 }
 
-/// The pages listed after each of `afters`, [`PROBES_AT_ONCE`] at a time.
-async fn sample_after(
-    store: &Arc<dyn ObjectStore>,
-    (bucket, prefix): (&str, &str),
-    afters: Vec<String>,
-) -> Result<Vec<Sample>, StorageError> {
-    futures::stream::iter(afters)
-        .map(|after| async move {
-            let page = page_after(store, bucket, prefix, Some(after.clone())).await?;
-            Ok(Sample::of(Some(after), page))
-        })
-        .buffered(PROBES_AT_ONCE)
-        .try_collect()
-        .await
-}
-
 /// Sorts samples by where they start, one per start.
 fn in_order(samples: &mut Vec<Sample>) {
     samples.sort_by(|a, b| a.after.cmp(&b.after));
@@ -276,7 +268,8 @@ fn in_order(samples: &mut Vec<Sample>) {
 
 /// Chooses the boundaries of at most `max_ranges` key ranges for `prefix` of `bucket`, about
 /// `min_keys` source keys or more each. Empty when the prefix is too small to split (one
-/// page, or under `2 * min_keys` keys by the estimate).
+/// page, or under `2 * min_keys` keys by the estimate). The listing is sampled here; where
+/// the boundaries fall is [`boundaries`]'s choice, from the samples alone.
 pub(crate) async fn split(
     store: &Arc<dyn ObjectStore>,
     bucket: &str,
@@ -287,70 +280,30 @@ pub(crate) async fn split(
     if max_ranges <= 1 {
         return Ok(Vec::new());
     }
+    let lister = Lister {
+        store,
+        bucket,
+        prefix,
+    };
     let first = Sample::of(None, page_after(store, bucket, prefix, None).await?);
-    let (Some(lo_key), Some(mut hi_key), false) = (
-        first.keys.first().cloned(),
-        first.keys.last().cloned(),
-        first.last,
-    ) else {
+    let (Some(lo_key), false) = (first.keys.first().cloned(), first.last) else {
         return Ok(Vec::new());
     };
     let mut samples = vec![first];
-
-    // The last key: gallop past the first page's end, then bisect the gap, in plain byte
-    // positions, until the end is known to within 1/256 of the key space.
-    let lo = position(prefix, &lo_key);
-    let mut known = position(prefix, &hi_key);
-    let first_span = known.saturating_sub(lo).max(1) as f64;
-    let first_count = samples[0].keys.len() as f64;
-    let mut step = known.saturating_sub(lo).max(1);
-    let mut beyond: Option<u128> = None;
-    for _ in 0..END_PROBES {
-        // Too few keys for two ranges even at the first page's density: stop looking.
-        if let Some(b) = beyond
-            && first_count * (b - lo) as f64 / first_span < 2.0 * min_keys as f64
-        {
-            return Ok(Vec::new());
-        }
-        let probe = match beyond {
-            None => known.saturating_add(step),
-            Some(b) if b.saturating_sub(known) <= known.saturating_sub(lo) / 256 => break,
-            Some(b) => known + (b - known) / 2,
-        };
-        let after = key_at(prefix, probe);
-        let listed = page_after(store, bucket, prefix, Some(after.clone())).await?;
-        let page = Sample::of(Some(after), listed);
-        match page.keys.last() {
-            Some(last) if *last > hi_key => {
-                known = known.max(position(prefix, last));
-                hi_key = last.clone();
-                step = step.saturating_mul(2);
-            }
-            _ => beyond = Some(probe),
-        }
-        samples.push(page);
-        if known == u128::MAX {
-            break;
-        }
-    }
+    let Some(hi_key) = lister.find_last(&mut samples, min_keys).await? else {
+        return Ok(Vec::new());
+    };
 
     // From here on, positions count in the space of what the keys between the first and the
     // last share, and of the bytes seen after it.
     let base = common_prefix(&lo_key, &hi_key).to_string();
-    let learn = |samples: &[Sample]| {
-        Space::learn(
-            &base,
-            samples
-                .iter()
-                .flat_map(|s| s.keys.iter().map(String::as_str)),
-        )
-    };
-    let space = learn(&samples);
+    let mut space = Space::of_samples(&base, &samples);
     let (lo, hi) = (space.position(&lo_key), space.position(&hi_key));
     if hi <= lo {
         return Ok(Vec::new());
     }
     // A first guess of the size, from the first page's density, says how many samples to take.
+    let first_count = samples[0].keys.len() as f64;
     let first_reached = space.position(&samples[0].keys[samples[0].keys.len() - 1]);
     let guess = first_count * (hi - lo) / (first_reached - lo).max(f64::MIN_POSITIVE);
     let guess_ranges = ranges_for(guess, max_ranges, min_keys);
@@ -359,48 +312,125 @@ pub(crate) async fn split(
     }
     // Two rounds of samples, evenly spaced, the second in the space the first taught.
     let each_round = (guess_ranges as usize * SAMPLES_PER_RANGE / 2).max(4);
-    let mut space = space;
     for round in 0..2 {
         let (lo, hi) = (space.position(&lo_key), space.position(&hi_key));
         let offset = if round == 0 { 0.5 } else { 0.0 };
         let afters: Vec<String> = (0..each_round)
             .map(|i| space.key_at(lo + (hi - lo) * (i as f64 + offset) / each_round as f64))
             .collect();
-        samples.extend(sample_after(store, (bucket, prefix), afters).await?);
-        space = learn(&samples);
+        samples.extend(lister.sample_after(afters).await?);
+        space = Space::of_samples(&base, &samples);
     }
-    // Then look closer where the estimate is weakest: between the end of a page and the next
-    // sample, where many keys are guessed, a page listed midway says how many there are (and
-    // teaches the space the bytes those keys use).
+    // Then look closer where the estimate is weakest.
     for _ in 0..REFINE_ROUNDS {
         in_order(&mut samples);
         let end = space.position(&hi_key);
-        let guessed = guesses(&samples, &space, end);
-        let total: f64 = guessed.iter().map(|(_, n)| n).sum();
-        let worth = total / f64::from(guess_ranges) / 4.0;
-        let mut weakest: Vec<(f64, String)> = guessed
-            .into_iter()
-            .filter(|(i, n)| *n > worth && samples[*i].keys.len() >= 2)
-            .filter_map(|(i, n)| {
-                let reached = space.position(samples[i].keys.last()?);
-                let until = samples.get(i + 1).and_then(|s| s.after.as_deref());
-                let until = until.map_or(end, |u| space.position(u));
-                let after = space.key_at(reached + (until - reached) / 2.0);
-                (after > *samples[i].keys.last()?).then_some((n, after))
-            })
-            .collect();
-        if weakest.is_empty() {
+        let afters = weakest(&samples, &space, end, guess_ranges);
+        if afters.is_empty() {
             break;
         }
-        weakest.sort_by(|a, b| b.0.total_cmp(&a.0));
-        weakest.truncate((guess_ranges as usize / 2).max(2));
-        let afters = weakest.into_iter().map(|(_, after)| after).collect();
-        samples.extend(sample_after(store, (bucket, prefix), afters).await?);
-        space = learn(&samples);
+        samples.extend(lister.sample_after(afters).await?);
+        space = Space::of_samples(&base, &samples);
     }
     in_order(&mut samples);
     let end = space.position(&hi_key);
     Ok(boundaries(&samples, &space, end, (max_ranges, min_keys)))
+}
+
+/// Where a split lists its sample pages.
+struct Lister<'a> {
+    store: &'a Arc<dyn ObjectStore>,
+    bucket: &'a str,
+    prefix: &'a str,
+}
+
+impl Lister<'_> {
+    /// The pages listed after each of `afters`, [`PROBES_AT_ONCE`] at a time.
+    async fn sample_after(&self, afters: Vec<String>) -> Result<Vec<Sample>, StorageError> {
+        futures::stream::iter(afters)
+            .map(|after| async move {
+                let page =
+                    page_after(self.store, self.bucket, self.prefix, Some(after.clone())).await?;
+                Ok(Sample::of(Some(after), page))
+            })
+            .buffered(PROBES_AT_ONCE)
+            .try_collect()
+            .await
+    }
+
+    /// The last key, found by galloping past the first page's end (`samples[0]`), then
+    /// bisecting the gap, in plain byte positions, until the end is known to within 1/256 of
+    /// the key space. Every page listed joins `samples`. `None` when there are too few keys
+    /// for two ranges of `min_keys` even at the first page's density.
+    async fn find_last(
+        &self,
+        samples: &mut Vec<Sample>,
+        min_keys: u64,
+    ) -> Result<Option<String>, StorageError> {
+        let prefix = self.prefix;
+        let (lo_key, mut hi_key) = match (samples[0].keys.first(), samples[0].keys.last()) {
+            (Some(lo), Some(hi)) => (lo.clone(), hi.clone()),
+            _ => return Ok(None),
+        };
+        let lo = position(prefix, &lo_key);
+        let mut known = position(prefix, &hi_key);
+        let first_span = known.saturating_sub(lo).max(1) as f64;
+        let first_count = samples[0].keys.len() as f64;
+        let mut step = known.saturating_sub(lo).max(1);
+        let mut beyond: Option<u128> = None;
+        for _ in 0..END_PROBES {
+            if let Some(b) = beyond
+                && first_count * (b - lo) as f64 / first_span < 2.0 * min_keys as f64
+            {
+                return Ok(None);
+            }
+            let probe = match beyond {
+                None => known.saturating_add(step),
+                Some(b) if b.saturating_sub(known) <= known.saturating_sub(lo) / 256 => break,
+                Some(b) => known + (b - known) / 2,
+            };
+            let after = key_at(prefix, probe);
+            let listed = page_after(self.store, self.bucket, prefix, Some(after.clone())).await?;
+            let page = Sample::of(Some(after), listed);
+            match page.keys.last() {
+                Some(last) if *last > hi_key => {
+                    known = known.max(position(prefix, last));
+                    hi_key = last.clone();
+                    step = step.saturating_mul(2);
+                }
+                _ => beyond = Some(probe),
+            }
+            samples.push(page);
+            if known == u128::MAX {
+                break;
+            }
+        }
+        Ok(Some(hi_key))
+    }
+}
+
+/// Where to list next, where the estimate is weakest: between the end of a page and the next
+/// sample, where many keys are guessed, a page listed midway says how many there are (and
+/// teaches the space the bytes those keys use). At most a probe per two ranges; none when
+/// no interval holds a quarter range's worth of guessed keys.
+fn weakest(samples: &[Sample], space: &Space, end: f64, guess_ranges: u32) -> Vec<String> {
+    let guessed = guesses(samples, space, end);
+    let total: f64 = guessed.iter().map(|(_, n)| n).sum();
+    let worth = total / f64::from(guess_ranges) / 4.0;
+    let mut weakest: Vec<(f64, String)> = guessed
+        .into_iter()
+        .filter(|(i, n)| *n > worth && samples[*i].keys.len() >= 2)
+        .filter_map(|(i, n)| {
+            let reached = space.position(samples[i].keys.last()?);
+            let until = samples.get(i + 1).and_then(|s| s.after.as_deref());
+            let until = until.map_or(end, |u| space.position(u));
+            let after = space.key_at(reached + (until - reached) / 2.0);
+            (after > *samples[i].keys.last()?).then_some((n, after))
+        })
+        .collect();
+    weakest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    weakest.truncate((guess_ranges as usize / 2).max(2));
+    weakest.into_iter().map(|(_, after)| after).collect()
 }
 
 /// The intervals whose counts are estimated, not known: (sample index, keys estimated
