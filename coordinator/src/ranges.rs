@@ -151,24 +151,28 @@ impl Space {
         }
     }
 
-    /// Where `key` lies: weakly increasing with the key's byte order.
+    /// Where `key` lies: weakly increasing with the key's byte order. Summed from the last
+    /// byte back (`(digit + rest) / base` at each), so that a byte past a digit's alphabet
+    /// (`digit + 1`) lands exactly where the next digit starts, never past it by a rounding.
     fn position(&self, key: &str) -> f64 {
         let Some(rest) = key.as_bytes().strip_prefix(self.base.as_bytes()) else {
             return if key < self.base.as_str() { 0.0 } else { 1.0 };
         };
-        let (mut at, mut scale) = (0.0, 1.0);
+        let mut digits = Vec::with_capacity(DEPTH);
         for (b, alphabet) in rest.iter().zip(&self.alphabets) {
             if alphabet.is_empty() {
                 break;
             }
-            scale /= alphabet.len() as f64;
             let below = alphabet.partition_point(|a| a < b);
-            at += below as f64 * scale;
+            digits.push((below as f64, alphabet.len() as f64));
             if alphabet.get(below) != Some(b) {
                 break;
             }
         }
-        at
+        digits
+            .iter()
+            .rev()
+            .fold(0.0, |rest, (digit, base)| (digit + rest) / base)
     }
 
     /// A string at or before position `at`, that a listing can start after: valid UTF-8, a
@@ -653,5 +657,14 @@ mod tests {
         let keys: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
         assert_eq!(per_range(&keys, &r), vec![2, 2, 1]);
         assert_eq!(ranges_of(&[]), vec![KeyRange::default()]);
+    }
+
+    #[test]
+    fn a_key_past_a_digits_alphabet_does_not_sort_after_the_next_digit() {
+        // "d0a" runs past the third byte's alphabet (0-5): it lies where "e" starts, and a
+        // sum from the first byte put it a rounding past "e-0".
+        let space = Space::learn("p/", ["p/2", "p/305", "p/b", "p/e-0"].into_iter());
+        let (before, after) = (space.position("p/d0a"), space.position("p/e-0"));
+        assert!(before <= after, "{before} > {after}");
     }
 }
