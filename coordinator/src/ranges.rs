@@ -100,6 +100,10 @@ fn common_prefix<'s>(a: &'s str, b: &str) -> &'s str {
     &a[..n]
 }
 
+/// How far apart two positions in a [`Space`] must be to be told apart: far above the
+/// rounding of the arithmetic on them, far below the width of any key that matters.
+const ROUNDING: f64 = 1e-12;
+
 /// Bytes of a key, after the base, that place it in a [`Space`].
 const DEPTH: usize = 12;
 
@@ -179,15 +183,21 @@ impl Space {
     /// byte that is not becoming U+007F, the greatest character below it.
     fn key_at(&self, mut at: f64) -> String {
         let mut bytes = Vec::new();
+        // The width of a unit of `at` in the whole space: below [`ROUNDING`], digits are noise.
+        let mut width = 1.0;
         for alphabet in &self.alphabets {
-            if alphabet.is_empty() || at <= 0.0 {
+            let len = alphabet.len() as f64;
+            // A residual this small is rounding: the key ends here (a prefix sorts first).
+            if alphabet.is_empty() || at * width < ROUNDING || width / len < ROUNDING {
                 break;
             }
-            let scaled = at * alphabet.len() as f64;
-            // (Rounding error must not turn a whole digit into the one below.)
-            let digit = ((scaled + 1e-9).floor() as usize).min(alphabet.len() - 1);
+            let scaled = at * len;
+            // Nor may rounding turn a whole digit into the one below.
+            let noise = ROUNDING * len / width;
+            let digit = ((scaled + noise).floor() as usize).min(alphabet.len() - 1);
             bytes.push(alphabet[digit]);
             at = scaled - digit as f64;
+            width /= len;
         }
         let bytes = &bytes[..bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len())];
         match std::str::from_utf8(bytes) {
@@ -666,5 +676,13 @@ mod tests {
         let space = Space::learn("p/", ["p/2", "p/305", "p/b", "p/e-0"].into_iter());
         let (before, after) = (space.position("p/d0a"), space.position("p/e-0"));
         assert!(before <= after, "{before} > {after}");
+    }
+
+    #[test]
+    fn a_key_read_back_from_its_position_is_not_after_it() {
+        // Rounding left a residual after "a4" that read as two more digits.
+        let space = Space::learn("p/", ["p/00", "p/a-30", "p/a4"].into_iter());
+        let back = space.key_at(space.position("p/a4"));
+        assert!(back.as_str() <= "p/a4", "{back:?}");
     }
 }
