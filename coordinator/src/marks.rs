@@ -208,4 +208,45 @@ mod tests {
         assert_eq!((none.listed, none.keys.len()), (0, 0));
         assert_eq!(boundaries(&none, 16, 1), Vec::<String>::new());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        /// Marks of any listing, in any lanes, are its keys in order; the ranges cut from them
+        /// are in order and no more than allowed, and each holds its fair share to within
+        /// what the marks' spacing allows.
+        #[test]
+        fn marks_of_any_listing_cut_ranges_near_their_fair_share(
+            keys in proptest::collection::btree_set("[a-f0-9]{1,8}", 1..3000),
+            cut_at in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+            max_ranges in 2u32..20,
+        ) {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let mut cuts: Vec<String> = cut_at.iter().map(|i| i.get(&keys).clone()).collect();
+            cuts.sort();
+            cuts.dedup();
+            let marks = quantiles("", &marked(&keys, &cuts));
+            prop_assert_eq!(marks.listed, keys.len() as u64);
+            prop_assert!(marks.keys.len() < QUANTILES);
+            prop_assert!(marks.keys.windows(2).all(|w| w[0] <= w[1]));
+            prop_assert!(marks.keys.iter().all(|k| keys.binary_search(k).is_ok()));
+            let split = boundaries(&marks, max_ranges, 1);
+            prop_assert!(split.len() < max_ranges as usize);
+            prop_assert!(split.windows(2).all(|w| w[0] < w[1]));
+            // A lane's marks are `every` keys apart (at most 2 * listed / MOST), and a
+            // quantile is half a step from where it is wanted: each boundary is that far
+            // from its place at most, so a range is twice that from its share.
+            let counts = per_range(&keys, &split);
+            let fair = keys.len() as f64 / counts.len() as f64;
+            let lanes = (cuts.len() + 1) as f64;
+            let slack = 2.0 * (2.0 * keys.len() as f64 / MOST as f64 * lanes
+                + keys.len() as f64 / QUANTILES as f64 + 1.0);
+            prop_assert!(
+                counts.iter().all(|&c| (c as f64 - fair).abs() <= slack),
+                "{:?}, fair {}, slack {}", counts, fair, slack
+            );
+        }
+    }
 }

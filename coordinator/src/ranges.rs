@@ -685,4 +685,128 @@ mod tests {
         let back = space.key_at(space.position("p/a4"));
         assert!(back.as_str() <= "p/a4", "{back:?}");
     }
+
+    /// The samples a listing of `keys` (sorted, distinct) gives: a page of up to `page` keys
+    /// after each of `starts` (and one from the start).
+    fn samples_of(keys: &[String], starts: &[String], page: usize) -> Vec<Sample> {
+        let mut afters: Vec<Option<String>> = vec![None];
+        afters.extend(starts.iter().cloned().map(Some));
+        let mut samples: Vec<Sample> = afters
+            .into_iter()
+            .map(|after| {
+                let from = after
+                    .as_ref()
+                    .map_or(0, |a| keys.partition_point(|k| k <= a));
+                let held = &keys[from..(from + page).min(keys.len())];
+                Sample {
+                    after,
+                    keys: held.to_vec(),
+                    last: from + page >= keys.len(),
+                }
+            })
+            .collect();
+        in_order(&mut samples);
+        samples
+    }
+
+    fn key_set() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::btree_set("p/[0-9a-f]{1,6}|p/[a-z]{1,4}-[0-9]{1,3}", 1..600)
+            .prop_map(|s| s.into_iter().collect())
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Wherever the boundaries fall, every key is in exactly one range.
+        #[test]
+        fn any_boundaries_cover_every_key_once(
+            keys in proptest::collection::vec("[a-c]{0,3}", 0..40),
+            cuts in proptest::collection::btree_set("[a-c]{1,3}", 0..6),
+        ) {
+            let cuts: Vec<String> = cuts.into_iter().collect();
+            let ranges = ranges_of(&cuts);
+            prop_assert_eq!(ranges.len(), cuts.len() + 1);
+            for k in &keys {
+                let holding = per_range(std::slice::from_ref(k), &ranges);
+                prop_assert_eq!(holding.iter().sum::<usize>(), 1, "{:?} in {:?}", k, holding);
+            }
+        }
+
+        /// Boundaries chosen from any samples are real cuts: in order, distinct, no more than
+        /// the ranges allowed.
+        #[test]
+        fn boundaries_from_any_samples_are_ordered_and_few_enough(
+            keys in key_set(),
+            picks in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+            page in 1usize..80,
+            max_ranges in 1u32..20,
+            min_keys in 1u64..50,
+        ) {
+            let starts: Vec<String> = picks.iter().map(|i| i.get(&keys).clone()).collect();
+            let samples = samples_of(&keys, &starts, page);
+            let space = Space::of_samples("p/", &samples);
+            let end = space.position(keys.last().unwrap());
+            let cut = boundaries(&samples, &space, end, (max_ranges, min_keys));
+            prop_assert!(cut.len() < max_ranges as usize, "{} boundaries", cut.len());
+            prop_assert!(cut.windows(2).all(|w| w[0] < w[1]), "{:?}", cut);
+        }
+
+        /// With pages that hold the whole listing, the counts are exact, and the ranges are
+        /// equal to within a key.
+        #[test]
+        fn samples_that_hold_every_key_cut_equal_ranges(
+            keys in key_set(),
+            max_ranges in 2u32..12,
+        ) {
+            let samples = samples_of(&keys, &[], keys.len());
+            let space = Space::of_samples("p/", &samples);
+            let end = space.position(keys.last().unwrap());
+            let cut = boundaries(&samples, &space, end, (max_ranges, 1));
+            let counts = per_range(&keys, &ranges_of(&cut));
+            let ranges = ranges_for(keys.len() as f64, max_ranges, 1);
+            prop_assert_eq!(counts.len(), ranges as usize, "{:?}", counts);
+            let fair = keys.len() as f64 / f64::from(ranges);
+            prop_assert!(
+                counts.iter().all(|&c| (c as f64 - fair).abs() <= 1.0),
+                "{:?}, fair {}", counts, fair
+            );
+        }
+
+        /// A learnt space keeps the order of any keys, and a key written in its alphabet comes
+        /// back as itself or a key just before it.
+        #[test]
+        fn a_learnt_space_keeps_key_order(keys in key_set(), others in key_set()) {
+            let space = Space::learn("p/", keys.iter().map(String::as_str));
+            let mut all: Vec<&String> = keys.iter().chain(&others).collect();
+            all.sort();
+            let positions: Vec<f64> = all.iter().map(|k| space.position(k)).collect();
+            prop_assert!(positions.windows(2).all(|w| w[0] <= w[1]));
+            for k in &keys {
+                let back = space.key_at(space.position(k));
+                prop_assert!(back.as_str() <= k.as_str(), "{:?} came back as {:?}", k, back);
+            }
+        }
+
+        /// The points the next round lists after lie beyond a page's end, and are few.
+        #[test]
+        fn the_weakest_intervals_are_probed_past_their_pages(
+            keys in key_set(),
+            picks in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+            page in 2usize..40,
+            guess_ranges in 2u32..16,
+        ) {
+            let starts: Vec<String> = picks.iter().map(|i| i.get(&keys).clone()).collect();
+            let samples = samples_of(&keys, &starts, page);
+            let space = Space::of_samples("p/", &samples);
+            let end = space.position(keys.last().unwrap());
+            let next = weakest(&samples, &space, end, guess_ranges);
+            prop_assert!(next.len() <= (guess_ranges as usize / 2).max(2));
+            for after in &next {
+                let reached = samples.iter().filter_map(|s| s.keys.last()).any(|l| after > l);
+                prop_assert!(reached, "{:?} is inside every page", after);
+            }
+        }
+    }
 }
