@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 
-use ferry_core::config::{Config, ConfigError, Problem};
+use ferry_core::config::{
+    Config, ConfigError, Destination, Overwrite, Problem, Rule, Source, Stop, StorageClass,
+};
+use ferry_core::filter::Filter;
+use ferry_core::units::{ByteSize, parse_duration};
 
 use super::SyncArgs;
 use crate::failure::Failure;
@@ -113,8 +117,8 @@ fn rule_name(src: &Side, dst: &Side, endpoints: &toml::Table) -> String {
     format!("{readable}-{:08x}", hash as u32)
 }
 
-/// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments.
-/// A bad flag value is reported under the flag's name.
+/// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments,
+/// checked as a rule of the file would be. A bad flag value is reported under the flag's name.
 pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
     let (src, dst) = sides(args)?;
     let File {
@@ -124,8 +128,9 @@ pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure>
         added,
     } = endpoints(args, &src, &dst)?;
     let name = rule_name(&src, &dst, &added);
-    let rule = rule_table(args, &name, &src, &dst);
-    table.insert("rules".into(), toml::Value::Array(vec![rule.into()]));
+    let rule = rule(args, &name, &src, &dst).map_err(config_error)?;
+    // The file's own rules are not this command's.
+    table.remove("rules");
     if let Some(url) = &args.redis {
         let redis = table
             .entry("redis")
@@ -137,7 +142,17 @@ pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure>
     let path = found
         .as_ref()
         .map_or_else(|| "no config file".to_string(), |p| p.display().to_string());
-    let config = parse_built(&table, &name, &path)?;
+    let mut config = parse_file(&table, &path)?;
+    let problems = config.check_rule(&rule);
+    if !problems.is_empty() {
+        return Err(config_error(
+            problems
+                .into_iter()
+                .map(|p| problem(&flag_of(&p.path), p.message))
+                .collect(),
+        ));
+    }
+    config.rules = vec![rule];
     if let Some(found) = &found {
         ferry_core::config::warn_if_exposed(found, &text);
     }
@@ -317,85 +332,120 @@ fn side_flags(args: &SyncArgs, arg: &str) -> crate::remote::SideFlags {
     }
 }
 
-/// The rule, as the config file would have it, from SRC, DST and the flags.
-fn rule_table(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> toml::Table {
-    let mut rule = toml::Table::new();
-    rule.insert("name".into(), name.into());
-    let mut source = toml::Table::new();
-    source.insert("endpoint".into(), src.endpoint.clone().into());
-    source.insert("bucket".into(), src.bucket.clone().into());
-    if !src.prefix.is_empty() {
-        source.insert(
-            "prefixes".into(),
-            toml::Value::Array(vec![src.prefix.clone().into()]),
-        );
-    }
-    let mut destination = toml::Table::new();
-    destination.insert("endpoint".into(), dst.endpoint.clone().into());
-    destination.insert("bucket".into(), dst.bucket.clone().into());
-    if let Some(class) = &args.storage_class {
-        destination.insert("storage_class".into(), class.clone().into());
-    }
-    rule.insert("source".into(), source.into());
-    rule.insert("destination".into(), destination.into());
+/// The rule SRC, DST and the flags make, each value read by the config file's own parser;
+/// a value it refuses is a problem under its flag.
+fn rule(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> Result<Rule, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let size = |flag: &str, value: &Option<String>, problems: &mut Vec<Problem>| {
+        parsed(flag, value, ByteSize::parse, problems)
+    };
+    let duration = |flag: &str, value: &Option<String>, problems: &mut Vec<Problem>| {
+        parsed(flag, value, parse_duration, problems)
+    };
+    let source = Source {
+        endpoint: src.endpoint.clone(),
+        bucket: src.bucket.clone(),
+        prefixes: Some(src.prefix.clone())
+            .filter(|p| !p.is_empty())
+            .into_iter()
+            .collect(),
+    };
+    let destination = Destination {
+        endpoint: dst.endpoint.clone(),
+        bucket: dst.bucket.clone(),
+        storage_class: parsed(
+            "--storage-class",
+            &args.storage_class,
+            StorageClass::parse_named,
+            &mut problems,
+        ),
+    };
+    let mut rule = Rule::with_defaults(name.to_string(), source, destination);
     // `--once` is the default (and conflicts with `--stop`).
-    let stop = args.stop.clone().unwrap_or_else(|| "once".into());
-    rule.insert("stop".into(), stop.into());
-    if let Some(i) = &args.interval {
-        rule.insert("interval".into(), i.clone().into());
+    let stop = Some(args.stop.clone().unwrap_or_else(|| "once".into()));
+    rule.stop = parsed("--stop", &stop, Stop::parse, &mut problems).unwrap_or(Stop::Once);
+    if let Some(interval) = duration("--interval", &args.interval, &mut problems) {
+        rule.interval = interval;
     }
-    if let Some(o) = &args.overwrite {
-        rule.insert("overwrite".into(), o.clone().into());
+    if let Some(overwrite) = parsed(
+        "--overwrite",
+        &args.overwrite,
+        Overwrite::parse,
+        &mut problems,
+    ) {
+        rule.overwrite = overwrite;
     }
-    for (field, globs) in [("include", &args.include), ("exclude", &args.exclude)] {
-        if !globs.is_empty() {
-            let list: Vec<toml::Value> = globs.iter().map(|g| g.clone().into()).collect();
-            rule.insert(field.into(), toml::Value::Array(list));
-        }
+    if let Some(threshold) = size(
+        "--multipart-threshold",
+        &args.multipart_threshold,
+        &mut problems,
+    ) {
+        rule.multipart_threshold = threshold;
     }
-    for (field, value) in [
-        ("multipart_threshold", &args.multipart_threshold),
-        ("part_size", &args.part_size),
-        ("min_size", &args.min_size),
-        ("max_size", &args.max_size),
-        ("min_age", &args.min_age),
-        ("max_age", &args.max_age),
-    ] {
-        if let Some(v) = value {
-            rule.insert(field.into(), v.clone().into());
-        }
+    if let Some(part) = size("--part-size", &args.part_size, &mut problems) {
+        rule.part_size = part;
     }
-    rule.insert(
-        "overwrite_unmanaged".into(),
-        args.overwrite_unmanaged.into(),
+    rule.overwrite_unmanaged = args.overwrite_unmanaged;
+    rule.delete = args.delete;
+    let filter = Filter::new(
+        args.include.clone(),
+        args.exclude.clone(),
+        size("--min-size", &args.min_size, &mut problems).map(|s| s.0),
+        size("--max-size", &args.max_size, &mut problems).map(|s| s.0),
+        duration("--min-age", &args.min_age, &mut problems),
+        duration("--max-age", &args.max_age, &mut problems),
     );
-    rule.insert("delete".into(), args.delete.into());
-    rule
+    match filter {
+        Ok(filter) => rule.filter = filter,
+        // A filter's problem names its field (`include[1]`, `min_size`): the flag's name.
+        Err(bad) => problems.extend(bad.into_iter().map(|(field, message)| {
+            let field = field.split('[').next().unwrap_or(&field);
+            problem(&format!("--{}", field.replace('_', "-")), message)
+        })),
+    }
+    if problems.is_empty() {
+        Ok(rule)
+    } else {
+        Err(problems)
+    }
 }
 
-/// Parses and validates the built config as the config file is; a problem in the rule is
-/// reported under the flag it came from, one in the file under the file's name.
-fn parse_built(table: &toml::Table, name: &str, path: &str) -> Result<Config, Failure> {
+/// `value` read by `parse`; `None` when not given, or (with a problem under `flag`) refused.
+fn parsed<T>(
+    flag: &str,
+    value: &Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let value = value.as_deref()?;
+    parse(value)
+        .map_err(|message| problems.push(problem(flag, message)))
+        .ok()
+}
+
+/// The argument a problem of the built rule comes from, by its path within the rule: a side's
+/// endpoint, bucket or prefix from SRC or DST, a setting from its flag.
+fn flag_of(path: &str) -> String {
+    match path.split(['.', '[']).next().unwrap_or(path) {
+        "source" | "name" => "SRC".into(),
+        "destination" if path == "destination.storage_class" => "--storage-class".into(),
+        // A pairing of a bucket with itself.
+        "destination" | "rules" => "DST".into(),
+        field => format!("--{}", field.replace('_', "-")),
+    }
+}
+
+/// Parses and validates the config file with the endpoints the sides added, as the config
+/// file is; a problem in it is reported under the file's name.
+fn parse_file(table: &toml::Table, path: &str) -> Result<Config, Failure> {
     let rendered = toml::to_string(table).map_err(|e| Failure::Runtime(e.into()))?;
-    let rule_at = format!("rules[0] ({name}).");
     Config::from_toml(&rendered).map_err(|e| {
         config_error(
             e.problems
                 .into_iter()
-                .map(|p| match p.path.strip_prefix(&rule_at) {
-                    // A rule field came from a flag: name the flag.
-                    Some(field) => {
-                        let field = field.rsplit('.').next().unwrap_or(field);
-                        let field = field.split('[').next().unwrap_or(field);
-                        Problem {
-                            path: format!("--{}", field.replace('_', "-")),
-                            message: p.message,
-                        }
-                    }
-                    None => Problem {
-                        path: format!("{} ({path})", p.path),
-                        message: p.message,
-                    },
+                .map(|p| Problem {
+                    path: format!("{} ({path})", p.path),
+                    message: p.message,
                 })
                 .collect(),
         )
@@ -485,5 +535,99 @@ mod tests {
         };
         assert_eq!(at("http://a:9000"), at("http://a:9000/"));
         assert_ne!(at("http://a:9000"), at("http://b:9000"));
+    }
+
+    /// SyncArgs from a command line after `ferry sync`.
+    fn args(line: &[&str]) -> SyncArgs {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            sync: SyncArgs,
+        }
+        let argv = std::iter::once("sync").chain(line.iter().copied());
+        <Line as clap::Parser>::try_parse_from(argv)
+            .expect("a command line")
+            .sync
+    }
+
+    #[test]
+    fn a_rule_is_read_from_typed_flags_and_each_bad_value_names_its_flag() {
+        let (src, dst) = (
+            parse_side("SRC", "east:photos/2024").unwrap(),
+            parse_side("DST", "west:photos-dr").unwrap(),
+        );
+        let good = args(&[
+            "east:photos/2024",
+            "west:photos-dr",
+            "--part-size",
+            "8MiB",
+            "--interval",
+            "1h",
+            "--overwrite",
+            "always",
+            "--stop",
+            "empty:3",
+            "--include",
+            "*.jpg",
+            "--storage-class",
+            "STANDARD_IA",
+        ]);
+        let built = rule(&good, "r", &src, &dst).expect("a rule");
+        assert_eq!(built.part_size, ByteSize(8 * ByteSize::MIB));
+        assert_eq!(built.interval, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            (built.overwrite, built.stop),
+            (Overwrite::Always, Stop::Empty(3))
+        );
+        assert_eq!(built.source.prefixes, ["2024/"]);
+        assert_eq!(
+            built.destination.storage_class,
+            StorageClass::parse("STANDARD_IA")
+        );
+        assert!(
+            built.filter.admits("2024/a.jpg", 1, 0, 0)
+                && !built.filter.admits("2024/a.png", 1, 0, 0)
+        );
+
+        let bad = args(&[
+            "east:photos",
+            "west:photos-dr",
+            "--part-size",
+            "big",
+            "--interval",
+            "soon",
+            "--min-age",
+            "2d",
+            "--max-age",
+            "1d",
+            "--include",
+            "[unclosed",
+            "--storage-class",
+            "COLD",
+        ]);
+        let problems = rule(&bad, "r", &src, &dst).unwrap_err();
+        let flags: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            flags,
+            [
+                "--storage-class",
+                "--interval",
+                "--part-size",
+                "--include",
+                "--min-age"
+            ],
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_problem_of_the_built_rule_names_the_argument_it_came_from() {
+        assert_eq!(flag_of("source.bucket"), "SRC");
+        assert_eq!(flag_of("source.prefixes[0]"), "SRC");
+        assert_eq!(flag_of("destination.endpoint"), "DST");
+        assert_eq!(flag_of("destination.storage_class"), "--storage-class");
+        assert_eq!(flag_of("rules"), "DST");
+        assert_eq!(flag_of("part_size"), "--part-size");
+        assert_eq!(flag_of("multipart_threshold"), "--multipart-threshold");
     }
 }

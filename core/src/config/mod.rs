@@ -24,6 +24,15 @@ pub const MAX_PREFIX_BYTES: usize = 1022;
 /// Default number of attempts before a task goes to dead letters.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 
+/// Default time between the starts of two iterations.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Default size from which an object is copied in parts.
+pub const DEFAULT_MULTIPART_THRESHOLD: ByteSize = ByteSize(100 * ByteSize::MIB);
+
+/// Default part size.
+pub const DEFAULT_PART_SIZE: ByteSize = ByteSize(50 * ByteSize::MIB);
+
 /// Default most key ranges per listing prefix.
 pub const DEFAULT_LIST_RANGES: u32 = 16;
 
@@ -64,6 +73,21 @@ impl Config {
         } else {
             Err(ConfigError { problems })
         }
+    }
+
+    /// What is wrong with `rule` as a rule of this config, by the checks a config file's
+    /// rules pass, each problem at a path within the rule (`source.bucket`, `part_size`, ...),
+    /// and a pairing of a bucket with itself at `rules`. For a rule built from elsewhere than
+    /// the file (`ferry sync`'s arguments).
+    pub fn check_rule(&self, rule: &Rule) -> Vec<Problem> {
+        let mut problems = validate::rule_problems(self, rule);
+        let pair: Vec<_> = BucketRef::of_rule(self, rule).into_iter().collect();
+        problems.extend(
+            check_pairing(&pair)
+                .into_iter()
+                .map(|message| Problem::new("rules", message)),
+        );
+        problems
     }
 
     /// The endpoint a rule side refers to; validation guarantees it exists.
@@ -437,6 +461,34 @@ pub struct Rule {
     pub filter: crate::filter::Filter,
 }
 
+impl Rule {
+    /// A rule from `source` to `destination` with every other setting at its default, as a
+    /// `[[rules]]` table that gives only those would have it.
+    pub fn with_defaults(name: String, source: Source, destination: Destination) -> Rule {
+        Rule {
+            name,
+            source,
+            destination,
+            overwrite: Overwrite::IfNewer,
+            overwrite_unmanaged: false,
+            stop: Stop::Never,
+            interval: DEFAULT_INTERVAL,
+            delete: false,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            list_ranges: DEFAULT_LIST_RANGES,
+            list_range_min_keys: DEFAULT_LIST_RANGE_MIN_KEYS,
+            archived: Archived::Skip,
+            max_requests_per_second: 0,
+            max_bandwidth: ByteSize(0),
+            events: None,
+            events_token: None,
+            filter: crate::filter::Filter::default(),
+        }
+    }
+}
+
 /// Where a rule's change notifications come from (see PRODUCT.md, "Events").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Events {
@@ -523,6 +575,32 @@ pub enum Overwrite {
     Always,
 }
 
+impl Overwrite {
+    /// Each setting by its name in the config file and on the command line.
+    pub const NAMES: [(&'static str, Overwrite); 4] = [
+        ("never", Overwrite::Never),
+        ("if-newer", Overwrite::IfNewer),
+        ("if-different", Overwrite::IfDifferent),
+        ("always", Overwrite::Always),
+    ];
+
+    /// The setting named `text`; the error says which names there are.
+    pub fn parse(text: &str) -> Result<Overwrite, String> {
+        one_of(text, &Self::NAMES)
+    }
+}
+
+/// The value `choices` names `given`; the error says which names there are.
+pub(crate) fn one_of<T: Copy>(given: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    match choices.iter().find(|(name, _)| *name == given) {
+        Some((_, value)) => Ok(*value),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(format!("{given:?} is not one of {}", names.join(", ")))
+        }
+    }
+}
+
 /// When a rule stops iterating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -532,6 +610,22 @@ pub enum Stop {
     Empty(u32),
     /// Never.
     Never,
+}
+
+impl Stop {
+    /// `once`, `never` or `empty:N`; the error says which forms there are.
+    pub fn parse(text: &str) -> Result<Stop, String> {
+        match text {
+            "once" => Ok(Stop::Once),
+            "never" => Ok(Stop::Never),
+            _ => match text.strip_prefix("empty:").map(str::parse::<u32>) {
+                Some(Ok(n)) if n >= 1 => Ok(Stop::Empty(n)),
+                _ => Err(format!(
+                    "{text:?} is not a stop condition (\"once\", \"empty:N\" with N >= 1, or \"never\")"
+                )),
+            },
+        }
+    }
 }
 
 /// The S3 storage classes a rule may set on its copies.
@@ -580,6 +674,17 @@ impl StorageClass {
     /// Parses an S3 name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.iter().find(|(_, s)| *s == name).map(|(c, _)| *c)
+    }
+
+    /// Parses an S3 name; the error says which names there are.
+    pub fn parse_named(name: &str) -> Result<Self, String> {
+        Self::parse(name).ok_or_else(|| {
+            let known: Vec<_> = Self::ALL.iter().map(|(_, n)| *n).collect();
+            format!(
+                "{name:?} is not a storage class (one of {})",
+                known.join(", ")
+            )
+        })
     }
 }
 

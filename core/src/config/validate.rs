@@ -9,60 +9,16 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     let mut seen = BTreeMap::new();
     for (i, rule) in config.rules.iter().enumerate() {
         let at = format!("rules[{i}] ({})", rule.name);
-        if !valid_rule_name(&rule.name) {
-            problems.push(Problem::new(
-                format!("{at}.name"),
-                format!(
-                    "{:?} must be 1 to 63 characters of a-z, 0-9 and -",
-                    rule.name
-                ),
-            ));
-        }
         if let Some(first) = seen.insert(rule.name.clone(), i) {
             problems.push(Problem::new(
                 format!("{at}.name"),
                 format!("{:?} is already the name of rules[{first}]", rule.name),
             ));
         }
-        for (side, endpoint, bucket) in [
-            ("source", &rule.source.endpoint, &rule.source.bucket),
-            (
-                "destination",
-                &rule.destination.endpoint,
-                &rule.destination.bucket,
-            ),
-        ] {
-            if !config.endpoints.contains_key(endpoint) {
-                let known: Vec<_> = config.endpoints.keys().map(String::as_str).collect();
-                problems.push(Problem::new(
-                    format!("{at}.{side}.endpoint"),
-                    format!(
-                        "unknown endpoint {endpoint:?} (defined: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ));
-            }
-            if let Err(why) = check_bucket_name(bucket) {
-                problems.push(Problem::new(
-                    format!("{at}.{side}.bucket"),
-                    format!("{bucket:?} is not a valid S3 bucket name: {why}"),
-                ));
-            }
-        }
-        if let Some(super::Events::Sqs { endpoint, .. }) = &rule.events
-            && !config.endpoints.contains_key(endpoint)
-        {
-            problems.push(Problem::new(
-                format!("{at}.events.endpoint"),
-                format!("unknown endpoint {endpoint:?}"),
-            ));
-        }
-        check_prefixes(rule, &at, &mut problems);
-        check_sizes(rule, &at, &mut problems);
+        problems.extend(rule_problems(config, rule).into_iter().map(|p| Problem {
+            path: format!("{at}.{}", p.path),
+            message: p.message,
+        }));
     }
     let refs: Vec<_> = config
         .rules
@@ -72,6 +28,61 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     for message in check_pairing(&refs) {
         problems.push(Problem::new("rules", message));
     }
+    problems
+}
+
+/// What is wrong with `rule` in `config`, each problem at a path within the rule (`name`,
+/// `source.bucket`, `part_size`, ...): its name, its endpoints, buckets, prefixes and sizes.
+pub(super) fn rule_problems(config: &Config, rule: &Rule) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !valid_rule_name(&rule.name) {
+        problems.push(Problem::new(
+            "name",
+            format!(
+                "{:?} must be 1 to 63 characters of a-z, 0-9 and -",
+                rule.name
+            ),
+        ));
+    }
+    for (side, endpoint, bucket) in [
+        ("source", &rule.source.endpoint, &rule.source.bucket),
+        (
+            "destination",
+            &rule.destination.endpoint,
+            &rule.destination.bucket,
+        ),
+    ] {
+        if !config.endpoints.contains_key(endpoint) {
+            let known: Vec<_> = config.endpoints.keys().map(String::as_str).collect();
+            problems.push(Problem::new(
+                format!("{side}.endpoint"),
+                format!(
+                    "unknown endpoint {endpoint:?} (defined: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if let Err(why) = check_bucket_name(bucket) {
+            problems.push(Problem::new(
+                format!("{side}.bucket"),
+                format!("{bucket:?} is not a valid S3 bucket name: {why}"),
+            ));
+        }
+    }
+    if let Some(super::Events::Sqs { endpoint, .. }) = &rule.events
+        && !config.endpoints.contains_key(endpoint)
+    {
+        problems.push(Problem::new(
+            "events.endpoint",
+            format!("unknown endpoint {endpoint:?}"),
+        ));
+    }
+    check_prefixes(rule, &mut problems);
+    check_sizes(rule, &mut problems);
     problems
 }
 
@@ -107,11 +118,11 @@ fn check_bucket_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn check_prefixes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
+fn check_prefixes(rule: &Rule, problems: &mut Vec<Problem>) {
     let prefixes = &rule.source.prefixes;
     if prefixes.len() > MAX_PREFIXES {
         problems.push(Problem::new(
-            format!("{at}.source.prefixes"),
+            "source.prefixes",
             format!(
                 "{} prefixes given, at most {MAX_PREFIXES} are allowed",
                 prefixes.len()
@@ -121,7 +132,7 @@ fn check_prefixes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
     for (i, p) in prefixes.iter().enumerate() {
         if p.is_empty() || p.len() > MAX_PREFIX_BYTES {
             problems.push(Problem::new(
-                format!("{at}.source.prefixes[{i}]"),
+                format!("source.prefixes[{i}]"),
                 format!(
                     "is {} bytes long; a prefix must be 1 to {MAX_PREFIX_BYTES} bytes of UTF-8",
                     p.len()
@@ -143,16 +154,16 @@ fn check_prefixes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
             } else {
                 format!("overlapping prefixes: {p:?} (prefixes[{i}]) is a prefix of {q:?}")
             };
-            problems.push(Problem::new(format!("{at}.source.prefixes[{j}]"), message));
+            problems.push(Problem::new(format!("source.prefixes[{j}]"), message));
         }
     }
 }
 
-fn check_sizes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
+fn check_sizes(rule: &Rule, problems: &mut Vec<Problem>) {
     use crate::parts::{MAX_PART, MIN_PART};
     if !(MIN_PART..=MAX_PART).contains(&rule.part_size.0) {
         problems.push(Problem::new(
-            format!("{at}.part_size"),
+            "part_size",
             format!(
                 "{} is outside S3's part size limits (5MiB to 5GiB)",
                 rule.part_size
@@ -161,7 +172,7 @@ fn check_sizes(rule: &Rule, at: &str, problems: &mut Vec<Problem>) {
     }
     if rule.multipart_threshold.0 == 0 || rule.multipart_threshold.0 > MAX_PART {
         problems.push(Problem::new(
-            format!("{at}.multipart_threshold"),
+            "multipart_threshold",
             format!(
                 "{} must be above 0 and at most 5GiB (the largest single PUT)",
                 rule.multipart_threshold

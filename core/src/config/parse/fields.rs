@@ -97,17 +97,10 @@ impl<'a> Fields<'a> {
         let Some(given) = self.string(key, problems) else {
             return default;
         };
-        match choices.iter().find(|(name, _)| *name == given) {
-            Some((_, value)) => *value,
-            None => {
-                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-                problems.push(Problem::new(
-                    self.path(key),
-                    format!("{given:?} is not one of {}", names.join(", ")),
-                ));
-                default
-            }
-        }
+        crate::config::one_of(&given, choices).unwrap_or_else(|message| {
+            problems.push(Problem::new(self.path(key), message));
+            default
+        })
     }
 
     pub(super) fn integer(&self, key: &str, problems: &mut Vec<Problem>) -> Option<i64> {

@@ -1,11 +1,10 @@
 //! A `[[rule]]` table: its source, destination, filters, events and stop.
 
-use std::time::Duration;
-
 use super::{Fields, read_env};
 use crate::config::{
-    Archived, DEFAULT_LIST_RANGE_MIN_KEYS, DEFAULT_LIST_RANGES, DEFAULT_MAX_ATTEMPTS, Destination,
-    Events, Overwrite, Problem, Rule, Secret, Source, Stop, StorageClass,
+    Archived, DEFAULT_INTERVAL, DEFAULT_LIST_RANGE_MIN_KEYS, DEFAULT_LIST_RANGES,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, Destination, Events,
+    Overwrite, Problem, Rule, Secret, Source, Stop, StorageClass,
 };
 use crate::units::ByteSize;
 
@@ -18,21 +17,17 @@ pub(super) fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<
     let destination = parse_destination(t, problems);
     let (overwrite, overwrite_unmanaged) = parse_overwrite(t, problems);
     let stop = t.string("stop", problems).map_or(Stop::Never, |s| {
-        parse_stop(&s).unwrap_or_else(|e| {
+        Stop::parse(&s).unwrap_or_else(|e| {
             problems.push(Problem::new(t.path("stop"), e));
             Stop::Never
         })
     });
-    let interval = t
-        .duration("interval", problems)
-        .unwrap_or(Duration::from_secs(15 * 60));
+    let interval = t.duration("interval", problems).unwrap_or(DEFAULT_INTERVAL);
     let delete = t.bool("delete", problems).unwrap_or(false);
     let multipart_threshold = t
         .size("multipart_threshold", problems)
-        .unwrap_or(ByteSize(100 * ByteSize::MIB));
-    let part_size = t
-        .size("part_size", problems)
-        .unwrap_or(ByteSize(50 * ByteSize::MIB));
+        .unwrap_or(DEFAULT_MULTIPART_THRESHOLD);
+    let part_size = t.size("part_size", problems).unwrap_or(DEFAULT_PART_SIZE);
     let max_attempts = t.integer_as("max_attempts", DEFAULT_MAX_ATTEMPTS, problems, |n| {
         u32::try_from(n)
             .ok()
@@ -87,17 +82,7 @@ pub(super) fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<
 
 /// A rule's `overwrite` and `overwrite_unmanaged`.
 fn parse_overwrite(t: &Fields<'_>, problems: &mut Vec<Problem>) -> (Overwrite, bool) {
-    let overwrite = t.choice(
-        "overwrite",
-        &[
-            ("never", Overwrite::Never),
-            ("if-newer", Overwrite::IfNewer),
-            ("if-different", Overwrite::IfDifferent),
-            ("always", Overwrite::Always),
-        ],
-        Overwrite::IfNewer,
-        problems,
-    );
+    let overwrite = t.choice("overwrite", &Overwrite::NAMES, Overwrite::IfNewer, problems);
     let overwrite_unmanaged = t.bool("overwrite_unmanaged", problems).unwrap_or(false);
     (overwrite, overwrite_unmanaged)
 }
@@ -201,15 +186,9 @@ fn parse_destination(
         let endpoint = d.required_string("endpoint", problems);
         let bucket = d.required_string("bucket", problems);
         let storage_class = d.string("storage_class", problems).and_then(|c| {
-            let parsed = StorageClass::parse(&c);
-            if parsed.is_none() {
-                let known: Vec<_> = StorageClass::ALL.iter().map(|(_, n)| *n).collect();
-                problems.push(Problem::new(
-                    d.path("storage_class"),
-                    format!("{c:?} is not a storage class (one of {})", known.join(", ")),
-                ));
-            }
-            parsed
+            StorageClass::parse_named(&c)
+                .map_err(|e| problems.push(Problem::new(d.path("storage_class"), e)))
+                .ok()
         });
         d.finish(problems);
         (endpoint, bucket, storage_class)
@@ -295,17 +274,4 @@ fn is_topic_arn(arn: &str) -> bool {
         && parts[0] == "arn"
         && parts[2] == "sns"
         && parts.iter().all(|p| !p.is_empty())
-}
-
-fn parse_stop(s: &str) -> Result<Stop, String> {
-    match s {
-        "once" => Ok(Stop::Once),
-        "never" => Ok(Stop::Never),
-        _ => match s.strip_prefix("empty:").map(str::parse::<u32>) {
-            Some(Ok(n)) if n >= 1 => Ok(Stop::Empty(n)),
-            _ => Err(format!(
-                "{s:?} is not a stop condition (\"once\", \"empty:N\" with N >= 1, or \"never\")"
-            )),
-        },
-    }
 }
