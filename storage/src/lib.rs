@@ -3,9 +3,13 @@
 //! per-destination [`Capabilities`] probe.
 
 mod capabilities;
+#[cfg(feature = "testing")]
+pub mod contract;
 mod direct;
 mod error;
 mod limited;
+#[cfg(feature = "testing")]
+pub mod memstore;
 mod s3;
 mod sigv4;
 mod stores;

@@ -5,19 +5,20 @@
 //! It counts requests by operation, so a test can check what a run did, and can be told to
 //! fail writes, as a store that denies access would.
 //!
-//! Integration tests never use it: they run against moto and Garage.
+//! Integration tests use it only to hold it to the storage contract ([`crate::contract`])
+//! that moto and Garage pass; behind the `testing` feature.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use ferry_storage::{
+use crate::{
     BodyStream, ByteRange, ErrorKind, GetObject, ListPage, ObjectAttrs, ObjectHead, ObjectMeta,
     ObjectStore, OpenUpload, PartHead, PutOptions, StorageError, UploadedPart, WriteCondition,
     Written,
 };
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::{Digest, Md5};
 
@@ -52,6 +53,9 @@ pub struct MemStore {
     next_upload: AtomicU64,
     deny_writes: AtomicBool,
     refuse_tag_headers: AtomicBool,
+    /// The buckets there are, when the store was made with [`MemStore::with_buckets`];
+    /// otherwise every bucket is there.
+    buckets: Option<std::collections::BTreeSet<String>>,
 }
 
 fn md5_hex(b: &[u8]) -> String {
@@ -73,6 +77,30 @@ impl MemStore {
             name: name.to_string(),
             clock: AtomicU64::new(1_700_000_000_000),
             ..MemStore::default()
+        }
+    }
+
+    /// An empty store with only `buckets`: listing any other answers NoSuchBucket, as S3
+    /// does.
+    pub fn with_buckets(name: &str, buckets: &[&str]) -> MemStore {
+        MemStore {
+            buckets: Some(buckets.iter().map(|b| b.to_string()).collect()),
+            ..MemStore::new(name)
+        }
+    }
+
+    /// NoSuchBucket, unless `bucket` is there.
+    fn bucket_is_there(&self, operation: &'static str, bucket: &str) -> Result<(), StorageError> {
+        match &self.buckets {
+            Some(there) if !there.contains(bucket) => Err(StorageError {
+                kind: ErrorKind::Permanent,
+                operation,
+                target: format!("s3://{bucket}/ on endpoint {}", self.name),
+                status: Some(404),
+                code: Some("NoSuchBucket".into()),
+                message: "NoSuchBucket: The specified bucket does not exist".into(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -316,6 +344,7 @@ impl ObjectStore for MemStore {
         token: Option<String>,
     ) -> Result<ListPage, StorageError> {
         self.count("ListObjectsV2");
+        self.bucket_is_there("ListObjectsV2", bucket)?;
         let after = token.as_deref().or(start_after).unwrap_or("");
         let objects = self.lock_objects();
         let mut page: Vec<ObjectMeta> = objects

@@ -34,7 +34,7 @@ pub const SCRIPTS: [&str; 9] = [
 pub mod ceph;
 pub mod chaos;
 pub mod cluster;
-pub mod memstore;
+pub use ferry_storage::memstore;
 pub mod proxy;
 pub mod servers;
 pub mod sns;
