@@ -270,20 +270,22 @@ impl Contract<'_> {
                 self.breach(&format!("range {first}-{last}"))
             );
         }
+        self.pinned_reads(&key, &head.etag).await;
+    }
+
+    /// A read pinned to another ETag is refused, one pinned to the object's is not.
+    async fn pinned_reads(&self, key: &str, etag: &str) {
         let wrong = "0123456789abcdef0123456789abcdef";
-        let pinned = self.store.get(self.bucket, &key, None, Some(wrong)).await;
+        let pinned = self.store.get(self.bucket, key, None, Some(wrong)).await;
         assert_eq!(
             pinned.err().map(|e| e.kind),
             Some(ErrorKind::PreconditionFailed),
             "{}",
             self.breach("GET pinned to another ETag")
         );
-        let pinned = self
-            .store
-            .get(self.bucket, &key, None, Some(&head.etag))
-            .await;
+        let pinned = self.store.get(self.bucket, key, None, Some(etag)).await;
         assert!(pinned.is_ok(), "{}", self.breach("GET pinned to its ETag"));
-        let head_pinned = self.store.head(self.bucket, &key, Some(wrong)).await;
+        let head_pinned = self.store.head(self.bucket, key, Some(wrong)).await;
         assert_eq!(
             head_pinned.err().map(|e| e.kind),
             Some(ErrorKind::PreconditionFailed),
@@ -432,45 +434,8 @@ impl Contract<'_> {
             .await
             .expect("create");
         let (one, two) = (pattern(PART, 3), pattern(1024, 4));
-        let mut parts = Vec::new();
-        for (number, bytes) in [(1u32, &one), (2, &two)] {
-            let w = self
-                .store
-                .upload_part(
-                    self.bucket,
-                    &key,
-                    &id,
-                    number,
-                    body(bytes),
-                    bytes.len() as u64,
-                    false,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{}", self.breach(&format!("part {number}: {e}"))));
-            parts.push(UploadedPart {
-                number,
-                etag: w.etag,
-                size: bytes.len() as u64,
-            });
-        }
-        // ListParts only saves uploading a part again, so a store may fail it (moto answers
-        // with a root no SDK parses; the worker then uploads the part again): what it lists,
-        // though, must be the parts there are.
-        match self.store.list_parts(self.bucket, &key, &id).await {
-            Ok(listed) => {
-                let sizes: Vec<(u32, u64)> = listed.iter().map(|p| (p.number, p.size)).collect();
-                let etags: Vec<&str> = listed.iter().map(|p| p.etag.as_str()).collect();
-                let uploaded: Vec<&str> = parts.iter().map(|p| p.etag.as_str()).collect();
-                assert_eq!(
-                    sizes,
-                    [(1, PART as u64), (2, 1024)],
-                    "{}",
-                    self.breach("listed parts")
-                );
-                assert_eq!(etags, uploaded, "{}", self.breach("listed parts' ETags"));
-            }
-            Err(e) => tracing::info!(store = self.store.name(), error = %e, "ListParts refused"),
-        }
+        let parts = self.upload_parts(&key, &id, [&one, &two]).await;
+        self.listed_parts(&key, &id, &parts).await;
         let open = self
             .store
             .list_uploads(self.bucket, &self.prefix)
@@ -493,17 +458,7 @@ impl Contract<'_> {
             "{}",
             self.breach("completed size")
         );
-        if self.caps.etags_are_md5 {
-            let mut md5s = Md5::new();
-            for bytes in [&one, &two] {
-                md5s.update(Md5::digest(bytes));
-            }
-            let want = format!("{}-2", hex::encode(md5s.finalize()));
-            assert_eq!(head.etag, want, "{}", self.breach("a multipart ETag"));
-            if self.caps.complete_etag && !done.etag.is_empty() {
-                assert_eq!(done.etag, want, "{}", self.breach("the completion's ETag"));
-            }
-        }
+        self.multipart_etags(&head.etag, &done.etag, [&one, &two]);
         let across = ByteRange {
             first: PART as u64 - 3,
             last: PART as u64 + 2,
@@ -538,6 +493,69 @@ impl Contract<'_> {
             "{}",
             self.breach(&format!("uploads left open: {open:?}"))
         );
+    }
+
+    /// Uploads `bodies` as parts 1, 2, ... of upload `id`.
+    async fn upload_parts(&self, key: &str, id: &str, bodies: [&Vec<u8>; 2]) -> Vec<UploadedPart> {
+        let mut parts = Vec::new();
+        for (number, bytes) in (1u32..).zip(bodies) {
+            let w = self
+                .store
+                .upload_part(
+                    self.bucket,
+                    key,
+                    id,
+                    number,
+                    body(bytes),
+                    bytes.len() as u64,
+                    false,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}", self.breach(&format!("part {number}: {e}"))));
+            parts.push(UploadedPart {
+                number,
+                etag: w.etag,
+                size: bytes.len() as u64,
+            });
+        }
+        parts
+    }
+
+    async fn listed_parts(&self, key: &str, id: &str, parts: &[UploadedPart]) {
+        // ListParts only saves uploading a part again, so a store may fail it (moto answers
+        // with a root no SDK parses; the worker then uploads the part again): what it lists,
+        // though, must be the parts there are.
+        match self.store.list_parts(self.bucket, key, id).await {
+            Ok(listed) => {
+                let sizes: Vec<(u32, u64)> = listed.iter().map(|p| (p.number, p.size)).collect();
+                let etags: Vec<&str> = listed.iter().map(|p| p.etag.as_str()).collect();
+                let uploaded: Vec<&str> = parts.iter().map(|p| p.etag.as_str()).collect();
+                assert_eq!(
+                    sizes,
+                    [(1, PART as u64), (2, 1024)],
+                    "{}",
+                    self.breach("listed parts")
+                );
+                assert_eq!(etags, uploaded, "{}", self.breach("listed parts' ETags"));
+            }
+            Err(e) => tracing::info!(store = self.store.name(), error = %e, "ListParts refused"),
+        }
+    }
+
+    /// Where ETags are MD5s, a multipart object's is the MD5 of its parts' MD5s, `-N`, on HEAD
+    /// and on the completion's answer (where it has one).
+    fn multipart_etags(&self, head: &str, completed: &str, bodies: [&Vec<u8>; 2]) {
+        if self.caps.etags_are_md5 {
+            let mut md5s = Md5::new();
+            for bytes in bodies {
+                md5s.update(Md5::digest(bytes));
+            }
+            let want = format!("{}-2", hex::encode(md5s.finalize()));
+            assert_eq!(head, want, "{}", self.breach("a multipart ETag"));
+            if self.caps.complete_etag && !completed.is_empty() {
+                assert_eq!(completed, want, "{}", self.breach("the completion's ETag"));
+            }
+        }
     }
 
     /// The multipart object copied part by part (Garage copies no part from a source under
