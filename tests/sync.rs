@@ -4,6 +4,9 @@
 //! the progress display under a pseudo-terminal, `--json`, the state dir's lock and errors;
 //! and `ferry run` with no `[redis]`.
 
+// Tests tell a whole story each: the product's limit on function length is not theirs.
+#![allow(clippy::too_many_lines)]
+
 mod harness;
 
 use std::path::PathBuf;

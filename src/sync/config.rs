@@ -222,50 +222,20 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
     let mut added = toml::Table::new();
     let mut missing = Vec::new();
     for ((arg, side), remote) in [("SRC", src), ("DST", dst)].into_iter().zip(remotes) {
-        let flags = side_flags(args, arg);
-        let lower = arg.to_ascii_lowercase();
-        if side.s3_url {
-            match crate::remote::s3_url_endpoint(&lower, &flags) {
-                Ok(endpoint) => {
-                    added.insert(side.endpoint.clone(), endpoint.into());
-                }
-                Err(p) => missing.push(p),
-            }
-            continue;
-        }
-        if let Some(flag) = flags.given() {
-            missing.push(problem(
-                &format!("--{lower}-{flag}"),
-                format!(
-                    "applies to an s3:// {arg} only; {arg} names endpoint {:?}, whose settings are its own",
-                    side.endpoint
-                ),
-            ));
-        }
-        if known.contains(&side.endpoint) {
-            continue;
-        }
-        match remote {
-            Some(Ok(endpoint)) => {
+        let found = if side.s3_url {
+            let lower = arg.to_ascii_lowercase();
+            crate::remote::s3_url_endpoint(&lower, &side_flags(args, arg))
+                .map(Some)
+                .map_err(|p| vec![p])
+        } else {
+            named_endpoint(args, (arg, side), remote, &known, &path, rclone.as_deref())
+        };
+        match found {
+            Ok(Some(endpoint)) => {
                 added.insert(side.endpoint.clone(), endpoint.into());
             }
-            Some(Err(p)) => missing.push(p),
-            None => missing.push(problem(
-                arg,
-                format!(
-                    "no endpoint {:?} in {path} (endpoints: {}), and no rclone remote of that name ({})",
-                    side.endpoint,
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    },
-                    match &rclone {
-                        Some(p) => format!("rclone config: {}", p.display()),
-                        None => "no rclone config".into(),
-                    }
-                ),
-            )),
+            Ok(None) => {}
+            Err(problems) => missing.extend(problems),
         }
     }
     if !missing.is_empty() {
@@ -285,6 +255,60 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
         table,
         added,
     })
+}
+
+/// The endpoint a named side adds: none when the config file has it, else its rclone
+/// remote's. Flags for s3:// sides are a problem here, as is a name found nowhere.
+fn named_endpoint(
+    args: &SyncArgs,
+    (arg, side): (&str, &Side),
+    remote: Option<Result<toml::Table, Problem>>,
+    known: &[String],
+    path: &str,
+    rclone: Option<&std::path::Path>,
+) -> Result<Option<toml::Table>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if let Some(flag) = side_flags(args, arg).given() {
+        problems.push(problem(
+            &format!("--{}-{flag}", arg.to_ascii_lowercase()),
+            format!(
+                "applies to an s3:// {arg} only; {arg} names endpoint {:?}, whose settings are its own",
+                side.endpoint
+            ),
+        ));
+    }
+    let found = match remote {
+        _ if known.contains(&side.endpoint) => None,
+        Some(Ok(endpoint)) => Some(endpoint),
+        Some(Err(p)) => {
+            problems.push(p);
+            None
+        }
+        None => {
+            problems.push(problem(
+                arg,
+                format!(
+                    "no endpoint {:?} in {path} (endpoints: {}), and no rclone remote of that name ({})",
+                    side.endpoint,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                    match rclone {
+                        Some(p) => format!("rclone config: {}", p.display()),
+                        None => "no rclone config".into(),
+                    }
+                ),
+            ));
+            None
+        }
+    };
+    if problems.is_empty() {
+        Ok(found)
+    } else {
+        Err(problems)
+    }
 }
 
 /// The config file (when one is given, or there), its name as problems say it, its text

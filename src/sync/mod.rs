@@ -237,34 +237,14 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
         leader_lease: Duration::from_secs(30),
         max_outstanding: 50_000,
     };
-    // A pair is registered (and its buckets claimed) only once both buckets answered: a
-    // typo in a bucket's name must not claim the other bucket for good. A pair registered
-    // before has answered already, and its rerun lists nothing more than it needs.
-    let registered = queue
-        .registered_rules()
-        .await
-        .context("reading the registered pairs")?
-        .iter()
-        .any(|r| r.rule == rule);
-    if !registered {
-        answers_a_listing(&stores, &rule_cfg).await?;
-    }
+    registered_or_answering(&queue, &stores, &rule_cfg).await?;
     if args.dry_run {
         startup::register(&config, &queue, Role::Worker).await?;
         return dry_run(&args, &coordinator, &rule_cfg).await;
     }
     startup::register(&config, &queue, Role::Coordinator { replace: false }).await?;
 
-    // The iterations this run works on: one left running (resumed), and all after it.
-    let first = match queue
-        .latest_iteration(&rule)
-        .await
-        .context("reading the rule")?
-    {
-        Some(r) if r.is_running() => r.number,
-        Some(r) => r.number + 1,
-        None => 1,
-    };
+    let first = first_iteration(&queue, &rule).await?;
     let options = ferry_worker::WorkerOptions {
         id: startup::default_process_id(),
         concurrency: args.concurrency,
@@ -292,6 +272,41 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let mut summary = summarize(&queue, &rule, first).await?;
     summary.seconds = started.elapsed().as_secs_f64();
     finish(&args, &queue, summary, worker_result, result)
+}
+
+/// A pair is registered (and its buckets claimed) only once both buckets answered: a typo in
+/// a bucket's name must not claim the other bucket for good. A pair registered before has
+/// answered already, and its rerun lists nothing more than it needs.
+async fn registered_or_answering(
+    queue: &ferry_queue::Queue,
+    stores: &Stores,
+    rule: &ferry_core::config::Rule,
+) -> Result<(), Failure> {
+    let registered = queue
+        .registered_rules()
+        .await
+        .context("reading the registered pairs")?
+        .iter()
+        .any(|r| r.rule == rule.name);
+    if !registered {
+        answers_a_listing(stores, rule).await?;
+    }
+    Ok(())
+}
+
+/// The first iteration this run works on: one left running (resumed), else the next.
+async fn first_iteration(queue: &ferry_queue::Queue, rule: &str) -> Result<u64, Failure> {
+    Ok(
+        match queue
+            .latest_iteration(rule)
+            .await
+            .context("reading the rule")?
+        {
+            Some(r) if r.is_running() => r.number,
+            Some(r) => r.number + 1,
+            None => 1,
+        },
+    )
 }
 
 /// Reports what the sync did, and how it ended: interrupted (exit 128 + signal), with

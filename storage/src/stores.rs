@@ -155,24 +155,8 @@ impl Stores {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            if let Some(fleet) = &self.fleet {
-                match fleet.probed(name, bucket).await {
-                    Ok(Some((at_ms, found)))
-                        if now_ms.saturating_sub(at_ms) < PROBE_LIFETIME.as_millis() as u64 =>
-                    {
-                        let age = Duration::from_millis(now_ms.saturating_sub(at_ms));
-                        tracing::debug!(endpoint = name, bucket, ?age, "using the fleet's probe");
-                        return Ok((
-                            Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-                            found,
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(endpoint = name, bucket, error = %e,
-                            "cannot read the fleet's probe; probing")
-                    }
-                }
+            if let Some(shared) = self.fleets_probe(name, bucket, now_ms).await {
+                return Ok(shared);
             }
             let (found, disturbed) = probe_patiently(self.get(name).as_ref(), bucket).await?;
             tracing::info!(
@@ -213,5 +197,34 @@ impl Stores {
         })
         .await
         .map(|(_, c)| *c)
+    }
+
+    /// The fleet's probe of `bucket` on endpoint `name`, when one is there and younger than
+    /// [`PROBE_LIFETIME`], dated by when it was made.
+    async fn fleets_probe(
+        &self,
+        name: &str,
+        bucket: &str,
+        now_ms: u64,
+    ) -> Option<(Instant, Capabilities)> {
+        let fleet = self.fleet.as_ref()?;
+        match fleet.probed(name, bucket).await {
+            Ok(Some((at_ms, found)))
+                if now_ms.saturating_sub(at_ms) < PROBE_LIFETIME.as_millis() as u64 =>
+            {
+                let age = Duration::from_millis(now_ms.saturating_sub(at_ms));
+                tracing::debug!(endpoint = name, bucket, ?age, "using the fleet's probe");
+                Some((
+                    Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                    found,
+                ))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(endpoint = name, bucket, error = %e,
+                    "cannot read the fleet's probe; probing");
+                None
+            }
+        }
     }
 }

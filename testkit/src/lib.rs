@@ -9,10 +9,14 @@
 //! - [`servers`]: real servers on free ports (Redis, moto, Garage, Ceph RGW) and child processes.
 //! - [`ceph`]: a single-node Ceph cluster with a RADOS Gateway, for [`servers::S3Server::rgw`].
 //! - [`chaos`]: randomized fault schedules against a real cluster (`scripts/chaos.sh`).
-//! - [`memstore`]: an in-memory object store, for unit tests of the coordinator and worker.
+//! - [`memstore`]: an in-memory object store, for unit tests of the coordinator and worker
+//!   (ferry-storage's, re-exported; it keeps the same storage contract as the real stores).
 //! - [`tls`]: a private certificate authority and an HTTPS front for a plain-HTTP S3 server.
 //!
 //! It is test infrastructure: nothing in the `ferry` binary depends on it.
+
+// Test tooling, not the product: its server set-ups and fault schedules read best whole.
+#![allow(clippy::too_many_lines)]
 #![allow(
     clippy::let_underscore_must_use,
     reason = "test tools clean up on a best-effort basis: killing a server already gone, or answering a client that hung up, is no failure"
