@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ferry_core::config::Config;
 use ferry_storage::{
     BodyStream, ByteRange, ErrorKind, ObjectAttrs, ObjectStore, PutOptions, RequestPath, S3Store,
-    StorageError, Stores, Timeouts, Trust, WriteCondition,
+    StorageError, Timeouts, Trust, WriteCondition,
 };
 use ferry_testkit::servers::{TempDir, wait_until};
 use ferry_testkit::tls::{PrivateCa, TlsFront};
@@ -19,19 +19,7 @@ use futures::StreamExt;
 use harness::data::{pattern, put_multipart};
 use harness::{S3Server, unique};
 use md5::{Digest, Md5};
-use std::sync::Arc;
 use std::time::Duration;
-
-async fn store(server: &S3Server) -> Arc<dyn ObjectStore> {
-    let config = Config::from_toml(&format!(
-        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
-        server.endpoint_toml("s3")
-    ))
-    .expect("config");
-    Stores::connect(&config, Timeouts::default(), &Trust::system())
-        .await
-        .get("s3")
-}
 
 /// A plain PUT of `bytes`, with `content_md5` when given; returns the ETag.
 async fn put(
@@ -65,7 +53,7 @@ fn body(bytes: &[u8]) -> BodyStream {
 }
 
 async fn uploads_are_checked_end_to_end(server: S3Server, checks_content_md5: bool) {
-    let store = store(&server).await;
+    let store = harness::s3_path(&server).await;
     let bucket = unique("b");
     server.create_bucket(&bucket).await;
     let bytes = pattern(3, 0, 10_000);

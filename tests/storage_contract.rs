@@ -4,28 +4,12 @@
 
 mod harness;
 
-use std::sync::Arc;
-
-use ferry_core::config::Config;
 use ferry_storage::contract::storage_contract;
 use ferry_storage::memstore::MemStore;
-use ferry_storage::{ObjectStore, Stores, Timeouts, Trust};
 use harness::{S3Server, unique};
 
-/// The S3 path to `server`, as a run connects to it.
-async fn store(server: &S3Server) -> Arc<dyn ObjectStore> {
-    let config = Config::from_toml(&format!(
-        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
-        server.endpoint_toml("s3")
-    ))
-    .expect("config");
-    Stores::connect(&config, Timeouts::default(), &Trust::system())
-        .await
-        .get("s3")
-}
-
 async fn on_server(server: S3Server) {
-    let store = store(&server).await;
+    let store = harness::s3_path(&server).await;
     let bucket = unique("contract");
     server.create_bucket(&bucket).await;
     storage_contract(store.as_ref(), &bucket).await;

@@ -77,6 +77,16 @@ impl Contract<'_> {
         format!("{}{name}", self.prefix)
     }
 
+    /// Asserts that `result` failed with `kind`, else breaches clause `what`.
+    fn refused<T>(&self, result: Result<T, StorageError>, kind: ErrorKind, what: &str) {
+        assert_eq!(
+            result.err().map(|e| e.kind),
+            Some(kind),
+            "{}",
+            self.breach(what)
+        );
+    }
+
     /// A breach of clause `what`, with the store's name.
     fn breach(&self, what: &str) -> String {
         format!("{}: {what}", self.store.name())
@@ -105,12 +115,8 @@ impl Contract<'_> {
         let md5 = hex::encode(Md5::digest(bytes));
         let attrs = ObjectAttrs::default();
         let options = PutOptions {
-            attrs: &attrs,
             content_md5: Some(&md5),
-            checksum: None,
-            condition,
-            tagging: None,
-            trailer: false,
+            ..PutOptions::new(&attrs, condition)
         };
         self.put_with(name, bytes, options).await
     }
@@ -212,12 +218,8 @@ impl Contract<'_> {
         attrs.metadata.insert("colour".into(), "blue".into());
         let md5 = hex::encode(Md5::digest(&bytes));
         let options = PutOptions {
-            attrs: &attrs,
             content_md5: Some(&md5),
-            checksum: None,
-            condition: &WriteCondition::None,
-            tagging: None,
-            trailer: false,
+            ..PutOptions::new(&attrs, &WriteCondition::None)
         };
         let written = self.put_with("read", &bytes, options).await.expect("PUT");
         let key = self.key("read");
@@ -277,20 +279,18 @@ impl Contract<'_> {
     async fn pinned_reads(&self, key: &str, etag: &str) {
         let wrong = "0123456789abcdef0123456789abcdef";
         let pinned = self.store.get(self.bucket, key, None, Some(wrong)).await;
-        assert_eq!(
-            pinned.err().map(|e| e.kind),
-            Some(ErrorKind::PreconditionFailed),
-            "{}",
-            self.breach("GET pinned to another ETag")
+        self.refused(
+            pinned,
+            ErrorKind::PreconditionFailed,
+            "GET pinned to another ETag",
         );
         let pinned = self.store.get(self.bucket, key, None, Some(etag)).await;
         assert!(pinned.is_ok(), "{}", self.breach("GET pinned to its ETag"));
         let head_pinned = self.store.head(self.bucket, key, Some(wrong)).await;
-        assert_eq!(
-            head_pinned.err().map(|e| e.kind),
-            Some(ErrorKind::PreconditionFailed),
-            "{}",
-            self.breach("HEAD pinned to another ETag")
+        self.refused(
+            head_pinned,
+            ErrorKind::PreconditionFailed,
+            "HEAD pinned to another ETag",
         );
     }
 
@@ -304,11 +304,10 @@ impl Contract<'_> {
         let absent = self.put("cond", b"second", &WriteCondition::IfAbsent).await;
         let now = self.read("cond", None).await;
         if self.caps.put.if_none_match {
-            assert_eq!(
-                absent.err().map(|e| e.kind),
-                Some(ErrorKind::PreconditionFailed),
-                "{}",
-                self.breach("If-None-Match: * on an existing key")
+            self.refused(
+                absent,
+                ErrorKind::PreconditionFailed,
+                "If-None-Match: * on an existing key",
             );
             assert_eq!(
                 now,
@@ -345,11 +344,10 @@ impl Contract<'_> {
                 .expect("HEAD");
             let wrong = form.if_match(&first.etag.replace(|c: char| c.is_ascii_hexdigit(), "0"));
             let refused = self.put("cond", b"third", &wrong).await;
-            assert_eq!(
-                refused.err().map(|e| e.kind),
-                Some(ErrorKind::PreconditionFailed),
-                "{}",
-                self.breach("If-Match with another ETag")
+            self.refused(
+                refused,
+                ErrorKind::PreconditionFailed,
+                "If-Match with another ETag",
             );
             let right = form.if_match(&current.etag);
             let accepted = self.put("cond", b"fourth", &right).await;
@@ -413,11 +411,10 @@ impl Contract<'_> {
                     &WriteCondition::None,
                 )
                 .await;
-            assert_eq!(
-                wrong.err().map(|e| e.kind),
-                Some(ErrorKind::PreconditionFailed),
-                "{}",
-                self.breach("copy pinned to another ETag")
+            self.refused(
+                wrong,
+                ErrorKind::PreconditionFailed,
+                "copy pinned to another ETag",
             );
         }
     }
@@ -618,11 +615,10 @@ impl Contract<'_> {
             .await
             .expect("abort");
         let head = self.store.head(self.bucket, &aborted, None).await;
-        assert_eq!(
-            head.err().map(|e| e.kind),
-            Some(ErrorKind::NotFound),
-            "{}",
-            self.breach("an aborted upload writes nothing")
+        self.refused(
+            head,
+            ErrorKind::NotFound,
+            "an aborted upload writes nothing",
         );
     }
 
@@ -630,12 +626,8 @@ impl Contract<'_> {
     async fn tags(&self) {
         let attrs = ObjectAttrs::default();
         let options = PutOptions {
-            attrs: &attrs,
-            content_md5: None,
-            checksum: None,
-            condition: &WriteCondition::None,
             tagging: Some("team=data"),
-            trailer: false,
+            ..PutOptions::new(&attrs, &WriteCondition::None)
         };
         let put = self.put_with("tagged", b"tagged", options).await;
         let key = self.key("tagged");
@@ -689,12 +681,8 @@ impl Contract<'_> {
                 value,
             };
             let options = PutOptions {
-                attrs: &attrs,
-                content_md5: None,
                 checksum: Some(&checksum),
-                condition: &WriteCondition::None,
-                tagging: None,
-                trailer: false,
+                ..PutOptions::new(&attrs, &WriteCondition::None)
             };
             let put = self.put_with("checksummed", bytes, options).await;
             match (right, self.caps.checksums_verified) {
@@ -714,19 +702,9 @@ impl Contract<'_> {
     async fn errors(&self) {
         let missing = self.key("missing");
         let head = self.store.head(self.bucket, &missing, None).await;
-        assert_eq!(
-            head.err().map(|e| e.kind),
-            Some(ErrorKind::NotFound),
-            "{}",
-            self.breach("HEAD of a missing key")
-        );
+        self.refused(head, ErrorKind::NotFound, "HEAD of a missing key");
         let get = self.store.get(self.bucket, &missing, None, None).await;
-        assert_eq!(
-            get.err().map(|e| e.kind),
-            Some(ErrorKind::NotFound),
-            "{}",
-            self.breach("GET of a missing key")
-        );
+        self.refused(get, ErrorKind::NotFound, "GET of a missing key");
         self.store
             .delete(self.bucket, &missing)
             .await

@@ -90,6 +90,21 @@ pub struct PutOptions<'a> {
     pub trailer: bool,
 }
 
+impl<'a> PutOptions<'a> {
+    /// A write with these headers under `condition`, with nothing else: no MD5, checksum,
+    /// tags or trailer.
+    pub fn new(attrs: &'a ObjectAttrs, condition: &'a WriteCondition) -> Self {
+        PutOptions {
+            attrs,
+            content_md5: None,
+            checksum: None,
+            condition,
+            tagging: None,
+            trailer: false,
+        }
+    }
+}
+
 /// What a write returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {

@@ -195,3 +195,16 @@ pub async fn store_at(
     .await
     .get("store")
 }
+
+/// The S3 path to `server`'s endpoint `s3`, as a run connects to it.
+pub async fn s3_path(server: &S3Server) -> std::sync::Arc<dyn ferry_storage::ObjectStore> {
+    let config = ferry_core::config::Config::from_toml(&format!(
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n{}",
+        server.endpoint_toml("s3")
+    ))
+    .expect("config");
+    let trust = ferry_storage::Trust::system();
+    ferry_storage::Stores::connect(&config, ferry_storage::Timeouts::default(), &trust)
+        .await
+        .get("s3")
+}

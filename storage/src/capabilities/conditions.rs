@@ -18,12 +18,8 @@ impl Probe<'_> {
             };
             let attrs = ObjectAttrs::default();
             let options = PutOptions {
-                attrs: &attrs,
-                content_md5: None,
                 checksum: Some(&checksum),
-                condition: &WriteCondition::None,
-                tagging: None,
-                trailer: false,
+                ..PutOptions::new(&attrs, &WriteCondition::None)
             };
             let put = self
                 .store
