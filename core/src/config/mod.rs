@@ -5,6 +5,7 @@
 //! spans several places: endpoint references, overlapping prefixes, bucket pairing.
 
 mod parse;
+mod secrets;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::units::ByteSize;
+pub use secrets::{redact_known, redact_url, remember, secrets_held, warn_if_exposed};
 pub use validate::{BucketRef, check_pairing};
 
 /// Largest number of prefixes one rule may list.
@@ -246,108 +248,6 @@ impl fmt::Debug for RedisConfig {
             .field("namespace", &self.namespace)
             .field("cluster", &self.cluster)
             .finish()
-    }
-}
-
-/// Every secret this process has read (keys, tokens, Redis passwords), for [`redact_known`].
-static KNOWN_SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// Secrets shorter than this are not searched for (they would match ordinary text).
-const SHORTEST_SECRET: usize = 4;
-
-/// Remembers `secret` for [`redact_known`].
-pub fn remember(secret: &str) {
-    if secret.len() < SHORTEST_SECRET {
-        return;
-    }
-    let mut known = KNOWN_SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    if !known.iter().any(|k| k == secret) {
-        known.push(secret.to_string());
-    }
-}
-
-/// `text` with every secret read so far, and every URL's user and password, replaced by `***`:
-/// for text ferry did not write itself (a panic's message, a library's error).
-pub fn redact_known(text: &str) -> String {
-    let mut out = text.to_string();
-    let known = KNOWN_SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    for secret in known.iter() {
-        out = out.replace(secret.as_str(), "***");
-    }
-    drop(known);
-    out.split(' ')
-        .map(|word| match word.find("://") {
-            Some(_) if split_userinfo(word).is_some() => redact_url(word),
-            _ => word.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The secrets written in config text itself (not named by `_env`): where each is.
-pub fn secrets_held(text: &str) -> Vec<String> {
-    let Ok(top) = text.parse::<toml::Table>() else {
-        return Vec::new();
-    };
-    let mut held = Vec::new();
-    if let Some(endpoints) = top.get("endpoints").and_then(toml::Value::as_table) {
-        for (name, endpoint) in endpoints {
-            if endpoint.get("secret_access_key").is_some() {
-                held.push(format!("endpoints.{name}.secret_access_key"));
-            }
-        }
-    }
-    if let Some(redis) = top.get("redis").and_then(toml::Value::as_table) {
-        let urls = redis
-            .get("url")
-            .into_iter()
-            .chain(
-                redis
-                    .get("urls")
-                    .and_then(toml::Value::as_array)
-                    .into_iter()
-                    .flatten(),
-            )
-            .filter_map(toml::Value::as_str);
-        if urls
-            .filter_map(split_userinfo)
-            .any(|(_, userinfo, _)| userinfo.contains(':'))
-        {
-            held.push("redis.url (a password)".to_string());
-        }
-    }
-    held
-}
-
-/// Warns when the config file at `path` (whose text is `text`) holds a secret and every user
-/// of the machine can read it.
-pub fn warn_if_exposed(path: &Path, text: &str) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::metadata(path) else {
-            return;
-        };
-        let mode = meta.permissions().mode();
-        let held = secrets_held(text);
-        if mode & 0o004 != 0 && !held.is_empty() {
-            tracing::warn!(
-                file = %path.display(),
-                mode = format!("{:o}", mode & 0o777),
-                secrets = %held.join(", "),
-                "the config file holds secrets and every user of this machine can read it: \
-                 chmod 600 it, or move the secrets to environment variables (*_env)"
-            );
-        }
-    }
-}
-
-/// Replaces the whole userinfo of `scheme://user:password@host` with `***`, whatever
-/// characters the password holds.
-pub fn redact_url(url: &str) -> String {
-    match split_userinfo(url) {
-        Some((scheme, _, rest)) => format!("{scheme}***@{rest}"),
-        None => url.to_string(),
     }
 }
 
@@ -735,64 +635,4 @@ impl fmt::Display for ConfigError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_secrets_a_config_file_holds_are_named() {
-        let text = "[redis]\nurl = \"redis://app:pw@h:1\"\n\
-                    [endpoints.a]\nsecret_access_key = \"s\"\n\
-                    [endpoints.b]\nsecret_access_key_env = \"B_SECRET\"\n";
-        assert_eq!(
-            secrets_held(text),
-            ["endpoints.a.secret_access_key", "redis.url (a password)"]
-        );
-        assert!(secrets_held("[redis]\nurl = \"redis://h:1\"\n").is_empty());
-        assert!(secrets_held("[redis]\nurls = [\"redis://h:1\", \"redis://:p@g:2\"]\n").len() == 1);
-    }
-
-    #[test]
-    fn known_secrets_and_url_passwords_are_redacted_from_any_text() {
-        let secret = Secret::new("s3cr3t-redaction-test".into());
-        let redis = RedisConfig::new("redis://u:p%40ss-redaction@h:1", "ns");
-        redis.remember_passwords();
-        let text = format!(
-            "key {} at redis://u:other-pass@h:1 and p@ss-redaction, p%40ss-redaction",
-            secret.expose()
-        );
-        let shown = redact_known(&text);
-        assert_eq!(shown, "key *** at redis://***@h:1 and ***, ***");
-    }
-
-    #[test]
-    fn redact_url_hides_the_whole_userinfo() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(
-            redact_url("rediss://app:hunter2@redis.example:6380/0"),
-            "rediss://***@redis.example:6380/0"
-        );
-        assert_eq!(redact_url("redis://:pw@h:1"), "redis://***@h:1");
-        assert_eq!(redact_url("redis://tokenonly@h:1"), "redis://***@h:1");
-        // A password holding '/', '@' and ':' as written, not encoded.
-        let url = "redis://app:p/a@s:s#w@redis.example:6380/2";
-        let shown = redact_url(url);
-        assert_eq!(shown, "redis://***@redis.example:6380/2");
-        assert!(!shown.contains("p/a"));
-    }
-
-    #[test]
-    fn passwords_with_url_characters_reach_the_client_encoded() {
-        let config = RedisConfig::new("redis://app:p/a@s:s%w@redis.example:6380/2", "ferry");
-        assert_eq!(
-            config.connection_url(),
-            "redis://app:p%2Fa%40s%3As%25w@redis.example:6380/2"
-        );
-        // Already encoded passwords are not encoded twice.
-        let config = RedisConfig::new("redis://:p%2Fw@h:1", "ferry");
-        assert_eq!(config.connection_url(), "redis://:p%2Fw@h:1");
-        assert!(!format!("{config:?}").contains("p%2Fw"));
-    }
-}
+mod tests;
