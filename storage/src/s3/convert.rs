@@ -236,7 +236,26 @@ macro_rules! read_head {
     }};
 }
 
-pub(super) use {apply_attrs, apply_condition, read_head};
+/// Sends an upload (`op`, a customized PutObject or UploadPart) under the upload watchdog,
+/// and reads its answer as [`Written`]: the two answer alike.
+macro_rules! send_upload {
+    ($store:expr, $op:expr, $operation:literal, $progress:expr, $bucket:expr, $key:expr) => {{
+        let store = $store;
+        let sent = async {
+            $op.send()
+                .await
+                .map_err(|e| store.error($operation, store.target($bucket, $key), e))
+        };
+        let target = || store.target($bucket, $key);
+        let out = watch_upload(sent, &$progress, store.timeouts, $operation, target).await?;
+        Written {
+            etag: strip_quotes(out.e_tag().unwrap_or_default()),
+            etag_may_be_md5: !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
+        }
+    }};
+}
+
+pub(super) use {apply_attrs, apply_condition, read_head, send_upload};
 
 #[cfg(test)]
 mod tests {

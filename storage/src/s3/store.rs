@@ -187,19 +187,7 @@ impl ObjectStore for S3Store {
         if options.attrs.content_type.is_none() {
             op = op.mutate_request(strip_default_content_type);
         }
-        let sent = async {
-            op.send()
-                .await
-                .map_err(|e| self.error("PutObject", self.target(bucket, key), e))
-        };
-        let out = watch_upload(sent, &progress, self.timeouts, "PutObject", || {
-            self.target(bucket, key)
-        })
-        .await?;
-        Ok(Written {
-            etag: strip_quotes(out.e_tag().unwrap_or_default()),
-            etag_may_be_md5: !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
-        })
+        Ok(send_upload!(self, op, "PutObject", progress, bucket, key))
     }
 
     async fn copy(
@@ -373,19 +361,7 @@ impl ObjectStore for S3Store {
             .body(to_sdk_body(body, length, progress.clone()))
             .customize()
             .disable_payload_signing();
-        let sent = async {
-            op.send()
-                .await
-                .map_err(|e| self.error("UploadPart", self.target(bucket, key), e))
-        };
-        let out = watch_upload(sent, &progress, self.timeouts, "UploadPart", || {
-            self.target(bucket, key)
-        })
-        .await?;
-        Ok(Written {
-            etag: strip_quotes(out.e_tag().unwrap_or_default()),
-            etag_may_be_md5: !encrypted(out.server_side_encryption(), out.sse_customer_algorithm()),
-        })
+        Ok(send_upload!(self, op, "UploadPart", progress, bucket, key))
     }
 
     async fn upload_part_copy(
