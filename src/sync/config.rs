@@ -128,7 +128,7 @@ pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure>
         added,
     } = endpoints(args, &src, &dst)?;
     let name = rule_name(&src, &dst, &added);
-    let rule = rule(args, &name, &src, &dst).map_err(config_error)?;
+    let rule = rule(args, &name, &src, &dst);
     // The file's own rules are not this command's.
     table.remove("rules");
     if let Some(url) = &args.redis {
@@ -142,7 +142,19 @@ pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure>
     let path = found
         .as_ref()
         .map_or_else(|| "no config file".to_string(), |p| p.display().to_string());
-    let mut config = parse_file(&table, &path)?;
+    // Every problem is told at once, the flags' and the file's, as `ferry validate` does.
+    let (mut config, rule) = match (parse_file(&table, &path)?, rule) {
+        (Ok(config), Ok(rule)) => (config, rule),
+        (config, rule) => {
+            let flags = rule.err().unwrap_or_default();
+            return Err(config_error(
+                flags
+                    .into_iter()
+                    .chain(config.err().into_iter().flatten())
+                    .collect(),
+            ));
+        }
+    };
     let problems = config.check_rule(&rule);
     if !problems.is_empty() {
         return Err(config_error(
@@ -461,19 +473,17 @@ fn flag_of(path: &str) -> String {
 
 /// Parses and validates the config file with the endpoints the sides added, as the config
 /// file is; a problem in it is reported under the file's name.
-fn parse_file(table: &toml::Table, path: &str) -> Result<Config, Failure> {
+fn parse_file(table: &toml::Table, path: &str) -> Result<Result<Config, Vec<Problem>>, Failure> {
     let rendered = toml::to_string(table).map_err(|e| Failure::Runtime(e.into()))?;
-    Config::from_toml(&rendered).map_err(|e| {
-        config_error(
-            e.problems
-                .into_iter()
-                .map(|p| Problem {
-                    path: format!("{} ({path})", p.path),
-                    message: p.message,
-                })
-                .collect(),
-        )
-    })
+    Ok(Config::from_toml(&rendered).map_err(|e| {
+        e.problems
+            .into_iter()
+            .map(|p| Problem {
+                path: format!("{} ({path})", p.path),
+                message: p.message,
+            })
+            .collect()
+    }))
 }
 
 #[cfg(test)]
@@ -653,5 +663,36 @@ mod tests {
         assert_eq!(flag_of("rules"), "DST");
         assert_eq!(flag_of("part_size"), "--part-size");
         assert_eq!(flag_of("multipart_threshold"), "--multipart-threshold");
+    }
+
+    #[test]
+    fn a_bad_flag_and_a_bad_config_file_are_told_together() {
+        let dir = std::env::temp_dir().join(format!("ferry-sync-both-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ferry.toml");
+        std::fs::write(
+            &file,
+            "[endpoints.east]\nurl = 5\n\n[endpoints.west]\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let line = args(&[
+            "east:photos",
+            "west:photos-dr",
+            "--config",
+            file.to_str().unwrap(),
+            "--part-size",
+            "big",
+        ]);
+        let result = build_config(&line);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let Err(Failure::Config(e)) = result else {
+            panic!("not a config error");
+        };
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"--part-size"), "{paths:?}");
+        assert!(
+            paths.iter().any(|p| p.starts_with("endpoints.east.url")),
+            "{paths:?}"
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! It counts requests by operation, so a test can check what a run did, and can be told to
 //! fail writes, as a store that denies access would.
 //!
-//! Integration tests use it only to hold it to the storage contract ([`crate::contract`])
-//! that moto and Garage pass; behind the `testing` feature.
+//! Behind the `testing` feature. It keeps the storage contract ([`crate::contract`]) that the
+//! S3 path keeps on moto, Garage and RGW (`tests/storage_contract.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
