@@ -1,6 +1,6 @@
 //! How a command fails, and the exit code each failure maps to: 2 for a configuration
-//! error (a bad flag, file or value, or a Redis that turns ferry away), 128 + the signal for
-//! an interrupted run, 1 for anything else.
+//! error (a bad flag, file or value, or a Redis that turns ferry away), 3 for a copy `verify`
+//! found incomplete, 128 + the signal for an interrupted run, 1 for anything else.
 
 use std::process::ExitCode;
 
@@ -11,6 +11,8 @@ use tracing::error;
 pub(crate) enum Failure {
     Config(ConfigError),
     Runtime(anyhow::Error),
+    /// A check found the copy incomplete or different (`verify`): exit 3, after this.
+    Mismatch(String),
     /// Stopped by this signal, after draining (its summary already said): exit 128 + signal.
     Interrupted(i32),
 }
@@ -38,6 +40,10 @@ impl Failure {
             Failure::Config(e) => {
                 eprint!("{e}");
                 ExitCode::from(2)
+            }
+            Failure::Mismatch(what) => {
+                eprintln!("error: {what}");
+                ExitCode::from(3)
             }
             Failure::Interrupted(signal) => ExitCode::from((128 + signal).clamp(0, 255) as u8),
             Failure::Runtime(e) => match refused(&e) {

@@ -21,6 +21,7 @@ mod startup;
 mod status;
 mod sync;
 mod validate;
+mod verify;
 mod worker;
 
 use failure::Failure;
@@ -93,6 +94,10 @@ enum Command {
     /// rclone's, or s3://BUCKET[/PREFIX]) in this process, with a progress display; a second
     /// run copies only what changed.
     Sync(Box<sync::SyncArgs>),
+    /// Compare SRC and DST key by key, independently of what ferry recorded: every key that
+    /// is missing, differs, or cannot be compared, and a summary; exit 3 when any key is
+    /// missing or differs.
+    Verify(Box<verify::VerifyArgs>),
     /// Write a commented starter config (ferry.toml, readable by you alone).
     Init(init::InitArgs),
     /// Check a config file and print every problem found.
@@ -122,7 +127,10 @@ fn main() -> ExitCode {
     logging::redact_panics();
     let cli = Cli::parse();
     // `sync` draws progress on stderr: only warnings and errors go there besides, unless -v.
-    let quiet_by_default = matches!(cli.command, Command::Sync(_) | Command::Probe(_));
+    let quiet_by_default = matches!(
+        cli.command,
+        Command::Sync(_) | Command::Probe(_) | Command::Verify(_)
+    );
     logging::init_logging(cli.log.level(quiet_by_default), cli.log.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,6 +151,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Sync(args) => sync::run(*args).await,
+        Command::Verify(args) => verify::run(*args).await,
         Command::Init(args) => init::run(args),
         Command::Validate(common) => validate::run(&common),
         Command::Coordinator(args) => coordinator::run(args).await,

@@ -511,7 +511,7 @@ async fn wait_until_settled(
 
 /// Runs [`list_pages`] over `range` in a background task, a few pages ahead of the diff, so
 /// listing latency overlaps with diffing and planning; the listing stops at the range's end.
-fn spawn_listing(
+pub(crate) fn spawn_listing(
     store: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,

@@ -9,6 +9,7 @@ mod marks;
 mod planner;
 mod ranges;
 mod uploads;
+pub mod verify;
 
 use std::sync::Arc;
 

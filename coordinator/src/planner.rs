@@ -108,9 +108,7 @@ impl<'a> Planner<'a> {
             settled_floor: 0,
             prune_before_ms,
             missed_window: None,
-            now_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            now_ms: ferry_core::filter::now_ms(),
         }
     }
 

@@ -174,6 +174,13 @@ impl Filter {
     }
 }
 
+/// This machine's clock in ms since the Unix epoch: the "now" the age filters are read at.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use ferry_core::config::{
 use ferry_core::filter::Filter;
 use ferry_core::units::{ByteSize, parse_duration};
 
-use super::SyncArgs;
+use super::{CopyFlags, PairArgs, SyncArgs};
 use crate::failure::Failure;
 use crate::startup::config_path;
 
@@ -23,6 +23,29 @@ struct Side {
     prefix: String,
     /// Given as `s3://BUCKET`: its endpoint comes from the environment and flags.
     s3_url: bool,
+}
+
+/// One pairing as a command line gives it: SRC, DST, the flags that reach and filter them,
+/// and (for `sync`) what is copied and until when.
+pub(crate) struct Line<'a> {
+    pub(crate) src: &'a str,
+    pub(crate) dst: &'a str,
+    pub(crate) pair: &'a PairArgs,
+    /// `None`: the defaults (`verify` copies nothing).
+    pub(crate) copy: Option<&'a CopyFlags>,
+    pub(crate) redis: Option<&'a str>,
+}
+
+impl SyncArgs {
+    pub(super) fn line(&self) -> Line<'_> {
+        Line {
+            src: &self.src,
+            dst: &self.dst,
+            pair: &self.pair,
+            copy: Some(&self.copy),
+            redis: self.redis.as_deref(),
+        }
+    }
 }
 
 pub(super) fn problem(path: &str, message: impl Into<String>) -> Problem {
@@ -119,7 +142,7 @@ fn rule_name(src: &Side, dst: &Side, endpoints: &toml::Table) -> String {
 
 /// Builds the config: the file's `[redis]` and endpoints, and one rule from the arguments,
 /// checked as a rule of the file would be. A bad flag value is reported under the flag's name.
-pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure> {
+pub(crate) fn build_config(args: &Line<'_>) -> Result<(Config, String), Failure> {
     let (src, dst) = sides(args)?;
     let File {
         found,
@@ -131,12 +154,12 @@ pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure>
     let rule = rule(args, &name, &src, &dst);
     // The file's own rules are not this command's.
     table.remove("rules");
-    if let Some(url) = &args.redis {
+    if let Some(url) = args.redis {
         let redis = table
             .entry("redis")
             .or_insert_with(|| toml::Table::new().into());
         if let Some(r) = redis.as_table_mut() {
-            r.insert("url".into(), url.clone().into());
+            r.insert("url".into(), url.to_string().into());
         }
     }
     let path = found
@@ -175,9 +198,9 @@ pub(super) fn build_config(args: &SyncArgs) -> Result<(Config, String), Failure>
 }
 
 /// SRC and DST, parsed; a destination prefix must be empty or the source's.
-fn sides(args: &SyncArgs) -> Result<(Side, Side), Failure> {
-    let src = parse_side("SRC", &args.src);
-    let dst = parse_side("DST", &args.dst);
+fn sides(args: &Line<'_>) -> Result<(Side, Side), Failure> {
+    let src = parse_side("SRC", args.src);
+    let dst = parse_side("DST", args.dst);
     let (src, dst) = match (src, dst) {
         (Ok(s), Ok(d)) => (s, d),
         (s, d) => {
@@ -209,7 +232,7 @@ struct File {
 
 /// Reads the config file where one is needed or there, and adds the endpoints of the sides
 /// it does not name: an s3:// side's (from the environment and flags), an rclone remote's.
-fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
+fn endpoints(args: &Line<'_>, src: &Side, dst: &Side) -> Result<File, Failure> {
     // Each named side's rclone remote, looked up once: `None` when rclone's config has no
     // such remote (or there is no rclone config).
     let rclone = crate::remote::rclone_config_path();
@@ -220,7 +243,7 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
     let remotes = [remote(src), remote(dst)];
     // The config file: needed for endpoints named in it, and read when it is there for its
     // [redis]; s3:// sides and rclone remotes (usable or not: rclone's to speak of) need none.
-    let needs_file = args.config.is_some()
+    let needs_file = args.pair.config.is_some()
         || [src, dst]
             .iter()
             .zip(&remotes)
@@ -272,7 +295,7 @@ fn endpoints(args: &SyncArgs, src: &Side, dst: &Side) -> Result<File, Failure> {
 /// The endpoint a named side adds: none when the config file has it, else its rclone
 /// remote's. Flags for s3:// sides are a problem here, as is a name found nowhere.
 fn named_endpoint(
-    args: &SyncArgs,
+    args: &Line<'_>,
     (arg, side): (&str, &Side),
     remote: Option<Result<toml::Table, Problem>>,
     known: &[String],
@@ -326,10 +349,10 @@ fn named_endpoint(
 /// The config file (when one is given, or there), its name as problems say it, its text
 /// and its table; `needs_file` makes a missing one an error.
 fn read_file(
-    args: &SyncArgs,
+    args: &Line<'_>,
     needs_file: bool,
 ) -> Result<(Option<PathBuf>, String, String, toml::Table), Failure> {
-    let found = match config_path(args.config.as_deref()) {
+    let found = match config_path(args.pair.config.as_deref()) {
         Ok(path) => Some(path),
         Err(e) if needs_file => return Err(e),
         Err(_) => None,
@@ -353,25 +376,26 @@ fn read_file(
 }
 
 /// The `--src-*` or `--dst-*` flags of an s3:// side.
-fn side_flags(args: &SyncArgs, arg: &str) -> crate::remote::SideFlags {
+fn side_flags(args: &Line<'_>, arg: &str) -> crate::remote::SideFlags {
     match arg {
         "SRC" => crate::remote::SideFlags {
-            endpoint: args.src_endpoint.clone(),
-            profile: args.src_profile.clone(),
-            region: args.src_region.clone(),
+            endpoint: args.pair.src_endpoint.clone(),
+            profile: args.pair.src_profile.clone(),
+            region: args.pair.src_region.clone(),
         },
         _ => crate::remote::SideFlags {
-            endpoint: args.dst_endpoint.clone(),
-            profile: args.dst_profile.clone(),
-            region: args.dst_region.clone(),
+            endpoint: args.pair.dst_endpoint.clone(),
+            profile: args.pair.dst_profile.clone(),
+            region: args.pair.dst_region.clone(),
         },
     }
 }
 
 /// The rule SRC, DST and the flags make, each value read by the config file's own parser;
 /// a value it refuses is a problem under its flag.
-fn rule(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> Result<Rule, Vec<Problem>> {
+fn rule(args: &Line<'_>, name: &str, src: &Side, dst: &Side) -> Result<Rule, Vec<Problem>> {
     let mut problems = Vec::new();
+    let copy = args.copy.cloned().unwrap_or_default();
     let size = |flag: &str, value: &Option<String>, problems: &mut Vec<Problem>| {
         parsed(flag, value, ByteSize::parse, problems)
     };
@@ -391,21 +415,21 @@ fn rule(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> Result<Rule, Vec
         bucket: dst.bucket.clone(),
         storage_class: parsed(
             "--storage-class",
-            &args.storage_class,
+            &args.pair.storage_class,
             StorageClass::parse_named,
             &mut problems,
         ),
     };
     let mut rule = Rule::with_defaults(name.to_string(), source, destination);
     // `--once` is the default (and conflicts with `--stop`).
-    let stop = Some(args.stop.clone().unwrap_or_else(|| "once".into()));
+    let stop = Some(copy.stop.clone().unwrap_or_else(|| "once".into()));
     rule.stop = parsed("--stop", &stop, Stop::parse, &mut problems).unwrap_or(Stop::Once);
-    if let Some(interval) = duration("--interval", &args.interval, &mut problems) {
+    if let Some(interval) = duration("--interval", &copy.interval, &mut problems) {
         rule.interval = interval;
     }
     if let Some(overwrite) = parsed(
         "--overwrite",
-        &args.overwrite,
+        &copy.overwrite,
         Overwrite::parse,
         &mut problems,
     ) {
@@ -413,23 +437,23 @@ fn rule(args: &SyncArgs, name: &str, src: &Side, dst: &Side) -> Result<Rule, Vec
     }
     if let Some(threshold) = size(
         "--multipart-threshold",
-        &args.multipart_threshold,
+        &copy.multipart_threshold,
         &mut problems,
     ) {
         rule.multipart_threshold = threshold;
     }
-    if let Some(part) = size("--part-size", &args.part_size, &mut problems) {
+    if let Some(part) = size("--part-size", &copy.part_size, &mut problems) {
         rule.part_size = part;
     }
-    rule.overwrite_unmanaged = args.overwrite_unmanaged;
-    rule.delete = args.delete;
+    rule.overwrite_unmanaged = copy.overwrite_unmanaged;
+    rule.delete = copy.delete;
     let filter = Filter::new(
-        args.include.clone(),
-        args.exclude.clone(),
-        size("--min-size", &args.min_size, &mut problems).map(|s| s.0),
-        size("--max-size", &args.max_size, &mut problems).map(|s| s.0),
-        duration("--min-age", &args.min_age, &mut problems),
-        duration("--max-age", &args.max_age, &mut problems),
+        args.pair.include.clone(),
+        args.pair.exclude.clone(),
+        size("--min-size", &args.pair.min_size, &mut problems).map(|s| s.0),
+        size("--max-size", &args.pair.max_size, &mut problems).map(|s| s.0),
+        duration("--min-age", &args.pair.min_age, &mut problems),
+        duration("--max-age", &args.pair.max_age, &mut problems),
     );
     match filter {
         Ok(filter) => rule.filter = filter,
@@ -606,7 +630,7 @@ mod tests {
             "--storage-class",
             "STANDARD_IA",
         ]);
-        let built = rule(&good, "r", &src, &dst).expect("a rule");
+        let built = rule(&good.line(), "r", &src, &dst).expect("a rule");
         assert_eq!(built.part_size, ByteSize(8 * ByteSize::MIB));
         assert_eq!(built.interval, std::time::Duration::from_secs(3600));
         assert_eq!(
@@ -639,7 +663,7 @@ mod tests {
             "--storage-class",
             "COLD",
         ]);
-        let problems = rule(&bad, "r", &src, &dst).unwrap_err();
+        let problems = rule(&bad.line(), "r", &src, &dst).unwrap_err();
         let flags: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             flags,
@@ -683,7 +707,7 @@ mod tests {
             "--part-size",
             "big",
         ]);
-        let result = build_config(&line);
+        let result = build_config(&line.line());
         std::fs::remove_dir_all(&dir).unwrap();
         let Err(Failure::Config(e)) = result else {
             panic!("not a config error");

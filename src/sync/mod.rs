@@ -23,7 +23,8 @@ mod config;
 mod progress;
 mod summary;
 
-use config::{build_config, config_error, problem};
+pub(crate) use config::{Line, build_config};
+use config::{config_error, problem};
 use progress::{Display, show_progress};
 use summary::{Summary, report, skip_reasons, summarize};
 
@@ -46,62 +47,8 @@ pub(crate) struct SyncArgs {
     /// Destination, the same way (the prefix, if any, must be the source's: keys keep their
     /// names).
     dst: String,
-    /// For an s3:// SRC: the S3 API's URL [default: AWS_ENDPOINT_URL_S3, else
-    /// AWS_ENDPOINT_URL, else AWS's own]. Keys: FERRY_SRC_ACCESS_KEY_ID and
-    /// FERRY_SRC_SECRET_ACCESS_KEY, else the AWS credential chain.
-    #[arg(
-        long,
-        env = "FERRY_SRC_ENDPOINT",
-        value_name = "URL",
-        help_heading = "s3:// sides"
-    )]
-    src_endpoint: Option<String>,
-    /// For an s3:// SRC: a profile of the shared AWS config and credentials files.
-    #[arg(
-        long,
-        env = "FERRY_SRC_PROFILE",
-        value_name = "NAME",
-        help_heading = "s3:// sides"
-    )]
-    src_profile: Option<String>,
-    /// For an s3:// SRC: the signing region [default: AWS_REGION, else AWS_DEFAULT_REGION,
-    /// else the profile's, else us-east-1].
-    #[arg(
-        long,
-        env = "FERRY_SRC_REGION",
-        value_name = "REGION",
-        help_heading = "s3:// sides"
-    )]
-    src_region: Option<String>,
-    /// For an s3:// DST: the S3 API's URL (as --src-endpoint; keys: FERRY_DST_ACCESS_KEY_ID
-    /// and FERRY_DST_SECRET_ACCESS_KEY).
-    #[arg(
-        long,
-        env = "FERRY_DST_ENDPOINT",
-        value_name = "URL",
-        help_heading = "s3:// sides"
-    )]
-    dst_endpoint: Option<String>,
-    /// For an s3:// DST: a profile of the shared AWS files.
-    #[arg(
-        long,
-        env = "FERRY_DST_PROFILE",
-        value_name = "NAME",
-        help_heading = "s3:// sides"
-    )]
-    dst_profile: Option<String>,
-    /// For an s3:// DST: the signing region (as --src-region).
-    #[arg(
-        long,
-        env = "FERRY_DST_REGION",
-        value_name = "REGION",
-        help_heading = "s3:// sides"
-    )]
-    dst_region: Option<String>,
-    /// The config file with the endpoints [default: ./ferry.toml, else
-    /// ~/.config/ferry/ferry.toml]. Its rules are ignored.
-    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) pair: PairArgs,
     /// Redis URL; overrides `[redis] url` in the config (and means: use Redis).
     #[arg(
         long,
@@ -125,76 +72,8 @@ pub(crate) struct SyncArgs {
     /// One iteration, then exit (the default).
     #[arg(long, conflicts_with = "stop", help_heading = "Iterations")]
     once: bool,
-    /// When to stop: `once`, `empty:N` (after N iterations in a row that change nothing) or
-    /// `never`.
-    #[arg(
-        long,
-        value_name = "WHEN",
-        default_value = "once",
-        help_heading = "Iterations"
-    )]
-    stop: Option<String>,
-    /// Pause between iterations (with `--stop empty:N` or `never`).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "15m",
-        help_heading = "Iterations"
-    )]
-    interval: Option<String>,
-    /// When an existing destination object is replaced.
-    #[arg(
-        long,
-        value_parser = ["never", "if-newer", "if-different", "always"],
-        default_value = "if-newer",
-        help_heading = "What is copied"
-    )]
-    overwrite: Option<String>,
-    /// Also replace destination objects ferry did not write.
-    #[arg(long, help_heading = "What is copied")]
-    overwrite_unmanaged: bool,
-    /// Delete destination objects ferry wrote whose source is gone.
-    #[arg(long, help_heading = "What is copied")]
-    delete: bool,
-    /// Objects at or above SIZE are copied in parts.
-    #[arg(
-        long,
-        value_name = "SIZE",
-        default_value = "100MiB",
-        help_heading = "What is copied"
-    )]
-    multipart_threshold: Option<String>,
-    /// Size of each part.
-    #[arg(
-        long,
-        value_name = "SIZE",
-        default_value = "50MiB",
-        help_heading = "What is copied"
-    )]
-    part_size: Option<String>,
-    /// Storage class of every copy [default: the source object's].
-    #[arg(long, value_name = "CLASS", help_heading = "What is copied")]
-    storage_class: Option<String>,
-    /// Copy only keys that match GLOB (repeatable; rclone's glob rules, on the key relative
-    /// to the prefix: `*.jpg`, `/2024/**`, `{a,b}/*`).
-    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
-    include: Vec<String>,
-    /// Leave out keys that match GLOB (repeatable; wins over --include). Excluded objects
-    /// are counted, never copied, and never deleted by --delete.
-    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
-    exclude: Vec<String>,
-    /// Leave out objects smaller than SIZE (e.g. 1MiB).
-    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
-    min_size: Option<String>,
-    /// Leave out objects larger than SIZE.
-    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
-    max_size: Option<String>,
-    /// Leave out objects modified more recently than DURATION ago (e.g. 1h).
-    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
-    min_age: Option<String>,
-    /// Leave out objects modified longer than DURATION ago (e.g. 7d).
-    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
-    max_age: Option<String>,
+    #[command(flatten)]
+    copy: CopyFlags,
     /// List what would be copied or deleted, and change nothing.
     #[arg(long, help_heading = "Output")]
     dry_run: bool,
@@ -208,9 +87,170 @@ pub(crate) struct SyncArgs {
     s3: S3Args,
 }
 
+/// How SRC and DST are reached and which of their keys count: the flags `sync` and `verify`
+/// share.
+#[derive(Args, Clone, Default)]
+pub(crate) struct PairArgs {
+    /// For an s3:// SRC: the S3 API's URL [default: AWS_ENDPOINT_URL_S3, else
+    /// AWS_ENDPOINT_URL, else AWS's own]. Keys: FERRY_SRC_ACCESS_KEY_ID and
+    /// FERRY_SRC_SECRET_ACCESS_KEY, else the AWS credential chain.
+    #[arg(
+        long,
+        env = "FERRY_SRC_ENDPOINT",
+        value_name = "URL",
+        help_heading = "s3:// sides"
+    )]
+    pub(crate) src_endpoint: Option<String>,
+    /// For an s3:// SRC: a profile of the shared AWS config and credentials files.
+    #[arg(
+        long,
+        env = "FERRY_SRC_PROFILE",
+        value_name = "NAME",
+        help_heading = "s3:// sides"
+    )]
+    pub(crate) src_profile: Option<String>,
+    /// For an s3:// SRC: the signing region [default: AWS_REGION, else AWS_DEFAULT_REGION,
+    /// else the profile's, else us-east-1].
+    #[arg(
+        long,
+        env = "FERRY_SRC_REGION",
+        value_name = "REGION",
+        help_heading = "s3:// sides"
+    )]
+    pub(crate) src_region: Option<String>,
+    /// For an s3:// DST: the S3 API's URL (as --src-endpoint; keys: FERRY_DST_ACCESS_KEY_ID
+    /// and FERRY_DST_SECRET_ACCESS_KEY).
+    #[arg(
+        long,
+        env = "FERRY_DST_ENDPOINT",
+        value_name = "URL",
+        help_heading = "s3:// sides"
+    )]
+    pub(crate) dst_endpoint: Option<String>,
+    /// For an s3:// DST: a profile of the shared AWS files.
+    #[arg(
+        long,
+        env = "FERRY_DST_PROFILE",
+        value_name = "NAME",
+        help_heading = "s3:// sides"
+    )]
+    pub(crate) dst_profile: Option<String>,
+    /// For an s3:// DST: the signing region (as --src-region).
+    #[arg(
+        long,
+        env = "FERRY_DST_REGION",
+        value_name = "REGION",
+        help_heading = "s3:// sides"
+    )]
+    pub(crate) dst_region: Option<String>,
+    /// The config file with the endpoints [default: ./ferry.toml, else
+    /// ~/.config/ferry/ferry.toml]. Its rules are ignored.
+    #[arg(long, short, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Storage class of every copy [default: the source object's].
+    #[arg(long, value_name = "CLASS", help_heading = "What is copied")]
+    pub(crate) storage_class: Option<String>,
+    /// Copy only keys that match GLOB (repeatable; rclone's glob rules, on the key relative
+    /// to the prefix: `*.jpg`, `/2024/**`, `{a,b}/*`).
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    pub(crate) include: Vec<String>,
+    /// Leave out keys that match GLOB (repeatable; wins over --include). Excluded objects
+    /// are counted, never copied, and never deleted by --delete.
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    pub(crate) exclude: Vec<String>,
+    /// Leave out objects smaller than SIZE (e.g. 1MiB).
+    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
+    pub(crate) min_size: Option<String>,
+    /// Leave out objects larger than SIZE.
+    #[arg(long, value_name = "SIZE", help_heading = "Filters")]
+    pub(crate) max_size: Option<String>,
+    /// Leave out objects modified more recently than DURATION ago (e.g. 1h).
+    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
+    pub(crate) min_age: Option<String>,
+    /// Leave out objects modified longer than DURATION ago (e.g. 7d).
+    #[arg(long, value_name = "DURATION", help_heading = "Filters")]
+    pub(crate) max_age: Option<String>,
+}
+
+impl PairArgs {
+    /// The first flag given that only a SRC DST pairing takes.
+    pub(crate) fn given(&self) -> Option<&'static str> {
+        let named = [
+            ("--src-endpoint", self.src_endpoint.is_some()),
+            ("--src-profile", self.src_profile.is_some()),
+            ("--src-region", self.src_region.is_some()),
+            ("--dst-endpoint", self.dst_endpoint.is_some()),
+            ("--dst-profile", self.dst_profile.is_some()),
+            ("--dst-region", self.dst_region.is_some()),
+            ("--storage-class", self.storage_class.is_some()),
+            ("--include", !self.include.is_empty()),
+            ("--exclude", !self.exclude.is_empty()),
+            ("--min-size", self.min_size.is_some()),
+            ("--max-size", self.max_size.is_some()),
+            ("--min-age", self.min_age.is_some()),
+            ("--max-age", self.max_age.is_some()),
+        ];
+        named
+            .into_iter()
+            .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
+/// What `sync` copies, and until when: flags of its own.
+#[derive(Args, Clone, Default)]
+pub(crate) struct CopyFlags {
+    /// When to stop: `once`, `empty:N` (after N iterations in a row that change nothing) or
+    /// `never`.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "once",
+        help_heading = "Iterations"
+    )]
+    pub(crate) stop: Option<String>,
+    /// Pause between iterations (with `--stop empty:N` or `never`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        help_heading = "Iterations"
+    )]
+    pub(crate) interval: Option<String>,
+    /// When an existing destination object is replaced.
+    #[arg(
+        long,
+        value_parser = ["never", "if-newer", "if-different", "always"],
+        default_value = "if-newer",
+        help_heading = "What is copied"
+    )]
+    pub(crate) overwrite: Option<String>,
+    /// Also replace destination objects ferry did not write.
+    #[arg(long, help_heading = "What is copied")]
+    pub(crate) overwrite_unmanaged: bool,
+    /// Delete destination objects ferry wrote whose source is gone.
+    #[arg(long, help_heading = "What is copied")]
+    pub(crate) delete: bool,
+    /// Objects at or above SIZE are copied in parts.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "100MiB",
+        help_heading = "What is copied"
+    )]
+    pub(crate) multipart_threshold: Option<String>,
+    /// Size of each part.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "50MiB",
+        help_heading = "What is copied"
+    )]
+    pub(crate) part_size: Option<String>,
+}
+
 pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let (config, rule) = build_config(&args)?;
+    let (config, rule) = build_config(&args.line())?;
     if args.concurrency == 0 {
         return Err(config_error(vec![problem(
             "--concurrency",

@@ -56,6 +56,9 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(key)
             .set_if_match(if_match.map(quoted))
+            // The object's full-object checksum, where the store keeps one: what `verify`
+            // compares when the ETags cannot be.
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(|e| self.error("HeadObject", self.target(bucket, key), e))?;
