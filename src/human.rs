@@ -23,6 +23,19 @@ pub(crate) fn time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// A span of seconds, to the second past a minute: `0.4s`, `12s`, `4m10s`, `2h05m`.
+pub(crate) fn duration(seconds: f64) -> String {
+    if seconds < 10.0 {
+        return format!("{seconds:.1}s");
+    }
+    let s = seconds.round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +46,13 @@ mod tests {
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_units_that_matter() {
+        assert_eq!(duration(0.42), "0.4s");
+        assert_eq!(duration(12.4), "12s");
+        assert_eq!(duration(250.0), "4m10s");
+        assert_eq!(duration(7500.0), "2h05m");
     }
 }

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod coordinator;
 mod dead_letters;
+mod estimate;
 mod failure;
 mod forget;
 mod human;
@@ -98,6 +99,9 @@ enum Command {
     /// is missing, differs, or cannot be compared, and a summary; exit 3 when any key is
     /// missing or differs.
     Verify(Box<verify::VerifyArgs>),
+    /// What each rule's next iteration would do, from one listing of both sides: objects and
+    /// bytes to copy, delete and skip, requests per side, cost (with [pricing]) and time.
+    Estimate(Box<estimate::EstimateCommand>),
     /// Write a commented starter config (ferry.toml, readable by you alone).
     Init(init::InitArgs),
     /// Check a config file and print every problem found.
@@ -152,6 +156,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Sync(args) => sync::run(*args).await,
         Command::Verify(args) => verify::run(*args).await,
+        Command::Estimate(args) => estimate::run(*args).await,
         Command::Init(args) => init::run(args),
         Command::Validate(common) => validate::run(&common),
         Command::Coordinator(args) => coordinator::run(args).await,

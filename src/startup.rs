@@ -103,6 +103,7 @@ pub(crate) fn load_to_read(common: &Common) -> Result<Config, Failure> {
             redis: None,
             endpoints: Default::default(),
             rules: Vec::new(),
+            pricing: Default::default(),
         };
         return Ok(with_redis_flag(config, common));
     }

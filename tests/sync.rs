@@ -16,7 +16,7 @@ use ferry_testkit::proxy::{Action, FaultProxy, Match, Rule};
 use ferry_testkit::servers::{Kind, S3Server, TempDir, free_port, wait_until};
 use ferry_testkit::tls::{PrivateCa, TlsFront};
 use harness::data::{Seed, assert_same_objects, list_keys, open_uploads, put, seed};
-use harness::{ferry_bin, spawn_ferry, unique};
+use harness::{ferry_bin, measured, spawn_ferry, unique};
 
 /// Two S3 servers behind counting proxies, a config naming them `src` and `dst` (no
 /// `[redis]`), a bucket on each, and a state dir.
@@ -371,6 +371,120 @@ async fn a_dry_run_changes_nothing(kind: Kind) {
     assert_eq!(real.json()["copied"], 30);
 }
 
+/// The S3 operation of a request as the proxy saw it (method, path, query); `None` for the
+/// capability probe's objects, which are not a copy's.
+fn operation(method: &str, path: &str, query: &str) -> Option<&'static str> {
+    if path.contains(".ferry-probe") {
+        return None;
+    }
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|p| p == name || p.starts_with(&format!("{name}=")))
+    };
+    Some(match method {
+        "GET" if has("list-type") => "ListObjectsV2",
+        "GET" if has("uploads") => "ListMultipartUploads",
+        "GET" if has("tagging") => "GetObjectTagging",
+        "GET" if has("uploadId") => "ListParts",
+        "GET" => "GetObject",
+        "HEAD" => "HeadObject",
+        "PUT" if has("tagging") => "PutObjectTagging",
+        "PUT" if has("partNumber") => "UploadPart",
+        "PUT" => "PutObject",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        _ => "other",
+    })
+}
+
+/// The requests each proxy saw since `from`, by operation (the probe's left out).
+fn operations_since(proxy: &FaultProxy, from: usize) -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for e in &proxy.events()[from..] {
+        if let Some(op) = operation(&e.method, &e.path, &e.query) {
+            *by.entry(op.to_string()).or_default() += 1;
+        }
+    }
+    by
+}
+
+/// `sync --dry-run --json` estimates the next iteration: its object and byte counts are
+/// exact, and its requests, by operation and side, are those the servers then answer for the
+/// real run (counted at proxies in front of them, the capability probe's aside).
+async fn the_estimate_counts_the_requests_the_real_run_makes(kind: Kind) {
+    let pair = Pair::start(kind).await;
+    let client = pair.src.client();
+    seed(&client, &pair.sb, &seeds("e/", 40)).await;
+    harness::data::put_multipart(
+        &client,
+        &pair.sb,
+        "e/big",
+        &harness::data::equal_parts(2, 6 << 20, 0),
+        3,
+    )
+    .await;
+    // A first sync registers the pair and copies half, so the estimate also skips.
+    let first = pair.sync("", &["--json", "--include", "e/0000*"]).await;
+    assert_ok(&first);
+    let dry = pair.sync("", &["--dry-run", "--json"]).await;
+    assert_ok(&dry);
+    let v = dry.json();
+    let listed = list_keys(&client, &pair.sb).await;
+    let copied_before = list_keys(&pair.dst.client(), &pair.db).await.len() as u64;
+    let expected_bytes = 12u64 << 20;
+    assert_eq!(v["listed"], listed.len() as u64, "{v}");
+    assert_eq!(v["would_copy"], listed.len() as u64 - copied_before, "{v}");
+    assert_eq!(v["skipped"], copied_before, "{v}");
+    assert_eq!(
+        (&v["multipart"], &v["parts"]),
+        (&serde_json::json!(1), &serde_json::json!(2)),
+        "{v}"
+    );
+    let small: u64 = seeds("e/", 40)
+        .iter()
+        .filter(|s| !s.key.starts_with("e/0000"))
+        .map(|s| s.body.len() as u64)
+        .sum();
+    assert_eq!(v["would_copy_bytes"], small + expected_bytes, "{v}");
+    assert_eq!(v["cost"], serde_json::Value::Null, "no [pricing]: no cost");
+
+    let (src_from, dst_from) = pair.marks();
+    let real = pair.sync("", &["--json"]).await;
+    assert_ok(&real);
+    assert_eq!(real.json()["copied"], v["would_copy"]);
+    let seen = (
+        operations_since(&pair.src_proxy, src_from),
+        operations_since(&pair.dst_proxy, dst_from),
+    );
+    let estimated = |side: &str| -> std::collections::BTreeMap<String, u64> {
+        v["requests"][side]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {side} requests in {v}"))
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+            .collect()
+    };
+    let mut expected_source = estimated("source");
+    // A source that does not tell its part sizes (HEAD partNumber, measured here, not
+    // assumed) is read once more per multipart object whose part size has several fits: the
+    // estimate says it assumes the source tells them.
+    if !measured(&pair.src, &pair.sb).await.part_number {
+        *expected_source.entry("GetObject".into()).or_default() += 1;
+    }
+    assert_eq!(
+        seen.0, expected_source,
+        "source requests: seen, estimated\n{v}"
+    );
+    assert_eq!(
+        seen.1,
+        estimated("destination"),
+        "destination requests: seen, estimated\n{v}"
+    );
+}
+
 async fn killed_mid_sync_then_a_rerun_completes(kind: Kind) {
     let pair = Pair::start(kind).await;
     let client = pair.src.client();
@@ -608,6 +722,7 @@ on_every_server!(
     full_copy_then_a_second_run_that_only_lists,
     a_changed_object_and_a_prefix,
     a_dry_run_changes_nothing,
+    the_estimate_counts_the_requests_the_real_run_makes,
     killed_mid_sync_then_a_rerun_completes,
     progress_under_a_terminal,
 );

@@ -435,3 +435,67 @@ async fn verify_names_a_rule_of_the_config_file_and_refuses_bad_arguments() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--sample"), "{stderr}");
 }
+
+/// `ferry estimate --config F RULE --json` prices the next iteration from `[pricing]`, and a
+/// price that cannot be is refused, named by its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_prices_the_next_iteration_and_refuses_bad_prices() {
+    let pair = Pair::start(Kind::Moto).await;
+    let seeds: Vec<Seed> = (0..25)
+        .map(|i| Seed::new(format!("p/{i:02}"), vec![b'x'; 1000 + i]))
+        .collect();
+    seed(&pair.src.client(), &pair.sb, &seeds).await;
+    let bytes: u64 = seeds.iter().map(|s| s.body.len() as u64).sum();
+    let base = std::fs::read_to_string(&pair.config).unwrap()
+        + &harness::rule_toml("photos", &pair.sb, &pair.db, "");
+    let priced = base.clone()
+        + "[pricing.src]\negress_per_gb = 90\nrequests_per_1000 = { class_a = 5, class_b = 0.4 }\n";
+    std::fs::write(&pair.config, &priced).unwrap();
+    let state = pair.state.to_str().unwrap();
+    let args = [
+        "estimate",
+        "--config",
+        &pair.config,
+        "--state-dir",
+        state,
+        "photos",
+        "--json",
+    ];
+    let (code, stdout, stderr) = ferry_output(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (v["would_copy"].as_u64(), v["would_copy_bytes"].as_u64()),
+        (Some(25), Some(bytes)),
+        "{v}"
+    );
+    assert_eq!(v["requests"]["source"]["GetObject"], 25, "{v}");
+    assert_eq!(v["requests"]["destination"]["PutObject"], 25, "{v}");
+    // 25 GETs and one listing page at the source: class B and class A.
+    let expected = bytes as f64 / 1e9 * 90.0 + 25.0 * 0.4 / 1000.0 + 5.0 / 1000.0;
+    let cost = v["cost"]["total"].as_f64().expect("a cost");
+    assert!((cost - expected).abs() < 1e-9, "{cost} != {expected}: {v}");
+    assert_eq!(v["cost"]["unpriced"], serde_json::json!(["dst"]));
+    assert_eq!(v["time"]["basis"], "guess", "no iteration has run: {v}");
+    let (code, text, _) = ferry_output(&args[..6]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("a guess") && text.contains("requests at the source: 26"),
+        "{text}"
+    );
+
+    let unpriced = base.clone();
+    std::fs::write(&pair.config, &unpriced).unwrap();
+    let (_, text, _) = ferry_output(&args[..6]);
+    assert!(text.contains("give [pricing.ENDPOINT]"), "{text}");
+
+    let bad = base + "[pricing.nowhere]\negress_per_gb = -1\n";
+    std::fs::write(&pair.config, &bad).unwrap();
+    let (code, _, stderr) = ferry_output(&args);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pricing.nowhere: no endpoint"), "{stderr}");
+    assert!(
+        stderr.contains("pricing.nowhere.egress_per_gb: must be zero or more"),
+        "{stderr}"
+    );
+}

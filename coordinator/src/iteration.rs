@@ -468,13 +468,18 @@ impl Sides<'_> {
                 Step::NeedSource => match src.recv().await {
                     Some(page) => {
                         let objects = page?.objects;
+                        planner.listed_page(true, objects.len());
                         objects.iter().for_each(|o| marks.push(&o.key));
                         join.push_source(objects)
                     }
                     None => join.finish_source(),
                 },
                 Step::NeedDestination => match dst.recv().await {
-                    Some(page) => join.push_destination(page?.objects),
+                    Some(page) => {
+                        let objects = page?.objects;
+                        planner.listed_page(false, objects.len());
+                        join.push_destination(objects)
+                    }
                     None => join.finish_destination(),
                 },
                 Step::Item(joined) => planner.push(joined).await?,

@@ -2,6 +2,7 @@
 //! then waiting until every task is acked or dead, and recording the outcome.
 
 pub mod diff;
+pub mod estimate;
 pub mod events;
 mod iteration;
 mod leader;

@@ -36,6 +36,12 @@ pub struct DryRun {
     pub copy_bytes: u64,
     /// Destination objects it would delete.
     pub deletes: u64,
+    /// Destination objects listed.
+    pub destination_listed: u64,
+    /// Listing pages (ListObjectsV2 requests) of the source.
+    pub source_pages: u64,
+    /// Listing pages of the destination.
+    pub destination_pages: u64,
 }
 
 /// Where a dry run's planned tasks go instead of the queue.
@@ -148,6 +154,18 @@ impl<'a> Planner<'a> {
     pub(crate) fn dry(mut self, sink: DrySink<'a>) -> Self {
         self.dry = Some(sink);
         self
+    }
+
+    /// Counts a listing page of `objects` keys (a dry run's alone).
+    pub(crate) fn listed_page(&mut self, source: bool, objects: usize) {
+        if let Some(dry) = &mut self.dry {
+            if source {
+                dry.found.source_pages += 1;
+            } else {
+                dry.found.destination_pages += 1;
+                dry.found.destination_listed += objects as u64;
+            }
+        }
     }
 
     /// What the dry run found so far.

@@ -7,7 +7,6 @@
 //! joins in: the rule's name comes from SRC and DST, so they all serve the same rule, one
 //! leading its iterations and all of them copying.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,8 @@ mod summary;
 pub(crate) use config::{Line, build_config};
 use config::{config_error, problem};
 use progress::{Display, show_progress};
-use summary::{Summary, report, skip_reasons, summarize};
+pub(crate) use summary::skip_reasons;
+use summary::{Summary, report, summarize};
 
 use crate::failure::{Failure, unless_interrupted};
 use crate::human::bytes;
@@ -280,7 +280,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     registered_or_answering(&queue, &stores, &rule_cfg).await?;
     if args.dry_run {
         startup::register(&config, &queue, Role::Worker).await?;
-        return dry_run(&args, &coordinator, &rule_cfg).await;
+        return dry_run(&args, &coordinator, &queue, &rule_cfg).await;
     }
     startup::register(&config, &queue, Role::Coordinator { replace: false }).await?;
 
@@ -469,13 +469,16 @@ async fn answers_a_listing(
     Ok(())
 }
 
+/// The estimate of the pairing's next iteration, with each copy and delete listed (unless
+/// `--json`): nothing is changed.
 async fn dry_run(
     args: &SyncArgs,
     ctx: &ferry_coordinator::Context,
+    queue: &Queue,
     rule: &ferry_core::config::Rule,
 ) -> Result<(), Failure> {
     let json = args.json;
-    let found = ferry_coordinator::dry_run(ctx, rule, |task| {
+    let estimate = crate::estimate::estimate(ctx, queue, rule, args.concurrency, |task| {
         if json {
             return;
         }
@@ -484,36 +487,10 @@ async fn dry_run(
             other => println!("would copy {} ({} bytes)", other.key(), other.bytes()),
         }
     })
-    .await
-    .map_err(|e| Failure::Runtime(anyhow::Error::new(e).context("dry run failed")))?;
-    if json {
-        let value = serde_json::json!({
-            "rule": rule.name,
-            "dry_run": true,
-            "listed": found.listed,
-            "skipped": found.skipped,
-            "skipped_by": found.skipped_by.iter().map(|(c, n)| (c.as_str(), *n)).collect::<BTreeMap<_, _>>(),
-            "would_copy": found.copies,
-            "would_copy_bytes": found.copy_bytes,
-            "would_delete": found.deletes,
-        });
-        println!("{value}");
-    } else {
-        println!(
-            "dry run: {} listed, {} would be copied ({} bytes), {} deleted, {} skipped{}; nothing was changed",
-            found.listed,
-            found.copies,
-            found.copy_bytes,
-            found.deletes,
-            found.skipped,
-            skip_reasons(
-                &found
-                    .skipped_by
-                    .iter()
-                    .map(|(c, n)| (c.as_str(), *n))
-                    .collect()
-            )
-        );
+    .await?;
+    crate::estimate::print(&estimate, json);
+    if !json {
+        println!("dry run: nothing was changed");
     }
     Ok(())
 }

@@ -162,7 +162,7 @@ pub(super) fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
 }
 
 /// ` (N unchanged, M unmanaged, ...)`, the reasons that counted any, or nothing.
-pub(super) fn skip_reasons(by: &BTreeMap<&'static str, u64>) -> String {
+pub(crate) fn skip_reasons(by: &BTreeMap<&'static str, u64>) -> String {
     let said: Vec<String> = by
         .iter()
         .filter(|(_, n)| **n > 0)

@@ -201,6 +201,26 @@ impl Stores {
 
     /// The fleet's probe of `bucket` on endpoint `name`, when one is there and younger than
     /// [`PROBE_LIFETIME`], dated by when it was made.
+    /// What a probe of `bucket` on endpoint `name` found, where this process or the fleet
+    /// knows it (within [`PROBE_LIFETIME`]); never probes (`ferry estimate` writes nothing).
+    pub async fn known_capabilities(&self, name: &str, bucket: &str) -> Option<Capabilities> {
+        let cell = {
+            let cells = self.capabilities.lock().unwrap_or_else(|p| p.into_inner());
+            cells.get(&(name.to_string(), bucket.to_string())).cloned()
+        };
+        if let Some((at, found)) = cell.as_ref().and_then(|c| c.get())
+            && at.elapsed() < PROBE_LIFETIME
+        {
+            return Some(*found);
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.fleets_probe(name, bucket, now_ms)
+            .await
+            .map(|(_, found)| found)
+    }
+
     async fn fleets_probe(
         &self,
         name: &str,

@@ -50,6 +50,21 @@ pub struct Config {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Replication rules, in file order.
     pub rules: Vec<Rule>,
+    /// What each priced endpoint charges (`[pricing.ENDPOINT]`), for `ferry estimate`.
+    pub pricing: BTreeMap<String, Pricing>,
+}
+
+/// What an endpoint charges, in the user's currency: per GB read out of it, and per 1,000
+/// requests of each class (class A: PUT, COPY, POST, LIST; class B: GET, HEAD and the rest;
+/// DELETE is free, as on AWS).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pricing {
+    /// Per GB (10^9 bytes) read out of the endpoint by another one.
+    pub egress_per_gb: f64,
+    /// Per 1,000 class A requests.
+    pub class_a_per_1000: f64,
+    /// Per 1,000 class B requests.
+    pub class_b_per_1000: f64,
 }
 
 impl Config {

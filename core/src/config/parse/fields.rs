@@ -160,6 +160,22 @@ impl<'a> Fields<'a> {
             .ok()
     }
 
+    /// A price or rate: a number (an integer too), finite and not negative.
+    pub(super) fn amount(&self, key: &str, problems: &mut Vec<Problem>) -> Option<f64> {
+        let value = self.typed(key, "a number", problems, |v| {
+            v.as_float().or_else(|| v.as_integer().map(|n| n as f64))
+        })?;
+        if value.is_finite() && value >= 0.0 {
+            Some(value)
+        } else {
+            problems.push(Problem::new(
+                self.path(key),
+                format!("must be zero or more, found {value}"),
+            ));
+            None
+        }
+    }
+
     pub(super) fn finish(&self, problems: &mut Vec<Problem>) {
         let read = self.read.borrow();
         for key in self.table.keys() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::{Config, ConfigError, Credentials, Endpoint, Problem, RedisConfig, Secret};
+use super::{Config, ConfigError, Credentials, Endpoint, Pricing, Problem, RedisConfig, Secret};
 use crate::units::{ByteSize, parse_duration};
 
 /// Parses what it can: the config (with defaults where a value was bad) and every problem.
@@ -58,15 +58,55 @@ pub(super) fn parse(text: &str) -> Result<(Config, Vec<Problem>), ConfigError> {
             }
         }
     }
+    let pricing = top
+        .table("pricing", &mut problems)
+        .map(|t| parse_pricing(&t, &endpoints, &mut problems))
+        .unwrap_or_default();
     top.finish(&mut problems);
     Ok((
         Config {
             redis,
             endpoints,
             rules,
+            pricing,
         },
         problems,
     ))
+}
+
+/// `[pricing.ENDPOINT]`: `egress_per_gb`, `requests_per_1000 = { class_a, class_b }`.
+fn parse_pricing(
+    table: &Fields<'_>,
+    endpoints: &BTreeMap<String, Endpoint>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Pricing> {
+    let mut out = BTreeMap::new();
+    for name in table.table.keys() {
+        let Some(t) = table.table(name, problems) else {
+            continue;
+        };
+        if !endpoints.contains_key(name) {
+            problems.push(Problem::new(
+                t.path(""),
+                format!(
+                    "no endpoint {name:?} to price (endpoints: {})",
+                    endpoints.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let mut pricing = Pricing {
+            egress_per_gb: t.amount("egress_per_gb", problems).unwrap_or(0.0),
+            ..Pricing::default()
+        };
+        if let Some(requests) = t.table("requests_per_1000", problems) {
+            pricing.class_a_per_1000 = requests.amount("class_a", problems).unwrap_or(0.0);
+            pricing.class_b_per_1000 = requests.amount("class_b", problems).unwrap_or(0.0);
+            requests.finish(problems);
+        }
+        t.finish(problems);
+        out.insert(name.clone(), pricing);
+    }
+    out
 }
 
 fn parse_redis(t: &Fields<'_>, problems: &mut Vec<Problem>) -> RedisConfig {
