@@ -427,10 +427,8 @@ class Bench:
             "state_bytes": state_bytes,
         }
 
-    def rclone(self, dataset, source_bucket, destination_bucket=None):
-        self.runs += 1
-        destination_bucket = destination_bucket or self.dst.bucket(
-            f"rclone-{dataset}-{self.runs}")
+    def rclone_env(self):
+        """rclone's environment: remotes `src` and `dst` for the two Garage servers."""
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         env["RCLONE_CONFIG"] = str(self.workdir / "rclone.conf")
         for name, g in (("SRC", self.src), ("DST", self.dst)):
@@ -442,6 +440,13 @@ class Bench:
                 f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": g.secret_key,
                 f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true",
             })
+        return env
+
+    def rclone(self, dataset, source_bucket, destination_bucket=None):
+        self.runs += 1
+        destination_bucket = destination_bucket or self.dst.bucket(
+            f"rclone-{dataset}-{self.runs}")
+        env = self.rclone_env()
         window = Window(self)
         proc = Process("rclone", ["rclone", "sync", f"src:{source_bucket}",
                                   f"dst:{destination_bucket}", *RCLONE_FLAGS,

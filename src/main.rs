@@ -16,6 +16,7 @@ mod logging;
 mod probe;
 mod queues;
 mod remote;
+mod report;
 mod run;
 mod shutdown;
 mod startup;
@@ -102,6 +103,9 @@ enum Command {
     /// What each rule's next iteration would do, from one listing of both sides: objects and
     /// bytes to copy, delete and skip, requests per side, cost (with [pricing]) and time.
     Estimate(Box<estimate::EstimateCommand>),
+    /// An iteration's report: every key it acted on, with its outcome (copied, deleted,
+    /// skipped and why, failed and why), and its summary.
+    Report(Box<report::ReportCommand>),
     /// Write a commented starter config (ferry.toml, readable by you alone).
     Init(init::InitArgs),
     /// Check a config file and print every problem found.
@@ -157,6 +161,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Sync(args) => sync::run(*args).await,
         Command::Verify(args) => verify::run(*args).await,
         Command::Estimate(args) => estimate::run(*args).await,
+        Command::Report(args) => report::run(*args).await,
         Command::Init(args) => init::run(args),
         Command::Validate(common) => validate::run(&common),
         Command::Coordinator(args) => coordinator::run(args).await,

@@ -808,6 +808,7 @@ async fn acks_in_one_batch_are_each_fenced_by_their_own_lease(backend: Backend) 
         bytes: 10,
         ledger: LedgerOp::Put(key_of(&claimed[i]), entry.clone()),
         upload: None,
+        report: None,
     };
     // The third carries a token that is not its lease's: only it is refused.
     let items = vec![

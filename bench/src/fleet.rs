@@ -302,6 +302,7 @@ async fn simulate(
                     bytes: 4096,
                     ledger: LedgerOp::None,
                     upload: None,
+                    report: None,
                 })
                 .collect();
             trips.fetch_add(1, Ordering::Relaxed);

@@ -87,8 +87,12 @@ async fn attempt_iteration(
         }
         queue.seal_iteration(&rule.name, n, token).await?;
     }
-    let record = wait_until_settled(ctx, rule, n, cancel).await?;
+    let report = crate::report::Report::of(ctx, rule, n);
+    let record = wait_until_settled(ctx, rule, n, (token, cancel), report.as_ref()).await?;
     crate::uploads::abort_abandoned(ctx, rule).await?;
+    if let Some(report) = &report {
+        report.finish(ctx, token, &record).await?;
+    }
     let finished = queue
         .finish_iteration(&rule.name, n, record.dead == 0, token)
         .await?;
@@ -499,12 +503,17 @@ async fn wait_until_settled(
     ctx: &Context,
     rule: &Rule,
     n: u64,
-    cancel: &CancellationToken,
+    (token, cancel): (&LeaderToken, &CancellationToken),
+    report: Option<&crate::report::Report>,
 ) -> Result<IterationRecord, CoordinatorError> {
     loop {
         let record = ctx.queue.iteration(&rule.name, n).await?;
         if record.settled() {
             return Ok(record);
+        }
+        // The report's full parts, written as they fill, keep its backlog in Redis small.
+        if let Some(report) = report {
+            report.drain(ctx, token, false).await?;
         }
         ctx.queue.upkeep(&rule.name, rule.max_attempts).await?;
         tokio::select! {

@@ -9,6 +9,7 @@ mod leader;
 mod marks;
 mod planner;
 mod ranges;
+pub mod report;
 mod uploads;
 pub mod verify;
 
@@ -49,6 +50,9 @@ pub enum CoordinatorError {
     /// Shutdown was requested, or the leader lease was lost, mid-iteration.
     #[error("shutdown requested")]
     Cancelled,
+    /// An iteration's report could not be written.
+    #[error("report: {0}")]
+    Report(String),
     /// One or more rules failed.
     #[error("{0}")]
     Rules(String),

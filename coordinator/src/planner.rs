@@ -7,6 +7,7 @@ use std::time::Duration;
 use ferry_core::codec::slot_bytes;
 use ferry_core::config::Rule;
 use ferry_core::policy::{Action, Policy, Reason, decide, is_managed};
+use ferry_core::report::{ReportLine, ReportOutcome};
 use ferry_core::shard::{ShardId, shard_of, shard_of_range};
 use ferry_core::task::{Expected, ObjectVersion, Task};
 use ferry_core::telemetry::Metric;
@@ -231,6 +232,7 @@ impl<'a> Planner<'a> {
             if let Some(source_side) = self.excluded(&joined) {
                 if source_side {
                     tally.skip("excluded", SkipCategory::Excluded);
+                    self.report_skip(&mut tally, &joined, SkipCategory::Excluded);
                 }
                 continue;
             }
@@ -311,11 +313,38 @@ impl<'a> Planner<'a> {
                 destination_etag: destination.etag,
             }),
             (Action::Skip(reason), joined) => {
-                tally.skip(reason.label(), category(reason, &joined));
+                let category = category(reason, &joined);
+                tally.skip(reason.label(), category);
+                self.report_skip(tally, &joined, category);
                 None
             }
             _ => None,
         }
+    }
+
+    /// The report line of a skipped key, for a rule with a `report`.
+    fn report_skip(&self, tally: &mut Tally, joined: &Joined, category: SkipCategory) {
+        if self.rule.report.is_none() || self.dry.is_some() {
+            return;
+        }
+        let (source, destination) = match joined {
+            Joined::Both {
+                source,
+                destination,
+            } => (Some(source), Some(destination)),
+            Joined::SourceOnly(s) => (Some(s), None),
+            Joined::DestinationOnly(d) => (None, Some(d)),
+        };
+        let line = ReportLine {
+            key: joined.key().to_string(),
+            outcome: ReportOutcome::Skipped,
+            reason: Some(category.as_str().to_string()),
+            error: None,
+            bytes: source.or(destination).map_or(0, |o| o.size),
+            source_etag: source.map(|o| o.etag.clone()),
+            destination_etag: destination.map(|o| o.etag.clone()),
+        };
+        tally.report.push(line.to_json());
     }
 
     /// A dry run's batch: counted, and each task shown.
@@ -356,6 +385,7 @@ impl<'a> Planner<'a> {
             skip_reasons,
             skipped_by,
             prune,
+            report,
         } = tally;
         let batch = PlanBatch {
             tasks: tasks.into_iter().collect(),
@@ -368,6 +398,7 @@ impl<'a> Planner<'a> {
             prune,
             prune_before_ms: self.prune_before_ms,
             missed,
+            report,
         };
         // `None`: the batch was applied already, and its reply lost in a Redis outage.
         let applied = self
@@ -453,6 +484,8 @@ fn category(reason: Reason, joined: &Joined) -> SkipCategory {
 #[derive(Default)]
 struct Tally {
     tasks: BTreeMap<ShardId, Vec<Task>>,
+    /// Report lines of the skipped keys (rules with a `report`).
+    report: Vec<String>,
     listed: u64,
     skipped: u64,
     missed: u64,

@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod object;
 pub mod parts;
 pub mod policy;
+pub mod report;
 pub mod retry;
 pub mod shard;
 pub mod task;

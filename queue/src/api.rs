@@ -84,6 +84,21 @@ queue_trait! {
             boundaries: &[String],
             leader: &LeaderToken,
         ) -> Vec<String>;
+        /// Up to `max` report lines of iteration `n` not yet written out, and their part.
+        fn report_pending(&self, rule: &str, n: u64, max: usize) -> (u64, Vec<String>);
+        /// Records that `count` report lines were written out as `part`.
+        fn report_written(
+            &self,
+            rule: &str,
+            n: u64,
+            part: u64,
+            count: usize,
+            leader: &LeaderToken,
+        ) -> bool;
+        /// Forgets iteration `n`'s report bookkeeping.
+        fn report_done(&self, rule: &str, n: u64) -> ();
+        /// The rule's dead letters (for the report's failed keys).
+        fn dead_letters(&self, rule: &str) -> Vec<DeadLetter>;
         /// Records the marks of a prefix iteration `n` listed whole, dropping `n - 1`'s.
         fn record_marks(
             &self,

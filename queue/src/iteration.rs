@@ -326,6 +326,58 @@ impl Queue {
         Ok(())
     }
 
+    /// Up to `max` of iteration `n`'s report lines not yet written out, oldest first, and
+    /// the number of the part they go into.
+    pub async fn report_pending(
+        &self,
+        rule: &str,
+        n: u64,
+        max: usize,
+    ) -> Result<(u64, Vec<String>), QueueError> {
+        let rk = self.keys.rule(rule);
+        let part: Option<u64> = self.query(redis::cmd("GET").arg(rk.report_part(n))).await?;
+        let lines: Vec<String> = self
+            .query(
+                redis::cmd("LRANGE")
+                    .arg(rk.report(n))
+                    .arg(0)
+                    .arg(max.max(1) as i64 - 1),
+            )
+            .await?;
+        Ok((part.unwrap_or(1), lines))
+    }
+
+    /// Records that the first `count` pending lines of iteration `n`'s report were written
+    /// out as part `part`; false when that part was recorded already.
+    pub async fn report_written(
+        &self,
+        rule: &str,
+        n: u64,
+        part: u64,
+        count: usize,
+        leader: &LeaderToken,
+    ) -> Result<bool, QueueError> {
+        let rk = self.keys.rule(rule);
+        let mut inv = self.scripts.report.prepare_invoke();
+        inv.key(rk.leader())
+            .key(rk.report(n))
+            .key(rk.report_part(n))
+            .arg(leader.as_str())
+            .arg(part)
+            .arg(count);
+        let done: i64 = self.fenced(rule, self.invoke(inv).await)?;
+        Ok(done == 1)
+    }
+
+    /// Forgets iteration `n`'s report bookkeeping, once its manifest is written.
+    pub async fn report_done(&self, rule: &str, n: u64) -> Result<(), QueueError> {
+        let rk = self.keys.rule(rule);
+        let _: i64 = self
+            .query(redis::cmd("DEL").arg(rk.report(n)).arg(rk.report_part(n)))
+            .await?;
+        Ok(())
+    }
+
     /// Reads an iteration record.
     pub async fn iteration(&self, rule: &str, n: u64) -> Result<IterationRecord, QueueError> {
         let fields: HashMap<String, String> = self

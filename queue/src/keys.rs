@@ -169,6 +169,14 @@ impl RuleKeys {
     pub fn ledger_shape(&self) -> String {
         self.key("lshape")
     }
+    /// Iteration `n`'s report lines not yet written out (a list; see `report.lua`).
+    pub fn report(&self, n: u64) -> String {
+        self.key(&format!("rp:{n}"))
+    }
+    /// The number of the next part of iteration `n`'s report to write.
+    pub fn report_part(&self, n: u64) -> String {
+        self.key(&format!("rpn:{n}"))
+    }
     /// The rule's leader lease (its value is the holder's token).
     pub fn leader(&self) -> String {
         self.key("leader")

@@ -307,6 +307,12 @@ impl Queue {
                 inv.arg(codec::encode_task(task));
             }
         }
+        if !batch.report.is_empty() {
+            inv.arg("r").arg(batch.report.len());
+            for line in &batch.report {
+                inv.arg(line);
+            }
+        }
         let n: i64 = self.fenced(rule, self.invoke(inv).await)?;
         Ok(usize::try_from(n).ok())
     }
@@ -457,4 +463,7 @@ pub struct PlanBatch {
     pub prune_before_ms: u64,
     /// Changes in this batch that no event announced (rules with `events`).
     pub missed: u64,
+    /// Report lines of the keys this batch skipped (rules with a `report`), appended to the
+    /// iteration's report in the same step.
+    pub report: Vec<String>,
 }

@@ -27,6 +27,7 @@ pub(crate) struct Scripts {
     pub(crate) throttle: Script,
     pub(crate) tokens: Script,
     pub(crate) ledger: Script,
+    pub(crate) report: Script,
     /// Every script's code, for a backend that must know them up front (the embedded one).
     pub(crate) sources: Vec<String>,
 }
@@ -72,6 +73,7 @@ impl Scripts {
             throttle: script(true, include_str!("lua/throttle.lua")),
             tokens: script(false, include_str!("lua/tokens.lua")),
             ledger: script(true, include_str!("lua/ledger.lua")),
+            report: script(true, include_str!("lua/report.lua")),
             sources: Vec::new(),
         };
         scripts.sources = sources;

@@ -33,6 +33,8 @@ pub struct AckItem {
     pub ledger: LedgerOp,
     /// The multipart upload record to forget.
     pub upload: Option<String>,
+    /// Its line in the iteration's report (rules with a `report`).
+    pub report: Option<String>,
 }
 
 /// The worker's side of the queue (see the module docs).
@@ -235,7 +237,7 @@ impl WorkerQueue for Queue {
         let mut inv = self.held_invocation(&self.scripts.ack, worker, claimed);
         inv.arg(outcome.as_str()).arg(bytes);
         ledger.add_args(&mut inv);
-        inv.arg(upload.unwrap_or(""));
+        inv.arg(upload.unwrap_or("")).arg("");
         let done: i64 = self.invoke(inv).await?;
         reply::held("ack.lua", done)
     }
@@ -258,7 +260,8 @@ impl WorkerQueue for Queue {
                 .arg(item.outcome.as_str())
                 .arg(item.bytes);
             item.ledger.add_args(&mut inv);
-            inv.arg(item.upload.as_deref().unwrap_or(""));
+            inv.arg(item.upload.as_deref().unwrap_or(""))
+                .arg(item.report.as_deref().unwrap_or(""));
         }
         let done: Vec<i64> = self.invoke(inv).await?;
         if done.len() != items.len() {

@@ -250,7 +250,10 @@ pub(crate) struct CopyFlags {
 
 pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let (config, rule) = build_config(&args.line())?;
+    let (mut config, rule) = build_config(&args.line())?;
+    // Every iteration's report goes to the state dir.
+    let reports = state_dir(args.state_dir.as_deref())?.join("reports");
+    config.rules[0].report = Some(ferry_core::report::ReportTarget::Dir(reports.clone()));
     if args.concurrency == 0 {
         return Err(config_error(vec![problem(
             "--concurrency",
@@ -311,6 +314,13 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     }
     let mut summary = summarize(&queue, &rule, first).await?;
     summary.seconds = started.elapsed().as_secs_f64();
+    let manifest = reports
+        .join(ferry_core::report::ReportTarget::iteration_dir(
+            &rule,
+            summary.last_iteration,
+        ))
+        .join("manifest.json");
+    summary.report = manifest.exists().then(|| manifest.display().to_string());
     finish(&args, &queue, summary, worker_result, result)
 }
 

@@ -32,6 +32,12 @@ pub(super) struct Summary {
     pub(super) failures: Vec<FailedObject>,
     /// The source keys found archived and not restored (up to 10,000 per iteration).
     pub(super) archived_keys: Vec<String>,
+    /// The last iteration this run worked on.
+    #[serde(skip)]
+    pub(super) last_iteration: u64,
+    /// The manifest of the last iteration's report (in the state dir).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) report: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +78,7 @@ pub(super) async fn summarize(queue: &Queue, rule: &str, first: u64) -> Result<S
             );
         }
         summary.iterations += 1;
+        summary.last_iteration = summary.last_iteration.max(r.number);
         summary.listed += r.listed;
         for (reason, n) in r.skipped_by_reason() {
             *by.entry(reason).or_default() += n;
@@ -134,6 +141,9 @@ pub(super) fn report(args: &SyncArgs, s: &Summary) -> Result<(), Failure> {
         s.iterations,
         s.backend
     );
+    if let Some(report) = &s.report {
+        eprintln!("report: {report} (ferry report --state-dir ... RULE prints it)");
+    }
     let unmanaged = s.skipped_by.get("unmanaged").copied().unwrap_or(0);
     if unmanaged > 0 {
         eprintln!(

@@ -9,6 +9,7 @@ use ferry_core::config::Rule;
 use ferry_core::ledger::LedgerEntry;
 use ferry_core::parts::etag_parts;
 use ferry_core::policy::Reason;
+use ferry_core::report::{ReportLine, ReportOutcome};
 use ferry_core::retry::RetryPolicy;
 use ferry_core::task::Task;
 use ferry_core::telemetry::Metric;
@@ -135,6 +136,11 @@ pub(crate) async fn acknowledge(
         bytes: outcome.bytes(),
         ledger,
         upload: upload.map(str::to_string),
+        report: rule
+            .report
+            .is_some()
+            .then(|| report_line(task, &outcome).map(|l| l.to_json()))
+            .flatten(),
     };
     let acked = shared.acks.ack(&claimed.rule, item).await;
     match acked {
@@ -149,6 +155,41 @@ pub(crate) async fn acknowledge(
             warn!(task = %claimed.id, error = %e, "ack failed; the lease will expire and the task is redone")
         }
     }
+}
+
+/// The iteration report's line for a task's outcome; `None` for a step that is not the
+/// key's end (a split, a part, a cancelled part, a lost lease).
+fn report_line(task: &Task, outcome: &Outcome) -> Option<ReportLine> {
+    let (source_etag, destination_etag, size) = match task {
+        Task::CopyObject { source, .. } => (Some(source.etag.clone()), None, source.size),
+        Task::CopyPart(part) => (Some(part.source.etag.clone()), None, part.source.size),
+        Task::DeleteObject {
+            destination_etag, ..
+        } => (None, Some(destination_etag.clone()), 0),
+    };
+    let mut line = ReportLine {
+        key: task.key().to_string(),
+        outcome: ReportOutcome::Skipped,
+        reason: None,
+        error: None,
+        bytes: size,
+        source_etag,
+        destination_etag,
+    };
+    match outcome {
+        Outcome::Copied { bytes, entry } | Outcome::Completed { bytes, entry, .. } => {
+            line.outcome = ReportOutcome::Copied;
+            line.bytes = *bytes;
+            line.destination_etag = Some(entry.destination_etag.clone());
+        }
+        Outcome::Deleted => line.outcome = ReportOutcome::Deleted,
+        Outcome::Skipped { reason, .. } => line.reason = Some(reason.label().to_string()),
+        Outcome::Archived => line.reason = Some("archived".into()),
+        Outcome::Gone => line.reason = Some("source_gone".into()),
+        Outcome::Kept => line.reason = Some("kept".into()),
+        Outcome::Cancelled | Outcome::Recorded(_) | Outcome::LeaseLost => return None,
+    }
+    Some(line)
 }
 
 /// Counts an acked outcome in the metrics (and names an archived key for the summary).

@@ -374,6 +374,8 @@ pub struct Rule {
     /// Which objects it copies (`include`, `exclude`, `min_size`, `max_size`, `min_age`,
     /// `max_age`).
     pub filter: crate::filter::Filter,
+    /// Where each iteration's report is written (`report`), if anywhere.
+    pub report: Option<crate::report::ReportTarget>,
 }
 
 impl Rule {
@@ -400,6 +402,7 @@ impl Rule {
             events: None,
             events_token: None,
             filter: crate::filter::Filter::default(),
+            report: None,
         }
     }
 }

@@ -81,6 +81,14 @@ pub(super) fn rule_problems(config: &Config, rule: &Rule) -> Vec<Problem> {
             format!("unknown endpoint {endpoint:?}"),
         ));
     }
+    if let Some(crate::report::ReportTarget::Bucket { endpoint, .. }) = &rule.report
+        && !config.endpoints.contains_key(endpoint)
+    {
+        problems.push(Problem::new(
+            "report",
+            format!("unknown endpoint {endpoint:?} in the report's s3:// address"),
+        ));
+    }
     check_prefixes(rule, &mut problems);
     check_sizes(rule, &mut problems);
     problems

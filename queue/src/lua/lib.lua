@@ -305,9 +305,14 @@ end
 -- Finishes held task `id` of `worker` under lease `token`: counts `outcome` and `bytes`,
 -- applies the ledger op ('' none, 'put' or 'del' of key hash `h`, with `entry`) and forgets
 -- upload record `rid`. Returns 1, or 0 when the lease was lost (then nothing is changed).
-local function ack_one(prefix, worker, id, token, outcome, bytes, op, h, entry, rid)
+local function ack_one(prefix, worker, id, token, outcome, bytes, op, h, entry, rid, line)
   if not holds(id, worker, token) then return 0 end
   intent_drop(slot_of(redis.call('HGET', KEYS[1], id)), token)
+  -- the iteration's report line (rules with a `report`), written once, with the ack
+  local it = string.match(id, '^(%d+):')
+  if line and line ~= '' and it ~= '0' then
+    redis.call('RPUSH', prefix .. ':rp:' .. it, line)
+  end
   finish(prefix, id, outcome, tonumber(bytes))
   ledger_write(prefix, op, h, entry)
   drop_upload(prefix, rid)

@@ -17,7 +17,8 @@
 -- cutoff are forgotten (the planner saw their keys consistent with the ledger)
 -- ARGV[12] bytes the batch's tasks move (for progress: bytes planned)
 -- ARGV[13] changes planned that no event announced (rules with events; see planner.rs)
--- ARGV[14..13+P] slots, then groups: shard, count, then count payloads
+-- ARGV[14..13+P] slots, then groups: shard, count, then count payloads; a group whose shard
+-- is 'r' holds report lines, appended to the iteration's report list (PREFIX:rp:ITERATION)
 -- Returns the number of tasks enqueued, or -1 when this batch was applied already.
 local prefix, iter = ARGV[1], ARGV[2]
 if not string.match(iter, '^%d+$') then return redis.error_reply('ERR bad iteration') end
@@ -50,8 +51,10 @@ local total = 0
 local i = 14 + prunes
 while i <= #ARGV do
   local shard, n = ARGV[i], tonumber(ARGV[i + 1])
-  if not string.match(shard, '^%d+$') or not n then return redis.error_reply('ERR bad group') end
-  if n > 0 then
+  if shard == 'r' and n then
+    for j = 1, n do redis.call('RPUSH', prefix .. ':rp:' .. iter, ARGV[i + 1 + j]) end
+  elseif not string.match(shard, '^%d+$') or not n then return redis.error_reply('ERR bad group')
+  elseif n > 0 then
     local last = redis.call('INCRBY', KEYS[3], n)
     local queue = prefix .. ':q:' .. shard
     for j = 1, n do

@@ -46,6 +46,11 @@ pub(super) fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<
     let source_endpoint = source.as_ref().and_then(|(e, _, _)| e.clone());
     let (events, events_token) = parse_rule_events(t, source_endpoint, problems);
     let filter = parse_filter(t, problems);
+    let report = t.string("report", problems).and_then(|text| {
+        crate::report::ReportTarget::parse(&text)
+            .map_err(|e| problems.push(Problem::new(t.path("report"), e)))
+            .ok()
+    });
 
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
@@ -77,6 +82,7 @@ pub(super) fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<
         events,
         events_token,
         filter,
+        report,
     })
 }
 
