@@ -74,7 +74,7 @@ impl Report {
         loop {
             let (part, lines) = ctx
                 .queue
-                .report_pending(&self.rule, self.n, PART_LINES)
+                .report_pending(&self.rule, self.n, PART_LINES, !all)
                 .await?;
             if lines.is_empty() || (!all && lines.len() < PART_LINES) {
                 return Ok(());
@@ -97,7 +97,7 @@ impl Report {
         self.drain(ctx, token, false).await?;
         let (part, mut lines) = ctx
             .queue
-            .report_pending(&self.rule, self.n, PART_LINES)
+            .report_pending(&self.rule, self.n, PART_LINES, false)
             .await?;
         let pending = lines.len();
         lines.extend(self.failed_lines(ctx).await?);

@@ -218,3 +218,56 @@ async fn large_objects_are_copied_in_parts_with_no_upload_left_open() {
     assert_eq!(world.dst.open_uploads(), 0, "uploads left open");
     assert!(world.dst.requests().get("UploadPart").copied().unwrap_or(0) >= 3);
 }
+
+/// A report of more lines than a part holds is written as full parts and a last one, each
+/// key once, in listing order, with the summary last; nothing is left in the queue.
+#[tokio::test]
+async fn a_report_longer_than_a_part_is_written_in_parts_each_key_once() {
+    use std::io::BufRead as _;
+    let reports = TempDir::new("reports");
+    let world = World::new(&format!("report = \"file://{}\"", reports.path().display()));
+    let keys = ferry_coordinator::report::PART_LINES * 2 + 500;
+    for i in 0..keys {
+        let (key, body) = (format!("k/{i:06}"), format!("body {i}"));
+        world.src.insert("src-bucket", &key, body.as_bytes());
+        // Half are at the destination already, the same: skipped (the planner's lines).
+        if i % 2 == 0 {
+            world.dst.insert("dst-bucket", &key, body.as_bytes());
+        }
+    }
+    let queue = world.queue().await;
+    world.run(&queue).await.expect("run");
+    let dir = reports.path().join("r").join("00000001");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let parts: Vec<&str> = manifest["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(parts.len(), 3, "{manifest}");
+    let mut lines = Vec::new();
+    for part in &parts {
+        let file = std::fs::File::open(dir.join(part)).expect("part");
+        let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(file));
+        lines.extend(
+            reader.lines().map(|l| {
+                serde_json::from_str::<serde_json::Value>(&l.expect("line")).expect("json")
+            }),
+        );
+    }
+    let summary = lines.pop().expect("a summary");
+    assert_eq!(summary["summary"], true);
+    assert_eq!(summary["copied"], keys as u64 / 2);
+    let mut seen: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    assert_eq!(seen.len(), keys, "one line per key");
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), keys, "no key twice");
+    let skipped = lines.iter().filter(|l| l["outcome"] == "skipped").count();
+    assert_eq!(skipped, keys / 2 + keys % 2);
+    let (_, left) = queue.report_pending("r", 1, 10, false).await.unwrap();
+    assert!(left.is_empty(), "lines left in the queue: {left:?}");
+}

@@ -84,8 +84,9 @@ queue_trait! {
             boundaries: &[String],
             leader: &LeaderToken,
         ) -> Vec<String>;
-        /// Up to `max` report lines of iteration `n` not yet written out, and their part.
-        fn report_pending(&self, rule: &str, n: u64, max: usize) -> (u64, Vec<String>);
+        /// Up to `max` report lines of iteration `n` not yet written out, and their part
+        /// (with `full`, none unless there are `max`).
+        fn report_pending(&self, rule: &str, n: u64, max: usize, full: bool) -> (u64, Vec<String>);
         /// Records that `count` report lines were written out as `part`.
         fn report_written(
             &self,

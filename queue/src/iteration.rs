@@ -327,14 +327,21 @@ impl Queue {
     }
 
     /// Up to `max` of iteration `n`'s report lines not yet written out, oldest first, and
-    /// the number of the part they go into.
+    /// the number of the part they go into; with `full`, none unless there are `max`.
     pub async fn report_pending(
         &self,
         rule: &str,
         n: u64,
         max: usize,
+        full: bool,
     ) -> Result<(u64, Vec<String>), QueueError> {
         let rk = self.keys.rule(rule);
+        if full {
+            let pending: u64 = self.query(redis::cmd("LLEN").arg(rk.report(n))).await?;
+            if pending < max as u64 {
+                return Ok((0, Vec::new()));
+            }
+        }
         let part: Option<u64> = self.query(redis::cmd("GET").arg(rk.report_part(n))).await?;
         let lines: Vec<String> = self
             .query(
