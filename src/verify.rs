@@ -59,7 +59,7 @@ pub(crate) struct VerifyArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 16,
+        default_value_t = 32,
         help_heading = "How closely"
     )]
     checks: usize,

@@ -61,6 +61,9 @@ impl Checker {
         destination: ObjectMeta,
         deep: bool,
     ) -> Result<Finding, StorageError> {
+        if deep && !self.options.headers && source.size == destination.size {
+            return self.by_bytes(&source, &destination).await;
+        }
         let heads = match self.heads(&source, &destination).await? {
             Ok(heads) => heads,
             Err(vanished) => return Ok(vanished),
@@ -133,6 +136,46 @@ impl Checker {
         Ok(finding)
     }
 
+    /// Deep, headers aside: both objects read in full and their digests compared, with no
+    /// HEAD (the reads say what a HEAD would: gone, or archived).
+    async fn by_bytes(
+        &self,
+        source: &ObjectMeta,
+        destination: &ObjectMeta,
+    ) -> Result<Finding, StorageError> {
+        let (s, d) = futures::join!(
+            self.digest(&self.source, &self.source_bucket, &source.key),
+            self.digest(
+                &self.destination,
+                &self.destination_bucket,
+                &destination.key
+            ),
+        );
+        let same = match (s, d) {
+            (Ok(s), Ok(d)) => s == d,
+            (Err(e), _) if e.kind == ErrorKind::NotFound => return Ok(gone_at_source(destination)),
+            (_, Err(e)) if e.kind == ErrorKind::NotFound => {
+                return Ok(gone_at_destination(source));
+            }
+            (Err(e), _) if e.kind == ErrorKind::Archived => {
+                return Ok(archived(source, destination));
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        Ok(if same {
+            Finding::both(
+                source,
+                destination,
+                Verdict::Match,
+                Some("bytes"),
+                Vec::new(),
+            )
+        } else {
+            let differs = vec!["bytes: the contents differ at the same size".to_string()];
+            Finding::both(source, destination, Verdict::Differs, None, differs)
+        })
+    }
+
     /// Both objects' heads; `Err` with the finding when one of them is gone by now.
     async fn heads(
         &self,
@@ -146,16 +189,8 @@ impl Checker {
         );
         match (s, d) {
             (Ok(s), Ok(d)) => Ok(Ok((s, d))),
-            (Err(e), _) if e.kind == ErrorKind::NotFound => {
-                let mut gone = Finding::one(Seen::Destination, destination, Verdict::Extra);
-                gone.why = Some("deleted at the source while verifying".into());
-                Ok(Err(gone))
-            }
-            (_, Err(e)) if e.kind == ErrorKind::NotFound => {
-                let mut gone = Finding::one(Seen::Source, source, Verdict::Missing);
-                gone.why = Some("deleted at the destination while verifying".into());
-                Ok(Err(gone))
-            }
+            (Err(e), _) if e.kind == ErrorKind::NotFound => Ok(Err(gone_at_source(destination))),
+            (_, Err(e)) if e.kind == ErrorKind::NotFound => Ok(Err(gone_at_destination(source))),
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
     }
@@ -195,6 +230,20 @@ impl Checker {
         }
         Ok(md5.finalize().into())
     }
+}
+
+/// A key deleted at the source between its listing and its check: extra now.
+fn gone_at_source(destination: &ObjectMeta) -> Finding {
+    let mut gone = Finding::one(Seen::Destination, destination, Verdict::Extra);
+    gone.why = Some("deleted at the source while verifying".into());
+    gone
+}
+
+/// A key deleted at the destination between its listing and its check: missing now.
+fn gone_at_destination(source: &ObjectMeta) -> Finding {
+    let mut gone = Finding::one(Seen::Source, source, Verdict::Missing);
+    gone.why = Some("deleted at the destination while verifying".into());
+    gone
 }
 
 /// The finding for an archived source object the destination does not hold as it is.

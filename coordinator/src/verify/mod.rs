@@ -52,7 +52,7 @@ impl Default for Options {
             deep: false,
             sample: None,
             lanes: 8,
-            checks: 16,
+            checks: 32,
         }
     }
 }
