@@ -681,11 +681,25 @@ async fn the_state_dir_is_private_and_a_config_others_can_read_with_a_secret_is_
     assert!(log.contains("endpoints.src.secret_access_key"), "{log}");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
-    let files: Vec<_> = std::fs::read_dir(&state)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // Everything in it, the reports too (they name every key): files 0600, directories 0700.
+    let mut files = Vec::new();
+    let mut dirs = vec![state.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{}", path.display());
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
     assert!(files.iter().any(|f| f.ends_with("state.redb")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("manifest.json")),
+        "{files:?}"
+    );
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }

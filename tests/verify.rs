@@ -319,11 +319,20 @@ fn rclone() -> PathBuf {
     bin
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_on_a_bucket_rclone_copied_on_moto() {
+    a_bucket_rclone_copied_verifies(Kind::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_on_a_bucket_rclone_copied_on_garage() {
+    a_bucket_rclone_copied_verifies(Kind::Garage).await;
+}
+
 /// A bucket rclone copied (no ledger of ferry's) verifies as a match; a key removed after
 /// is then missing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_passes_on_a_bucket_rclone_copied() {
-    let pair = Pair::start(Kind::Moto).await;
+async fn a_bucket_rclone_copied_verifies(kind: Kind) {
+    let pair = Pair::start(kind).await;
     seed_source(&pair).await;
     let dir = TempDir::new("rclone");
     let conf = dir.path().join("rclone.conf");

@@ -202,11 +202,21 @@ fn gzip(lines: &[String], last: Option<&serde_json::Value>) -> Vec<u8> {
     out.finish().unwrap_or_default()
 }
 
-/// Writes `dir/name` whole or not at all (a temporary file, synced, then renamed).
+/// Writes `dir/name` whole or not at all (a temporary file, synced, then renamed). A report
+/// names every key, so it is private: directories 0700, files 0600.
 fn write_file(dir: &std::path::Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let temp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&temp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
     file.write_all(body)?;
     file.sync_all()?;
     std::fs::rename(&temp, dir.join(name))

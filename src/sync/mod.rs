@@ -251,9 +251,12 @@ pub(crate) struct CopyFlags {
 pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let (mut config, rule) = build_config(&args.line())?;
-    // Every iteration's report goes to the state dir.
+    // Every iteration's report goes to the state dir: with the embedded queue alone, since
+    // with Redis no state dir is used (and whichever machine leads would write it).
     let reports = state_dir(args.state_dir.as_deref())?.join("reports");
-    config.rules[0].report = Some(ferry_core::report::ReportTarget::Dir(reports.clone()));
+    if config.redis.is_none() {
+        config.rules[0].report = Some(ferry_core::report::ReportTarget::Dir(reports.clone()));
+    }
     if args.concurrency == 0 {
         return Err(config_error(vec![problem(
             "--concurrency",
