@@ -12,7 +12,7 @@ use std::process::Command;
 use harness::{TempDir, ferry_bin};
 
 /// Flags the docs name that belong to other tools, each with its tool.
-const OTHER_TOOLS: [(&str, &str); 22] = [
+const OTHER_TOOLS: [(&str, &str); 23] = [
     ("--path", "cargo install"),
     ("--all-targets", "cargo clippy"),
     ("--check", "cargo fmt"),
@@ -24,6 +24,7 @@ const OTHER_TOOLS: [(&str, &str); 22] = [
     ("--test-threads", "cargo test"),
     ("--checkers", "rclone"),
     ("--checksum", "rclone"),
+    ("--download", "rclone check"),
     ("--fast-list", "rclone"),
     ("--tpslimit", "rclone"),
     ("--transfers", "rclone"),
