@@ -142,7 +142,9 @@ impl RedisCluster {
             .map(|n| n.port)
     }
 
-    /// `(port, is master, slot ranges)` of every node, as a live node sees the cluster.
+    /// `(port, is master, slot ranges)` of every node, as a live node sees the cluster. A
+    /// line whose address is not one of this cluster's nodes (`:0@0`, a node the view has no
+    /// address for yet, under load) is left out.
     fn topology(&self) -> Vec<NodeView> {
         let Some(port) = self.live().next() else {
             return Vec::new();
@@ -153,6 +155,9 @@ impl RedisCluster {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let addr = fields.get(1)?.split('@').next()?;
                 let node_port: u16 = addr.rsplit(':').next()?.parse().ok()?;
+                if !self.nodes.iter().any(|n| n.port == node_port) {
+                    return None;
+                }
                 let flags = fields.get(2)?;
                 let master = flags.contains("master") && !flags.contains("fail");
                 let ranges = fields
@@ -168,9 +173,20 @@ impl RedisCluster {
             .collect()
     }
 
-    /// The port of the master serving `key`'s slot.
+    /// The port of the master serving `key`'s slot (waiting up to 30 s for a view that
+    /// names one of this cluster's nodes).
     pub fn master_of(&self, key: &str) -> u16 {
-        self.try_master_of(key).expect("a master serves the slot")
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(port) = self.try_master_of(key) {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no master of this cluster serves the slot of {key}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The port of the master serving `key`'s slot, if one does (not during a failover).
