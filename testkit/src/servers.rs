@@ -33,6 +33,25 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Whether the server on `port` says `server` in its `Server` header (or anywhere in its
+/// answer's head) to a plain GET.
+fn answers_as(port: u16, server: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    if stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = vec![0u8; 4096];
+    let n = stream.read(&mut head).unwrap_or(0);
+    String::from_utf8_lossy(&head[..n]).contains(server)
+}
+
 /// Waits until `cond` holds, or panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
@@ -513,29 +532,41 @@ impl S3Server {
     /// A moto server (always available: scripts/test.sh installs it).
     pub fn moto() -> S3Server {
         let dir = TempDir::new("moto");
-        let port = free_port();
         let log = dir.path().join("moto.log");
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("moto log"))
-            .spawn()
-            .expect("starting moto_server (is moto installed? run scripts/test.sh)");
-        wait_for_port(port, Duration::from_secs(30), "moto_server");
-        S3Server {
-            kind: Kind::Moto,
-            port,
-            region: "us-east-1".into(),
-            access_key: "testing".into(),
-            secret_key: "testing".into(),
-            // moto's access log is too chatty to be worth printing on failure.
-            _procs: vec![Proc {
+        // Another test process may take the same free port for another server (each process
+        // has its own list of ports handed out): a port that answers, but not as moto, is
+        // given up for another.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("moto log"))
+                .spawn()
+                .expect("starting moto_server (is moto installed? run scripts/test.sh)");
+            let mut proc = Proc {
                 child,
                 name: "moto".into(),
                 log: None,
-            }],
-            _dir: dir,
+            };
+            if proc.try_listening(port, Duration::from_secs(30)).is_err()
+                || !answers_as(port, "Werkzeug")
+            {
+                proc.kill9();
+                continue;
+            }
+            return S3Server {
+                kind: Kind::Moto,
+                port,
+                region: "us-east-1".into(),
+                access_key: "testing".into(),
+                secret_key: "testing".into(),
+                // moto's access log is too chatty to be worth printing on failure.
+                _procs: vec![proc],
+                _dir: dir,
+            };
         }
+        panic!("moto_server did not start on a port of its own in 5 tries");
     }
 
     /// A single-node Garage on SQLite, the engine that takes every key S3 allows. Panics when
