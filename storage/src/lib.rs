@@ -14,6 +14,7 @@ mod s3;
 mod sigv4;
 mod stores;
 mod tls;
+mod versions;
 mod wire;
 
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub use limited::LimitedStore;
 pub use s3::{RequestPath, S3Store, Timeouts, sdk_config};
 pub use stores::{PROBE_LIFETIME, Stores};
 pub use tls::{Authorities, CA_BUNDLE_VAR, Trust, TrustError};
+pub use versions::{ByKey, VersionCursor, VersionEntry, VersionPage, VersionWritten, Versioning};
 
 pub use ferry_core::capabilities::{Capabilities, Conditions, EtagForm};
 pub use ferry_core::object::{
@@ -314,6 +316,90 @@ pub trait ObjectStore: Send + Sync {
         bucket: &str,
         prefix: &str,
     ) -> Result<Vec<OpenUpload>, StorageError>;
+
+    /// Whether `bucket` keeps versions (GetBucketVersioning).
+    async fn versioning(&self, bucket: &str) -> Result<Versioning, StorageError> {
+        Err(versions::unsupported(
+            self.name(),
+            "GetBucketVersioning",
+            bucket,
+        ))
+    }
+
+    /// One page (up to 1000 entries) of the versions and delete markers under `prefix`, in
+    /// the server's order (keys ascending, each key's entries newest first): the first page
+    /// (no `cursor`) starts after the key `start_after`; later pages follow `cursor`.
+    async fn list_versions_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        cursor: Option<VersionCursor>,
+    ) -> Result<VersionPage, StorageError> {
+        let _ = (start_after, cursor);
+        Err(versions::unsupported(
+            self.name(),
+            "ListObjectVersions",
+            &format!("s3://{bucket}/{prefix}"),
+        ))
+    }
+
+    /// Reads one version of an object, whole, as a stream.
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<GetObject, StorageError> {
+        let _ = version_id;
+        Err(versions::unsupported(
+            self.name(),
+            "GetObject",
+            &format!("s3://{bucket}/{key}"),
+        ))
+    }
+
+    /// The tags of one version (as [`ObjectStore::get_tagging`]).
+    async fn get_version_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let _ = version_id;
+        Err(versions::unsupported(
+            self.name(),
+            "GetObjectTagging",
+            &format!("s3://{bucket}/{key}"),
+        ))
+    }
+
+    /// Writes an object as [`ObjectStore::put`] does, and says which version it made.
+    async fn put_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: BodyStream,
+        length: u64,
+        options: PutOptions<'_>,
+    ) -> Result<VersionWritten, StorageError> {
+        let _ = (body, length, options);
+        Err(versions::unsupported(
+            self.name(),
+            "PutObject",
+            &format!("s3://{bucket}/{key}"),
+        ))
+    }
+
+    /// Puts a delete marker on `key` (DeleteObject without a version id) and returns the
+    /// marker's version id; `None` when the bucket did not make one.
+    async fn delete_marker(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
+        Err(versions::unsupported(
+            self.name(),
+            "DeleteObject",
+            &format!("s3://{bucket}/{key}"),
+        ))
+    }
 }
 
 /// Attempts per listing page before a transient error ends the listing.
@@ -336,35 +422,66 @@ pub fn list_pages(
             let Some(token) = state else {
                 return Ok(None);
             };
-            let (mut attempt, mut throttled) = (0, 0);
-            let page = loop {
-                attempt += 1;
-                match store
-                    .list_page(&bucket, &prefix, start_after.as_deref(), token.clone())
-                    .await
-                {
-                    // Throttling is not failing: wait longer, without using up attempts.
-                    Err(e) if e.kind == ErrorKind::Throttled => {
-                        attempt -= 1;
-                        throttled += 1;
-                        tracing::debug!(error = %e, throttled, "listing throttled; slowing down");
-                        tokio::time::sleep(
-                            ferry_core::retry::RetryPolicy::THROTTLED.delay(throttled),
-                        )
-                        .await;
-                    }
-                    Err(e) if e.kind.is_retryable() && attempt < LIST_ATTEMPTS => {
-                        tracing::warn!(error = %e, attempt, "listing failed; retrying");
-                        tokio::time::sleep(
-                            ferry_core::retry::RetryPolicy::TRANSIENT.delay(attempt),
-                        )
-                        .await;
-                    }
-                    other => break other?,
-                }
-            };
+            let page = with_listing_retries(|| {
+                store.list_page(&bucket, &prefix, start_after.as_deref(), token.clone())
+            })
+            .await?;
             let next = page.next_token.clone().map(Some);
             Ok(Some((page, next)))
         }
     })
+}
+
+/// Lists every version and delete marker under `prefix` (after the key `start_after`) as a
+/// stream of pages in the server's order, retried as [`list_pages`] retries.
+pub fn list_version_pages(
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+    start_after: Option<String>,
+) -> impl Stream<Item = Result<VersionPage, StorageError>> + Send {
+    // State: None = finished; Some(cursor) = the next page to fetch (first: Some(None)).
+    futures::stream::try_unfold(Some(None::<VersionCursor>), move |state| {
+        let store = store.clone();
+        let (bucket, prefix, start_after) = (bucket.clone(), prefix.clone(), start_after.clone());
+        async move {
+            let Some(cursor) = state else {
+                return Ok(None);
+            };
+            let page = with_listing_retries(|| {
+                store.list_versions_page(&bucket, &prefix, start_after.as_deref(), cursor.clone())
+            })
+            .await?;
+            let next = page.next.clone().map(Some);
+            Ok(Some((page, next)))
+        }
+    })
+}
+
+/// One listing request, tried again after a transient failure (up to [`LIST_ATTEMPTS`]
+/// times) and after a throttle (without using up attempts).
+async fn with_listing_retries<T, F, Fut>(mut request: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
+    let (mut attempt, mut throttled) = (0, 0);
+    loop {
+        attempt += 1;
+        match request().await {
+            // Throttling is not failing: wait longer, without using up attempts.
+            Err(e) if e.kind == ErrorKind::Throttled => {
+                attempt -= 1;
+                throttled += 1;
+                tracing::debug!(error = %e, throttled, "listing throttled; slowing down");
+                tokio::time::sleep(ferry_core::retry::RetryPolicy::THROTTLED.delay(throttled))
+                    .await;
+            }
+            Err(e) if e.kind.is_retryable() && attempt < LIST_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "listing failed; retrying");
+                tokio::time::sleep(ferry_core::retry::RetryPolicy::TRANSIENT.delay(attempt)).await;
+            }
+            other => return other,
+        }
+    }
 }

@@ -15,7 +15,8 @@ use futures::Stream;
 
 use super::{
     BodyStream, ByteRange, ErrorKind, GetObject, ListPage, ObjectAttrs, ObjectHead, ObjectStore,
-    OpenUpload, PartHead, PutOptions, StorageError, UploadedPart, WriteCondition, Written,
+    OpenUpload, PartHead, PutOptions, StorageError, UploadedPart, VersionCursor, VersionPage,
+    VersionWritten, Versioning, WriteCondition, Written,
 };
 use ferry_core::fleet::{FleetError, RateBudget};
 
@@ -346,5 +347,66 @@ impl ObjectStore for LimitedStore {
     ) -> Result<Vec<OpenUpload>, StorageError> {
         self.request("ListMultipartUploads").await?;
         self.inner.list_uploads(bucket, prefix).await
+    }
+
+    async fn versioning(&self, bucket: &str) -> Result<Versioning, StorageError> {
+        self.request("GetBucketVersioning").await?;
+        self.inner.versioning(bucket).await
+    }
+
+    async fn list_versions_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        cursor: Option<VersionCursor>,
+    ) -> Result<VersionPage, StorageError> {
+        self.request("ListObjectVersions").await?;
+        self.inner
+            .list_versions_page(bucket, prefix, start_after, cursor)
+            .await
+    }
+
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<GetObject, StorageError> {
+        self.request("GetObject").await?;
+        let mut got = self.inner.get_version(bucket, key, version_id).await?;
+        got.body = self.metered(got.body);
+        Ok(got)
+    }
+
+    async fn get_version_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        self.request("GetObjectTagging").await?;
+        self.inner
+            .get_version_tagging(bucket, key, version_id)
+            .await
+    }
+
+    async fn put_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: BodyStream,
+        length: u64,
+        options: PutOptions<'_>,
+    ) -> Result<VersionWritten, StorageError> {
+        self.request("PutObject").await?;
+        self.inner
+            .put_version(bucket, key, body, length, options)
+            .await
+    }
+
+    async fn delete_marker(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
+        self.request("DeleteObject").await?;
+        self.inner.delete_marker(bucket, key).await
     }
 }

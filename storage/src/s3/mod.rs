@@ -243,3 +243,4 @@ impl S3Store {
 mod convert;
 mod failure;
 mod store;
+mod versions;

@@ -2,6 +2,7 @@
 
 use super::convert::*;
 use super::*;
+use crate::versions::{VersionCursor, VersionPage, VersionWritten, Versioning};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 
 #[async_trait]
@@ -154,42 +155,7 @@ impl ObjectStore for S3Store {
                 .await;
         }
         let progress = Progress::new();
-        let req = self
-            .uploads
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_length(length as i64)
-            .body(to_sdk_body(body, length, progress.clone()))
-            .set_tagging(options.tagging.map(str::to_string));
-        let req = match options.content_md5.and_then(|h| hex::decode(h).ok()) {
-            Some(md5) => req.content_md5(aws_smithy_types::base64::encode(md5)),
-            None => req,
-        };
-        let req = match options.checksum {
-            Some(c) => {
-                let v = c.value.clone();
-                match c.algorithm {
-                    ChecksumKind::Crc32 => req.checksum_crc32(v),
-                    ChecksumKind::Crc32c => req.checksum_crc32_c(v),
-                    ChecksumKind::Crc64Nvme => req.checksum_crc64_nvme(v),
-                    ChecksumKind::Sha1 => req.checksum_sha1(v),
-                    ChecksumKind::Sha256 => req.checksum_sha256(v),
-                }
-            }
-            None if options.content_md5.is_none() && options.trailer => {
-                req.checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            }
-            None => req,
-        };
-        let req = apply_condition!(req, options.condition);
-        let mut op = apply_attrs!(req, options.attrs)
-            .customize()
-            // The body is a stream: signing its SHA-256 would need it whole in memory.
-            .disable_payload_signing();
-        if options.attrs.content_type.is_none() {
-            op = op.mutate_request(strip_default_content_type);
-        }
+        let op = self.put_operation(bucket, key, body, length, &options, progress.clone());
         Ok(send_upload!(self, op, "PutObject", progress, bucket, key))
     }
 
@@ -536,6 +502,54 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(uploads)
+    }
+
+    async fn versioning(&self, bucket: &str) -> Result<Versioning, StorageError> {
+        self.bucket_versioning(bucket).await
+    }
+
+    async fn list_versions_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        cursor: Option<VersionCursor>,
+    ) -> Result<VersionPage, StorageError> {
+        self.versions_page(bucket, prefix, start_after, cursor)
+            .await
+    }
+
+    async fn get_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<GetObject, StorageError> {
+        self.version_get(bucket, key, version_id).await
+    }
+
+    async fn get_version_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        self.version_tagging(bucket, key, version_id).await
+    }
+
+    async fn put_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: BodyStream,
+        length: u64,
+        options: PutOptions<'_>,
+    ) -> Result<VersionWritten, StorageError> {
+        self.version_put(bucket, key, body, length, options).await
+    }
+
+    async fn delete_marker(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
+        self.marker_put(bucket, key).await
     }
 }
 
