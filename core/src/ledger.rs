@@ -85,6 +85,61 @@ impl LedgerEntry {
     }
 }
 
+/// What ferry wrote for one key of a rule with `versions = "all"`: per source version (or
+/// delete marker) copied, in the order copied, the destination version that holds its copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionsEntry {
+    /// (source version id, destination version id), oldest first.
+    pub copied: Vec<(String, String)>,
+}
+
+/// The format byte of a [`VersionsEntry`] (a [`LedgerEntry`] has 1).
+const VERSIONS_FORMAT: u8 = 2;
+
+impl VersionsEntry {
+    /// Compact binary form: the format byte, then each pair as two length-prefixed strings.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.copied.len() * 70);
+        out.push(VERSIONS_FORMAT);
+        for (source, destination) in &self.copied {
+            for id in [source, destination] {
+                encode_varint(id.len() as u64, &mut out);
+                out.extend_from_slice(id.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes [`VersionsEntry::encode`]'s output; `None` if it is not one.
+    pub fn decode(bytes: &[u8]) -> Option<VersionsEntry> {
+        let (&format, mut rest) = bytes.split_first()?;
+        if format != VERSIONS_FORMAT {
+            return None;
+        }
+        let mut copied = Vec::new();
+        while !rest.is_empty() {
+            let mut id = || -> Option<String> {
+                let len = usize::try_from(decode_varint(&mut rest)?).ok()?;
+                if rest.len() < len {
+                    return None;
+                }
+                let (text, tail) = rest.split_at(len);
+                rest = tail;
+                String::from_utf8(text.to_vec()).ok()
+            };
+            let source = id()?;
+            let destination = id()?;
+            copied.push((source, destination));
+        }
+        Some(VersionsEntry { copied })
+    }
+
+    /// Whether the source version `id` has its copy recorded.
+    pub fn has(&self, id: &str) -> bool {
+        self.copied.iter().any(|(source, _)| source == id)
+    }
+}
+
 // ETag forms: 0 = raw string (len-prefixed), 1 = 32 hex digits, 2 = 32 hex + "-N" (multipart).
 fn encode_etag(etag: &str, out: &mut Vec<u8>) {
     let (hex, parts) = match etag.split_once('-') {
@@ -186,6 +241,28 @@ mod tests {
             source_last_modified_ms: 1_763_700_000_123,
             destination_etag: destination.into(),
         }
+    }
+
+    #[test]
+    fn a_versions_entry_round_trips_and_is_not_read_as_an_object_entry() {
+        let e = VersionsEntry {
+            copied: vec![
+                ("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY".into(), "null".into()),
+                ("".into(), "b1f7e2c0-6f3d-4f6e-9a55-0d2b1c7a9e11".into()),
+            ],
+        };
+        let bytes = e.encode();
+        assert_eq!(VersionsEntry::decode(&bytes), Some(e.clone()));
+        assert_eq!(LedgerEntry::decode(&bytes), None);
+        assert!(e.has("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"));
+        assert!(!e.has("null"));
+        assert_eq!(VersionsEntry::decode(&bytes[..bytes.len() - 1]), None);
+        let object = entry("9e107d9d372bb6826bd81d3542a419d6", "x").encode();
+        assert_eq!(VersionsEntry::decode(&object), None);
+        assert_eq!(
+            VersionsEntry::decode(&VersionsEntry::default().encode()),
+            Some(VersionsEntry::default())
+        );
     }
 
     #[test]

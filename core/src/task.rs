@@ -62,6 +62,37 @@ pub enum Task {
     },
     /// Copy one part of a multipart upload; any worker may claim any part.
     CopyPart(Box<PartTask>),
+    /// Copy versions of one key (`versions = "all"`), oldest first, one after another: the
+    /// versions and delete markers the ledger does not yet record.
+    CopyVersions {
+        /// The key.
+        key: String,
+        /// Its pending source versions, oldest first.
+        versions: Vec<SourceVersion>,
+    },
+    /// Copy one version of a key as the key's object (`sync --at`): the version that was
+    /// current at the moment asked for.
+    CopyVersion {
+        /// The key.
+        key: String,
+        /// The source version.
+        version: SourceVersion,
+    },
+}
+
+/// One version (or delete marker) of a key at the source, as its version listing gave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceVersion {
+    /// The source's version id (`null` for a version written before versioning was on).
+    pub version_id: String,
+    /// A delete marker, not a version with bytes.
+    pub delete_marker: bool,
+    /// Size in bytes (0 for a delete marker).
+    pub size: u64,
+    /// ETag as listed, without quotes (empty for a delete marker).
+    pub etag: String,
+    /// Last-Modified, milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
 }
 
 /// One part of an object copied in parts.
@@ -123,6 +154,7 @@ impl Task {
             Task::CopyObject { source, .. } => &source.key,
             Task::DeleteObject { key, .. } => key,
             Task::CopyPart(part) => &part.source.key,
+            Task::CopyVersions { key, .. } | Task::CopyVersion { key, .. } => key,
         }
     }
 
@@ -132,6 +164,8 @@ impl Task {
             Task::CopyObject { source, .. } => source.size,
             Task::DeleteObject { .. } => 0,
             Task::CopyPart(part) => part.len(),
+            Task::CopyVersions { versions, .. } => versions.iter().map(|v| v.size).sum(),
+            Task::CopyVersion { version, .. } => version.size,
         }
     }
 }

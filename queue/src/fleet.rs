@@ -288,6 +288,8 @@ impl Queue {
                         Some(Task::CopyObject { .. }) => "copy",
                         Some(Task::CopyPart(_)) => "part",
                         Some(Task::DeleteObject { .. }) => "delete",
+                        Some(Task::CopyVersions { .. }) => "versions",
+                        Some(Task::CopyVersion { .. }) => "version",
                         None => "undecodable",
                     }
                     .to_string(),

@@ -10,7 +10,7 @@ use redis::ScriptInvocation;
 
 use super::{Queue, QueueError};
 use ferry_core::codec::slot_bytes;
-use ferry_core::ledger::{LedgerEntry, hash};
+use ferry_core::ledger::{LedgerEntry, VersionsEntry, hash};
 
 /// How long after its claim a write may still land. A write intent older than this, on a key
 /// that an iteration found just as the ledger says, is forgotten. A write held in flight
@@ -31,6 +31,8 @@ pub struct Intent {
 pub struct LedgerView {
     /// What ferry last wrote and acked.
     pub entry: Option<LedgerEntry>,
+    /// For a rule with `versions = "all"`: the versions whose copies are recorded.
+    pub versions: Option<VersionsEntry>,
     /// Claims that may write the key and have not acked.
     pub intents: Vec<Intent>,
 }
@@ -63,6 +65,8 @@ pub enum LedgerOp {
     Put(String, LedgerEntry),
     /// Forget this key (its destination object was deleted).
     Delete(String),
+    /// Record the versions of this key copied so far (`versions = "all"`).
+    PutVersions(String, VersionsEntry),
 }
 
 impl LedgerOp {
@@ -72,6 +76,9 @@ impl LedgerOp {
                 inv.arg("").arg("").arg("");
             }
             LedgerOp::Put(key, entry) => {
+                inv.arg("put").arg(&hash(key)[..]).arg(entry.encode());
+            }
+            LedgerOp::PutVersions(key, entry) => {
                 inv.arg("put").arg(&hash(key)[..]).arg(entry.encode());
             }
             LedgerOp::Delete(key) => {
@@ -107,6 +114,7 @@ impl Queue {
             .chunks(2)
             .map(|pair| LedgerView {
                 entry: pair[0].as_deref().and_then(LedgerEntry::decode),
+                versions: pair[0].as_deref().and_then(VersionsEntry::decode),
                 intents: pair[1]
                     .as_deref()
                     .and_then(|b| std::str::from_utf8(b).ok())

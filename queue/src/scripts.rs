@@ -28,6 +28,7 @@ pub(crate) struct Scripts {
     pub(crate) tokens: Script,
     pub(crate) ledger: Script,
     pub(crate) report: Script,
+    pub(crate) version: Script,
     /// Every script's code, for a backend that must know them up front (the embedded one).
     pub(crate) sources: Vec<String>,
 }
@@ -74,6 +75,7 @@ impl Scripts {
             tokens: script(false, include_str!("lua/tokens.lua")),
             ledger: script(true, include_str!("lua/ledger.lua")),
             report: script(true, include_str!("lua/report.lua")),
+            version: script(true, include_str!("lua/version.lua")),
             sources: Vec::new(),
         };
         scripts.sources = sources;

@@ -16,6 +16,7 @@ use super::{
     WORKER_FORGOTTEN_AFTER, WorkerInfo, reply,
 };
 use ferry_core::codec;
+use ferry_core::ledger::VersionsEntry;
 use ferry_core::task::{PartTask, Task, UploadRecord};
 
 /// One finished task to ack with others of its rule ([`WorkerQueue::ack_many`]).
@@ -148,6 +149,16 @@ pub trait WorkerQueue: Send + Sync {
         rid: &str,
         number: u32,
     ) -> Result<Option<String>, QueueError>;
+
+    /// Records the versions of `key` copied so far (`versions = "all"`) while `claimed` is
+    /// still held; false when the lease was lost (nothing changed).
+    async fn record_versions(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        key: &str,
+        entry: &VersionsEntry,
+    ) -> Result<bool, QueueError>;
 
     /// The upload record `rid` of `rule`, if it is still open.
     async fn upload(&self, rule: &str, rid: &str) -> Result<Option<UploadRecord>, QueueError>;
@@ -390,6 +401,20 @@ impl WorkerQueue for Queue {
             .arg(part.len());
         let answer: Vec<String> = self.invoke(inv).await?;
         reply::part_recorded(&answer)
+    }
+
+    async fn record_versions(
+        &self,
+        worker: &str,
+        claimed: &Claimed,
+        key: &str,
+        entry: &VersionsEntry,
+    ) -> Result<bool, QueueError> {
+        let mut inv = self.held_invocation(&self.scripts.version, worker, claimed);
+        inv.arg(&ferry_core::ledger::hash(key)[..])
+            .arg(entry.encode());
+        let recorded: i64 = self.invoke(inv).await?;
+        Ok(recorded == 1)
     }
 
     /// The ETag recorded for part `number` of upload `rid`, if any.

@@ -376,6 +376,14 @@ pub struct Rule {
     pub filter: crate::filter::Filter,
     /// Where each iteration's report is written (`report`), if anywhere.
     pub report: Option<crate::report::ReportTarget>,
+    /// Which versions of each key it copies (`versions`).
+    pub versions: Versions,
+    /// With `versions = "all"`: each copy carries its source version's id and Last-Modified
+    /// as metadata (`version_marker`).
+    pub version_marker: bool,
+    /// The source as it was at this moment (ms since the epoch; `sync --at`): each key's
+    /// version current then is copied, and nothing for a key absent or deleted then.
+    pub at_ms: Option<i64>,
 }
 
 impl Rule {
@@ -403,8 +411,28 @@ impl Rule {
             events_token: None,
             filter: crate::filter::Filter::default(),
             report: None,
+            versions: Versions::Current,
+            version_marker: false,
+            at_ms: None,
         }
     }
+}
+
+/// Which versions of each key a rule copies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Versions {
+    /// The current version of each key (a key whose current version is a delete marker is
+    /// not copied).
+    #[default]
+    Current,
+    /// Every version and delete marker, oldest first, to a versioned destination.
+    All,
+}
+
+impl Versions {
+    /// The config file's names.
+    pub const NAMES: [(&'static str, Versions); 2] =
+        [("current", Versions::Current), ("all", Versions::All)];
 }
 
 /// Where a rule's change notifications come from (see PRODUCT.md, "Events").

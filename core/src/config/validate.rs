@@ -91,7 +91,51 @@ pub(super) fn rule_problems(config: &Config, rule: &Rule) -> Vec<Problem> {
     }
     check_prefixes(rule, &mut problems);
     check_sizes(rule, &mut problems);
+    check_versions(rule, &mut problems);
     problems
+}
+
+/// `versions = "all"` and what it rules out.
+fn check_versions(rule: &Rule, problems: &mut Vec<Problem>) {
+    if rule.at_ms.is_some() {
+        for (conflict, given) in [
+            ("versions", rule.versions == super::Versions::All),
+            ("delete", rule.delete),
+            ("events", rule.events.is_some()),
+        ] {
+            if given {
+                problems.push(Problem::new(
+                    conflict,
+                    "cannot be used with --at, which copies each key's version as it was \
+                     then and leaves the rest of the destination alone",
+                ));
+            }
+        }
+    }
+    if rule.versions != super::Versions::All {
+        if rule.version_marker {
+            problems.push(Problem::new(
+                "version_marker",
+                "only applies with versions = \"all\"",
+            ));
+        }
+        return;
+    }
+    if rule.delete {
+        problems.push(Problem::new(
+            "delete",
+            "cannot be true with versions = \"all\": a version deleted at the source is never \
+             deleted at the destination (as AWS replication does), and a delete marker is \
+             copied as one; remove delete = true",
+        ));
+    }
+    if rule.events.is_some() {
+        problems.push(Problem::new(
+            "events",
+            "cannot be used with versions = \"all\" yet: events do not carry the version \
+             order; iterations alone copy every version",
+        ));
+    }
 }
 
 fn valid_rule_name(name: &str) -> bool {

@@ -4,7 +4,7 @@ use super::{Fields, read_env};
 use crate::config::{
     Archived, DEFAULT_INTERVAL, DEFAULT_LIST_RANGE_MIN_KEYS, DEFAULT_LIST_RANGES,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, Destination, Events,
-    Overwrite, Problem, Rule, Secret, Source, Stop, StorageClass,
+    Overwrite, Problem, Rule, Secret, Source, Stop, StorageClass, Versions,
 };
 use crate::units::ByteSize;
 
@@ -52,6 +52,9 @@ pub(super) fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<
             .ok()
     });
 
+    let versions = t.choice("versions", &Versions::NAMES, Versions::Current, problems);
+    let version_marker = t.bool("version_marker", problems).unwrap_or(false);
+
     let (src_endpoint, src_bucket, prefixes) = source?;
     let (dst_endpoint, dst_bucket, storage_class) = destination?;
     Some(Rule {
@@ -83,6 +86,9 @@ pub(super) fn parse_rule(t: &Fields<'_>, problems: &mut Vec<Problem>) -> Option<
         events_token,
         filter,
         report,
+        versions,
+        version_marker,
+        at_ms: None,
     })
 }
 
