@@ -62,16 +62,41 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts the versions of one key (`versions = "all"`): each version read by its id and
+    /// written in one request, each delete marker made by a DeleteObject.
+    fn add_versions(&mut self, same_endpoint: bool, versions: &[ferry_core::task::SourceVersion]) {
+        let r = &mut self.requests;
+        for version in versions {
+            if version.delete_marker {
+                r.destination("DeleteObject", 1);
+                continue;
+            }
+            self.single += 1;
+            if !same_endpoint {
+                self.egress_bytes += version.size;
+            }
+            r.source("GetObject", 1);
+            r.destination("PutObject", 1);
+        }
+    }
+
     /// Counts one planned task of `rule`, as a worker would copy it to a destination that
     /// does what `caps` (its probe's findings, where known) say.
     pub fn add(&mut self, rule: &Rule, caps: Option<&Capabilities>, task: &Task) {
         let same_endpoint = rule.source.endpoint == rule.destination.endpoint;
         let r = &mut self.requests;
         let Task::CopyObject { source, .. } = task else {
-            if let Task::DeleteObject { .. } = task {
-                // Checked to be what ferry wrote, then deleted.
-                r.destination("HeadObject", 1);
-                r.destination("DeleteObject", 1);
+            match task {
+                Task::DeleteObject { .. } => {
+                    // Checked to be what ferry wrote, then deleted.
+                    r.destination("HeadObject", 1);
+                    r.destination("DeleteObject", 1);
+                }
+                Task::CopyVersions { versions, .. } => self.add_versions(same_endpoint, versions),
+                Task::CopyVersion { version, .. } => {
+                    self.add_versions(same_endpoint, std::slice::from_ref(version))
+                }
+                _ => {}
             }
             return;
         };

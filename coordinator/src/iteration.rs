@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_core::config::{Rule, Stop};
+use ferry_core::config::{Rule, Stop, Versions};
 use ferry_core::telemetry::Metric;
 use ferry_queue::{IterationRecord, ListingMarks, QueueError, RuleState};
-use ferry_storage::{ListPage, ObjectStore, StorageError, list_pages};
+use ferry_storage::{
+    ByKey, ListPage, ObjectStore, StorageError, VersionPage, list_pages, list_version_pages,
+};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -454,6 +456,11 @@ impl Sides<'_> {
         range: KeyRange,
         marks: &mut Marks,
     ) -> Result<(), CoordinatorError> {
+        if self.rule.versions == Versions::All || self.rule.at_ms.is_some() {
+            return self
+                .list_versions_and_plan(planner, prefix, range, marks)
+                .await;
+        }
         let mut src = spawn_listing(
             self.source.clone(),
             self.rule.source.bucket.clone(),
@@ -492,6 +499,42 @@ impl Sides<'_> {
             if self.cancel.is_cancelled() {
                 return Err(CoordinatorError::Cancelled);
             }
+        }
+        planner.flush().await
+    }
+
+    /// A rule with `versions = "all"`: the source's versions and delete markers, grouped by
+    /// key, go to the planner, which checks them against the ledger alone (nothing is ever
+    /// deleted at the destination, so its listing is not needed).
+    async fn list_versions_and_plan(
+        &self,
+        planner: &mut Planner<'_>,
+        prefix: &str,
+        range: KeyRange,
+        marks: &mut Marks,
+    ) -> Result<(), CoordinatorError> {
+        let mut src = spawn_version_listing(
+            self.source.clone(),
+            self.rule.source.bucket.clone(),
+            prefix.to_string(),
+            range,
+        );
+        let mut by_key = ByKey::default();
+        while let Some(page) = src.recv().await {
+            let page = page?;
+            planner.listed_page(true, page.entries.len());
+            let next = page.next.as_ref().map(|c| c.key.as_str());
+            for versions in by_key.push(page.entries, next) {
+                marks.push(&versions[0].key);
+                planner.push_versions(versions).await?;
+            }
+            if self.cancel.is_cancelled() {
+                return Err(CoordinatorError::Cancelled);
+            }
+        }
+        for versions in by_key.finish() {
+            marks.push(&versions[0].key);
+            planner.push_versions(versions).await?;
         }
         planner.flush().await
     }
@@ -543,6 +586,37 @@ pub(crate) fn spawn_listing(
                     .partition_point(|o| o.key.as_str() <= through.as_str());
                 if inside < listed.objects.len() || listed.next_token.is_none() {
                     listed.objects.truncate(inside);
+                    ended = true;
+                }
+            }
+            if tx.send(page).await.is_err() || ended {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// [`spawn_listing`] for a version listing: its pages, a few ahead, up to the range's end.
+pub(crate) fn spawn_version_listing(
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+    range: KeyRange,
+) -> mpsc::Receiver<Result<VersionPage, StorageError>> {
+    let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
+    tokio::spawn(async move {
+        let pages = list_version_pages(store, bucket, prefix, range.after);
+        futures::pin_mut!(pages);
+        while let Some(mut page) = pages.next().await {
+            let mut ended = false;
+            if let (Ok(listed), Some(through)) = (&mut page, &range.through) {
+                // Not by position: a store may list a page's markers after its versions.
+                let before = listed.entries.len();
+                listed
+                    .entries
+                    .retain(|e| e.key.as_str() <= through.as_str());
+                if listed.entries.len() < before || listed.next.is_none() {
                     ended = true;
                 }
             }

@@ -9,10 +9,10 @@ use ferry_core::config::Rule;
 use ferry_core::policy::{Action, Policy, Reason, decide, is_managed};
 use ferry_core::report::{ReportLine, ReportOutcome};
 use ferry_core::shard::{ShardId, shard_of, shard_of_range};
-use ferry_core::task::{Expected, ObjectVersion, Task};
+use ferry_core::task::{Expected, ObjectVersion, SourceVersion, Task};
 use ferry_core::telemetry::Metric;
 use ferry_queue::{CoordinatorQueue, LeaderToken, LedgerView, PlanBatch, SkipCategory};
-use ferry_storage::ObjectMeta;
+use ferry_storage::{ObjectMeta, VersionEntry};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -21,6 +21,10 @@ use crate::diff::Joined;
 
 /// Keys decided per batch: one ledger round trip and one plan round trip each.
 pub(crate) const BATCH: usize = 1000;
+
+/// The most versions of one key a task carries (`versions = "all"`); a key with more pending
+/// goes on in the next iteration.
+pub(crate) const VERSIONS_PER_TASK: usize = 1000;
 
 /// What a dry run found: the work an iteration would plan now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,6 +68,8 @@ pub(crate) struct Planner<'a> {
     cancel: &'a CancellationToken,
     max_outstanding: u64,
     batch: Vec<Joined>,
+    /// A rule with `versions = "all"`: keys with their listed versions, oldest first.
+    versions: Vec<Vec<VersionEntry>>,
     prefix_index: usize,
     prefix: String,
     /// Set for a planner of one key range of the prefix: (range index, ranges). Its
@@ -108,6 +114,7 @@ impl<'a> Planner<'a> {
             cancel,
             max_outstanding,
             batch: Vec::with_capacity(BATCH),
+            versions: Vec::new(),
             prefix_index: 0,
             prefix: String::new(),
             range: None,
@@ -188,8 +195,25 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// Takes one key's versions and delete markers, oldest first (`versions = "all"`).
+    pub(crate) async fn push_versions(
+        &mut self,
+        versions: Vec<VersionEntry>,
+    ) -> Result<(), CoordinatorError> {
+        if !versions.is_empty() {
+            self.versions.push(versions);
+        }
+        if self.versions.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Decides and enqueues the batch, with its counts and checkpoint, in one atomic step.
     pub(crate) async fn flush(&mut self) -> Result<(), CoordinatorError> {
+        if !self.versions.is_empty() {
+            return self.flush_versions().await;
+        }
         let Some(last) = self.batch.last() else {
             return Ok(());
         };
@@ -210,6 +234,146 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         self.enqueue(tally, checkpoint).await
+    }
+
+    /// A batch of keys with their versions: a task per key with the versions the ledger does
+    /// not record, oldest first (at most [`VERSIONS_PER_TASK`]; the rest follow in the next
+    /// iteration).
+    async fn flush_versions(&mut self) -> Result<(), CoordinatorError> {
+        let batch = std::mem::take(&mut self.versions);
+        let last_key = batch.last().map(|v| v[0].key.clone()).unwrap_or_default();
+        let checkpoint = (self.prefix_index, last_key);
+        let keys: Vec<&str> = batch.iter().map(|v| v[0].key.as_str()).collect();
+        let views = self.queue.ledger_get(&self.rule.name, &keys).await?;
+        let mut tally = Tally::default();
+        for (versions, view) in batch.into_iter().zip(views) {
+            if let Some(at) = self.rule.at_ms {
+                self.plan_at(at, versions, &view, &mut tally);
+                continue;
+            }
+            tally.listed += 1;
+            let newest = versions.last().expect("a key has a version");
+            let key = newest.key.clone();
+            let relative = key.strip_prefix(self.prefix.as_str()).unwrap_or(&key);
+            if !self.rule.filter.is_empty()
+                && !self.rule.filter.admits(
+                    relative,
+                    newest.size,
+                    newest.last_modified_ms,
+                    self.now_ms,
+                )
+            {
+                tally.skip("excluded", SkipCategory::Excluded);
+                self.report_versions_skip(&mut tally, &key, SkipCategory::Excluded);
+                continue;
+            }
+            let recorded = view.versions.unwrap_or_default();
+            let pending: Vec<SourceVersion> = versions
+                .into_iter()
+                .filter(|v| !recorded.has(&v.version_id))
+                .take(VERSIONS_PER_TASK)
+                .map(|v| SourceVersion {
+                    version_id: v.version_id,
+                    delete_marker: v.delete_marker,
+                    size: v.size,
+                    etag: v.etag,
+                    last_modified_ms: v.last_modified_ms,
+                })
+                .collect();
+            if pending.is_empty() {
+                tally.skip("unchanged", SkipCategory::Unchanged);
+                self.report_versions_skip(&mut tally, &key, SkipCategory::Unchanged);
+                continue;
+            }
+            let task = Task::CopyVersions {
+                key,
+                versions: pending,
+            };
+            let shard = match self.range {
+                Some((range, ranges)) => {
+                    shard_of_range(&self.prefix, range as u32, ranges as u32, task.key())
+                }
+                None => shard_of(&self.prefix, task.key()),
+            };
+            tally.tasks.entry(shard).or_default().push(task);
+        }
+        if self.dry.is_some() {
+            self.found(&tally);
+            return Ok(());
+        }
+        self.enqueue(tally, checkpoint).await
+    }
+
+    /// `sync --at`: the key's version current at `at`, unless the ledger says it is what
+    /// ferry last wrote. A key absent or deleted then is not listed as it was.
+    fn plan_at(&self, at: i64, versions: Vec<VersionEntry>, view: &LedgerView, tally: &mut Tally) {
+        let Some(then) = versions
+            .into_iter()
+            .rev()
+            .find(|v| v.last_modified_ms <= at)
+            .filter(|v| !v.delete_marker)
+        else {
+            return;
+        };
+        tally.listed += 1;
+        let relative = then
+            .key
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(&then.key);
+        if !self.rule.filter.is_empty()
+            && !self
+                .rule
+                .filter
+                .admits(relative, then.size, then.last_modified_ms, self.now_ms)
+        {
+            tally.skip("excluded", SkipCategory::Excluded);
+            self.report_versions_skip(tally, &then.key, SkipCategory::Excluded);
+            return;
+        }
+        let copied = view.entry.as_ref().is_some_and(|e| {
+            e.source_etag == then.etag
+                && e.size == then.size
+                && e.source_last_modified_ms == then.last_modified_ms
+        });
+        if copied {
+            tally.skip("unchanged", SkipCategory::Unchanged);
+            self.report_versions_skip(tally, &then.key, SkipCategory::Unchanged);
+            return;
+        }
+        let task = Task::CopyVersion {
+            key: then.key,
+            version: SourceVersion {
+                version_id: then.version_id,
+                delete_marker: false,
+                size: then.size,
+                etag: then.etag,
+                last_modified_ms: then.last_modified_ms,
+            },
+        };
+        let shard = match self.range {
+            Some((range, ranges)) => {
+                shard_of_range(&self.prefix, range as u32, ranges as u32, task.key())
+            }
+            None => shard_of(&self.prefix, task.key()),
+        };
+        tally.tasks.entry(shard).or_default().push(task);
+    }
+
+    /// The report line of a key whose versions are all copied, or that the filters leave out.
+    fn report_versions_skip(&self, tally: &mut Tally, key: &str, category: SkipCategory) {
+        if self.rule.report.is_none() || self.dry.is_some() {
+            return;
+        }
+        let line = ReportLine {
+            key: key.to_string(),
+            outcome: ReportOutcome::Skipped,
+            reason: Some(category.as_str().to_string()),
+            error: None,
+            bytes: 0,
+            source_etag: None,
+            destination_etag: None,
+        };
+        tally.report.push(line.to_json());
     }
 
     /// Decides every key of the batch, given its ledger views (one per key not only at the

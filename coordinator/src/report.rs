@@ -136,6 +136,10 @@ impl Report {
                 ferry_core::task::Task::CopyObject { source, .. } => Some(source.etag.clone()),
                 ferry_core::task::Task::CopyPart(p) => Some(p.source.etag.clone()),
                 ferry_core::task::Task::DeleteObject { .. } => None,
+                ferry_core::task::Task::CopyVersions { versions, .. } => {
+                    versions.last().map(|v| v.etag.clone())
+                }
+                ferry_core::task::Task::CopyVersion { version, .. } => Some(version.etag.clone()),
             };
             let line = ReportLine {
                 key: task.key().to_string(),

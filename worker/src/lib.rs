@@ -23,6 +23,7 @@ mod runner;
 mod single;
 mod split;
 mod verify;
+mod versions;
 
 use std::time::Duration;
 

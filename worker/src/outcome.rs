@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ferry_core::config::Rule;
-use ferry_core::ledger::LedgerEntry;
+use ferry_core::ledger::{LedgerEntry, VersionsEntry};
 use ferry_core::parts::etag_parts;
 use ferry_core::policy::Reason;
 use ferry_core::report::{ReportLine, ReportOutcome};
@@ -37,6 +37,15 @@ pub enum Outcome {
         entry: LedgerEntry,
         /// The upload record to forget.
         upload: String,
+    },
+    /// Versions of a key were copied in order (`versions = "all"`).
+    VersionsCopied {
+        /// Bytes written.
+        bytes: u64,
+        /// Versions and delete markers copied (or adopted).
+        versions: u64,
+        /// What the ledger records for the key now: every copied version and its copy.
+        entry: VersionsEntry,
     },
     /// The source object was deleted before it could be copied.
     Gone,
@@ -74,6 +83,7 @@ impl Outcome {
                     Counted::Copied
                 }
             }
+            Outcome::VersionsCopied { .. } => Counted::Copied,
             Outcome::Gone => Counted::Gone,
             Outcome::Deleted => Counted::Deleted,
             Outcome::Kept => Counted::Kept,
@@ -88,7 +98,9 @@ impl Outcome {
     /// Bytes moved.
     pub fn bytes(&self) -> u64 {
         match self {
-            Outcome::Copied { bytes, .. } | Outcome::Completed { bytes, .. } => *bytes,
+            Outcome::Copied { bytes, .. }
+            | Outcome::Completed { bytes, .. }
+            | Outcome::VersionsCopied { bytes, .. } => *bytes,
             _ => 0,
         }
     }
@@ -116,6 +128,9 @@ pub(crate) async fn acknowledge(
     let ledger = match &outcome {
         Outcome::Copied { entry, .. } | Outcome::Completed { entry, .. } => {
             LedgerOp::Put(task.key().to_string(), entry.clone())
+        }
+        Outcome::VersionsCopied { entry, .. } => {
+            LedgerOp::PutVersions(task.key().to_string(), entry.clone())
         }
         Outcome::Deleted => LedgerOp::Delete(task.key().to_string()),
         _ => LedgerOp::None,
@@ -166,6 +181,10 @@ fn report_line(task: &Task, outcome: &Outcome) -> Option<ReportLine> {
         Task::DeleteObject {
             destination_etag, ..
         } => (None, Some(destination_etag.clone()), 0),
+        Task::CopyVersions { versions, .. } => {
+            (versions.last().map(|v| v.etag.clone()), None, task.bytes())
+        }
+        Task::CopyVersion { version, .. } => (Some(version.etag.clone()), None, version.size),
     };
     let mut line = ReportLine {
         key: task.key().to_string(),
@@ -181,6 +200,10 @@ fn report_line(task: &Task, outcome: &Outcome) -> Option<ReportLine> {
             line.outcome = ReportOutcome::Copied;
             line.bytes = *bytes;
             line.destination_etag = Some(entry.destination_etag.clone());
+        }
+        Outcome::VersionsCopied { bytes, .. } => {
+            line.outcome = ReportOutcome::Copied;
+            line.bytes = *bytes;
         }
         Outcome::Deleted => line.outcome = ReportOutcome::Deleted,
         Outcome::Skipped { reason, .. } => line.reason = Some(reason.label().to_string()),

@@ -399,6 +399,12 @@ async fn run_task(job: &Job<'_>, task: &Task) -> Result<Outcome, CopyError> {
             key,
             destination_etag,
         } => Ok(delete::delete_object(job, key, destination_etag).await?),
+        Task::CopyVersions { key, versions } => {
+            crate::versions::copy_versions(job, key, versions).await
+        }
+        Task::CopyVersion { key, version } => {
+            crate::versions::copy_as_object(job, key, version).await
+        }
     }
 }
 
