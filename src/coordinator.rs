@@ -117,6 +117,8 @@ pub(crate) async fn run_coordinator(
             format!("{:?} is too short (at least 1s)", args.leader_lease),
         ));
     }
+    let config =
+        startup::check_versions(config, &stores, |i, field| format!("rules[{i}].{field}")).await?;
     let ctx = ferry_coordinator::Context {
         config,
         stores,

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use ferry_core::config::{BucketRef, Config, ConfigError, Problem, check_pairing};
 use ferry_queue::{Persistence, Queue, ViewQueue};
-use ferry_storage::{CA_BUNDLE_VAR, Timeouts, Trust};
+use ferry_storage::{CA_BUNDLE_VAR, Stores, Timeouts, Trust};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -455,4 +455,101 @@ pub(crate) async fn open_to_read(
     let rules = rule_names(&config, &queue).await?;
     check_rule(&rules, rule)?;
     Ok((queue, rules))
+}
+
+/// Rules with `versions = "all"` need a destination bucket that keeps versions: one that
+/// does not is a configuration error (exit 2), named under `path(rule index)`, before any
+/// copy. A source bucket that keeps none has one version per key: its rule is copied as with
+/// `versions = "current"`, with a warning.
+pub(crate) async fn check_versions(
+    config: Arc<Config>,
+    stores: &Stores,
+    path: impl Fn(usize, &str) -> String,
+) -> Result<Arc<Config>, Failure> {
+    use ferry_core::config::Versions;
+    use ferry_storage::Versioning;
+    if config
+        .rules
+        .iter()
+        .all(|r| r.versions != Versions::All && r.at_ms.is_none())
+    {
+        return Ok(config);
+    }
+    let mut checked = (*config).clone();
+    let mut problems = Vec::new();
+    for (i, rule) in checked.rules.iter_mut().enumerate() {
+        if rule.at_ms.is_some() {
+            // The source's versions are what is read: it must keep them.
+            let source = stores.source(rule).versioning(&rule.source.bucket).await;
+            if !matches!(source, Ok(Versioning::Enabled | Versioning::Suspended)) {
+                let why = match source {
+                    Ok(state) => format!("versioning is {}", state.as_str()),
+                    Err(e) => format!("{e}"),
+                };
+                problems.push(Problem {
+                    path: path(i, "at"),
+                    message: format!(
+                        "source bucket {} on endpoint {} keeps no versions ({why}): it cannot \
+                         be read as it was at an earlier moment",
+                        rule.source.bucket, rule.source.endpoint
+                    ),
+                });
+            }
+            continue;
+        }
+        if rule.versions != Versions::All {
+            continue;
+        }
+        let (bucket, endpoint) = (&rule.destination.bucket, &rule.destination.endpoint);
+        let destination = stores
+            .destination(rule)
+            .versioning(bucket)
+            .await
+            .with_context(|| format!("reading the versioning of destination bucket {bucket}"));
+        match destination {
+            Ok(Versioning::Enabled) => {}
+            Ok(state) => problems.push(Problem {
+                path: path(i, "versions"),
+                message: format!(
+                    "rule {} copies every version, and destination bucket {bucket} on endpoint \
+                     {endpoint} does not keep versions (versioning is {}): enable versioning \
+                     on it (PutBucketVersioning, Status=Enabled), or copy current versions only",
+                    rule.name,
+                    state.as_str()
+                ),
+            }),
+            // A store without versioning at all (Garage answers 501) says the same.
+            Err(e) if is_unsupported(&e) => problems.push(Problem {
+                path: path(i, "versions"),
+                message: format!(
+                    "rule {} copies every version, and destination bucket {bucket} on endpoint \
+                     {endpoint} does not keep versions (the store does not implement \
+                     versioning: {e:#})",
+                    rule.name
+                ),
+            }),
+            Err(e) => return Err(Failure::Runtime(e)),
+        }
+        let source = stores.source(rule).versioning(&rule.source.bucket).await;
+        match source {
+            Ok(Versioning::Enabled | Versioning::Suspended) => {}
+            Ok(Versioning::Off) | Err(_) => {
+                tracing::warn!(rule = %rule.name, bucket = %rule.source.bucket,
+                    "the source bucket keeps no versions: its current objects are copied, as with versions = \"current\"");
+                rule.versions = Versions::Current;
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(Arc::new(checked))
+    } else {
+        Err(Failure::Config(ConfigError { problems }))
+    }
+}
+
+/// Whether a failed request says the store does not implement the operation.
+fn is_unsupported(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<ferry_storage::StorageError>())
+        .any(|s| s.status == Some(501) || s.code.as_deref() == Some("NotImplemented"))
 }

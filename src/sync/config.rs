@@ -447,6 +447,7 @@ fn rule(args: &Line<'_>, name: &str, src: &Side, dst: &Side) -> Result<Rule, Vec
     }
     rule.overwrite_unmanaged = copy.overwrite_unmanaged;
     rule.delete = copy.delete;
+    versions(&copy, &mut rule, &mut problems);
     let filter = Filter::new(
         args.pair.include.clone(),
         args.pair.exclude.clone(),
@@ -483,6 +484,29 @@ fn parsed<T>(
         .ok()
 }
 
+/// `--all-versions` and `--at`.
+fn versions(copy: &CopyFlags, rule: &mut Rule, problems: &mut Vec<Problem>) {
+    if copy.all_versions {
+        rule.versions = ferry_core::config::Versions::All;
+    }
+    if let Some(at) = &copy.at {
+        match humantime::parse_rfc3339_weak(at) {
+            Ok(when) => {
+                let ms = when
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                rule.at_ms = Some(ms);
+            }
+            Err(e) => problems.push(problem(
+                "--at",
+                format!(
+                    "{at:?} is not a time ({e}): give it as RFC 3339, e.g. 2026-11-30T12:00:00Z"
+                ),
+            )),
+        }
+    }
+}
+
 /// The argument a problem of the built rule comes from, by its path within the rule: a side's
 /// endpoint, bucket or prefix from SRC or DST, a setting from its flag.
 fn flag_of(path: &str) -> String {
@@ -491,6 +515,7 @@ fn flag_of(path: &str) -> String {
         "destination" if path == "destination.storage_class" => "--storage-class".into(),
         // A pairing of a bucket with itself.
         "destination" | "rules" => "DST".into(),
+        "versions" => "--all-versions".into(),
         field => format!("--{}", field.replace('_', "-")),
     }
 }

@@ -230,6 +230,14 @@ pub(crate) struct CopyFlags {
     /// Delete destination objects ferry wrote whose source is gone.
     #[arg(long, help_heading = "What is copied")]
     pub(crate) delete: bool,
+    /// Copy every version and delete marker, oldest first, to a versioned destination
+    /// (`versions = "all"`).
+    #[arg(long, help_heading = "What is copied")]
+    pub(crate) all_versions: bool,
+    /// Copy the source as it was at TIME (RFC 3339, e.g. 2026-11-30T12:00:00Z): each key's
+    /// version current then, and nothing for a key absent or deleted then.
+    #[arg(long, value_name = "TIME", help_heading = "What is copied")]
+    pub(crate) at: Option<String>,
     /// Objects at or above SIZE are copied in parts.
     #[arg(
         long,
@@ -273,6 +281,11 @@ pub(crate) async fn run(args: SyncArgs) -> Result<(), Failure> {
     let stores = Stores::connect(&config, timeouts, &trust)
         .await
         .with_limits(&config, Arc::new(queue.clone()));
+    let config = startup::check_versions(config, &stores, |_, field| match field {
+        "at" => "--at".to_string(),
+        _ => "--all-versions".to_string(),
+    })
+    .await?;
     let rule_cfg = config.rules[0].clone();
     let coordinator = ferry_coordinator::Context {
         config: config.clone(),
