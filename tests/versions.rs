@@ -818,3 +818,49 @@ async fn at_is_refused_with_what_it_cannot_go_with() {
         assert!(stderr.contains(named), "{extra:?} names {named}: {stderr}");
     }
 }
+
+/// The same copy through Redis: `ferry run` with two workers, on RGW.
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_are_copied_in_order_through_redis_by_two_workers() {
+    let pair = Pair::versioned(Kind::Rgw).await;
+    let redis = ferry_testkit::servers::Redis::start();
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        let ops = vec![
+            put(i, 100 + i),
+            Op::Delete,
+            put(i + 100, 10),
+            put(i + 200, 0),
+        ];
+        let key = format!("k/{i:02}");
+        let source = write(&pair, &key, &ops).await;
+        keys.push((key, ops, source));
+    }
+    let endpoints = std::fs::read_to_string(&pair.config).unwrap();
+    let config = pair.dir.path().join("redis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[redis]\nurl = \"{}\"\nnamespace = \"{}\"\n\n{endpoints}[[rules]]\nname = \"all\"\n\
+             source = {{ endpoint = \"src\", bucket = \"{}\" }}\n\
+             destination = {{ endpoint = \"dst\", bucket = \"{}\" }}\n\
+             versions = \"all\"\nstop = \"once\"\n",
+            redis.url(),
+            unique("ns"),
+            pair.sb,
+            pair.db
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, stdout, stderr) = ferry_output(&["run", "--config", config, "--workers", "2"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (key, ops, source) in &keys {
+        assert_same_history(&pair, key, ops, source).await;
+    }
+    // A second run finds nothing to write.
+    let before = history(&pair.dst, &pair.db, "k/00").await.len();
+    let (code, stdout, stderr) = ferry_output(&["run", "--config", config, "--workers", "2"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(history(&pair.dst, &pair.db, "k/00").await.len(), before);
+}
