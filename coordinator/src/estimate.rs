@@ -181,6 +181,7 @@ fn class_a(operation: &str) -> Option<bool> {
         | "UploadPartCopy"
         | "CompleteMultipartUpload"
         | "ListObjectsV2"
+        | "ListObjectVersions"
         | "ListParts"
         | "ListMultipartUploads"
         | "PutObjectTagging" => Some(true),
@@ -320,7 +321,14 @@ impl Estimate {
         pricing: &BTreeMap<String, Pricing>,
         time: Duration,
     ) -> Estimate {
-        tally.requests.source("ListObjectsV2", found.source_pages);
+        // A rule that copies versions lists the source's versions (and not the destination).
+        let versions = rule.versions == ferry_core::config::Versions::All || rule.at_ms.is_some();
+        let source_listing = if versions {
+            "ListObjectVersions"
+        } else {
+            "ListObjectsV2"
+        };
+        tally.requests.source(source_listing, found.source_pages);
         tally
             .requests
             .destination("ListObjectsV2", found.destination_pages);
