@@ -88,8 +88,13 @@ class Moto:
         return counts
 
     def stop(self):
+        # A moto holding tens of thousands of versions takes long to exit.
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def operation(method, target):

@@ -42,8 +42,6 @@ pub enum Outcome {
     VersionsCopied {
         /// Bytes written.
         bytes: u64,
-        /// Versions and delete markers copied (or adopted).
-        versions: u64,
         /// What the ledger records for the key now: every copied version and its copy.
         entry: VersionsEntry,
     },

@@ -86,11 +86,7 @@ pub(crate) async fn copy_versions(
             return Ok(Outcome::LeaseLost);
         }
     }
-    Ok(Outcome::VersionsCopied {
-        bytes,
-        versions: (todo.len()) as u64,
-        entry,
-    })
+    Ok(Outcome::VersionsCopied { bytes, entry })
 }
 
 /// Records what is copied of `key` so far; false when the lease was lost.
