@@ -23,9 +23,11 @@
 )]
 
 /// Every script a reader of the README may run, relative to the repository's root.
-pub const SCRIPTS: [&str; 9] = [
+pub const SCRIPTS: [&str; 11] = [
     "bench/run",
     "bench/events",
+    "bench/verify",
+    "bench/versions",
     "bench/listing",
     "bench/queue",
     "bench/slowdown",
