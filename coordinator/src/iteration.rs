@@ -566,6 +566,31 @@ async fn wait_until_settled(
     }
 }
 
+/// A listing page that can be cut at the end of a key range.
+pub(crate) trait RangePage: Send + 'static {
+    /// Drops the entries after `through`; true when the range ends in this page (entries
+    /// were dropped, or it is the listing's last page).
+    fn cut_through(&mut self, through: &str) -> bool;
+}
+
+impl RangePage for ListPage {
+    fn cut_through(&mut self, through: &str) -> bool {
+        let inside = self.objects.partition_point(|o| o.key.as_str() <= through);
+        let ended = inside < self.objects.len() || self.next_token.is_none();
+        self.objects.truncate(inside);
+        ended
+    }
+}
+
+impl RangePage for VersionPage {
+    fn cut_through(&mut self, through: &str) -> bool {
+        // Not by position: a store may list a page's markers after its versions.
+        let before = self.entries.len();
+        self.entries.retain(|e| e.key.as_str() <= through);
+        self.entries.len() < before || self.next.is_none()
+    }
+}
+
 /// Runs [`list_pages`] over `range` in a background task, a few pages ahead of the diff, so
 /// listing latency overlaps with diffing and planning; the listing stops at the range's end.
 pub(crate) fn spawn_listing(
@@ -574,52 +599,34 @@ pub(crate) fn spawn_listing(
     prefix: String,
     range: KeyRange,
 ) -> mpsc::Receiver<Result<ListPage, StorageError>> {
-    let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
-    tokio::spawn(async move {
-        let pages = list_pages(store, bucket, prefix, range.after);
-        futures::pin_mut!(pages);
-        while let Some(mut page) = pages.next().await {
-            let mut ended = false;
-            if let (Ok(listed), Some(through)) = (&mut page, &range.through) {
-                let inside = listed
-                    .objects
-                    .partition_point(|o| o.key.as_str() <= through.as_str());
-                if inside < listed.objects.len() || listed.next_token.is_none() {
-                    listed.objects.truncate(inside);
-                    ended = true;
-                }
-            }
-            if tx.send(page).await.is_err() || ended {
-                return;
-            }
-        }
-    });
-    rx
+    let pages = list_pages(store, bucket, prefix, range.after.clone());
+    spawn_pages(pages, range)
 }
 
-/// [`spawn_listing`] for a version listing: its pages, a few ahead, up to the range's end.
+/// [`spawn_listing`] for a version listing.
 pub(crate) fn spawn_version_listing(
     store: Arc<dyn ObjectStore>,
     bucket: String,
     prefix: String,
     range: KeyRange,
 ) -> mpsc::Receiver<Result<VersionPage, StorageError>> {
+    let pages = list_version_pages(store, bucket, prefix, range.after.clone());
+    spawn_pages(pages, range)
+}
+
+/// Forwards `pages` from a background task, a few ahead, until the end of `range`.
+fn spawn_pages<P: RangePage>(
+    pages: impl futures::Stream<Item = Result<P, StorageError>> + Send + 'static,
+    range: KeyRange,
+) -> mpsc::Receiver<Result<P, StorageError>> {
     let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
     tokio::spawn(async move {
-        let pages = list_version_pages(store, bucket, prefix, range.after);
         futures::pin_mut!(pages);
         while let Some(mut page) = pages.next().await {
-            let mut ended = false;
-            if let (Ok(listed), Some(through)) = (&mut page, &range.through) {
-                // Not by position: a store may list a page's markers after its versions.
-                let before = listed.entries.len();
-                listed
-                    .entries
-                    .retain(|e| e.key.as_str() <= through.as_str());
-                if listed.entries.len() < before || listed.next.is_none() {
-                    ended = true;
-                }
-            }
+            let ended = match (&mut page, &range.through) {
+                (Ok(listed), Some(through)) => listed.cut_through(through),
+                _ => false,
+            };
             if tx.send(page).await.is_err() || ended {
                 return;
             }

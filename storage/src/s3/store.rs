@@ -195,28 +195,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_tagging(&self, bucket: &str, key: &str) -> Result<Option<String>, StorageError> {
-        Self::count("GetObjectTagging");
-        let out = match self
-            .client
-            .get_object_tagging()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("GetObjectTagging", self.target(bucket, key), e))
-        {
-            Ok(out) => out,
-            // A store without tagging (Garage) cannot have tags to copy.
-            Err(e) if e.code.as_deref() == Some("NotImplemented") => return Ok(None),
-            // Ceph RGW 16 answers an object without tags with an empty 200.
-            Err(e) if e.status == Some(200) && e.code.is_none() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let tags = out.tag_set();
-        if tags.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(encode_tags(tags.iter().map(|t| (t.key(), t.value())))))
+        self.tagging(bucket, key, None).await
     }
 
     async fn put_tagging(
@@ -534,7 +513,7 @@ impl ObjectStore for S3Store {
         key: &str,
         version_id: &str,
     ) -> Result<Option<String>, StorageError> {
-        self.version_tagging(bucket, key, version_id).await
+        self.tagging(bucket, key, Some(version_id)).await
     }
 
     async fn put_version(
